@@ -1,0 +1,544 @@
+//! rawlink wire protocol v1, sans I/O.
+//!
+//! Every message is an 80-byte little-endian header followed by a payload;
+//! `docs/PROTOCOL.md` gives the byte offsets. [`Decoder::decode`] takes bytes
+//! as they arrive and returns whole messages. It checks magic, version, header
+//! CRC and the payload limit *before* it reserves room for a payload.
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use rawlink_frame::{BayerPattern, Frame, FrameHeader, PixelFormat};
+//! use rawlink_proto::{Decoder, Encoder, Message};
+//!
+//! let fmt = PixelFormat::unpacked(BayerPattern::Rggb, 12).unwrap();
+//! let frame = Frame::new(FrameHeader::new(7, 2, 2, fmt), vec![0u8; 8].into()).unwrap();
+//! let mut wire = BytesMut::new();
+//! Encoder::encode(&Message::Frame(frame), &mut wire);
+//!
+//! let mut dec = Decoder::default();
+//! match dec.decode(&mut wire).unwrap() {
+//!     Some(Message::Frame(f)) => assert_eq!(f.header.seq, 7),
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod legacy;
+mod message;
+
+pub use legacy::{LegacyDecoder, LegacyError};
+pub use message::{EndOfStream, EndReason, StreamInfo};
+
+use bytes::{Buf, Bytes, BytesMut};
+use rawlink_frame::{
+    BayerPattern, ClockId, Frame, FrameError, FrameHeader, Packing, PixelFormat, MAX_DIMENSION,
+};
+
+/// The four magic bytes that open every message: `RLNK`.
+pub const MAGIC: [u8; 4] = *b"RLNK";
+/// Protocol major version spoken by this crate.
+pub const VERSION_MAJOR: u8 = 1;
+/// Protocol minor version spoken by this crate.
+pub const VERSION_MINOR: u8 = 0;
+/// Length of the v1.0 header in bytes.
+pub const HEADER_LEN: usize = 80;
+/// Largest header length a decoder accepts (later minor versions may grow it).
+pub const MAX_HEADER_LEN: usize = 1024;
+/// Default limit on one payload: 256 MiB.
+pub const DEFAULT_MAX_PAYLOAD: u64 = 256 << 20;
+
+/// Message kinds (byte 8 of the header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Describes the stream; sent once, first.
+    StreamStart = 1,
+    /// One raw frame.
+    Frame = 2,
+    /// The stream ended; payload says why.
+    EndOfStream = 3,
+    /// Keep-alive; no payload.
+    Heartbeat = 4,
+}
+
+impl Kind {
+    fn from_code(c: u8) -> Option<Self> {
+        Some(match c {
+            1 => Self::StreamStart,
+            2 => Self::Frame,
+            3 => Self::EndOfStream,
+            4 => Self::Heartbeat,
+            _ => return None,
+        })
+    }
+}
+
+/// A decoded protocol message.
+#[derive(Debug, Clone)]
+pub enum Message {
+    /// Stream description.
+    StreamStart(StreamInfo),
+    /// A frame with its metadata.
+    Frame(Frame),
+    /// End of stream with a reason.
+    EndOfStream(EndOfStream),
+    /// Keep-alive.
+    Heartbeat,
+}
+
+/// Everything that can be wrong with bytes on the wire.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    /// The first four bytes are not `RLNK`.
+    #[error("bad magic {found:02x?} (expected \"RLNK\"): not a rawlink v1 stream (legacy bare frames need --legacy)")]
+    BadMagic {
+        /// The bytes found.
+        found: [u8; 4],
+    },
+    /// A major version this decoder does not speak.
+    #[error("unsupported protocol version {major}.{minor} (this build speaks {VERSION_MAJOR}.x)")]
+    UnsupportedVersion {
+        /// Major version found.
+        major: u8,
+        /// Minor version found.
+        minor: u8,
+    },
+    /// The header length field is out of range.
+    #[error("bad header length {0} (expected {HEADER_LEN}..={MAX_HEADER_LEN})")]
+    BadHeaderLength(u16),
+    /// The header CRC does not match.
+    #[error("header CRC mismatch: header says {expected:#010x}, bytes give {actual:#010x}")]
+    HeaderCrc {
+        /// CRC stored in the header.
+        expected: u32,
+        /// CRC computed over the header bytes.
+        actual: u32,
+    },
+    /// Unknown message kind.
+    #[error("unknown message kind {0}")]
+    UnknownKind(u8),
+    /// The payload is larger than the configured limit.
+    #[error("payload of {len} bytes exceeds the limit of {max} bytes (seq {seq})")]
+    PayloadTooLarge {
+        /// Claimed payload length.
+        len: u64,
+        /// Limit in force.
+        max: u64,
+        /// Sequence number in the header.
+        seq: u64,
+    },
+    /// The payload CRC does not match; the message has been consumed.
+    #[error("payload CRC mismatch on frame seq {seq}: header says {expected:#010x}, payload gives {actual:#010x}")]
+    PayloadCrc {
+        /// Sequence number of the bad frame.
+        seq: u64,
+        /// CRC stored in the header.
+        expected: u32,
+        /// CRC of the bytes received.
+        actual: u32,
+    },
+    /// Header fields are inconsistent (geometry, format, length).
+    #[error("invalid frame header (seq {seq}): {source}")]
+    BadFrame {
+        /// Sequence number in the header.
+        seq: u64,
+        /// What is wrong.
+        #[source]
+        source: FrameError,
+    },
+    /// A control message payload could not be parsed.
+    #[error("malformed {kind:?} message: {reason}")]
+    BadMessage {
+        /// Kind of message.
+        kind: Kind,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The stream ended inside a message.
+    #[error("stream truncated: {buffered} bytes of an incomplete message (needed {needed})")]
+    Truncated {
+        /// Bytes that were buffered.
+        buffered: usize,
+        /// Bytes the message needed (0 if the header was incomplete).
+        needed: u64,
+    },
+    /// Transport error (only from the `codec` integration).
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Limits applied to untrusted input before any allocation.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest payload accepted, in bytes.
+    pub max_payload: u64,
+    /// Largest width or height accepted.
+    pub max_dimension: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_dimension: 16_384,
+        }
+    }
+}
+
+/// Fixed header fields, as they are on the wire.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct WireHeader {
+    kind: u8,
+    flags: u8,
+    header: FrameHeader,
+    payload_len: u32,
+    payload_crc: u32,
+}
+
+fn put_u16(b: &mut [u8], o: usize, v: u16) {
+    b[o..o + 2].copy_from_slice(&v.to_le_bytes());
+}
+fn put_u32(b: &mut [u8], o: usize, v: u32) {
+    b[o..o + 4].copy_from_slice(&v.to_le_bytes());
+}
+fn put_u64(b: &mut [u8], o: usize, v: u64) {
+    b[o..o + 8].copy_from_slice(&v.to_le_bytes());
+}
+fn get_u16(b: &[u8], o: usize) -> u16 {
+    u16::from_le_bytes([b[o], b[o + 1]])
+}
+fn get_u32(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+fn get_u64(b: &[u8], o: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[o..o + 8]);
+    u64::from_le_bytes(a)
+}
+
+impl WireHeader {
+    fn to_bytes(self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        let h = &self.header;
+        b[0..4].copy_from_slice(&MAGIC);
+        b[4] = VERSION_MAJOR;
+        b[5] = VERSION_MINOR;
+        put_u16(&mut b, 6, HEADER_LEN as u16);
+        b[8] = self.kind;
+        b[9] = self.flags;
+        b[10] = h.clock as u8;
+        b[11] = h.format.pattern.code();
+        b[12] = h.format.bits;
+        b[13] = h.format.packing.code();
+        // 14..16 reserved
+        put_u64(&mut b, 16, h.seq);
+        put_u64(&mut b, 24, h.timestamp_ns);
+        put_u32(&mut b, 32, h.width);
+        put_u32(&mut b, 36, h.height);
+        put_u32(&mut b, 40, h.stride);
+        put_u32(&mut b, 44, h.exposure_us);
+        put_u32(&mut b, 48, h.analog_gain.to_bits());
+        put_u16(&mut b, 52, h.black_level);
+        put_u16(&mut b, 54, h.white_level);
+        put_u32(&mut b, 56, self.payload_len);
+        put_u32(&mut b, 60, self.payload_crc);
+        // 64..76 reserved
+        let crc = crc32c::crc32c(&b[..HEADER_LEN - 4]);
+        put_u32(&mut b, HEADER_LEN - 4, crc);
+        b
+    }
+}
+
+/// Encodes messages. Stateless.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Encoder;
+
+/// A frame encoded once, ready to be written to any number of clients:
+/// the header bytes and the shared payload, for a vectored write.
+#[derive(Debug, Clone)]
+pub struct EncodedFrame {
+    /// The 80 header bytes.
+    pub header: Bytes,
+    /// The payload, shared with the source's buffer.
+    pub payload: Bytes,
+}
+
+impl EncodedFrame {
+    /// Total bytes on the wire.
+    pub fn wire_len(&self) -> usize {
+        self.header.len() + self.payload.len()
+    }
+}
+
+fn stream_header(info: &StreamInfo) -> FrameHeader {
+    info.header
+}
+
+impl Encoder {
+    /// Encodes a frame's header; the payload CRC is computed here, once.
+    pub fn encode_frame(frame: &Frame) -> EncodedFrame {
+        let wh = WireHeader {
+            kind: Kind::Frame as u8,
+            flags: 0,
+            header: frame.header,
+            payload_len: frame.payload.len() as u32,
+            payload_crc: crc32c::crc32c(&frame.payload),
+        };
+        EncodedFrame {
+            header: Bytes::copy_from_slice(&wh.to_bytes()),
+            payload: frame.payload.clone(),
+        }
+    }
+
+    /// Encodes any message into header + payload parts.
+    pub fn encode_parts(msg: &Message) -> EncodedFrame {
+        let (kind, header, payload) = match msg {
+            Message::Frame(f) => return Self::encode_frame(f),
+            Message::StreamStart(info) => (
+                Kind::StreamStart,
+                stream_header(info),
+                Bytes::from(info.payload_bytes()),
+            ),
+            Message::EndOfStream(end) => {
+                let mut h = FrameHeader::new(
+                    end.last_seq,
+                    1,
+                    1,
+                    PixelFormat::unpacked(BayerPattern::Rggb, 16).expect("valid"),
+                );
+                h.width = 0;
+                h.height = 0;
+                h.stride = 0;
+                (Kind::EndOfStream, h, Bytes::from(end.payload_bytes()))
+            }
+            Message::Heartbeat => {
+                let mut h = FrameHeader::new(
+                    0,
+                    0,
+                    0,
+                    PixelFormat::unpacked(BayerPattern::Rggb, 16).expect("valid"),
+                );
+                h.stride = 0;
+                (Kind::Heartbeat, h, Bytes::new())
+            }
+        };
+        let wh = WireHeader {
+            kind: kind as u8,
+            flags: 0,
+            header,
+            payload_len: payload.len() as u32,
+            payload_crc: crc32c::crc32c(&payload),
+        };
+        EncodedFrame {
+            header: Bytes::copy_from_slice(&wh.to_bytes()),
+            payload,
+        }
+    }
+
+    /// Appends a whole message to `dst` (copies the payload; for tests and control messages).
+    pub fn encode(msg: &Message, dst: &mut BytesMut) {
+        let parts = Self::encode_parts(msg);
+        dst.extend_from_slice(&parts.header);
+        dst.extend_from_slice(&parts.payload);
+    }
+}
+
+/// Incremental decoder for protocol v1.
+///
+/// Feed it the bytes received so far; it consumes whole messages only.
+#[derive(Debug, Default, Clone)]
+pub struct Decoder {
+    limits: Limits,
+    /// Header parsed while waiting for the payload, with its header length.
+    pending: Option<(WireHeader, usize)>,
+}
+
+impl Decoder {
+    /// A decoder with the given limits.
+    pub fn with_limits(limits: Limits) -> Self {
+        Self {
+            limits,
+            pending: None,
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Decodes one message from the front of `buf`.
+    ///
+    /// `Ok(None)` means more bytes are needed. On a payload CRC error the bad
+    /// message is consumed, so decoding can go on with the next one. On a header
+    /// error nothing is consumed.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, ProtoError> {
+        let (wh, hlen) = match self.pending {
+            Some(p) => p,
+            None => match self.parse_header(buf)? {
+                Some(p) => {
+                    self.pending = Some(p);
+                    // Reserve for the payload only now that the header is checked.
+                    let total = hlen_total(p);
+                    buf.reserve(total.saturating_sub(buf.len()));
+                    p
+                }
+                None => return Ok(None),
+            },
+        };
+        let total = hlen + wh.payload_len as usize;
+        if buf.len() < total {
+            return Ok(None);
+        }
+        self.pending = None;
+        buf.advance(hlen);
+        let payload = buf.split_to(wh.payload_len as usize).freeze();
+        let actual = crc32c::crc32c(&payload);
+        if actual != wh.payload_crc {
+            return Err(ProtoError::PayloadCrc {
+                seq: wh.header.seq,
+                expected: wh.payload_crc,
+                actual,
+            });
+        }
+        let kind = Kind::from_code(wh.kind).ok_or(ProtoError::UnknownKind(wh.kind))?;
+        Ok(Some(match kind {
+            Kind::Frame => Message::Frame(Frame::new(wh.header, payload).map_err(|source| {
+                ProtoError::BadFrame {
+                    seq: wh.header.seq,
+                    source,
+                }
+            })?),
+            Kind::StreamStart => Message::StreamStart(StreamInfo::parse(wh.header, &payload)?),
+            Kind::EndOfStream => Message::EndOfStream(EndOfStream::parse(wh.header.seq, &payload)?),
+            Kind::Heartbeat => Message::Heartbeat,
+        }))
+    }
+
+    /// Call at end of input: an error if a partial message is buffered.
+    pub fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, ProtoError> {
+        match self.decode(buf)? {
+            Some(m) => Ok(Some(m)),
+            None if buf.is_empty() => Ok(None),
+            None => Err(ProtoError::Truncated {
+                buffered: buf.len(),
+                needed: self
+                    .pending
+                    .map(|p| hlen_total(p) as u64)
+                    .unwrap_or_default(),
+            }),
+        }
+    }
+
+    fn parse_header(&self, buf: &BytesMut) -> Result<Option<(WireHeader, usize)>, ProtoError> {
+        let n = buf.len().min(4);
+        if buf[..n] != MAGIC[..n] {
+            let mut found = [0u8; 4];
+            found[..n].copy_from_slice(&buf[..n]);
+            return Err(ProtoError::BadMagic { found });
+        }
+        if buf.len() < 8 {
+            return Ok(None);
+        }
+        let (major, minor) = (buf[4], buf[5]);
+        if major != VERSION_MAJOR {
+            return Err(ProtoError::UnsupportedVersion { major, minor });
+        }
+        let hlen = get_u16(buf, 6);
+        if (hlen as usize) < HEADER_LEN || hlen as usize > MAX_HEADER_LEN {
+            return Err(ProtoError::BadHeaderLength(hlen));
+        }
+        let hlen = hlen as usize;
+        if buf.len() < hlen {
+            return Ok(None);
+        }
+        let b = &buf[..hlen];
+        let expected = get_u32(b, hlen - 4);
+        let actual = crc32c::crc32c(&b[..hlen - 4]);
+        if expected != actual {
+            return Err(ProtoError::HeaderCrc { expected, actual });
+        }
+        let kind = b[8];
+        let seq = get_u64(b, 16);
+        let payload_len = get_u32(b, 56);
+        if payload_len as u64 > self.limits.max_payload {
+            return Err(ProtoError::PayloadTooLarge {
+                len: payload_len as u64,
+                max: self.limits.max_payload,
+                seq,
+            });
+        }
+        let bad_frame = |source| ProtoError::BadFrame { seq, source };
+        let kind_v = Kind::from_code(kind).ok_or(ProtoError::UnknownKind(kind))?;
+        let pattern = BayerPattern::from_code(b[11]).map_err(bad_frame)?;
+        let packing = Packing::from_code(b[13]).map_err(bad_frame)?;
+        let bits = b[12];
+        let header = FrameHeader {
+            seq,
+            timestamp_ns: get_u64(b, 24),
+            clock: ClockId::from_code(b[10]),
+            width: get_u32(b, 32),
+            height: get_u32(b, 36),
+            stride: get_u32(b, 40),
+            format: PixelFormat {
+                pattern,
+                bits,
+                packing,
+            },
+            exposure_us: get_u32(b, 44),
+            analog_gain: f32::from_bits(get_u32(b, 48)),
+            black_level: get_u16(b, 52),
+            white_level: get_u16(b, 54),
+        };
+        if matches!(kind_v, Kind::Frame | Kind::StreamStart) {
+            header.validate().map_err(bad_frame)?;
+            let max_dim = self.limits.max_dimension.min(MAX_DIMENSION);
+            if header.width > max_dim || header.height > max_dim {
+                return Err(bad_frame(FrameError::BadGeometry {
+                    width: header.width,
+                    height: header.height,
+                    stride: header.stride,
+                }));
+            }
+        }
+        if kind_v == Kind::Frame && header.payload_len() != payload_len as u64 {
+            return Err(bad_frame(FrameError::PayloadSize {
+                actual: payload_len as usize,
+                expected: header.payload_len() as usize,
+                width: header.width,
+                height: header.height,
+                format: header.format,
+            }));
+        }
+        Ok(Some((
+            WireHeader {
+                kind,
+                flags: b[9],
+                header,
+                payload_len,
+                payload_crc: get_u32(b, 60),
+            },
+            hlen,
+        )))
+    }
+}
+
+fn hlen_total((wh, hlen): (WireHeader, usize)) -> usize {
+    hlen + wh.payload_len as usize
+}
+
+#[cfg(feature = "codec")]
+impl tokio_util::codec::Decoder for Decoder {
+    type Item = Message;
+    type Error = ProtoError;
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Message>, ProtoError> {
+        Decoder::decode(self, src)
+    }
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Message>, ProtoError> {
+        Decoder::decode_eof(self, src)
+    }
+}
+
+#[cfg(test)]
+mod tests;

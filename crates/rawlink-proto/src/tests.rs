@@ -1,0 +1,291 @@
+use super::*;
+use proptest::prelude::*;
+
+fn fmt12() -> PixelFormat {
+    PixelFormat::unpacked(BayerPattern::Rggb, 12).unwrap()
+}
+
+fn frame(seq: u64, w: u32, h: u32) -> Frame {
+    let mut hd = FrameHeader::new(seq, w, h, fmt12());
+    hd.timestamp_ns = 1_700_000_000_123_456_789;
+    hd.clock = ClockId::Realtime;
+    hd.exposure_us = 10_000;
+    hd.analog_gain = 2.5;
+    hd.black_level = 64;
+    let payload: Vec<u8> = (0..(w * h) as usize)
+        .flat_map(|i| ((i as u16 * 16 + seq as u16) & 0xfff).to_le_bytes())
+        .collect();
+    Frame::new(hd, payload.into()).unwrap()
+}
+
+fn wire(msgs: &[Message]) -> BytesMut {
+    let mut b = BytesMut::new();
+    for m in msgs {
+        Encoder::encode(m, &mut b);
+    }
+    b
+}
+
+fn decode_all(dec: &mut Decoder, buf: &mut BytesMut) -> Result<Vec<Message>, ProtoError> {
+    let mut out = Vec::new();
+    while let Some(m) = dec.decode(buf)? {
+        out.push(m);
+    }
+    Ok(out)
+}
+
+#[test]
+fn header_layout_matches_protocol_md() {
+    let f = frame(0x0102030405060708, 6, 4);
+    let e = Encoder::encode_frame(&f);
+    let b = &e.header[..];
+    assert_eq!(b.len(), 80);
+    assert_eq!(&b[0..4], b"RLNK");
+    assert_eq!((b[4], b[5]), (1, 0));
+    assert_eq!(get_u16(b, 6), 80);
+    assert_eq!(b[8], 2, "kind frame");
+    assert_eq!(b[10], 1, "clock realtime");
+    assert_eq!((b[11], b[12], b[13]), (0, 12, 0));
+    assert_eq!(get_u64(b, 16), 0x0102030405060708);
+    assert_eq!(get_u64(b, 24), 1_700_000_000_123_456_789);
+    assert_eq!((get_u32(b, 32), get_u32(b, 36), get_u32(b, 40)), (6, 4, 12));
+    assert_eq!(get_u32(b, 44), 10_000);
+    assert_eq!(f32::from_bits(get_u32(b, 48)), 2.5);
+    assert_eq!((get_u16(b, 52), get_u16(b, 54)), (64, 4095));
+    assert_eq!(get_u32(b, 56), 48);
+    assert_eq!(get_u32(b, 60), crc32c::crc32c(&f.payload));
+    assert_eq!(get_u32(b, 76), crc32c::crc32c(&b[..76]));
+}
+
+#[test]
+fn round_trip_all_kinds() {
+    let f = frame(3, 8, 6);
+    let info = StreamInfo {
+        header: f.header,
+        source: "sim".into(),
+        server: "rawlink 0.1".into(),
+        interval_ns: 2_000_000_000,
+        frames: Some(5),
+    };
+    let end = EndOfStream {
+        last_seq: 3,
+        reason: EndReason::FramesDone,
+        message: "5 frames sent".into(),
+    };
+    let mut buf = wire(&[
+        Message::StreamStart(info.clone()),
+        Message::Frame(f.clone()),
+        Message::Heartbeat,
+        Message::EndOfStream(end.clone()),
+    ]);
+    let msgs = decode_all(&mut Decoder::default(), &mut buf).unwrap();
+    assert_eq!(msgs.len(), 4);
+    assert!(matches!(&msgs[0], Message::StreamStart(i) if *i == info));
+    match &msgs[1] {
+        Message::Frame(g) => {
+            assert_eq!(g.header, f.header);
+            assert_eq!(g.payload, f.payload);
+        }
+        m => panic!("{m:?}"),
+    }
+    assert!(matches!(msgs[2], Message::Heartbeat));
+    assert!(matches!(&msgs[3], Message::EndOfStream(e) if *e == end));
+    assert!(buf.is_empty());
+}
+
+#[test]
+fn wrong_magic_is_rejected_at_once() {
+    let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\n"[..]);
+    let err = Decoder::default().decode(&mut buf).unwrap_err();
+    assert!(matches!(err, ProtoError::BadMagic { found } if &found == b"GET "));
+    // Even a 2-byte prefix that cannot be RLNK is rejected.
+    let mut buf = BytesMut::from(&b"RX"[..]);
+    assert!(matches!(
+        Decoder::default().decode(&mut buf),
+        Err(ProtoError::BadMagic { .. })
+    ));
+    assert!(err.to_string().contains("bad magic"));
+}
+
+#[test]
+fn unknown_major_version_rejected() {
+    let mut buf = wire(&[Message::Frame(frame(1, 2, 2))]);
+    buf[4] = 2;
+    let err = Decoder::default().decode(&mut buf).unwrap_err();
+    assert!(matches!(
+        err,
+        ProtoError::UnsupportedVersion { major: 2, minor: 0 }
+    ));
+}
+
+#[test]
+fn header_crc_checked() {
+    let mut buf = wire(&[Message::Frame(frame(1, 2, 2))]);
+    buf[20] ^= 0x40; // flip a bit of seq
+    assert!(matches!(
+        Decoder::default().decode(&mut buf),
+        Err(ProtoError::HeaderCrc { .. })
+    ));
+}
+
+#[test]
+fn payload_crc_checked_and_stream_continues() {
+    let mut buf = wire(&[
+        Message::Frame(frame(1, 4, 4)),
+        Message::Frame(frame(2, 4, 4)),
+    ]);
+    buf[HEADER_LEN + 3] ^= 1;
+    let mut dec = Decoder::default();
+    let err = dec.decode(&mut buf).unwrap_err();
+    assert!(
+        matches!(err, ProtoError::PayloadCrc { seq: 1, .. }),
+        "{err}"
+    );
+    match dec.decode(&mut buf).unwrap() {
+        Some(Message::Frame(f)) => assert_eq!(f.header.seq, 2),
+        m => panic!("{m:?}"),
+    }
+}
+
+/// Rewrites header fields and fixes up the header CRC, as a hostile peer could.
+fn forge(buf: &mut BytesMut, edit: impl FnOnce(&mut [u8])) {
+    edit(&mut buf[..HEADER_LEN]);
+    let crc = crc32c::crc32c(&buf[..HEADER_LEN - 4]);
+    buf[HEADER_LEN - 4..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+}
+
+#[test]
+fn absurd_payload_rejected_before_allocation() {
+    let mut buf = wire(&[Message::Frame(frame(1, 2, 2))]);
+    buf.truncate(HEADER_LEN);
+    forge(&mut buf, |b| put_u32(b, 56, u32::MAX));
+    let cap_before = buf.capacity();
+    let err = Decoder::default().decode(&mut buf).unwrap_err();
+    assert!(matches!(err, ProtoError::PayloadTooLarge { len, .. } if len == u32::MAX as u64));
+    assert_eq!(
+        buf.capacity(),
+        cap_before,
+        "no reservation for a rejected payload"
+    );
+}
+
+#[test]
+fn length_inconsistent_with_geometry_rejected() {
+    let mut buf = wire(&[Message::Frame(frame(1, 2, 2))]);
+    forge(&mut buf, |b| put_u32(b, 56, 1000));
+    assert!(matches!(
+        Decoder::default().decode(&mut buf),
+        Err(ProtoError::BadFrame { .. })
+    ));
+    let mut buf = wire(&[Message::Frame(frame(1, 2, 2))]);
+    forge(&mut buf, |b| put_u32(b, 32, 100_000));
+    assert!(matches!(
+        Decoder::default().decode(&mut buf),
+        Err(ProtoError::BadFrame { .. })
+    ));
+}
+
+#[test]
+fn bad_header_length_and_kind() {
+    let mut buf = wire(&[Message::Frame(frame(1, 2, 2))]);
+    put_u16(&mut buf, 6, 12);
+    assert!(matches!(
+        Decoder::default().decode(&mut buf),
+        Err(ProtoError::BadHeaderLength(12))
+    ));
+    let mut buf = wire(&[Message::Frame(frame(1, 2, 2))]);
+    forge(&mut buf, |b| b[8] = 99);
+    assert!(matches!(
+        Decoder::default().decode(&mut buf),
+        Err(ProtoError::UnknownKind(99))
+    ));
+}
+
+#[test]
+fn longer_header_from_a_later_minor_version_is_accepted() {
+    let f = frame(9, 2, 2);
+    let e = Encoder::encode_frame(&f);
+    let mut h = e.header.to_vec();
+    h.truncate(HEADER_LEN - 4);
+    h.extend_from_slice(&[0xAA; 16]); // new fields
+    h[5] = 3;
+    let len = (h.len() + 4) as u16;
+    h[6..8].copy_from_slice(&len.to_le_bytes());
+    let crc = crc32c::crc32c(&h);
+    h.extend_from_slice(&crc.to_le_bytes());
+    let mut buf = BytesMut::from(&h[..]);
+    buf.extend_from_slice(&e.payload);
+    match Decoder::default().decode(&mut buf).unwrap() {
+        Some(Message::Frame(g)) => assert_eq!(g.header.seq, 9),
+        m => panic!("{m:?}"),
+    }
+}
+
+#[test]
+fn truncated_stream_reported_at_eof() {
+    let mut buf = wire(&[Message::Frame(frame(1, 4, 4))]);
+    buf.truncate(HEADER_LEN + 5);
+    let mut dec = Decoder::default();
+    assert!(dec.decode(&mut buf).unwrap().is_none());
+    let err = dec.decode_eof(&mut buf).unwrap_err();
+    assert!(
+        matches!(err, ProtoError::Truncated { buffered, needed } if buffered == HEADER_LEN + 5 && needed == (HEADER_LEN + 32) as u64)
+    );
+    // An empty buffer at EOF is a clean end.
+    assert!(Decoder::default()
+        .decode_eof(&mut BytesMut::new())
+        .unwrap()
+        .is_none());
+}
+
+proptest! {
+    /// The same messages come out whether the input arrives whole or in arbitrary pieces.
+    #[test]
+    fn split_reads_give_same_result(cuts in proptest::collection::vec(1usize..200, 1..40), n in 1usize..4) {
+        let msgs: Vec<Message> = (1..=n as u64).map(|s| Message::Frame(frame(s, 6, 4))).collect();
+        let all = wire(&msgs);
+        let mut dec = Decoder::default();
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        let mut pos = 0;
+        let mut i = 0;
+        while pos < all.len() {
+            let step = cuts[i % cuts.len()].min(all.len() - pos);
+            buf.extend_from_slice(&all[pos..pos + step]);
+            pos += step;
+            i += 1;
+            while let Some(m) = dec.decode(&mut buf).unwrap() {
+                got.push(m);
+            }
+        }
+        prop_assert_eq!(got.len(), n);
+        for (g, m) in got.iter().zip(&msgs) {
+            match (g, m) {
+                (Message::Frame(a), Message::Frame(b)) => {
+                    prop_assert_eq!(a.header, b.header);
+                    prop_assert_eq!(&a.payload, &b.payload);
+                }
+                _ => prop_assert!(false),
+            }
+        }
+    }
+
+    /// Arbitrary bytes never panic the decoder and never make it reserve beyond the limit.
+    #[test]
+    fn garbage_never_panics(mut bytes in proptest::collection::vec(any::<u8>(), 0..300), valid_prefix: bool) {
+        if valid_prefix && bytes.len() >= 8 {
+            bytes[..4].copy_from_slice(&MAGIC);
+            bytes[4] = 1;
+            bytes[6..8].copy_from_slice(&80u16.to_le_bytes());
+        }
+        let mut buf = BytesMut::from(&bytes[..]);
+        let mut dec = Decoder::with_limits(Limits { max_payload: 1 << 20, max_dimension: 4096 });
+        for _ in 0..4 {
+            match dec.decode(&mut buf) {
+                Ok(Some(_)) => continue,
+                _ => break,
+            }
+        }
+        prop_assert!(buf.capacity() <= (1 << 20) + 1024);
+    }
+}

@@ -1,0 +1,279 @@
+//! Frame sources for rawlink: a simulated sensor that reproduces the reference
+//! driver (`sim`), a realistic noisy scene (`sim:scene`), a poll()/read() char
+//! device (`chardev:PATH`) and headerless file replay (`file:GLOB`).
+//!
+//! Sources are blocking and are driven from a dedicated thread:
+//!
+//! ```
+//! use std::sync::atomic::AtomicBool;
+//! use rawlink_source::{open, SourceOptions, SourceSpec};
+//!
+//! let opts = SourceOptions { interval_ms: 0, ..SourceOptions::default() };
+//! let mut src = open(&"sim".parse::<SourceSpec>().unwrap(), &opts).unwrap();
+//! let stop = AtomicBool::new(false);
+//! let frame = src.next_frame(&stop).unwrap().unwrap();
+//! assert_eq!((frame.header.seq, frame.header.width), (1, 640));
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod chardev;
+mod file;
+mod scene;
+mod sim;
+
+pub use chardev::CharDevSource;
+pub use file::FileSource;
+pub use scene::SceneSource;
+pub use sim::{driver_sample, SimSource};
+
+use rawlink_frame::{BayerPattern, ClockId, Frame, FrameHeader, PixelFormat};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Errors from sources.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The `--source` string could not be parsed.
+    #[error("bad source spec {0:?}: expected sim, sim:scene, chardev:PATH or file:GLOB")]
+    BadSpec(String),
+    /// Options are inconsistent.
+    #[error("bad source options: {0}")]
+    BadOptions(String),
+    /// I/O on a device or file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The device or file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file does not have the size the geometry implies.
+    #[error("{path}: {actual} bytes, but {width}x{height} 16-bit samples need {expected}")]
+    FileSize {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        actual: u64,
+        /// The size required.
+        expected: u64,
+        /// Width.
+        width: u32,
+        /// Height.
+        height: u32,
+    },
+    /// The glob matched nothing or was invalid.
+    #[error("file source {0:?} matches no files")]
+    NoFiles(String),
+    /// Internal consistency error building a frame.
+    #[error(transparent)]
+    Frame(#[from] rawlink_frame::FrameError),
+}
+
+/// Which source to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// The reference driver's test pattern.
+    Sim,
+    /// A rendered, noisy scene.
+    SimScene,
+    /// A poll()/read() character device or FIFO.
+    CharDev(PathBuf),
+    /// Headerless `.raw` files matching a glob, replayed in name order.
+    File(String),
+}
+
+impl FromStr for SourceSpec {
+    type Err = SourceError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || SourceError::BadSpec(s.to_string());
+        match s.split_once(':') {
+            None if s == "sim" => Ok(Self::Sim),
+            Some(("sim", "scene")) => Ok(Self::SimScene),
+            Some(("chardev", p)) if !p.is_empty() => Ok(Self::CharDev(PathBuf::from(p))),
+            Some(("file", g)) if !g.is_empty() => Ok(Self::File(g.to_string())),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl std::fmt::Display for SourceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sim => f.write_str("sim"),
+            Self::SimScene => f.write_str("sim:scene"),
+            Self::CharDev(p) => write!(f, "chardev:{}", p.display()),
+            Self::File(g) => write!(f, "file:{g}"),
+        }
+    }
+}
+
+/// Geometry and pacing shared by all sources.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceOptions {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// CFA pattern.
+    pub pattern: BayerPattern,
+    /// Bit depth, 8..=16.
+    pub bits: u8,
+    /// Time between frames for paced sources (sim, scene, file); 0 = as fast as possible.
+    pub interval_ms: u64,
+    /// Replay files in a loop (file source).
+    pub looped: bool,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        Self {
+            width: 640,
+            height: 480,
+            pattern: BayerPattern::Rggb,
+            bits: 12,
+            interval_ms: 2000,
+            looped: false,
+        }
+    }
+}
+
+impl SourceOptions {
+    /// The pixel format, validated.
+    pub fn format(&self) -> Result<PixelFormat, SourceError> {
+        Ok(PixelFormat::unpacked(self.pattern, self.bits)?)
+    }
+
+    /// A header template for frames of these options.
+    pub fn header_template(&self) -> Result<FrameHeader, SourceError> {
+        let h = FrameHeader::new(0, self.width, self.height, self.format()?);
+        h.validate()?;
+        Ok(h)
+    }
+}
+
+/// A blocking producer of frames.
+pub trait FrameSource: Send {
+    /// Description for logs and the stream-start message.
+    fn describe(&self) -> String;
+    /// Header every frame of this stream will share (seq 0, no timestamp).
+    fn stream_header(&self) -> FrameHeader;
+    /// Nominal interval between frames, if the source is paced.
+    fn interval(&self) -> Duration;
+    /// Blocks until the next frame, the end of the stream (`Ok(None)`) or `stop` is set
+    /// (also `Ok(None)`).
+    fn next_frame(&mut self, stop: &AtomicBool) -> Result<Option<Frame>, SourceError>;
+}
+
+/// Opens the source named by `spec`.
+pub fn open(spec: &SourceSpec, opts: &SourceOptions) -> Result<Box<dyn FrameSource>, SourceError> {
+    Ok(match spec {
+        SourceSpec::Sim => Box::new(SimSource::new(opts)?),
+        SourceSpec::SimScene => Box::new(SceneSource::new(opts)?),
+        SourceSpec::CharDev(p) => Box::new(CharDevSource::open(p, opts)?),
+        SourceSpec::File(g) => Box::new(FileSource::new(g, opts)?),
+    })
+}
+
+/// Current `CLOCK_REALTIME` in nanoseconds since the Unix epoch.
+pub fn now_realtime_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Stamps a header with the capture time.
+pub(crate) fn stamp(mut h: FrameHeader, seq: u64) -> FrameHeader {
+    h.seq = seq;
+    h.timestamp_ns = now_realtime_ns();
+    h.clock = ClockId::Realtime;
+    h
+}
+
+/// Deadline-based pacing that does not drift and wakes early when stopped.
+#[derive(Debug)]
+pub(crate) struct Pacer {
+    interval: Duration,
+    next: Option<Instant>,
+}
+
+impl Pacer {
+    pub(crate) fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            next: None,
+        }
+    }
+
+    /// Waits for the next tick; the first tick is immediate. Returns false if stopped.
+    pub(crate) fn wait(&mut self, stop: &AtomicBool) -> bool {
+        let now = Instant::now();
+        let due = *self.next.get_or_insert(now);
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= due {
+                break;
+            }
+            std::thread::sleep((due - now).min(Duration::from_millis(20)));
+        }
+        // If we fell behind by more than one interval, do not try to catch up in a burst.
+        let next = due + self.interval;
+        self.next = Some(if next < Instant::now() {
+            Instant::now()
+        } else {
+            next
+        });
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_parsing() {
+        assert_eq!("sim".parse::<SourceSpec>().unwrap(), SourceSpec::Sim);
+        assert_eq!(
+            "sim:scene".parse::<SourceSpec>().unwrap(),
+            SourceSpec::SimScene
+        );
+        assert_eq!(
+            "chardev:/dev/camera".parse::<SourceSpec>().unwrap(),
+            SourceSpec::CharDev("/dev/camera".into())
+        );
+        assert_eq!(
+            "file:caps/*.raw".parse::<SourceSpec>().unwrap(),
+            SourceSpec::File("caps/*.raw".into())
+        );
+        for bad in [
+            "",
+            "sim:",
+            "sim:foo",
+            "v4l3:/dev/video0",
+            "chardev:",
+            "file:",
+        ] {
+            assert!(bad.parse::<SourceSpec>().is_err(), "{bad}");
+        }
+        assert_eq!(SourceSpec::SimScene.to_string(), "sim:scene");
+    }
+
+    #[test]
+    fn pacer_is_stoppable() {
+        let stop = AtomicBool::new(false);
+        let mut p = Pacer::new(Duration::from_secs(3600));
+        assert!(p.wait(&stop), "first tick is immediate");
+        stop.store(true, Ordering::Relaxed);
+        let t = Instant::now();
+        assert!(!p.wait(&stop));
+        assert!(t.elapsed() < Duration::from_secs(1));
+    }
+}
