@@ -1,1 +1,314 @@
-fn main() {}
+//! The `rawlink` binary: CLI, server, receiver, demo.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod netio;
+mod receiver;
+mod server;
+mod sink;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Parser;
+use cli::{Cli, Command, DemoArgs, GeometryArgs, IspArgs, PacingArgs, ReceiveArgs, ServeArgs};
+use rawlink_frame::{FrameHeader, PixelFormat};
+use rawlink_isp::{IspConfig, Pipeline, Profile, RawPlane};
+use rawlink_proto::Limits;
+use rawlink_source::{SourceOptions, SourceSpec};
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rawlink: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .compact()
+        .init();
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Isp(a) => isp(a),
+        Command::Serve(a) => runtime()?.block_on(serve(a)),
+        Command::Receive(a) => runtime()?.block_on(receive(a)),
+        Command::Demo(a) => runtime()?.block_on(demo(a)),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Cancels the returned token on SIGINT or SIGTERM.
+fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("cannot install a SIGTERM handler: {e}");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+        }
+        t.cancel();
+    });
+    token
+}
+
+fn interval_ms(p: &PacingArgs) -> Result<u64> {
+    match (p.interval_ms, p.fps) {
+        (Some(ms), _) => Ok(ms),
+        (None, Some(fps)) if fps.is_finite() && fps > 0.0 => Ok((1000.0 / fps).round() as u64),
+        (None, Some(fps)) => bail!("--fps must be a positive number, got {fps}"),
+        (None, None) => Ok(2000),
+    }
+}
+
+fn source_options(g: &GeometryArgs, interval_ms: u64, looped: bool) -> SourceOptions {
+    SourceOptions {
+        width: g.width,
+        height: g.height,
+        pattern: g.pattern,
+        bits: g.bits,
+        interval_ms,
+        looped,
+    }
+}
+
+fn parse_profile(s: &str) -> Result<Profile> {
+    s.parse::<Profile>().map_err(|e| anyhow!(e))
+}
+
+async fn serve(a: ServeArgs) -> Result<ExitCode> {
+    let spec: SourceSpec = a.source.parse()?;
+    let opts = source_options(&a.geometry, interval_ms(&a.pacing)?, a.looped);
+    if a.client_queue == 0 {
+        bail!("--client-queue must be at least 1");
+    }
+    let listener = TcpListener::bind(a.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", a.listen))?;
+    let addr = listener.local_addr()?;
+    let source = rawlink_source::open(&spec, &opts)?;
+    tracing::info!(source = %source.describe(), legacy = a.legacy, "serving");
+    println!("listening on {addr}");
+    std::io::stdout().flush().ok();
+    let cfg = server::ServeConfig {
+        frames: a.frames,
+        legacy: a.legacy,
+        wait_clients: a.wait_clients,
+        max_clients: a.max_clients,
+        client_queue: a.client_queue,
+        source_name: spec.to_string(),
+    };
+    let shutdown = shutdown_on_signals();
+    let s = server::serve(listener, source, cfg, shutdown).await?;
+    println!(
+        "serve summary: frames={} clients={} dropped={} end={:?}",
+        s.frames,
+        s.clients,
+        s.dropped,
+        s.end_reason
+            .unwrap_or(rawlink_proto::EndReason::SourceEnded)
+    );
+    if let Some(e) = s.source_error {
+        bail!("source failed: {e}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn receive_config(a: &ReceiveArgs) -> Result<receiver::ReceiveConfig> {
+    let g = &a.geometry;
+    let fmt = PixelFormat::unpacked(g.pattern, g.bits)?;
+    let mut template = FrameHeader::new(0, g.width, g.height, fmt);
+    template.black_level = a.black_level;
+    if !(a.connect_timeout.is_finite() && a.connect_timeout >= 0.0) {
+        bail!("--connect-timeout must be a non-negative number of seconds");
+    }
+    Ok(receiver::ReceiveConfig {
+        connect: a.connect.clone(),
+        legacy: a.legacy,
+        legacy_template: template,
+        frames: a.frames,
+        connect_timeout: Duration::from_secs_f64(a.connect_timeout),
+        limits: Limits {
+            max_payload: a.max_payload_mb.saturating_mul(1 << 20),
+            ..Limits::default()
+        },
+        sink: sink::SinkConfig {
+            out: a.out.clone(),
+            profile: parse_profile(&a.profile)?,
+            workers: a.workers as usize,
+            queue: a.queue as usize,
+            quiet: a.quiet,
+        },
+    })
+}
+
+async fn receive(a: ReceiveArgs) -> Result<ExitCode> {
+    let cfg = receive_config(&a)?;
+    let shutdown = shutdown_on_signals();
+    let summary = receiver::receive(cfg, shutdown).await?;
+    println!("{}", summary.line());
+    finish_receive(&summary)
+}
+
+fn finish_receive(summary: &receiver::ReceiveSummary) -> Result<ExitCode> {
+    if let Some(e) = &summary.error {
+        bail!("{e}");
+    }
+    if let Some(e) = &summary.sink.first_error {
+        bail!(
+            "{} frame(s) could not be written; first: {e}",
+            summary.sink.errors
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn demo(a: DemoArgs) -> Result<ExitCode> {
+    let t0 = Instant::now();
+    let spec: SourceSpec = a.source.parse()?;
+    if !matches!(spec, SourceSpec::Sim | SourceSpec::SimScene) {
+        bail!("demo runs a simulated camera: --source must be sim or sim:scene");
+    }
+    parse_profile(&a.profile)?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let opts = source_options(&a.geometry, a.interval_ms, false);
+    let source = rawlink_source::open(&spec, &opts)?;
+    println!(
+        "demo: {} frames of {} over {addr} -> {}",
+        a.frames,
+        source.describe(),
+        a.out.display()
+    );
+    let shutdown = shutdown_on_signals();
+    let server = tokio::spawn(server::serve(
+        listener,
+        source,
+        server::ServeConfig {
+            frames: Some(a.frames),
+            legacy: false,
+            wait_clients: 1,
+            max_clients: 4,
+            client_queue: 64,
+            source_name: spec.to_string(),
+        },
+        shutdown.clone(),
+    ));
+    let cfg = receive_config(&ReceiveArgs {
+        connect: addr.to_string(),
+        out: a.out.clone(),
+        legacy: false,
+        frames: None,
+        connect_timeout: 5.0,
+        profile: a.profile.clone(),
+        black_level: 64,
+        workers: 2,
+        queue: 64,
+        max_payload_mb: 256,
+        quiet: a.quiet,
+        geometry: a.geometry.clone(),
+    })?;
+    let summary = match receiver::receive(cfg, shutdown.clone()).await {
+        Ok(s) => s,
+        Err(e) => {
+            shutdown.cancel();
+            let _ = server.await;
+            return Err(e);
+        }
+    };
+    let served = server.await.context("server task")??;
+    println!("{}", summary.line());
+    println!(
+        "demo: {} frames captured, {} written to {} in {:.2} s",
+        served.frames,
+        summary.sink.written,
+        a.out.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    finish_receive(&summary)
+}
+
+fn isp(a: IspArgs) -> Result<ExitCode> {
+    let profile = parse_profile(&a.profile)?;
+    let g = &a.geometry;
+    let bytes =
+        std::fs::read(&a.input).with_context(|| format!("cannot read {}", a.input.display()))?;
+    let raw = RawPlane::from_le_bytes(g.width as usize, g.height as usize, &bytes)
+        .with_context(|| format!("{}", a.input.display()))?;
+    let mut cfg = IspConfig::new(profile, g.pattern, g.bits);
+    cfg.black_level = a.black_level;
+    cfg.validate()?;
+    let pipeline = Pipeline::new(&cfg);
+    let t = Instant::now();
+    let out = pipeline.run(raw);
+    let rgb8 = out.image.to_rgb8(cfg.max_value());
+    let isp_ms = t.elapsed().as_secs_f64() * 1e3;
+    let mut png = Vec::new();
+    rawlink_isp::encode::write_png_rgb8(
+        &mut png,
+        out.image.width,
+        out.image.height,
+        &rgb8,
+        &[("Software", format!("rawlink {}", env!("CARGO_PKG_VERSION")))],
+        rawlink_isp::encode::PngSpeed::Fast,
+    )?;
+    let dir = match a.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create output folder {}", dir.display()))?;
+    let name = a
+        .output
+        .file_name()
+        .ok_or_else(|| anyhow!("--output {} has no file name", a.output.display()))?
+        .to_string_lossy()
+        .into_owned();
+    sink::write_atomic(&dir, &name, &png)?;
+    if a.timing {
+        for (stage, d) in &out.timings {
+            eprintln!("{stage:9} {:8.2} ms", d.as_secs_f64() * 1e3);
+        }
+        eprintln!("{:9} {:8.2} ms (ISP + 8-bit conversion)", "total", isp_ms);
+    }
+    println!(
+        "wrote {} ({}x{}, profile {}, {:.1} ms)",
+        a.output.display(),
+        g.width,
+        g.height,
+        profile,
+        isp_ms
+    );
+    Ok(ExitCode::SUCCESS)
+}

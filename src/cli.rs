@@ -1,0 +1,179 @@
+//! Command-line definitions (parsing only; validation happens in each command).
+
+use clap::{Args, Parser, Subcommand};
+use rawlink_frame::BayerPattern;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// rawlink: stream RAW Bayer frames from a camera over TCP and turn them into images.
+#[derive(Debug, Parser)]
+#[command(name = "rawlink", version, about, long_about = None)]
+pub struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. `debug` or `rawlink=trace`.
+    #[arg(long, global = true, env = "RAWLINK_LOG", default_value = "info")]
+    pub log: String,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Capture frames from a source and stream them to every connected client.
+    Serve(ServeArgs),
+    /// Connect to a server, receive frames, and write RAW, PNG and JSON files.
+    Receive(ReceiveArgs),
+    /// Process one headerless .raw file into a PNG.
+    Isp(IspArgs),
+    /// Run the reference scenario on one machine: a sim server and a receiver over loopback.
+    Demo(DemoArgs),
+}
+
+/// Frame geometry for sources and headerless input.
+#[derive(Debug, Clone, Args)]
+pub struct GeometryArgs {
+    /// Frame width in pixels.
+    #[arg(long, default_value_t = 640, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    pub width: u32,
+    /// Frame height in pixels.
+    #[arg(long, default_value_t = 480, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    pub height: u32,
+    /// Bayer pattern: rggb, bggr, grbg or gbrg.
+    #[arg(long, default_value = "rggb")]
+    pub pattern: BayerPattern,
+    /// Bits per sample (8..16), stored in 16-bit little-endian containers.
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u8).range(8..=16))]
+    pub bits: u8,
+}
+
+/// Frame pacing for sim and file sources.
+#[derive(Debug, Clone, Args)]
+pub struct PacingArgs {
+    /// Milliseconds between frames (sim and file sources; default 2000, the reference driver's).
+    #[arg(long, conflicts_with = "fps")]
+    pub interval_ms: Option<u64>,
+    /// Frames per second (alternative to --interval-ms).
+    #[arg(long)]
+    pub fps: Option<f64>,
+}
+
+/// `rawlink serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Frame source: sim, sim:scene, chardev:PATH or file:GLOB.
+    #[arg(long, default_value = "sim")]
+    pub source: String,
+    /// Stop after N frames (default: unlimited).
+    #[arg(long)]
+    pub frames: Option<u64>,
+    /// Send bare frames of W*H*2 bytes with no header, as the reference streamer does.
+    #[arg(long)]
+    pub legacy: bool,
+    /// Do not start capturing until this many clients are connected.
+    #[arg(long, default_value_t = 0)]
+    pub wait_clients: usize,
+    /// Maximum simultaneous clients; more are refused.
+    #[arg(long, default_value_t = 64)]
+    pub max_clients: usize,
+    /// Frames queued per client before the oldest are dropped for that client.
+    #[arg(long, default_value_t = 32)]
+    pub client_queue: usize,
+    /// Replay file sources in a loop.
+    #[arg(long = "loop")]
+    pub looped: bool,
+    #[command(flatten)]
+    pub geometry: GeometryArgs,
+    #[command(flatten)]
+    pub pacing: PacingArgs,
+}
+
+/// `rawlink receive`.
+#[derive(Debug, Clone, Args)]
+pub struct ReceiveArgs {
+    /// Server to connect to.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub connect: String,
+    /// Output folder (created if missing).
+    #[arg(long, default_value = ".")]
+    pub out: PathBuf,
+    /// Read bare frames of W*H*2 bytes (the reference streamer's format).
+    #[arg(long)]
+    pub legacy: bool,
+    /// Exit after N frames.
+    #[arg(long)]
+    pub frames: Option<u64>,
+    /// Seconds to keep retrying the first connection (a receiver may start before its server).
+    #[arg(long, default_value_t = 10.0)]
+    pub connect_timeout: f64,
+    /// ISP profile for the PNG output.
+    #[arg(long, default_value = "reference")]
+    pub profile: String,
+    /// Black level for legacy (headerless) frames; v1 frames carry their own.
+    #[arg(long, default_value_t = 64)]
+    pub black_level: u16,
+    /// Worker threads running the ISP and writing files.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub workers: u32,
+    /// Frames waiting for a worker before new ones are dropped (and counted).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub queue: u32,
+    /// Largest payload accepted from the network, in MiB.
+    #[arg(long, default_value_t = 256)]
+    pub max_payload_mb: u64,
+    /// Do not print a line per frame.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Geometry of legacy frames.
+    #[command(flatten)]
+    pub geometry: GeometryArgs,
+}
+
+/// `rawlink isp`.
+#[derive(Debug, Clone, Args)]
+pub struct IspArgs {
+    /// Headerless little-endian u16 input.
+    pub input: PathBuf,
+    /// Output PNG.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// ISP profile.
+    #[arg(long, default_value = "reference")]
+    pub profile: String,
+    /// Black level in sample units.
+    #[arg(long, default_value_t = 64)]
+    pub black_level: u16,
+    /// Print per-stage timings to stderr.
+    #[arg(long)]
+    pub timing: bool,
+    #[command(flatten)]
+    pub geometry: GeometryArgs,
+}
+
+/// `rawlink demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Output folder.
+    #[arg(long, default_value = "./rawlink-demo")]
+    pub out: PathBuf,
+    /// Frames to stream.
+    #[arg(long, default_value_t = 5)]
+    pub frames: u64,
+    /// Milliseconds between frames.
+    #[arg(long, default_value_t = 200)]
+    pub interval_ms: u64,
+    /// Source: sim or sim:scene.
+    #[arg(long, default_value = "sim")]
+    pub source: String,
+    /// ISP profile.
+    #[arg(long, default_value = "reference")]
+    pub profile: String,
+    /// Do not print a line per frame.
+    #[arg(long, short)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub geometry: GeometryArgs,
+}

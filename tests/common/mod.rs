@@ -1,0 +1,159 @@
+//! Helpers for the integration tests: real `rawlink` processes on 127.0.0.1.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const W: usize = 640;
+pub const H: usize = 480;
+pub const FRAME_BYTES: usize = W * H * 2;
+
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rawlink"));
+    c.env("RAWLINK_LOG", "info");
+    c
+}
+
+pub fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+/// A server process and the address it listens on.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Server {
+    /// Starts `rawlink serve --listen 127.0.0.1:0 ARGS` and reads its address.
+    pub fn start(args: &[&str]) -> Server {
+        let mut child = bin()
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rawlink serve");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read listen line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .unwrap();
+        Server {
+            child,
+            addr,
+            stdout,
+        }
+    }
+
+    /// Waits for exit (with a timeout) and returns status, stdout rest and stderr.
+    pub fn wait(mut self, timeout: Duration) -> (std::process::ExitStatus, String, String) {
+        let status = wait_timeout(&mut self.child, timeout);
+        let mut out = String::new();
+        self.stdout.read_to_string(&mut out).ok();
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            e.read_to_string(&mut err).ok();
+        }
+        (status, out, err)
+    }
+}
+
+/// Waits for a child, killing it and failing the test after `timeout`.
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if start.elapsed() > timeout {
+            child.kill().ok();
+            panic!("process did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Spawns `rawlink receive ARGS` with piped output.
+pub fn spawn_receive(args: &[&str]) -> Child {
+    bin()
+        .arg("receive")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rawlink receive")
+}
+
+/// Collects a child's output after it exits (with a timeout).
+pub fn finish(mut child: Child, timeout: Duration) -> Output {
+    let status = wait_timeout(&mut child, timeout);
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    child.stdout.take().map(|mut s| s.read_to_end(&mut stdout));
+    child.stderr.take().map(|mut s| s.read_to_end(&mut stderr));
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// The reference driver's frame `n` as bytes.
+pub fn driver_frame(n: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(FRAME_BYTES);
+    for i in 0..H as u64 {
+        for j in 0..W as u64 {
+            let s = (((i + j + n * 10) * 16) % 4096) as u16;
+            v.extend_from_slice(&s.to_le_bytes());
+        }
+    }
+    v
+}
+
+/// Decodes a PNG, returning (width, height, color type, pixels).
+pub fn read_png(path: &Path) -> (u32, u32, png::ColorType, Vec<u8>) {
+    let dec = png::Decoder::new(std::fs::File::open(path).unwrap());
+    let mut r = dec.read_info().unwrap();
+    let mut buf = vec![0; r.output_buffer_size()];
+    let info = r.next_frame(&mut buf).unwrap();
+    buf.truncate(info.buffer_size());
+    (info.width, info.height, info.color_type, buf)
+}
+
+/// Asserts that `dir` holds raw+png+json for exactly the given sequence numbers.
+pub fn assert_frame_files(dir: &Path, seqs: &[u64]) {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut want: Vec<String> = seqs
+        .iter()
+        .flat_map(|s| ["json", "png", "raw"].map(|ext| format!("frame_{s:06}.{ext}")))
+        .collect();
+    want.sort();
+    assert_eq!(names, want, "files in {}", dir.display());
+    for s in seqs {
+        let (w, h, ct, _) = read_png(&dir.join(format!("frame_{s:06}.png")));
+        assert_eq!((w, h, ct), (W as u32, H as u32, png::ColorType::Rgb));
+        let j: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(format!("frame_{s:06}.json"))).unwrap())
+                .unwrap();
+        assert_eq!(j["seq"], *s);
+        assert_eq!(j["width"], W);
+        assert!(j["processing_ms"].as_f64().unwrap() > 0.0);
+        assert!(j["receive_time_ns"].as_u64().unwrap() > 0);
+    }
+}

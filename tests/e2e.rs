@@ -1,0 +1,378 @@
+//! End-to-end tests: real `rawlink` processes talking over 127.0.0.1.
+
+mod common;
+
+use bytes::BytesMut;
+use common::*;
+use rawlink_frame::{BayerPattern, ClockId, Frame, FrameHeader, PixelFormat};
+use rawlink_proto::{Encoder, EndOfStream, EndReason, Message, StreamInfo};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+
+#[test]
+fn demo_writes_driver_exact_raw_png_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo-out");
+    let o = bin()
+        .args(["demo", "--interval-ms", "20", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(stdout.contains("summary: frames=5 "), "{stdout}");
+    assert_frame_files(&out, &[1, 2, 3, 4, 5]);
+    let mut raws = Vec::new();
+    for n in 1..=5u64 {
+        let raw = std::fs::read(out.join(format!("frame_{n:06}.raw"))).unwrap();
+        assert!(
+            raw == driver_frame(n),
+            "frame {n} is not the driver formula"
+        );
+        raws.push(raw);
+    }
+    for a in 0..5 {
+        for b in a + 1..5 {
+            assert_ne!(raws[a], raws[b], "frames {a} and {b} identical");
+        }
+    }
+}
+
+fn frame_msg(seq: u64, payload: Vec<u8>) -> Message {
+    let fmt = PixelFormat::unpacked(BayerPattern::Rggb, 12).unwrap();
+    let mut h = FrameHeader::new(seq, W as u32, H as u32, fmt);
+    h.black_level = 64;
+    h.clock = ClockId::Realtime;
+    h.timestamp_ns = rawlink_source::now_realtime_ns();
+    Message::Frame(Frame::new(h, payload.into()).unwrap())
+}
+
+fn start_msg() -> Message {
+    let fmt = PixelFormat::unpacked(BayerPattern::Rggb, 12).unwrap();
+    Message::StreamStart(StreamInfo {
+        header: FrameHeader::new(0, W as u32, H as u32, fmt),
+        source: "test".into(),
+        server: "test".into(),
+        interval_ns: 0,
+        frames: None,
+    })
+}
+
+fn encode(msgs: &[Message]) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    for m in msgs {
+        Encoder::encode(m, &mut b);
+    }
+    b.to_vec()
+}
+
+/// A one-shot fake server: accepts one client and writes `bytes`, then closes.
+fn fake_server(bytes: Vec<u8>) -> (String, std::thread::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let h = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let _ = s.write_all(&bytes);
+        let _ = s.flush();
+        std::thread::sleep(Duration::from_millis(100));
+    });
+    (addr, h)
+}
+
+/// Two good frames, then `bad`; the receiver must fail with `needle` in a one-line
+/// error and keep frames 1 and 2 on disk.
+fn assert_fault(bad: Vec<u8>, needle: &str) {
+    let mut bytes = encode(&[
+        start_msg(),
+        frame_msg(1, driver_frame(1)),
+        frame_msg(2, driver_frame(2)),
+    ]);
+    bytes.extend_from_slice(&bad);
+    let (addr, server) = fake_server(bytes);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let child = spawn_receive(&["--connect", &addr, "--out", out.to_str().unwrap()]);
+    let o = finish(child, T);
+    server.join().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "receiver must fail: {stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("rawlink: error: ") && last.contains(needle),
+        "last line {last:?} should name {needle:?}"
+    );
+    assert_frame_files(&out, &[1, 2]);
+    for n in 1..=2 {
+        assert!(std::fs::read(out.join(format!("frame_{n:06}.raw"))).unwrap() == driver_frame(n));
+    }
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("summary: frames=2 "), "{stdout}");
+}
+
+#[test]
+fn corrupt_payload_crc_is_reported_and_earlier_frames_kept() {
+    let mut bad = encode(&[frame_msg(3, driver_frame(3))]);
+    bad[80 + 1000] ^= 0x10;
+    assert_fault(bad, "payload CRC mismatch on frame seq 3");
+}
+
+#[test]
+fn wrong_magic_is_reported_and_earlier_frames_kept() {
+    let mut bad = encode(&[frame_msg(3, driver_frame(3))]);
+    bad[..4].copy_from_slice(b"JUNK");
+    assert_fault(bad, "bad magic");
+}
+
+#[test]
+fn absurd_payload_length_is_rejected_and_earlier_frames_kept() {
+    let mut bad = encode(&[frame_msg(3, driver_frame(3))]);
+    bad.truncate(80);
+    bad[56..60].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    let crc = crc32c::crc32c(&bad[..76]);
+    bad[76..80].copy_from_slice(&crc.to_le_bytes());
+    assert_fault(bad, "exceeds the limit");
+}
+
+#[test]
+fn truncated_stream_is_reported_and_earlier_frames_kept() {
+    let mut bad = encode(&[frame_msg(3, driver_frame(3))]);
+    bad.truncate(80 + 5000);
+    assert_fault(bad, "stream truncated");
+}
+
+#[test]
+fn close_without_end_of_stream_is_an_error() {
+    assert_fault(Vec::new(), "without an end-of-stream");
+}
+
+#[test]
+fn clean_end_of_stream_exits_zero() {
+    let bytes = encode(&[
+        start_msg(),
+        frame_msg(1, driver_frame(1)),
+        Message::EndOfStream(EndOfStream {
+            last_seq: 1,
+            reason: EndReason::FramesDone,
+            message: "done".into(),
+        }),
+    ]);
+    let (addr, server) = fake_server(bytes);
+    let dir = tempfile::tempdir().unwrap();
+    let o = finish(
+        spawn_receive(&["--connect", &addr, "--out", dir.path().to_str().unwrap()]),
+        T,
+    );
+    server.join().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_frame_files(dir.path(), &[1]);
+}
+
+#[test]
+fn two_simultaneous_clients_both_get_every_frame() {
+    let server = Server::start(&[
+        "--frames",
+        "5",
+        "--interval-ms",
+        "20",
+        "--wait-clients",
+        "2",
+    ]);
+    let addr = server.addr.to_string();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let kids: Vec<_> = dirs
+        .iter()
+        .map(|d| spawn_receive(&["--connect", &addr, "--out", d.path().to_str().unwrap()]))
+        .collect();
+    for k in kids {
+        let o = finish(k, T);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let (status, out, err) = server.wait(T);
+    assert!(status.success(), "{err}");
+    assert!(out.contains("frames=5 clients=2 dropped=0"), "{out}");
+    for d in &dirs {
+        assert_frame_files(d.path(), &[1, 2, 3, 4, 5]);
+        for n in 1..=5 {
+            assert!(
+                std::fs::read(d.path().join(format!("frame_{n:06}.raw"))).unwrap()
+                    == driver_frame(n)
+            );
+        }
+    }
+}
+
+#[test]
+fn legacy_server_feeds_a_bare_tcp_client() {
+    let server = Server::start(&[
+        "--legacy",
+        "--frames",
+        "3",
+        "--interval-ms",
+        "10",
+        "--wait-clients",
+        "1",
+    ]);
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    assert_eq!(all.len(), 3 * FRAME_BYTES, "bare frames, no header");
+    for n in 1..=3u64 {
+        let f = &all[(n as usize - 1) * FRAME_BYTES..n as usize * FRAME_BYTES];
+        assert!(f == &driver_frame(n)[..], "legacy frame {n}");
+    }
+    let (status, _, err) = server.wait(T);
+    assert!(status.success(), "{err}");
+}
+
+#[test]
+fn legacy_receiver_reads_a_bare_tcp_streamer() {
+    // Like the reference streamer: bare frames, then close at a frame boundary.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let child = spawn_receive(&[
+        "--legacy",
+        "--connect",
+        &addr,
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    let (mut s, _) = l.accept().unwrap();
+    for n in 1..=3 {
+        for piece in driver_frame(n).chunks(100_000) {
+            s.write_all(piece).unwrap();
+        }
+    }
+    drop(s);
+    let o = finish(child, T);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_frame_files(dir.path(), &[1, 2, 3]);
+    for n in 1..=3 {
+        assert!(
+            std::fs::read(dir.path().join(format!("frame_{n:06}.raw"))).unwrap() == driver_frame(n)
+        );
+    }
+}
+
+#[test]
+fn legacy_receiver_reports_a_close_mid_frame() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let child = spawn_receive(&[
+        "--legacy",
+        "--connect",
+        &addr,
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    let (mut s, _) = l.accept().unwrap();
+    s.write_all(&driver_frame(1)).unwrap();
+    s.write_all(&driver_frame(2)[..1234]).unwrap();
+    drop(s);
+    let o = finish(child, T);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        stderr.contains("truncated: peer closed after 1234 of 614400 bytes"),
+        "{stderr}"
+    );
+    assert_frame_files(dir.path(), &[1]);
+}
+
+#[test]
+fn chardev_source_through_a_fifo_with_short_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("camera");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let spec = format!("chardev:{}", fifo.display());
+    let server = Server::start(&["--source", &spec, "--wait-clients", "1"]);
+    let out = dir.path().join("out");
+    let child = spawn_receive(&[
+        "--connect",
+        &server.addr.to_string(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    // The "driver": three frames written in pieces much smaller than a frame.
+    let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    for n in 1..=3 {
+        for piece in driver_frame(n).chunks(4093) {
+            w.write_all(piece).unwrap();
+        }
+    }
+    drop(w); // hang up: POLLHUP ends the stream cleanly
+    let o = finish(child, T);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (status, stdout, err) = server.wait(T);
+    assert!(status.success(), "{err}");
+    assert!(stdout.contains("frames=3"), "{stdout}");
+    assert_frame_files(&out, &[1, 2, 3]);
+    for n in 1..=3 {
+        assert!(std::fs::read(out.join(format!("frame_{n:06}.raw"))).unwrap() == driver_frame(n));
+    }
+}
+
+#[test]
+fn file_source_replays_raw_files() {
+    let dir = tempfile::tempdir().unwrap();
+    for n in 1..=2 {
+        std::fs::write(
+            dir.path().join(format!("cap_{n}.raw")),
+            driver_frame(n + 10),
+        )
+        .unwrap();
+    }
+    let spec = format!("file:{}/cap_*.raw", dir.path().display());
+    let server = Server::start(&[
+        "--source",
+        &spec,
+        "--interval-ms",
+        "0",
+        "--wait-clients",
+        "1",
+    ]);
+    let out = dir.path().join("out");
+    let o = finish(
+        spawn_receive(&[
+            "--connect",
+            &server.addr.to_string(),
+            "--out",
+            out.to_str().unwrap(),
+        ]),
+        T,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(server.wait(T).0.success());
+    assert_frame_files(&out, &[1, 2]);
+    assert!(std::fs::read(out.join("frame_000002.raw")).unwrap() == driver_frame(12));
+}
+
+#[test]
+fn bad_cli_values_give_one_line_errors() {
+    for (args, needle) in [
+        (vec!["serve", "--bits", "20"], "--bits"),
+        (vec!["serve", "--source", "camera"], "bad source spec"),
+        (
+            vec!["isp", "x.raw", "-o", "y.png", "--pattern", "rgbg"],
+            "rgbg",
+        ),
+        (
+            vec!["isp", "x.raw", "-o", "y.png", "--profile", "fancy"],
+            "unknown ISP profile",
+        ),
+    ] {
+        let o = bin().args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
