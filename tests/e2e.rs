@@ -376,3 +376,79 @@ fn bad_cli_values_give_one_line_errors() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn sigterm_ends_the_stream_cleanly_for_server_and_client() {
+    let server = Server::start(&["--interval-ms", "30", "--wait-clients", "1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let child = spawn_receive(&[
+        "--connect",
+        &server.addr.to_string(),
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    std::thread::sleep(Duration::from_millis(400));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let (status, out, err) = server.wait(T);
+    assert!(status.success(), "server: {err}");
+    assert!(out.contains("end=Shutdown"), "{out}");
+    let o = finish(child, T);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "receiver: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Every frame the server captured reached the client and was written.
+    let frames: u64 = out
+        .split("frames=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(frames >= 2, "{out}");
+    assert!(
+        stdout.contains(&format!("summary: frames={frames} ")),
+        "{stdout}"
+    );
+    assert_frame_files(dir.path(), &(1..=frames).collect::<Vec<_>>());
+}
+
+#[test]
+fn receiver_started_before_the_server_connects_when_it_comes_up() {
+    // Find a free loopback port, then start the receiver before anything listens there.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let child = spawn_receive(&["--connect", &addr, "--out", dir.path().to_str().unwrap()]);
+    std::thread::sleep(Duration::from_millis(500));
+    let server = bin()
+        .args([
+            "serve",
+            "--listen",
+            &addr,
+            "--frames",
+            "2",
+            "--interval-ms",
+            "10",
+        ])
+        .args(["--wait-clients", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let o = finish(child, T);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_frame_files(dir.path(), &[1, 2]);
+    let mut server = server;
+    assert!(wait_timeout(&mut server, T).success());
+}
