@@ -47,6 +47,35 @@ pub struct GeometryArgs {
     pub bits: u8,
 }
 
+/// ISP selection and overrides (on top of `--config`).
+#[derive(Debug, Clone, Args)]
+pub struct IspOpts {
+    /// ISP profile: default (best quality in real time) or reference (bit-exact reference ISP).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// ISP configuration file (TOML); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Run exactly these stages, e.g. `blc,demosaic` (dpc, blc, lsc, wb, demosaic, ccm, tone, denoise, sharpen).
+    #[arg(long)]
+    pub stages: Option<String>,
+    /// Demosaic method: bilinear, malvar or rcd.
+    #[arg(long)]
+    pub demosaic: Option<String>,
+    /// White-balance mode: grayworld, robust, manual or metadata.
+    #[arg(long)]
+    pub wb: Option<String>,
+    /// Manual white-balance gains `r,g,b` (implies --wb manual).
+    #[arg(long, value_delimiter = ',')]
+    pub wb_gains: Option<Vec<f32>>,
+    /// White level in sample units (default: from the frame, else 2^bits-1).
+    #[arg(long)]
+    pub white_level: Option<u16>,
+    /// PNG bit depth: 8 or 16.
+    #[arg(long, default_value_t = 8, value_parser = parse_png_depth)]
+    pub png_depth: u8,
+}
+
 /// Frame pacing for sim and file sources.
 #[derive(Debug, Clone, Args)]
 pub struct PacingArgs {
@@ -109,9 +138,8 @@ pub struct ReceiveArgs {
     /// Seconds to keep retrying the first connection (a receiver may start before its server).
     #[arg(long, default_value_t = 10.0)]
     pub connect_timeout: f64,
-    /// ISP profile for the PNG output.
-    #[arg(long, default_value = "reference")]
-    pub profile: String,
+    #[command(flatten)]
+    pub isp: IspOpts,
     /// Black level for legacy (headerless) frames; v1 frames carry their own.
     #[arg(long, default_value_t = 64)]
     pub black_level: u16,
@@ -140,12 +168,11 @@ pub struct IspArgs {
     /// Output PNG.
     #[arg(short, long)]
     pub output: PathBuf,
-    /// ISP profile.
-    #[arg(long, default_value = "reference")]
-    pub profile: String,
-    /// Black level in sample units.
-    #[arg(long, default_value_t = 64)]
-    pub black_level: u16,
+    #[command(flatten)]
+    pub isp: IspOpts,
+    /// Black level in sample units (default: 64 for the reference profile, else 0).
+    #[arg(long)]
+    pub black_level: Option<u16>,
     /// Print per-stage timings to stderr.
     #[arg(long)]
     pub timing: bool,
@@ -168,12 +195,19 @@ pub struct DemoArgs {
     /// Source: sim or sim:scene.
     #[arg(long, default_value = "sim")]
     pub source: String,
-    /// ISP profile.
-    #[arg(long, default_value = "reference")]
-    pub profile: String,
+    #[command(flatten)]
+    pub isp: IspOpts,
     /// Do not print a line per frame.
     #[arg(long, short)]
     pub quiet: bool,
     #[command(flatten)]
     pub geometry: GeometryArgs,
+}
+
+fn parse_png_depth(s: &str) -> Result<u8, String> {
+    match s {
+        "8" => Ok(8),
+        "16" => Ok(16),
+        _ => Err(format!("{s:?} is not a PNG depth (8 or 16)")),
+    }
 }

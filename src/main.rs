@@ -103,8 +103,43 @@ fn source_options(g: &GeometryArgs, interval_ms: u64, looped: bool) -> SourceOpt
     }
 }
 
-fn parse_profile(s: &str) -> Result<Profile> {
-    s.parse::<Profile>().map_err(|e| anyhow!(e))
+/// The ISP configuration from `--config`, then flags; pattern and bits as given.
+fn isp_config(
+    o: &cli::IspOpts,
+    pattern: rawlink_frame::BayerPattern,
+    bits: u8,
+) -> Result<IspConfig> {
+    let mut cfg = match &o.config {
+        Some(p) => IspConfig::from_toml_file(p)?,
+        None => IspConfig::default(),
+    };
+    cfg.pattern = pattern;
+    cfg.bits = bits;
+    if let Some(p) = &o.profile {
+        cfg.profile = p.parse::<Profile>()?;
+    }
+    if let Some(s) = &o.stages {
+        cfg.stages = Some(rawlink_isp::parse_stage_list(s)?);
+    }
+    if let Some(d) = &o.demosaic {
+        cfg.demosaic.method = d.parse()?;
+    }
+    if let Some(m) = &o.wb {
+        cfg.wb.mode = m.parse()?;
+    }
+    if let Some(g) = &o.wb_gains {
+        let [r, gg, b] = g[..] else {
+            bail!("--wb-gains needs three values r,g,b, got {}", g.len());
+        };
+        cfg.wb.gains = Some([r, gg, b]);
+        if o.wb.is_none() {
+            cfg.wb.mode = rawlink_isp::WbMode::Manual;
+        }
+    }
+    if let Some(w) = o.white_level {
+        cfg.blc.white = Some(w);
+    }
+    Ok(cfg)
 }
 
 async fn serve(a: ServeArgs) -> Result<ExitCode> {
@@ -165,7 +200,12 @@ fn receive_config(a: &ReceiveArgs) -> Result<receiver::ReceiveConfig> {
         },
         sink: sink::SinkConfig {
             out: a.out.clone(),
-            profile: parse_profile(&a.profile)?,
+            isp: {
+                let c = isp_config(&a.isp, g.pattern, g.bits)?;
+                c.validate()?;
+                c
+            },
+            png_depth: a.isp.png_depth,
             workers: a.workers as usize,
             queue: a.queue as usize,
             quiet: a.quiet,
@@ -200,7 +240,7 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
     if !matches!(spec, SourceSpec::Sim | SourceSpec::SimScene) {
         bail!("demo runs a simulated camera: --source must be sim or sim:scene");
     }
-    parse_profile(&a.profile)?;
+    isp_config(&a.isp, a.geometry.pattern, a.geometry.bits)?.validate()?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let opts = source_options(&a.geometry, a.interval_ms, false);
@@ -231,7 +271,7 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
         legacy: false,
         frames: None,
         connect_timeout: 5.0,
-        profile: a.profile.clone(),
+        isp: a.isp.clone(),
         black_level: 64,
         workers: 2,
         queue: 64,
@@ -260,29 +300,20 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
 }
 
 fn isp(a: IspArgs) -> Result<ExitCode> {
-    let profile = parse_profile(&a.profile)?;
     let g = &a.geometry;
+    let mut cfg = isp_config(&a.isp, g.pattern, g.bits)?;
+    if let Some(b) = a.black_level {
+        cfg.set_black_level(b);
+    }
+    let pipeline = Pipeline::new(&cfg)?;
     let bytes =
         std::fs::read(&a.input).with_context(|| format!("cannot read {}", a.input.display()))?;
     let raw = RawPlane::from_le_bytes(g.width as usize, g.height as usize, &bytes)
         .with_context(|| format!("{}", a.input.display()))?;
-    let mut cfg = IspConfig::new(profile, g.pattern, g.bits);
-    cfg.black_level = a.black_level;
-    cfg.validate()?;
-    let pipeline = Pipeline::new(&cfg);
     let t = Instant::now();
     let out = pipeline.run(raw);
-    let rgb8 = out.image.to_rgb8(cfg.max_value());
     let isp_ms = t.elapsed().as_secs_f64() * 1e3;
-    let mut png = Vec::new();
-    rawlink_isp::encode::write_png_rgb8(
-        &mut png,
-        out.image.width,
-        out.image.height,
-        &rgb8,
-        &[("Software", format!("rawlink {}", env!("CARGO_PKG_VERSION")))],
-        rawlink_isp::encode::PngSpeed::Fast,
-    )?;
+    let png = sink::encode_png(&out, a.isp.png_depth, &[])?;
     let dir = match a.output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),
@@ -300,14 +331,15 @@ fn isp(a: IspArgs) -> Result<ExitCode> {
         for (stage, d) in &out.timings {
             eprintln!("{stage:9} {:8.2} ms", d.as_secs_f64() * 1e3);
         }
-        eprintln!("{:9} {:8.2} ms (ISP + 8-bit conversion)", "total", isp_ms);
+        eprintln!("{:9} {:8.2} ms (all stages)", "total", isp_ms);
     }
     println!(
-        "wrote {} ({}x{}, profile {}, {:.1} ms)",
+        "wrote {} ({}x{}, profile {}, stages {}, {:.1} ms)",
         a.output.display(),
         g.width,
         g.height,
-        profile,
+        cfg.profile,
+        pipeline.stage_names().join(","),
         isp_ms
     );
     Ok(ExitCode::SUCCESS)

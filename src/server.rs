@@ -175,6 +175,18 @@ pub async fn serve(
                 }
                 let _ = sock.set_nodelay(true);
                 let queue = Arc::new(ClientQueue::new(cfg.client_queue));
+                // Register with the fan-out before anyone can start capturing for this
+                // client, so that it cannot miss the first frame.
+                if register_tx
+                    .send(ClientHandle {
+                        peer,
+                        queue: queue.clone(),
+                    })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
                 let now = client_count.fetch_add(1, Ordering::SeqCst) + 1;
                 accepted.fetch_add(1, Ordering::SeqCst);
                 info!(%peer, clients = now, "client connected");
@@ -198,13 +210,6 @@ pub async fn serve(
                     }
                     .instrument(tracing::info_span!("client", %peer)),
                 );
-                if register_tx
-                    .send(ClientHandle { peer, queue })
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
             }
             // Let every writer flush its end-of-stream message.
             let mut dropped = 0;

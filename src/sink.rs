@@ -6,8 +6,8 @@
 use anyhow::{Context, Result};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use rawlink_frame::Frame;
-use rawlink_isp::encode::{write_png_rgb8, PngSpeed};
-use rawlink_isp::{IspConfig, Pipeline, Profile, RawPlane};
+use rawlink_isp::encode::{write_png_rgb16, write_png_rgb8, PngSpeed};
+use rawlink_isp::{IspConfig, IspError, Pipeline, PipelineOutput, Profile, RawPlane};
 use rawlink_source::now_realtime_ns;
 use std::collections::HashMap;
 use std::io::Write;
@@ -21,8 +21,10 @@ use std::time::Instant;
 pub struct SinkConfig {
     /// Output folder.
     pub out: PathBuf,
-    /// ISP profile.
-    pub profile: Profile,
+    /// ISP configuration (pattern, depth and levels are taken from each frame).
+    pub isp: IspConfig,
+    /// PNG bit depth, 8 or 16.
+    pub png_depth: u8,
     /// Worker threads.
     pub workers: usize,
     /// Queue depth in frames.
@@ -145,7 +147,43 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf> {
     Ok(dst)
 }
 
-type PipelineKey = (rawlink_frame::BayerPattern, u8, u16);
+type PipelineKey = (rawlink_frame::BayerPattern, u8, u16, u16);
+
+/// Encodes a pipeline output as an 8- or 16-bit PNG with text metadata.
+pub fn encode_png(
+    out: &PipelineOutput,
+    depth: u8,
+    text: &[(&str, String)],
+) -> Result<Vec<u8>, IspError> {
+    let mut text = text.to_vec();
+    text.insert(
+        0,
+        ("Software", format!("rawlink {}", env!("CARGO_PKG_VERSION"))),
+    );
+    let mut png = Vec::new();
+    let (w, h) = (out.image.width, out.image.height);
+    if depth == 16 {
+        write_png_rgb16(&mut png, w, h, &out.to_rgb16(), &text)?;
+    } else {
+        write_png_rgb8(&mut png, w, h, &out.to_rgb8(), &text, PngSpeed::Fast)?;
+    }
+    Ok(png)
+}
+
+/// The pipeline configuration for a frame: the base configuration with the frame's
+/// format and, unless configured, its black and white levels.
+fn frame_config(base: &IspConfig, h: &rawlink_frame::FrameHeader) -> IspConfig {
+    let mut c = base.clone();
+    c.pattern = h.format.pattern;
+    c.bits = h.format.bits;
+    if c.blc.black.is_none() {
+        c.set_black_level(h.black_level);
+    }
+    if c.blc.white.is_none() && c.profile == Profile::Default && h.white_level > h.black_level {
+        c.blc.white = Some(h.white_level.min(h.format.max_value()));
+    }
+    c
+}
 
 fn worker(rx: Receiver<Job>, cfg: Arc<SinkConfig>, report: Arc<Mutex<SinkReport>>) {
     let mut pipelines: HashMap<PipelineKey, Pipeline> = HashMap::new();
@@ -180,28 +218,30 @@ fn process(
     write_atomic(&cfg.out, &raw_name, &job.frame.payload)?;
 
     let t0 = Instant::now();
-    let key = (h.format.pattern, h.format.bits, h.black_level);
-    let pipeline = pipelines.entry(key).or_insert_with(|| {
-        let mut ic = IspConfig::new(cfg.profile, h.format.pattern, h.format.bits);
-        ic.black_level = h.black_level;
-        Pipeline::new(&ic)
-    });
+    let key = (
+        h.format.pattern,
+        h.format.bits,
+        h.black_level,
+        h.white_level,
+    );
+    let pipeline = match pipelines.entry(key) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => {
+            e.insert(Pipeline::new(&frame_config(&cfg.isp, h)).context("ISP configuration")?)
+        }
+    };
     let raw = job.frame.raw().context("frame payload")?;
     let plane = RawPlane::new(raw.width(), raw.height(), raw.to_vec())?;
     let out = pipeline.run(plane);
-    let rgb8 = out.image.to_rgb8(h.format.max_value());
-    let mut png = Vec::with_capacity(rgb8.len() / 2);
-    write_png_rgb8(
-        &mut png,
-        out.image.width,
-        out.image.height,
-        &rgb8,
+    let png = encode_png(
+        &out,
+        cfg.png_depth,
         &[
-            ("Software", format!("rawlink {}", env!("CARGO_PKG_VERSION"))),
             ("rawlink.seq", h.seq.to_string()),
             ("rawlink.timestamp_ns", h.timestamp_ns.to_string()),
+            ("rawlink.exposure_us", h.exposure_us.to_string()),
+            ("rawlink.analog_gain", h.analog_gain.to_string()),
         ],
-        PngSpeed::Fast,
     )?;
     let processing_ms = t0.elapsed().as_secs_f64() * 1e3;
     let png_name = format!("{stem}.png");
@@ -236,7 +276,8 @@ fn process(
         "processing_ms": processing_ms,
         "capture_to_png_ms": latency_ms,
         "isp": {
-            "profile": cfg.profile.to_string(),
+            "profile": cfg.isp.profile.to_string(),
+            "stages": pipeline.stage_names(),
             "stages_ms": stages,
             "wb_gains": out.stats.wb_gains,
         },

@@ -141,6 +141,8 @@ fn reference_profile_matches_the_oracle_live() {
                 &bits.to_string(),
                 "--black-level",
                 &black.to_string(),
+                "--profile",
+                "reference",
             ])
             .output()
             .unwrap();
@@ -158,4 +160,76 @@ fn reference_profile_matches_the_oracle_live() {
             "{w}x{h} {bits}-bit: max diff {max_diff:?}"
         );
     }
+}
+
+/// The default profile from the CLI: config file, stage list, overrides, 16-bit output.
+#[test]
+fn default_profile_config_stages_and_png_depth() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("isp.toml");
+    std::fs::write(
+        &cfg,
+        "profile = \"default\"\n[demosaic]\nmethod = \"malvar\"\n[tone]\ncurve = \"gamma\"\ngamma = 2.4\n",
+    )
+    .unwrap();
+    let input = data("astronaut_256x192_rggb12.raw");
+    let run = |extra: &[&str], out: &str| {
+        let o = bin()
+            .arg("isp")
+            .arg(&input)
+            .arg("-o")
+            .arg(dir.path().join(out))
+            .args(["--width", "256", "--height", "192", "--black-level", "64"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+        )
+    };
+    let (ok, text) = run(&["--config", cfg.to_str().unwrap()], "a.png");
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("profile default") && text.contains("demosaic"),
+        "{text}"
+    );
+    let (w, h, ct, _) = read_png(&dir.path().join("a.png"));
+    assert_eq!((w, h, ct), (256, 192, png::ColorType::Rgb));
+
+    // Linear output of blc+demosaic, 16-bit: black (64) maps to 0, white to 65535.
+    let (ok, text) = run(
+        &[
+            "--stages",
+            "blc,demosaic",
+            "--png-depth",
+            "16",
+            "--demosaic",
+            "rcd",
+        ],
+        "lin.png",
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("stages blc,demosaic"), "{text}");
+    let dec = png::Decoder::new(std::fs::File::open(dir.path().join("lin.png")).unwrap());
+    let r = dec.read_info().unwrap();
+    assert_eq!(r.info().bit_depth, png::BitDepth::Sixteen);
+
+    for (args, needle) in [
+        (vec!["--stages", "blc,tone"], "must include demosaic"),
+        (vec!["--demosaic", "ahd2"], "unknown demosaic method"),
+        (vec!["--wb-gains", "1,0,1"], "white-balance gains"),
+        (vec!["--png-depth", "12"], "PNG depth"),
+        (
+            vec!["--profile", "reference", "--stages", "dpc,demosaic"],
+            "not part of the reference profile",
+        ),
+        (vec!["--white-level", "5000"], "exceeds the 12-bit maximum"),
+    ] {
+        let (ok, text) = run(&args, "bad.png");
+        assert!(!ok && text.contains(needle), "{args:?}: {text}");
+    }
+    std::fs::write(&cfg, "[demosaic]\nmethod = 3\n").unwrap();
+    let (ok, text) = run(&["--config", cfg.to_str().unwrap()], "bad.png");
+    assert!(!ok && text.contains("isp.toml"), "{text}");
 }

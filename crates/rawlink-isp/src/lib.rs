@@ -9,24 +9,32 @@
 //! use rawlink_frame::BayerPattern;
 //! use rawlink_isp::{Pipeline, Profile, RawPlane, IspConfig};
 //!
-//! let raw = RawPlane::new(4, 4, vec![1000; 16]).unwrap();
-//! let cfg = IspConfig::new(Profile::Reference, BayerPattern::Rggb, 12);
-//! let out = Pipeline::new(&cfg).run(raw);
-//! let rgb8 = out.image.to_rgb8(4095);
-//! assert_eq!(rgb8.len(), 4 * 4 * 3);
+//! let raw = RawPlane::new(16, 16, vec![1000; 256]).unwrap();
+//! let cfg = IspConfig::new(Profile::Default, BayerPattern::Rggb, 12);
+//! let out = Pipeline::new(&cfg).unwrap().run(raw);
+//! let rgb8 = out.to_rgb8();
+//! assert_eq!(rgb8.len(), 16 * 16 * 3);
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod encode;
 pub mod expf;
 pub mod stages;
 
+pub use config::{
+    parse_stage_list, DemosaicMethod, DenoiseMethod, IspConfig, Profile, SharpenMethod, StageName,
+    ToneCurve, WbMode,
+};
+
 use rawlink_frame::BayerPattern;
 use rayon::prelude::*;
 use std::fmt;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
+
+/// Full scale of the default profile's 16-bit working range.
+pub const FULL_SCALE: u16 = 65535;
 
 /// Errors from the ISP and its encoders.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +60,7 @@ pub enum IspError {
         height: usize,
     },
     /// Unknown profile name.
-    #[error("unknown ISP profile {0:?} (available: reference)")]
+    #[error("unknown ISP profile {0:?} (available: default, reference)")]
     UnknownProfile(String),
     /// Parameter out of range.
     #[error("bad ISP parameter: {0}")]
@@ -148,8 +156,18 @@ impl RgbImage {
         }
     }
 
-    /// Interleaved 8-bit RGB, each code mapped as `v * 255 / max_value`.
+    /// Interleaved 8-bit RGB, each code mapped as `v * 255 / max_value` (truncating,
+    /// as the reference does).
     pub fn to_rgb8(&self, max_value: u16) -> Vec<u8> {
+        self.to_rgb8_with(max_value, 0)
+    }
+
+    /// Interleaved 8-bit RGB, each code mapped to the nearest of 256 levels.
+    pub fn to_rgb8_rounded(&self, max_value: u16) -> Vec<u8> {
+        self.to_rgb8_with(max_value, max_value.max(1) as u32 / 2)
+    }
+
+    fn to_rgb8_with(&self, max_value: u16, bias: u32) -> Vec<u8> {
         let m = max_value.max(1) as u32;
         let n = self.width * self.height;
         let mut out = vec![0u8; n * 3];
@@ -160,9 +178,9 @@ impl RgbImage {
                 let base = k * 4096;
                 for (i, px) in chunk.chunks_exact_mut(3).enumerate() {
                     let j = base + i;
-                    px[0] = (r[j] as u32 * 255 / m) as u8;
-                    px[1] = (g[j] as u32 * 255 / m) as u8;
-                    px[2] = (b[j] as u32 * 255 / m) as u8;
+                    px[0] = ((r[j] as u32 * 255 + bias) / m) as u8;
+                    px[1] = ((g[j] as u32 * 255 + bias) / m) as u8;
+                    px[2] = ((b[j] as u32 * 255 + bias) / m) as u8;
                 }
             });
         out
@@ -185,10 +203,19 @@ impl RgbImage {
 /// Statistics gathered while a frame is processed.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct FrameStats {
-    /// Per-channel means seen by AWB (after demosaic), R, G, B.
+    /// Per-channel means seen by the reference AWB (after demosaic), R, G, B.
     pub channel_means: [f64; 3],
     /// White-balance gains applied, R, G, B.
     pub wb_gains: [f64; 3],
+    /// Samples replaced by defective-pixel correction.
+    pub defective_pixels: u64,
+}
+
+/// Per-frame metadata the stages may use.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FrameMeta {
+    /// White-balance gains recorded with the frame (R, G, B), for `wb.mode = metadata`.
+    pub wb_gains: Option<[f32; 3]>,
 }
 
 /// Per-frame state shared by the stages.
@@ -196,10 +223,24 @@ pub struct FrameStats {
 pub struct FrameContext {
     /// CFA pattern of the input.
     pub pattern: BayerPattern,
-    /// Largest code, `2^bits - 1`.
+    /// Largest code of the current data (`2^bits - 1`, or 65535 once normalised).
     pub max_value: u16,
+    /// Metadata of the frame.
+    pub meta: FrameMeta,
     /// Statistics filled in by the stages.
     pub stats: FrameStats,
+}
+
+impl FrameContext {
+    /// A context for data of `pattern` with codes up to `max_value`.
+    pub fn new(pattern: BayerPattern, max_value: u16) -> Self {
+        Self {
+            pattern,
+            max_value,
+            meta: FrameMeta::default(),
+            stats: FrameStats::default(),
+        }
+    }
 }
 
 /// A stage on the Bayer mosaic, in place.
@@ -226,81 +267,35 @@ pub trait RgbStage: Send + Sync {
     fn apply(&self, img: RgbImage, ctx: &mut FrameContext) -> RgbImage;
 }
 
-/// Named sets of stages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Profile {
-    /// The reference ISP's six stages, bit-exact.
-    Reference,
-}
-
-impl FromStr for Profile {
-    type Err = IspError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "reference" => Ok(Self::Reference),
-            _ => Err(IspError::UnknownProfile(s.to_string())),
-        }
-    }
-}
-
-impl fmt::Display for Profile {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Reference => "reference",
-        })
-    }
-}
-
-/// What the pipeline needs to know about its input.
-#[derive(Debug, Clone, Copy)]
-pub struct IspConfig {
-    /// Stage set.
-    pub profile: Profile,
-    /// CFA pattern.
-    pub pattern: BayerPattern,
-    /// Bit depth, 8..=16.
-    pub bits: u8,
-    /// Black level in sample units (the reference uses 64).
-    pub black_level: u16,
-}
-
-impl IspConfig {
-    /// Defaults for a profile: the reference's black level is 64.
-    pub fn new(profile: Profile, pattern: BayerPattern, bits: u8) -> Self {
-        Self {
-            profile,
-            pattern,
-            bits,
-            black_level: 64,
-        }
-    }
-
-    /// Largest code for the bit depth.
-    pub fn max_value(&self) -> u16 {
-        ((1u32 << self.bits.clamp(1, 16)) - 1) as u16
-    }
-
-    /// Checks the parameters.
-    pub fn validate(&self) -> Result<(), IspError> {
-        if !(8..=16).contains(&self.bits) {
-            return Err(IspError::BadParam(format!(
-                "bit depth {} is not in 8..=16",
-                self.bits
-            )));
-        }
-        Ok(())
-    }
-}
-
 /// Result of one run.
 #[derive(Debug, Clone)]
 pub struct PipelineOutput {
     /// The processed image, codes in `0..=max_value`.
     pub image: RgbImage,
+    /// Largest code of `image`.
+    pub max_value: u16,
+    /// Whether 8-bit output rounds (default profile) or truncates (reference).
+    pub round_8bit: bool,
     /// Wall time per stage, in pipeline order.
     pub timings: Vec<(&'static str, Duration)>,
     /// Statistics.
     pub stats: FrameStats,
+}
+
+impl PipelineOutput {
+    /// Interleaved 8-bit RGB: the reference's truncating `v·255/max`, or rounded.
+    pub fn to_rgb8(&self) -> Vec<u8> {
+        if self.round_8bit {
+            self.image.to_rgb8_rounded(self.max_value)
+        } else {
+            self.image.to_rgb8(self.max_value)
+        }
+    }
+
+    /// Interleaved 16-bit RGB, full range.
+    pub fn to_rgb16(&self) -> Vec<u16> {
+        self.image.to_rgb16(self.max_value)
+    }
 }
 
 /// An ordered set of stages built from a configuration.
@@ -314,31 +309,152 @@ pub struct Pipeline {
 impl fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pipeline")
-            .field("config", &self.config)
+            .field("profile", &self.config.profile)
             .field("stages", &self.stage_names())
             .finish()
     }
 }
 
+/// The reference bilateral applied to 16-bit data by quantising to 12 bits, so its
+/// weight tables keep their reference size (`denoise.method = "bilateral"` in the
+/// default profile).
+struct Bilateral16(stages::bilateral::Bilateral);
+
+impl RgbStage for Bilateral16 {
+    fn name(&self) -> &'static str {
+        "denoise"
+    }
+    fn apply(&self, mut img: RgbImage, ctx: &mut FrameContext) -> RgbImage {
+        let shift = 16 - 12;
+        img.planes
+            .iter_mut()
+            .for_each(|p| p.iter_mut().for_each(|v| *v >>= shift));
+        let saved = ctx.max_value;
+        ctx.max_value = 4095;
+        let mut out = self.0.apply(img, ctx);
+        ctx.max_value = saved;
+        out.planes
+            .iter_mut()
+            .for_each(|p| p.iter_mut().for_each(|v| *v = (*v << shift) | (*v >> 8)));
+        out
+    }
+}
+
 impl Pipeline {
-    /// Builds the stages of `config.profile`. Lookup tables are built here, once.
-    pub fn new(config: &IspConfig) -> Self {
+    /// Builds the stages `config` selects. Lookup tables are built here, once.
+    pub fn new(config: &IspConfig) -> Result<Self, IspError> {
+        config.validate()?;
+        let active = config.active_stages();
+        let on = |s: StageName| active.contains(&s);
         let max = config.max_value();
+        let mut raw_stages: Vec<Box<dyn RawStage>> = Vec::new();
+        let mut rgb_stages: Vec<Box<dyn RgbStage>> = Vec::new();
+        let demosaic: Box<dyn DemosaicStage>;
         match config.profile {
-            Profile::Reference => Self {
-                config: *config,
-                raw_stages: vec![Box::new(stages::blc::BlackLevel {
-                    black: config.black_level,
-                })],
-                demosaic: Box::new(stages::demosaic::Bilinear),
-                rgb_stages: vec![
-                    Box::new(stages::awb::GrayWorld),
-                    Box::new(stages::gamma::GammaLut::new(2.2, max)),
-                    Box::new(stages::bilateral::Bilateral::new(2.0, 30.0)),
-                    Box::new(stages::sharpen::Sharpen3x3),
-                ],
-            },
+            Profile::Reference => {
+                if on(StageName::Blc) {
+                    let black = config.blc.black.map(|b| b[0]).unwrap_or(64);
+                    raw_stages.push(Box::new(stages::blc::BlackLevel { black }));
+                }
+                demosaic = Box::new(stages::demosaic::Bilinear);
+                if on(StageName::Wb) {
+                    rgb_stages.push(Box::new(stages::awb::GrayWorld));
+                }
+                if on(StageName::Tone) {
+                    rgb_stages.push(Box::new(stages::gamma::GammaLut::new(2.2, max)));
+                }
+                if on(StageName::Denoise) {
+                    rgb_stages.push(Box::new(stages::bilateral::Bilateral::new(2.0, 30.0)));
+                }
+                if on(StageName::Sharpen) {
+                    rgb_stages.push(Box::new(stages::sharpen::Sharpen3x3));
+                }
+            }
+            Profile::Default => {
+                if on(StageName::Dpc) {
+                    raw_stages.push(Box::new(stages::dpc::DefectivePixels {
+                        threshold: config.dpc.threshold,
+                    }));
+                }
+                // Always normalise to the 16-bit working range; with blc off, black is 0.
+                let (black, white) = if on(StageName::Blc) {
+                    (
+                        config.blc.black.unwrap_or([0; 3]),
+                        config.blc.white.unwrap_or(max),
+                    )
+                } else {
+                    ([0; 3], max)
+                };
+                raw_stages.push(Box::new(stages::blc::Normalize::new(
+                    config.pattern,
+                    black,
+                    white,
+                    max,
+                )));
+                if on(StageName::Lsc) {
+                    let map = match &config.lsc.map {
+                        Some(p) => stages::lsc::GainMap::from_file(p)?,
+                        None => stages::lsc::GainMap::Radial(config.lsc.strength),
+                    };
+                    raw_stages.push(Box::new(stages::lsc::LensShading { map }));
+                }
+                if on(StageName::Wb) {
+                    raw_stages.push(Box::new(stages::wb::WhiteBalance {
+                        mode: config.wb.mode,
+                        gains: config.wb.gains,
+                    }));
+                }
+                demosaic = match config.demosaic.method {
+                    DemosaicMethod::Bilinear => Box::new(stages::demosaic::Bilinear),
+                    DemosaicMethod::Malvar => Box::new(stages::malvar::Malvar),
+                    DemosaicMethod::Rcd => Box::new(stages::rcd::Rcd),
+                };
+                if on(StageName::Ccm) {
+                    rgb_stages.push(Box::new(stages::color::ColorMatrix::new(
+                        config.ccm.matrix,
+                        config.ccm.saturation,
+                    )));
+                }
+                if on(StageName::Tone) {
+                    rgb_stages.push(Box::new(stages::color::ToneLut::new(
+                        &config.tone,
+                        FULL_SCALE,
+                    )));
+                }
+                if on(StageName::Denoise) {
+                    match config.denoise.method {
+                        DenoiseMethod::Lumachroma => {
+                            rgb_stages.push(Box::new(stages::denoise::LumaChroma {
+                                luma_sigma: config.denoise.luma_sigma,
+                                chroma: config.denoise.chroma,
+                            }))
+                        }
+                        DenoiseMethod::Bilateral => rgb_stages.push(Box::new(Bilateral16(
+                            stages::bilateral::Bilateral::new(2.0, 30.0),
+                        ))),
+                    }
+                }
+                if on(StageName::Sharpen) {
+                    match config.sharpen.method {
+                        SharpenMethod::Unsharp => {
+                            rgb_stages.push(Box::new(stages::sharpen::Unsharp {
+                                amount: config.sharpen.amount,
+                                threshold: config.sharpen.threshold,
+                            }))
+                        }
+                        SharpenMethod::Kernel3x3 => {
+                            rgb_stages.push(Box::new(stages::sharpen::Sharpen3x3))
+                        }
+                    }
+                }
+            }
         }
+        Ok(Self {
+            config: config.clone(),
+            raw_stages,
+            demosaic,
+            rgb_stages,
+        })
     }
 
     /// The configuration this pipeline was built for.
@@ -357,13 +473,15 @@ impl Pipeline {
     }
 
     /// Runs every stage on `raw`.
-    pub fn run(&self, mut raw: RawPlane) -> PipelineOutput {
-        let mut ctx = FrameContext {
-            pattern: self.config.pattern,
-            max_value: self.config.max_value(),
-            stats: FrameStats::default(),
-        };
-        let mut timings = Vec::with_capacity(8);
+    pub fn run(&self, raw: RawPlane) -> PipelineOutput {
+        self.run_with_meta(raw, FrameMeta::default())
+    }
+
+    /// Runs every stage on `raw`, with the frame's metadata.
+    pub fn run_with_meta(&self, mut raw: RawPlane, meta: FrameMeta) -> PipelineOutput {
+        let mut ctx = FrameContext::new(self.config.pattern, self.config.max_value());
+        ctx.meta = meta;
+        let mut timings = Vec::with_capacity(10);
         for s in &self.raw_stages {
             let t = Instant::now();
             s.apply(&mut raw, &mut ctx);
@@ -380,6 +498,8 @@ impl Pipeline {
         }
         PipelineOutput {
             image: img,
+            max_value: ctx.max_value,
+            round_8bit: self.config.profile != Profile::Reference,
             timings,
             stats: ctx.stats,
         }

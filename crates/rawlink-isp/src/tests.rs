@@ -36,7 +36,7 @@ fn run_reference(name: &str, w: usize, h: usize) -> RgbImage {
     let bytes = std::fs::read(data_dir().join(format!("{name}.raw"))).unwrap();
     let raw = RawPlane::from_le_bytes(w, h, &bytes).unwrap();
     let cfg = IspConfig::new(Profile::Reference, BayerPattern::Rggb, 12);
-    Pipeline::new(&cfg).run(raw).image
+    Pipeline::new(&cfg).unwrap().run(raw).image
 }
 
 /// Golden test on real photographs (scikit-image's astronaut and coffee crops).
@@ -126,8 +126,10 @@ fn every_pattern_and_depth_gives_neutral_grey_on_a_flat_field() {
                 })
                 .collect();
             let mut cfg = IspConfig::new(Profile::Reference, p, bits);
-            cfg.black_level = 0;
-            let out = Pipeline::new(&cfg).run(RawPlane::new(w, h, data).unwrap());
+            cfg.set_black_level(0);
+            let out = Pipeline::new(&cfg)
+                .unwrap()
+                .run(RawPlane::new(w, h, data).unwrap());
             let centre = (h / 2) * w + w / 2;
             let px = [0, 1, 2].map(|c| out.image.planes[c][centre] as i32);
             assert!(

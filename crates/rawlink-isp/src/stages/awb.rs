@@ -20,7 +20,7 @@ pub fn plane_sum(p: &[u16]) -> u64 {
 
 impl RgbStage for GrayWorld {
     fn name(&self) -> &'static str {
-        "awb"
+        "wb"
     }
     fn apply(&self, mut img: RgbImage, ctx: &mut FrameContext) -> RgbImage {
         let count = (img.width * img.height) as f64;

@@ -1,6 +1,12 @@
-//! Black-level correction: `max(v - black, 0)`.
+//! Black-level correction.
+//!
+//! [`BlackLevel`] is the reference's: one level, `max(v − black, 0)`, codes unchanged.
+//! [`Normalize`] is the default profile's: a per-colour black level and a white level,
+//! mapping black to 0 and white to full scale 65535 (the 16-bit working range of every
+//! later stage). It is a lookup table per CFA site, built once per configuration.
 
-use crate::{FrameContext, RawPlane, RawStage};
+use crate::{FrameContext, RawPlane, RawStage, FULL_SCALE};
+use rawlink_frame::{BayerPattern, Channel};
 use rayon::prelude::*;
 
 /// Subtracts a single black level from every sample, clamping at 0.
@@ -19,5 +25,74 @@ impl RawStage for BlackLevel {
         img.data
             .par_chunks_mut(64 * 1024)
             .for_each(|c| c.iter_mut().for_each(|v| *v = v.saturating_sub(b)));
+    }
+}
+
+/// Per-colour black level and white level, normalised to 16-bit full scale.
+#[derive(Debug, Clone)]
+pub struct Normalize {
+    /// LUT per CFA site, indexed `[row & 1][col & 1]`, each `max_code + 1` long.
+    luts: [[Vec<u16>; 2]; 2],
+}
+
+impl Normalize {
+    /// Builds the tables. `black` is per colour (R, G, B); codes above `max_code` clip.
+    pub fn new(pattern: BayerPattern, black: [u16; 3], white: u16, max_code: u16) -> Self {
+        let lut = |c: Channel| -> Vec<u16> {
+            let b = black[c as usize] as f64;
+            let range = (white as f64 - b).max(1.0);
+            (0..=max_code as u32)
+                .map(|v| {
+                    (((v as f64 - b) / range) * FULL_SCALE as f64)
+                        .round()
+                        .clamp(0.0, FULL_SCALE as f64) as u16
+                })
+                .collect()
+        };
+        let cell = pattern.cell();
+        Self {
+            luts: [
+                [lut(cell[0][0]), lut(cell[0][1])],
+                [lut(cell[1][0]), lut(cell[1][1])],
+            ],
+        }
+    }
+}
+
+impl RawStage for Normalize {
+    fn name(&self) -> &'static str {
+        "blc"
+    }
+    fn apply(&self, img: &mut RawPlane, ctx: &mut FrameContext) {
+        let w = img.width;
+        img.data.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
+            let [l0, l1] = &self.luts[y & 1];
+            let last = l0.len() - 1;
+            for pair in row.chunks_mut(2) {
+                pair[0] = l0[(pair[0] as usize).min(last)];
+                if let Some(v) = pair.get_mut(1) {
+                    *v = l1[(*v as usize).min(last)];
+                }
+            }
+        });
+        ctx.max_value = FULL_SCALE;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_black_to_zero_and_white_to_full_scale_per_colour() {
+        let n = Normalize::new(BayerPattern::Rggb, [100, 200, 300], 4000, 4095);
+        let mut img = RawPlane::new(2, 2, vec![100, 200, 200, 300]).unwrap();
+        let mut ctx = FrameContext::new(BayerPattern::Rggb, 4095);
+        n.apply(&mut img, &mut ctx);
+        assert_eq!(img.data, vec![0, 0, 0, 0]);
+        let mut img = RawPlane::new(2, 2, vec![4000, 4000, 4095, 50]).unwrap();
+        n.apply(&mut img, &mut ctx);
+        assert_eq!(img.data, vec![65535, 65535, 65535, 0]);
+        assert_eq!(ctx.max_value, 65535);
     }
 }

@@ -28,7 +28,7 @@ impl GammaLut {
 
 impl RgbStage for GammaLut {
     fn name(&self) -> &'static str {
-        "gamma"
+        "tone"
     }
     fn apply(&self, mut img: RgbImage, _ctx: &mut FrameContext) -> RgbImage {
         let lut = &self.lut[..];

@@ -35,3 +35,61 @@ impl RgbStage for Sharpen3x3 {
         out
     }
 }
+
+/// Unsharp mask on luma: `Y' = Y + amount · soft_threshold(Y − blur3×3(Y))`, with the
+/// luma change added equally to R, G and B (colours are not sharpened separately,
+/// which would exaggerate chroma noise and fringes).
+#[derive(Debug, Clone, Copy)]
+pub struct Unsharp {
+    /// Strength.
+    pub amount: f32,
+    /// Detail below this fraction of full scale is left alone.
+    pub threshold: f32,
+}
+
+impl RgbStage for Unsharp {
+    fn name(&self) -> &'static str {
+        "sharpen"
+    }
+    fn apply(&self, mut img: RgbImage, ctx: &mut FrameContext) -> RgbImage {
+        let (w, h) = (img.width, img.height);
+        if w < 3 || h < 3 || self.amount == 0.0 {
+            return img;
+        }
+        let top = ctx.max_value as f32;
+        let thr = self.threshold * top;
+        let luma: Vec<f32> = (0..w * h)
+            .into_par_iter()
+            .map(|i| {
+                0.25 * (img.planes[0][i] as f32
+                    + 2.0 * img.planes[1][i] as f32
+                    + img.planes[2][i] as f32)
+            })
+            .collect();
+        let [pr, pg, pb] = &mut img.planes;
+        pr.par_chunks_mut(w)
+            .zip(pg.par_chunks_mut(w))
+            .zip(pb.par_chunks_mut(w))
+            .enumerate()
+            .for_each(|(y, ((r, g), b))| {
+                let up = &luma[y.saturating_sub(1) * w..][..w];
+                let mid = &luma[y * w..][..w];
+                let dn = &luma[(y + 1).min(h - 1) * w..][..w];
+                for x in 0..w {
+                    let (l, rr) = (x.saturating_sub(1), (x + 1).min(w - 1));
+                    let blur = (4.0 * mid[x]
+                        + 2.0 * (mid[l] + mid[rr] + up[x] + dn[x])
+                        + (up[l] + up[rr] + dn[l] + dn[rr]))
+                        / 16.0;
+                    let d = mid[x] - blur;
+                    let soft = d.signum() * (d.abs() - thr).max(0.0);
+                    let delta = self.amount * soft;
+                    let add = |v: &mut u16| *v = (*v as f32 + delta + 0.5).clamp(0.0, top) as u16;
+                    add(&mut r[x]);
+                    add(&mut g[x]);
+                    add(&mut b[x]);
+                }
+            });
+        img
+    }
+}

@@ -1,0 +1,146 @@
+//! Defective (hot or dead) pixel correction on the mosaic.
+//!
+//! Each sample is compared with its 8 same-colour neighbours (two pixels away, which
+//! is the same colour for every Bayer pattern) and with its 8 adjacent pixels (other
+//! colours). It is defective if it is above the largest of its same-colour neighbours by
+//! more than the threshold (or below the smallest), and none of its 8 adjacent pixels
+//! stands out from its own same-colour neighbours in the same direction by half that.
+//! It is then replaced by the median of its 4 axial same-colour neighbours. A real edge
+//! or texture has same-colour neighbours on both sides of the sample's value, and a real
+//! highlight reaches the adjacent pixels too, so only isolated one-pixel outliers are
+//! touched.
+
+use crate::{FrameContext, RawPlane, RawStage};
+use rayon::prelude::*;
+
+/// Defective-pixel correction.
+#[derive(Debug, Clone, Copy)]
+pub struct DefectivePixels {
+    /// Threshold as a fraction of full scale.
+    pub threshold: f32,
+}
+
+fn reflect(i: isize, n: usize) -> usize {
+    // Reflect-101 keeps the CFA parity: -2 -> 2, n+1 -> n-3.
+    let n = n as isize;
+    let mut i = i;
+    if i < 0 {
+        i = -i;
+    }
+    if i >= n {
+        i = 2 * (n - 1) - i;
+    }
+    i.clamp(0, n - 1) as usize
+}
+
+fn median4(mut v: [u16; 4]) -> u16 {
+    v.sort_unstable();
+    ((v[1] as u32 + v[2] as u32) / 2) as u16
+}
+
+impl RawStage for DefectivePixels {
+    fn name(&self) -> &'static str {
+        "dpc"
+    }
+    fn apply(&self, img: &mut RawPlane, ctx: &mut FrameContext) {
+        let (w, h) = (img.width, img.height);
+        if w < 5 || h < 5 {
+            return;
+        }
+        let thr = (self.threshold * ctx.max_value as f32).max(1.0) as i32;
+        let src = img.data.clone();
+        let fixed: usize = img
+            .data
+            .par_chunks_mut(w)
+            .enumerate()
+            .map(|(y, out)| {
+                let rows = [-2isize, 0, 2].map(|d| &src[reflect(y as isize + d, h) * w..][..w]);
+                let mut count = 0;
+                for x in 0..w {
+                    let xs = [-2isize, 0, 2].map(|d| reflect(x as isize + d, w));
+                    let c = rows[1][x] as i32;
+                    let mut lo = i32::MAX;
+                    let mut hi = i32::MIN;
+                    for (ry, row) in rows.iter().enumerate() {
+                        for (rx, &xx) in xs.iter().enumerate() {
+                            if ry == 1 && rx == 1 {
+                                continue;
+                            }
+                            let v = row[xx] as i32;
+                            lo = lo.min(v);
+                            hi = hi.max(v);
+                        }
+                    }
+                    let hot = c > hi + thr;
+                    let dead = c < lo - thr;
+                    if !(hot || dead) {
+                        continue;
+                    }
+                    // Cross-colour confirmation: a real highlight or speck reaches the
+                    // adjacent pixels too (optics spread light over several pixels), so
+                    // they stand out from their own same-colour neighbours in the same
+                    // direction; next to a defect they do not.
+                    let elev = |yy: isize, xx: isize| -> i32 {
+                        let at = |dy: isize, dx: isize| {
+                            src[reflect(yy + dy, h) * w + reflect(xx + dx, w)] as i32
+                        };
+                        let m =
+                            median4([at(-2, 0), at(2, 0), at(0, -2), at(0, 2)].map(|v| v as u16));
+                        at(0, 0) - m as i32
+                    };
+                    let (yi, xi) = (y as isize, x as isize);
+                    let spread = [
+                        (-1, -1),
+                        (-1, 0),
+                        (-1, 1),
+                        (0, -1),
+                        (0, 1),
+                        (1, -1),
+                        (1, 0),
+                        (1, 1),
+                    ]
+                    .iter()
+                    .any(|&(dy, dx)| {
+                        let e = elev(yi + dy, xi + dx);
+                        if hot {
+                            e > thr / 2
+                        } else {
+                            e < -thr / 2
+                        }
+                    });
+                    if !spread {
+                        out[x] = median4([rows[0][x], rows[2][x], rows[1][xs[0]], rows[1][xs[2]]]);
+                        count += 1;
+                    }
+                }
+                count
+            })
+            .sum();
+        ctx.stats.defective_pixels = fixed as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rawlink_frame::BayerPattern;
+
+    fn ctx() -> FrameContext {
+        FrameContext::new(BayerPattern::Rggb, 4095)
+    }
+
+    #[test]
+    fn hot_and_dead_pixels_are_replaced_and_a_ramp_is_untouched() {
+        let (w, h) = (20, 16);
+        let data: Vec<u16> = (0..w * h).map(|i| (1000 + (i % w) * 20) as u16).collect();
+        let mut img = RawPlane::new(w, h, data.clone()).unwrap();
+        let mut c = ctx();
+        DefectivePixels { threshold: 0.1 }.apply(&mut img, &mut c);
+        assert_eq!(img.data, data, "a clean ramp is unchanged");
+        img.data[5 * w + 7] = 4095;
+        img.data[10 * w + 12] = 0;
+        DefectivePixels { threshold: 0.1 }.apply(&mut img, &mut c);
+        assert_eq!(c.stats.defective_pixels, 2);
+        assert_eq!(img.data, data);
+    }
+}
