@@ -335,3 +335,55 @@ fn dpc_removes_hot_pixels_and_leaves_clean_images_alone() {
         assert!(fixed.stats.defective_pixels >= planted.len() as u64);
     }
 }
+
+/// Bit depths 8–16 give the same demosaic quality: each depth's mosaic is made from
+/// the photo at that depth (T_b = round(P·(2^b−1)/255)) and scored against its own
+/// truth, peak 2^b−1. Every depth must be within 0.1 dB of 12 bits.
+#[test]
+fn every_bit_depth_gives_the_same_quality() {
+    let ph = photos();
+    let score = |bits: u8| {
+        let max = ((1u32 << bits) - 1) as f64;
+        let v: Vec<f64> = ph
+            .iter()
+            .map(|p| {
+                let t = |v: u8| ((2 * v as u32 * max as u32 + 255) / 510) as u16;
+                let data = (0..p.h)
+                    .flat_map(|y| (0..p.w).map(move |x| (y, x)))
+                    .map(|(y, x)| {
+                        t(p.rgb[(y * p.w + x) * 3 + BayerPattern::Rggb.channel_at(y, x) as usize])
+                    })
+                    .collect();
+                let mut cfg = IspConfig::new(Profile::Default, BayerPattern::Rggb, bits);
+                cfg.stages = Some(vec![StageName::Blc, StageName::Demosaic]);
+                cfg.blc.black = Some([0; 3]);
+                let out = Pipeline::new(&cfg)
+                    .unwrap()
+                    .run(RawPlane::new(p.w, p.h, data).unwrap());
+                let mut se = 0f64;
+                let mut n = 0usize;
+                for y in 8..p.h - 8 {
+                    for x in 8..p.w - 8 {
+                        for c in 0..3 {
+                            let want = t(p.rgb[(y * p.w + x) * 3 + c]) as f64 / max;
+                            let got = out.image.planes[c][y * p.w + x] as f64 / 65535.0;
+                            se += (want - got).powi(2);
+                            n += 1;
+                        }
+                    }
+                }
+                10.0 * (1.0 / (se / n as f64)).log10()
+            })
+            .collect();
+        mean(&v)
+    };
+    let base = score(12);
+    for bits in [8u8, 10, 14, 16] {
+        let s = score(bits);
+        eprintln!("rcd {bits}-bit: {s:.3} dB (12-bit {base:.3})");
+        assert!(
+            (s - base).abs() <= 0.1,
+            "{bits}-bit {s:.3} vs 12-bit {base:.3}"
+        );
+    }
+}
