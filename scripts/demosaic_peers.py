@@ -274,7 +274,8 @@ def fmt_table(header, rows, markdown):
 
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
-    default_photos = os.path.normpath(os.path.join(here, "..", "tests", "data", "photos")  # --make-crops: use --photos tests/data/photos-detail)
+    # The test set; --make-crops writes the detail crops: use --photos tests/data/photos-detail.
+    default_photos = os.path.normpath(os.path.join(here, "..", "tests", "data", "photos"))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--photos", default=default_photos, help="folder of 8-bit RGB PNGs")
     ap.add_argument("--patterns", default="rggb",
