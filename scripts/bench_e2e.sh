@@ -20,23 +20,27 @@ for i in $(seq "$RUNS"); do
 done | median | xargs printf "demo wall time (5 frames, 200 ms apart): median %.3f s over $RUNS runs\n"
 
 # 2. Capture-to-PNG latency at 640x480: 60 frames at 10 fps, one receiver, per-frame JSON.
-$BIN demo --quiet --frames 60 --interval-ms 100 --out "$TMP/lat" >/dev/null 2>&1
-python3 - "$TMP/lat" <<'PY'
+for profile in reference default; do
+  $BIN demo --quiet --frames 60 --interval-ms 100 --profile $profile --out "$TMP/lat-$profile" >/dev/null 2>&1
+  python3 - "$TMP/lat-$profile" "$profile" <<'PY'
 import json, glob, sys, math
 v = sorted(json.load(open(f))["capture_to_png_ms"] for f in glob.glob(sys.argv[1] + "/*.json"))
 r = sorted(json.load(open(f))["capture_to_receive_ms"] for f in glob.glob(sys.argv[1] + "/*.json"))
 q = lambda s, p: s[max(0, math.ceil(p * len(s)) - 1)]
-print(f"capture->PNG on disk, 640x480, {len(v)} frames at 10 fps: median {q(v,.5):.1f} ms, p99 {q(v,.99):.1f} ms")
-print(f"capture->receive,      640x480, {len(r)} frames at 10 fps: median {q(r,.5):.2f} ms, p99 {q(r,.99):.2f} ms")
+print(f"capture->PNG on disk, 640x480, {len(v)} frames at 10 fps, profile {sys.argv[2]}: median {q(v,.5):.1f} ms, p99 {q(v,.99):.1f} ms")
+print(f"capture->receive (network only), same run: median {q(r,.5):.2f} ms, p99 {q(r,.99):.2f} ms")
 PY
+done
 
-# 3. rawlink isp --profile reference, one 640x480 frame (ISP only, from --timing), and whole command.
-cp "$TMP/lat/frame_000001.raw" "$TMP/in.raw"
-for i in $(seq "$RUNS"); do
-  $BIN isp "$TMP/in.raw" -o "$TMP/o.png" --width 640 --height 480 --profile reference --timing 2>&1 >/dev/null \
-    | awk '/^total/ {print $2}'
-done | median | xargs printf "rawlink isp --profile reference, 640x480: ISP median %.1f ms over $RUNS runs\n"
-for i in $(seq "$RUNS"); do
-  s=$(date +%s.%N); $BIN isp "$TMP/in.raw" -o "$TMP/o.png" --width 640 --height 480 >/dev/null 2>&1; e=$(date +%s.%N)
-  awk -v s="$s" -v e="$e" 'BEGIN {print (e - s) * 1000}'
-done | median | xargs printf "rawlink isp whole command (read, ISP, PNG, write), 640x480: median %.1f ms\n"
+# 3. rawlink isp, one 640x480 frame: ISP time (from --timing) and the whole command.
+cp "$TMP/lat-default/frame_000001.raw" "$TMP/in.raw"
+for profile in reference default; do
+  for i in $(seq "$RUNS"); do
+    $BIN isp "$TMP/in.raw" -o "$TMP/o.png" --width 640 --height 480 --profile $profile --timing 2>&1 >/dev/null \
+      | awk '/^total/ {print $2}'
+  done | median | xargs printf "rawlink isp --profile $profile, 640x480: ISP median %.1f ms over $RUNS runs\n"
+  for i in $(seq "$RUNS"); do
+    s=$(date +%s.%N); $BIN isp "$TMP/in.raw" -o "$TMP/o.png" --width 640 --height 480 --profile $profile >/dev/null 2>&1; e=$(date +%s.%N)
+    awk -v s="$s" -v e="$e" 'BEGIN {print (e - s) * 1000}'
+  done | median | xargs printf "rawlink isp --profile $profile, whole command (read, ISP, PNG, write): median %.1f ms\n"
+done
