@@ -28,6 +28,8 @@ pub enum Command {
     Isp(IspArgs),
     /// Run the reference scenario on one machine: a sim server and a receiver over loopback.
     Demo(DemoArgs),
+    /// Measure ISP speed over frame sizes, profiles and thread counts; prints a table.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Frame geometry for sources and headerless input.

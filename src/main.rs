@@ -1,6 +1,7 @@
 //! The `rawlink` binary: CLI, server, receiver, demo.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod cli;
 mod netio;
 mod receiver;
@@ -50,6 +51,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(a) => runtime()?.block_on(serve(a)),
         Command::Receive(a) => runtime()?.block_on(receive(a)),
         Command::Demo(a) => runtime()?.block_on(demo(a)),
+        Command::Bench(a) => bench::run(&a).map(|()| ExitCode::SUCCESS),
     }
 }
 

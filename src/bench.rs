@@ -1,0 +1,246 @@
+//! `rawlink bench`: ISP speed over sizes × profiles × thread counts.
+//!
+//! Each configuration runs in a fresh child process (`rawlink bench --single …`), so
+//! its peak RSS is its own. The input is a `sim:scene` frame (RGGB, 12-bit, black 256);
+//! times exclude file I/O and include the 8-bit conversion.
+
+use anyhow::{bail, Context, Result};
+use rawlink_frame::BayerPattern;
+use rawlink_isp::{IspConfig, Pipeline, Profile, RawPlane};
+use rawlink_source::{SceneSource, SourceOptions};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// Command-line options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Frame sizes, WxH.
+    #[arg(long, value_delimiter = ',', default_value = "640x480,1920x1080,3840x2160")]
+    pub sizes: Vec<String>,
+    /// ISP profiles.
+    #[arg(long, value_delimiter = ',', default_value = "reference,default")]
+    pub profiles: Vec<String>,
+    /// Thread counts (`all` = every core).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,all")]
+    pub threads: Vec<String>,
+    /// Timed runs per configuration (after one warm-up run).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub iters: u32,
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Run the first configuration in this process and print one JSON object.
+    #[arg(long, hide = true)]
+    pub single: bool,
+}
+
+/// One configuration's result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchResult {
+    /// `WxH`.
+    pub size: String,
+    /// Profile name.
+    pub profile: String,
+    /// Worker threads.
+    pub threads: usize,
+    /// Median total time, ms.
+    pub total_ms_median: f64,
+    /// Megapixels per second at the median.
+    pub mp_per_s: f64,
+    /// Peak resident set of the process, MiB.
+    pub peak_rss_mb: f64,
+    /// Median time per stage, ms (plus `to_8bit`).
+    pub stages_ms: BTreeMap<String, f64>,
+    /// Timed runs.
+    pub iters: u32,
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32)> {
+    let (w, h) = s
+        .split_once('x')
+        .with_context(|| format!("bad size {s:?}: expected WxH, e.g. 1920x1080"))?;
+    let (w, h): (u32, u32) = (w.trim().parse()?, h.trim().parse()?);
+    if !(16..=16384).contains(&w) || !(16..=16384).contains(&h) {
+        bail!("size {s:?} out of range (16..=16384 per side)");
+    }
+    Ok((w, h))
+}
+
+fn parse_threads(s: &str) -> Result<usize> {
+    if s == "all" {
+        return Ok(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    }
+    let n: usize = s.parse().with_context(|| format!("bad thread count {s:?}"))?;
+    if n == 0 || n > 256 {
+        bail!("thread count {n} out of range 1..=256");
+    }
+    Ok(n)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn peak_rss_mb() -> f64 {
+    nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .map(|u| u.max_rss() as f64 / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn run_single(size: &str, profile: &str, threads: usize, iters: u32) -> Result<BenchResult> {
+    let (w, h) = parse_size(size)?;
+    let profile: Profile = profile.parse()?;
+    let opts = SourceOptions {
+        width: w,
+        height: h,
+        interval_ms: 0,
+        ..SourceOptions::default()
+    };
+    let scene = SceneSource::new(&opts)?;
+    let bytes = scene.render(1);
+    let raw = RawPlane::from_le_bytes(w as usize, h as usize, &bytes)?;
+    drop(bytes);
+    let mut cfg = IspConfig::new(profile, BayerPattern::Rggb, 12);
+    cfg.set_black_level(256);
+    let pipeline = Pipeline::new(&cfg)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .context("thread pool")?;
+    let mut totals = Vec::new();
+    let mut stages: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    pool.install(|| {
+        for i in 0..=iters {
+            let input = raw.clone();
+            let t = Instant::now();
+            let out = pipeline.run(input);
+            let t8 = Instant::now();
+            let rgb8 = out.to_rgb8();
+            let conv = t8.elapsed().as_secs_f64() * 1e3;
+            let total = t.elapsed().as_secs_f64() * 1e3;
+            std::hint::black_box(&rgb8);
+            if i == 0 {
+                continue; // warm-up
+            }
+            totals.push(total);
+            for (name, d) in &out.timings {
+                stages.entry(name.to_string()).or_default().push(d.as_secs_f64() * 1e3);
+            }
+            stages.entry("to_8bit".into()).or_default().push(conv);
+        }
+    });
+    let total = median(&mut totals);
+    Ok(BenchResult {
+        size: format!("{w}x{h}"),
+        profile: profile.to_string(),
+        threads,
+        total_ms_median: total,
+        mp_per_s: (w as f64 * h as f64 / 1e6) / (total / 1e3),
+        peak_rss_mb: peak_rss_mb(),
+        stages_ms: stages
+            .into_iter()
+            .map(|(k, mut v)| (k, median(&mut v)))
+            .collect(),
+        iters,
+    })
+}
+
+/// Runs the benchmark and prints a table or JSON.
+pub fn run(a: &BenchArgs) -> Result<()> {
+    if a.single {
+        let r = run_single(&a.sizes[0], &a.profiles[0], parse_threads(&a.threads[0])?, a.iters)?;
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    for s in &a.sizes {
+        parse_size(s)?;
+    }
+    for p in &a.profiles {
+        p.parse::<Profile>()?;
+    }
+    let mut thread_counts = Vec::new();
+    for t in &a.threads {
+        let n = parse_threads(t)?;
+        if !thread_counts.contains(&n) {
+            thread_counts.push(n); // `all` may equal an explicit count
+        }
+    }
+    let exe = std::env::current_exe().context("locating the rawlink binary")?;
+    let mut results = Vec::new();
+    for size in &a.sizes {
+        for profile in &a.profiles {
+            for &threads in &thread_counts {
+                let out = std::process::Command::new(&exe)
+                    .args(["bench", "--single", "--sizes", size, "--profiles", profile])
+                    .args(["--threads", &threads.to_string(), "--iters", &a.iters.to_string()])
+                    .output()
+                    .context("running a benchmark child")?;
+                if !out.status.success() {
+                    bail!(
+                        "benchmark {size} {profile} {threads} threads failed: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
+                }
+                let r: BenchResult = serde_json::from_slice(&out.stdout)
+                    .context("reading a benchmark child's result")?;
+                if !a.json {
+                    eprintln!(
+                        "  {size} {profile} x{threads}: {:.2} ms",
+                        r.total_ms_median
+                    );
+                }
+                results.push(r);
+            }
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+        return Ok(());
+    }
+    println!(
+        "{:<10} {:<9} {:>3} {:>10} {:>8} {:>8}  stages (median ms)",
+        "size", "profile", "thr", "total ms", "MP/s", "RSS MB"
+    );
+    for r in &results {
+        let stages: Vec<String> = r
+            .stages_ms
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.2}"))
+            .collect();
+        println!(
+            "{:<10} {:<9} {:>3} {:>10.2} {:>8.1} {:>8.1}  {}",
+            r.size,
+            r.profile,
+            r.threads,
+            r.total_ms_median,
+            r.mp_per_s,
+            r.peak_rss_mb,
+            stages.join(", ")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sizes_and_threads() {
+        assert_eq!(parse_size("640x480").unwrap(), (640, 480));
+        assert!(parse_size("640").is_err());
+        assert!(parse_size("0x10").is_err());
+        assert!(parse_threads("all").unwrap() >= 1);
+        assert_eq!(parse_threads("2").unwrap(), 2);
+        assert!(parse_threads("0").is_err());
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+}
