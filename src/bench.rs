@@ -16,7 +16,11 @@ use std::time::Instant;
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Frame sizes, WxH.
-    #[arg(long, value_delimiter = ',', default_value = "640x480,1920x1080,3840x2160")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "640x480,1920x1080,3840x2160"
+    )]
     pub sizes: Vec<String>,
     /// ISP profiles.
     #[arg(long, value_delimiter = ',', default_value = "reference,default")]
@@ -69,9 +73,13 @@ fn parse_size(s: &str) -> Result<(u32, u32)> {
 
 fn parse_threads(s: &str) -> Result<usize> {
     if s == "all" {
-        return Ok(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        return Ok(std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1));
     }
-    let n: usize = s.parse().with_context(|| format!("bad thread count {s:?}"))?;
+    let n: usize = s
+        .parse()
+        .with_context(|| format!("bad thread count {s:?}"))?;
     if n == 0 || n > 256 {
         bail!("thread count {n} out of range 1..=256");
     }
@@ -131,7 +139,10 @@ fn run_single(size: &str, profile: &str, threads: usize, iters: u32) -> Result<B
             }
             totals.push(total);
             for (name, d) in &out.timings {
-                stages.entry(name.to_string()).or_default().push(d.as_secs_f64() * 1e3);
+                stages
+                    .entry(name.to_string())
+                    .or_default()
+                    .push(d.as_secs_f64() * 1e3);
             }
             stages.entry("to_8bit".into()).or_default().push(conv);
         }
@@ -155,7 +166,12 @@ fn run_single(size: &str, profile: &str, threads: usize, iters: u32) -> Result<B
 /// Runs the benchmark and prints a table or JSON.
 pub fn run(a: &BenchArgs) -> Result<()> {
     if a.single {
-        let r = run_single(&a.sizes[0], &a.profiles[0], parse_threads(&a.threads[0])?, a.iters)?;
+        let r = run_single(
+            &a.sizes[0],
+            &a.profiles[0],
+            parse_threads(&a.threads[0])?,
+            a.iters,
+        )?;
         println!("{}", serde_json::to_string(&r)?);
         return Ok(());
     }
@@ -179,7 +195,12 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             for &threads in &thread_counts {
                 let out = std::process::Command::new(&exe)
                     .args(["bench", "--single", "--sizes", size, "--profiles", profile])
-                    .args(["--threads", &threads.to_string(), "--iters", &a.iters.to_string()])
+                    .args([
+                        "--threads",
+                        &threads.to_string(),
+                        "--iters",
+                        &a.iters.to_string(),
+                    ])
                     .output()
                     .context("running a benchmark child")?;
                 if !out.status.success() {
@@ -191,10 +212,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                 let r: BenchResult = serde_json::from_slice(&out.stdout)
                     .context("reading a benchmark child's result")?;
                 if !a.json {
-                    eprintln!(
-                        "  {size} {profile} x{threads}: {:.2} ms",
-                        r.total_ms_median
-                    );
+                    eprintln!("  {size} {profile} x{threads}: {:.2} ms", r.total_ms_median);
                 }
                 results.push(r);
             }

@@ -19,22 +19,32 @@ pub struct LumaChroma {
     pub chroma: f32,
 }
 
-fn blur5_rows(src: &[f32], w: usize, h: usize, horizontal: bool) -> Vec<f32> {
-    const K: [f32; 5] = [1.0 / 16.0, 4.0 / 16.0, 6.0 / 16.0, 4.0 / 16.0, 1.0 / 16.0];
-    let mut out = vec![0f32; w * h];
-    out.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
-        for (x, o) in row.iter_mut().enumerate() {
-            let mut s = 0.0;
-            for (k, kv) in K.iter().enumerate() {
-                let d = k as isize - 2;
-                let v = if horizontal {
-                    src[y * w + reflect(x as isize + d, w)]
-                } else {
-                    src[reflect(y as isize + d, h) * w + x]
-                };
-                s += kv * v;
+const K5: [f32; 5] = [1.0 / 16.0, 4.0 / 16.0, 6.0 / 16.0, 4.0 / 16.0, 1.0 / 16.0];
+
+/// Separable 5-tap binomial blur (reflect-101 borders). Rows in parallel; the vertical
+/// pass runs along whole rows so its inner loop vectorises.
+fn blur5(src: &[f32], w: usize, h: usize) -> Vec<f32> {
+    let mut tmp = vec![0f32; w * h];
+    tmp.par_chunks_mut(w).enumerate().for_each(|(y, out)| {
+        let row = &src[y * w..(y + 1) * w];
+        for (x, o) in out.iter_mut().enumerate() {
+            if x >= 2 && x + 2 < w {
+                *o = K5[0] * (row[x - 2] + row[x + 2])
+                    + K5[1] * (row[x - 1] + row[x + 1])
+                    + K5[2] * row[x];
+            } else {
+                *o = (0..5)
+                    .map(|k| K5[k] * row[reflect(x as isize + k as isize - 2, w)])
+                    .sum();
             }
-            *o = s;
+        }
+    });
+    let mut out = vec![0f32; w * h];
+    out.par_chunks_mut(w).enumerate().for_each(|(y, o)| {
+        let r = |d: isize| &tmp[reflect(y as isize + d, h) * w..][..w];
+        let (a, b, c, d, e) = (r(-2), r(-1), r(0), r(1), r(2));
+        for x in 0..w {
+            o[x] = K5[0] * (a[x] + e[x]) + K5[1] * (b[x] + d[x]) + K5[2] * c[x];
         }
     });
     out
@@ -69,6 +79,15 @@ impl RgbStage for LumaChroma {
         // Luma: 3×3 range-weighted mean.
         let sigma = (self.luma_sigma * top).max(1e-3);
         let inv = -0.5 / (sigma * sigma);
+        // Range weights by |Δluma| in steps of 4 codes, out to where they vanish.
+        let steps = ((6.0 * sigma / 4.0) as usize + 2).min(16384);
+        let range: Vec<f32> = (0..steps)
+            .map(|k| {
+                let d = k as f32 * 4.0;
+                (d * d * inv).exp()
+            })
+            .collect();
+        let last = steps - 1;
         let mut y2 = vec![0f32; n];
         if self.luma_sigma > 0.0 {
             y2.par_chunks_mut(w).enumerate().for_each(|(row, out)| {
@@ -80,8 +99,8 @@ impl RgbStage for LumaChroma {
                     for (ry, r) in rows.iter().enumerate() {
                         for (rx, &xx) in xs.iter().enumerate() {
                             let sp = [1.0, 2.0, 1.0][ry] * [1.0, 2.0, 1.0][rx];
-                            let d = r[xx] - c;
-                            let wgt = sp * (d * d * inv).exp();
+                            let d = (r[xx] - c).abs() as usize >> 2;
+                            let wgt = sp * range[d.min(last)];
                             s += wgt * r[xx];
                             sw += wgt;
                         }
@@ -94,7 +113,7 @@ impl RgbStage for LumaChroma {
         }
         // Chroma: 5×5 binomial, mixed in.
         let k = self.chroma;
-        let blur = |p: &[f32]| blur5_rows(&blur5_rows(p, w, h, true), w, h, false);
+        let blur = |p: &[f32]| blur5(p, w, h);
         let (cr2, cb2) = if k > 0.0 {
             (blur(&cr), blur(&cb))
         } else {

@@ -41,17 +41,17 @@ impl Padded {
 /// Fills the border of a padded plane by reflect-101 from its interior.
 fn refill_border(p: &mut [f32], g: &Padded) {
     let (w, h, pw) = (g.w, g.h, g.pw);
-    for py in 0..h + 2 * B {
-        let sy = reflect(py as isize - B as isize, h) + B;
-        for px in 0..w + 2 * B {
-            let inside_y = (B..B + h).contains(&py);
-            let inside_x = (B..B + w).contains(&px);
-            if inside_y && inside_x {
-                continue;
-            }
-            let sx = reflect(px as isize - B as isize, w) + B;
-            p[py * pw + px] = p[sy * pw + sx];
+    // Left and right margins of the interior rows.
+    for py in B..h + B {
+        let row = py * pw;
+        for px in (0..B).chain(w + B..w + 2 * B) {
+            p[row + px] = p[row + reflect(px as isize - B as isize, w) + B];
         }
+    }
+    // Whole rows above and below, copied from their (now complete) mirror rows.
+    for py in (0..B).chain(h + B..h + 2 * B) {
+        let sy = reflect(py as isize - B as isize, h) + B;
+        p.copy_within(sy * pw..(sy + 1) * pw, py * pw);
     }
 }
 
@@ -70,7 +70,8 @@ pub fn demosaic_rcd(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage
     let pw = g.pw;
     let scale = 1.0 / max.max(1) as f32;
     let cell = pattern.cell();
-    let color = |y: usize, x: usize| cell[y & 1][x & 1];
+    // Column parity of the green sites in row y; the other parity is R or B.
+    let green_col = |y: usize| if cell[y & 1][0] == Channel::G { 0 } else { 1 };
 
     // CFA, normalised and padded.
     let mut cfa = vec![0f32; n];
@@ -83,7 +84,37 @@ pub fn demosaic_rcd(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage
     });
     let c = &cfa;
 
-    // Step 1: vertical/horizontal direction at every pixel (interior ± 1).
+    // Step 1: vertical/horizontal direction at every pixel (interior ± 1): squared
+    // activities per pixel first (interior ± 2), then their 3×3 sums.
+    let mut dv2 = vec![0f32; n];
+    let mut dh2 = vec![0f32; n];
+    dv2.par_chunks_mut(pw)
+        .zip(dh2.par_chunks_mut(pw))
+        .enumerate()
+        .for_each(|(py, (vrow, hrow))| {
+            if py < B - 2 || py > h + B + 1 {
+                return;
+            }
+            for px in B - 2..w + B + 2 {
+                let i = py * pw + px;
+                let dv = (c[i - pw] - c[i + pw]).abs()
+                    + (2.0 * c[i] - c[i - 2 * pw] - c[i + 2 * pw]).abs();
+                let dh = (c[i - 1] - c[i + 1]).abs() + (2.0 * c[i] - c[i - 2] - c[i + 2]).abs();
+                vrow[px] = dv * dv;
+                hrow[px] = dh * dh;
+            }
+        });
+    let box3 = |p: &[f32], i: usize| {
+        p[i - pw - 1]
+            + p[i - pw]
+            + p[i - pw + 1]
+            + p[i - 1]
+            + p[i]
+            + p[i + 1]
+            + p[i + pw - 1]
+            + p[i + pw]
+            + p[i + pw + 1]
+    };
     let mut vh = vec![0.5f32; n];
     vh.par_chunks_mut(pw).enumerate().for_each(|(py, vrow)| {
         if py < B - 1 || py > h + B {
@@ -91,29 +122,12 @@ pub fn demosaic_rcd(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage
         }
         for px in B - 1..w + B + 1 {
             let i = py * pw + px;
-            let dv = |i: usize| {
-                (c[i - pw] - c[i + pw]).abs() + (2.0 * c[i] - c[i - 2 * pw] - c[i + 2 * pw]).abs()
-            };
-            let dh =
-                |i: usize| (c[i - 1] - c[i + 1]).abs() + (2.0 * c[i] - c[i - 2] - c[i + 2]).abs();
-            let (mut v, mut hh) = (EPS, EPS);
-            for o in [
-                i - pw - 1,
-                i - pw,
-                i - pw + 1,
-                i - 1,
-                i,
-                i + 1,
-                i + pw - 1,
-                i + pw,
-                i + pw + 1,
-            ] {
-                v += dv(o).powi(2);
-                hh += dh(o).powi(2);
-            }
+            let v = EPS + box3(&dv2, i);
+            let hh = EPS + box3(&dh2, i);
             vrow[px] = v / (v + hh);
         }
     });
+    drop((dv2, dh2));
     let vh = &vh;
     let disc = |map: &[f32], i: usize| {
         let central = map[i];
@@ -132,12 +146,12 @@ pub fn demosaic_rcd(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage
             return;
         }
         let y = py - B;
-        for x in 0..w {
+        let gq = green_col(y);
+        for x in (gq..w).step_by(2) {
+            row[x + B] = c[g.at(y, x)];
+        }
+        for x in (1 - gq..w).step_by(2) {
             let i = g.at(y, x);
-            if color(y, x) == Channel::G {
-                row[x + B] = c[i];
-                continue;
-            }
             let s = |k: isize| (i as isize + k) as usize;
             let grad = |d: isize| {
                 EPS + (c[s(-d)] - c[s(d)]).abs()
@@ -189,12 +203,10 @@ pub fn demosaic_rcd(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage
                 return;
             }
             let y = py - B;
-            for x in 0..w {
+            let gq = green_col(y);
+            let site = cell[y & 1][1 - gq];
+            for x in (1 - gq..w).step_by(2) {
                 let i = g.at(y, x);
-                let site = color(y, x);
-                if site == Channel::G {
-                    continue;
-                }
                 let s = |k: isize| (i as isize + k) as usize;
                 let grad = |d: isize| {
                     EPS + (c[s(-d)] - c[s(d)]).abs()
@@ -240,10 +252,7 @@ pub fn demosaic_rcd(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage
                 return;
             }
             let y = py - B;
-            for x in 0..w {
-                if color(y, x) != Channel::G {
-                    continue;
-                }
+            for x in (green_col(y)..w).step_by(2) {
                 let i = g.at(y, x);
                 let dsc = disc(vh, i);
                 let v = gpl[i] + axis(src, gpl, i, 1) * dsc + axis(src, gpl, i, pwi) * (1.0 - dsc);
@@ -265,11 +274,9 @@ pub fn demosaic_rcd(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage
             return;
         }
         let y = py - B;
-        for x in 0..w {
-            let site = color(y, x);
-            if site == Channel::G {
-                continue;
-            }
+        let gq = green_col(y);
+        let site = cell[y & 1][1 - gq];
+        for x in (1 - gq..w).step_by(2) {
             let i = g.at(y, x);
             let own = if site == Channel::R { &rf } else { &bf };
             // axis() gives (own - G) differences; G = own - difference.
