@@ -63,6 +63,87 @@ impl Bilateral {
     }
 }
 
+/// One output row of the bilateral filter, as a `pulp` kernel.
+struct RowKernel<'a> {
+    filter: &'a Bilateral,
+    padded: [&'a [f32]; 3],
+    pw: usize,
+    y: usize,
+    top: f32,
+    buf: &'a mut [f32],
+    out: [&'a mut [u16]; 3],
+}
+
+impl pulp::WithSimd for RowKernel<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let Self {
+            filter,
+            padded,
+            pw,
+            y,
+            top,
+            buf,
+            out,
+        } = self;
+        let [q0, q1, q2] = out;
+        let w = q0.len();
+        let r = filter.radius;
+        let range = &filter.range[..];
+        let last = (range.len() - 1) as f32;
+        buf.fill(0.0);
+        let (a0, rest) = buf.split_at_mut(w);
+        let (a1, rest) = rest.split_at_mut(w);
+        let (a2, rest) = rest.split_at_mut(w);
+        let (aw, rest) = rest.split_at_mut(w);
+        let (dist, wgt) = rest.split_at_mut(w);
+        let c0 = &padded[0][(y + r) * pw + r..][..w];
+        let c1 = &padded[1][(y + r) * pw + r..][..w];
+        let c2 = &padded[2][(y + r) * pw + r..][..w];
+        let mut tap = 0;
+        for ty in 0..=2 * r {
+            for tx in 0..=2 * r {
+                let sw = filter.spatial[tap];
+                tap += 1;
+                let off = (y + ty) * pw + tx;
+                let n0 = &padded[0][off..off + w];
+                let n1 = &padded[1][off..off + w];
+                let n2 = &padded[2][off..off + w];
+                // Pass 1 (vectorises): squared colour distance, clamped to the table's
+                // last (zero) entry. Squares of code differences are exact in f32 below
+                // 2^24, and so is their sum wherever it is below the clamp; anything
+                // larger clamps either way.
+                for x in 0..w {
+                    let d0 = n0[x] - c0[x];
+                    let d1 = n1[x] - c1[x];
+                    let d2 = n2[x] - c2[x];
+                    dist[x] = (d0 * d0 + d1 * d1 + d2 * d2).min(last);
+                }
+                // Pass 2: table lookups (a gather).
+                for x in 0..w {
+                    wgt[x] = range[dist[x] as usize] * sw;
+                }
+                // Pass 3 (vectorises): accumulate tap by tap in the reference's order,
+                // multiply then add (no fused multiply-add).
+                for x in 0..w {
+                    let wv = wgt[x];
+                    a0[x] += wv * n0[x];
+                    a1[x] += wv * n1[x];
+                    a2[x] += wv * n2[x];
+                    aw[x] += wv;
+                }
+            }
+        }
+        for (q, a) in [(q0, &*a0), (q1, &*a1), (q2, &*a2)] {
+            for x in 0..w {
+                q[x] = (a[x] / aw[x]).clamp(0.0, top) as u16;
+            }
+        }
+    }
+}
+
 impl RgbStage for Bilateral {
     fn name(&self) -> &'static str {
         "denoise"
@@ -71,71 +152,50 @@ impl RgbStage for Bilateral {
         let (w, h) = (img.width, img.height);
         let r = self.radius;
         let pw = w + 2 * r;
-        // Edge-padded planes, so taps need no bounds logic.
-        let padded: Vec<Vec<u16>> = img
+        // Edge-padded float planes, so taps need no bounds logic and no conversions.
+        // Codes are below 2^16, so they are exact in f32.
+        let padded: Vec<Vec<f32>> = img
             .planes
-            .iter()
+            .par_iter()
             .map(|p| {
-                let mut out = vec![0u16; pw * (h + 2 * r)];
+                let mut out = vec![0f32; pw * (h + 2 * r)];
                 for py in 0..h + 2 * r {
                     let sy = py.saturating_sub(r).min(h - 1);
                     let src = &p[sy * w..(sy + 1) * w];
                     let dst = &mut out[py * pw..(py + 1) * pw];
-                    dst[..r].fill(src[0]);
-                    dst[r..r + w].copy_from_slice(src);
-                    dst[r + w..].fill(src[w - 1]);
+                    dst[..r].fill(src[0] as f32);
+                    for (d, &v) in dst[r..r + w].iter_mut().zip(src) {
+                        *d = v as f32;
+                    }
+                    dst[r + w..].fill(src[w - 1] as f32);
                 }
                 out
             })
             .collect();
+        drop(img);
         let top = ctx.max_value as f32;
-        let last = (self.range.len() - 1) as u32;
         let mut out = RgbImage::new(w, h);
+        // Runtime dispatch: the row kernel is compiled for AVX2/AVX-512 too and the best
+        // is picked at run time. Contraction into fused multiply-add stays off, so the
+        // results are the same on every path.
+        let arch = pulp::Arch::new();
         let [o0, o1, o2] = &mut out.planes;
         o0.par_chunks_mut(w)
             .zip(o1.par_chunks_mut(w))
             .zip(o2.par_chunks_mut(w))
             .enumerate()
             .for_each_init(
-                || vec![0f32; 4 * w],
-                |acc, (y, ((q0, q1), q2))| {
-                    acc.fill(0.0);
-                    let (a0, rest) = acc.split_at_mut(w);
-                    let (a1, rest) = rest.split_at_mut(w);
-                    let (a2, aw) = rest.split_at_mut(w);
-                    let centre: Vec<&[u16]> =
-                        padded.iter().map(|p| &p[(y + r) * pw + r..][..w]).collect();
-                    let (c0, c1, c2) = (centre[0], centre[1], centre[2]);
-                    let mut tap = 0;
-                    for ty in 0..=2 * r {
-                        for tx in 0..=2 * r {
-                            let sw = self.spatial[tap];
-                            tap += 1;
-                            let off = (y + ty) * pw + tx;
-                            let n0 = &padded[0][off..off + w];
-                            let n1 = &padded[1][off..off + w];
-                            let n2 = &padded[2][off..off + w];
-                            for x in 0..w {
-                                let d0 = (n0[x] as i32 - c0[x] as i32).unsigned_abs();
-                                let d1 = (n1[x] as i32 - c1[x] as i32).unsigned_abs();
-                                let d2 = (n2[x] as i32 - c2[x] as i32).unsigned_abs();
-                                let dist = (d0 * d0)
-                                    .saturating_add(d1 * d1)
-                                    .saturating_add(d2 * d2)
-                                    .min(last);
-                                let wgt = self.range[dist as usize] * sw;
-                                a0[x] += wgt * n0[x] as f32;
-                                a1[x] += wgt * n1[x] as f32;
-                                a2[x] += wgt * n2[x] as f32;
-                                aw[x] += wgt;
-                            }
-                        }
-                    }
-                    for (q, a) in [(q0, &*a0), (q1, &*a1), (q2, &*a2)] {
-                        for x in 0..w {
-                            q[x] = (a[x] / aw[x]).clamp(0.0, top) as u16;
-                        }
-                    }
+                || vec![0f32; 6 * w],
+                |buf, (y, ((q0, q1), q2))| {
+                    arch.dispatch(RowKernel {
+                        filter: self,
+                        padded: [&padded[0], &padded[1], &padded[2]],
+                        pw,
+                        y,
+                        top,
+                        buf,
+                        out: [q0, q1, q2],
+                    })
                 },
             );
         out
