@@ -1,0 +1,63 @@
+//! Criterion benchmarks of the ISP kernels and whole profiles on a `sim:scene`-like
+//! frame. `cargo bench -p rawlink-isp`; `rawlink bench` gives the per-size table.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use rawlink_frame::BayerPattern;
+use rawlink_isp::stages::{bilateral, demosaic, malvar, rcd};
+use rawlink_isp::{FrameContext, IspConfig, Pipeline, Profile, RawPlane, RgbStage};
+
+/// A deterministic noisy mosaic with edges (no dependency on the source crate).
+fn mosaic(w: usize, h: usize) -> RawPlane {
+    let mut s = 0x1234_5678u32;
+    let data = (0..w * h)
+        .map(|i| {
+            let (x, y) = (i % w, i / w);
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let base = if (x / 16 + y / 16) % 2 == 0 { 800 } else { 3000 };
+            (base + (x * 3 + y) % 200 + (s >> 26) as usize) as u16
+        })
+        .collect();
+    RawPlane::new(w, h, data).unwrap()
+}
+
+fn kernels(c: &mut Criterion) {
+    let (w, h) = (640, 480);
+    let raw = mosaic(w, h);
+    let mut g = c.benchmark_group("demosaic_640x480");
+    g.throughput(Throughput::Elements((w * h) as u64));
+    g.bench_function("bilinear", |b| b.iter(|| demosaic::demosaic_bilinear(&raw, BayerPattern::Rggb)));
+    g.bench_function("malvar", |b| b.iter(|| malvar::demosaic_malvar(&raw, BayerPattern::Rggb, 4095)));
+    g.bench_function("rcd", |b| b.iter(|| rcd::demosaic_rcd(&raw, BayerPattern::Rggb, 4095)));
+    g.finish();
+
+    let rgb = demosaic::demosaic_bilinear(&raw, BayerPattern::Rggb);
+    let bil = bilateral::Bilateral::new(2.0, 30.0);
+    let mut g = c.benchmark_group("bilateral_exact_640x480");
+    g.throughput(Throughput::Elements((w * h) as u64));
+    g.sample_size(10);
+    g.bench_function("reference", |b| {
+        b.iter(|| bil.apply(rgb.clone(), &mut FrameContext::new(BayerPattern::Rggb, 4095)))
+    });
+    g.finish();
+}
+
+fn profiles(c: &mut Criterion) {
+    let mut g = c.benchmark_group("profile");
+    g.sample_size(10);
+    for &(w, h) in &[(640usize, 480usize), (1920, 1080)] {
+        let raw = mosaic(w, h);
+        g.throughput(Throughput::Elements((w * h) as u64));
+        for profile in [Profile::Reference, Profile::Default] {
+            let mut cfg = IspConfig::new(profile, BayerPattern::Rggb, 12);
+            cfg.set_black_level(64);
+            let p = Pipeline::new(&cfg).unwrap();
+            g.bench_with_input(BenchmarkId::new(profile.to_string(), format!("{w}x{h}")), &raw, |b, raw| {
+                b.iter(|| p.run(raw.clone()).to_rgb8())
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, kernels, profiles);
+criterion_main!(benches);
