@@ -13,7 +13,11 @@ fn mosaic(w: usize, h: usize) -> RawPlane {
         .map(|i| {
             let (x, y) = (i % w, i / w);
             s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            let base = if (x / 16 + y / 16) % 2 == 0 { 800 } else { 3000 };
+            let base = if (x / 16 + y / 16) % 2 == 0 {
+                800
+            } else {
+                3000
+            };
             (base + (x * 3 + y) % 200 + (s >> 26) as usize) as u16
         })
         .collect();
@@ -25,9 +29,15 @@ fn kernels(c: &mut Criterion) {
     let raw = mosaic(w, h);
     let mut g = c.benchmark_group("demosaic_640x480");
     g.throughput(Throughput::Elements((w * h) as u64));
-    g.bench_function("bilinear", |b| b.iter(|| demosaic::demosaic_bilinear(&raw, BayerPattern::Rggb)));
-    g.bench_function("malvar", |b| b.iter(|| malvar::demosaic_malvar(&raw, BayerPattern::Rggb, 4095)));
-    g.bench_function("rcd", |b| b.iter(|| rcd::demosaic_rcd(&raw, BayerPattern::Rggb, 4095)));
+    g.bench_function("bilinear", |b| {
+        b.iter(|| demosaic::demosaic_bilinear(&raw, BayerPattern::Rggb))
+    });
+    g.bench_function("malvar", |b| {
+        b.iter(|| malvar::demosaic_malvar(&raw, BayerPattern::Rggb, 4095))
+    });
+    g.bench_function("rcd", |b| {
+        b.iter(|| rcd::demosaic_rcd(&raw, BayerPattern::Rggb, 4095))
+    });
     g.finish();
 
     let rgb = demosaic::demosaic_bilinear(&raw, BayerPattern::Rggb);
@@ -36,7 +46,12 @@ fn kernels(c: &mut Criterion) {
     g.throughput(Throughput::Elements((w * h) as u64));
     g.sample_size(10);
     g.bench_function("reference", |b| {
-        b.iter(|| bil.apply(rgb.clone(), &mut FrameContext::new(BayerPattern::Rggb, 4095)))
+        b.iter(|| {
+            bil.apply(
+                rgb.clone(),
+                &mut FrameContext::new(BayerPattern::Rggb, 4095),
+            )
+        })
     });
     g.finish();
 }
@@ -51,9 +66,11 @@ fn profiles(c: &mut Criterion) {
             let mut cfg = IspConfig::new(profile, BayerPattern::Rggb, 12);
             cfg.set_black_level(64);
             let p = Pipeline::new(&cfg).unwrap();
-            g.bench_with_input(BenchmarkId::new(profile.to_string(), format!("{w}x{h}")), &raw, |b, raw| {
-                b.iter(|| p.run(raw.clone()).to_rgb8())
-            });
+            g.bench_with_input(
+                BenchmarkId::new(profile.to_string(), format!("{w}x{h}")),
+                &raw,
+                |b, raw| b.iter(|| p.run(raw.clone()).to_rgb8()),
+            );
         }
     }
     g.finish();
