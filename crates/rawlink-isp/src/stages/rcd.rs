@@ -352,6 +352,15 @@ fn rcd_full(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Rcd;
 
+impl crate::DemosaicStage for Rcd {
+    fn name(&self) -> &'static str {
+        "demosaic"
+    }
+    fn apply(&self, raw: &RawPlane, ctx: &mut FrameContext) -> RgbImage {
+        demosaic_rcd(raw, ctx.pattern, ctx.max_value)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,14 +389,5 @@ mod tests {
                 );
             }
         }
-    }
-}
-
-impl crate::DemosaicStage for Rcd {
-    fn name(&self) -> &'static str {
-        "demosaic"
-    }
-    fn apply(&self, raw: &RawPlane, ctx: &mut FrameContext) -> RgbImage {
-        demosaic_rcd(raw, ctx.pattern, ctx.max_value)
     }
 }
