@@ -110,9 +110,16 @@ pub struct ServeArgs {
     /// Maximum simultaneous clients; more are refused.
     #[arg(long, default_value_t = 64)]
     pub max_clients: usize,
-    /// Frames queued per client before the oldest are dropped for that client.
+    /// Frames queued per `latest`-policy client before its oldest are dropped.
     #[arg(long, default_value_t = 32)]
     pub client_queue: usize,
+    /// MiB buffered per `lossless`-policy client (a file source waits when it is full;
+    /// a live source records an overrun drop).
+    #[arg(long, default_value_t = 256)]
+    pub client_buffer_mb: usize,
+    /// Milliseconds to wait for a client's hello before using the defaults.
+    #[arg(long, default_value_t = 1000)]
+    pub hello_timeout_ms: u64,
     /// Replay file sources in a loop.
     #[arg(long = "loop")]
     pub looped: bool,
@@ -137,6 +144,19 @@ pub struct ReceiveArgs {
     /// Exit after N frames.
     #[arg(long)]
     pub frames: Option<u64>,
+    /// Flow control asked of the server: lossless (recorder; nothing dropped silently) or
+    /// latest (live view; the oldest queued frames are dropped when this client is slow).
+    #[arg(long, default_value = "lossless")]
+    pub policy: String,
+    /// Receive only every Nth frame.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub every: u32,
+    /// Receive at most this many frames per second (0 = no limit).
+    #[arg(long, default_value_t = 0.0)]
+    pub max_fps: f32,
+    /// Where frames go: `files` (RAW, PNG, JSON) or `null` (validate and count only).
+    #[arg(long, default_value = "files")]
+    pub sink: String,
     /// Seconds to keep retrying the first connection (a receiver may start before its server).
     #[arg(long, default_value_t = 10.0)]
     pub connect_timeout: f64,

@@ -164,6 +164,8 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
         wait_clients: a.wait_clients,
         max_clients: a.max_clients,
         client_queue: a.client_queue,
+        client_buffer_bytes: a.client_buffer_mb.saturating_mul(1 << 20),
+        hello_timeout: Duration::from_millis(a.hello_timeout_ms),
         source_name: spec.to_string(),
     };
     let shutdown = shutdown_on_signals();
@@ -200,17 +202,30 @@ fn receive_config(a: &ReceiveArgs) -> Result<receiver::ReceiveConfig> {
             max_payload: a.max_payload_mb.saturating_mul(1 << 20),
             ..Limits::default()
         },
-        sink: sink::SinkConfig {
-            out: a.out.clone(),
-            isp: {
-                let c = isp_config(&a.isp, g.pattern, g.bits)?;
-                c.validate()?;
-                c
+        sink: match a.sink.as_str() {
+            "files" => Some(sink::SinkConfig {
+                out: a.out.clone(),
+                isp: {
+                    let c = isp_config(&a.isp, g.pattern, g.bits)?;
+                    c.validate()?;
+                    c
+                },
+                png_depth: a.isp.png_depth,
+                workers: a.workers as usize,
+                queue: a.queue as usize,
+                quiet: a.quiet,
+            }),
+            "null" => None,
+            other => bail!("--sink must be files or null, got {other:?}"),
+        },
+        hello: rawlink_proto::ClientHello {
+            policy: a.policy.parse().map_err(|e: String| anyhow!(e))?,
+            every: a.every,
+            max_fps: if a.max_fps.is_finite() && a.max_fps >= 0.0 {
+                a.max_fps
+            } else {
+                bail!("--max-fps must be a non-negative number")
             },
-            png_depth: a.isp.png_depth,
-            workers: a.workers as usize,
-            queue: a.queue as usize,
-            quiet: a.quiet,
         },
     })
 }
@@ -263,6 +278,8 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
             wait_clients: 1,
             max_clients: 4,
             client_queue: 64,
+            client_buffer_bytes: 256 << 20,
+            hello_timeout: Duration::from_secs(1),
             source_name: spec.to_string(),
         },
         shutdown.clone(),
@@ -273,6 +290,10 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
         legacy: false,
         frames: None,
         connect_timeout: 5.0,
+        policy: "lossless".into(),
+        every: 1,
+        max_fps: 0.0,
+        sink: "files".into(),
         isp: a.isp.clone(),
         black_level: 64,
         workers: 2,

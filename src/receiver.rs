@@ -4,10 +4,10 @@ use crate::sink::{FrameSink, Job, SinkConfig, SinkReport};
 use anyhow::{bail, Context, Result};
 use bytes::BytesMut;
 use rawlink_frame::{ClockId, Frame, FrameHeader};
-use rawlink_proto::{Decoder, EndOfStream, LegacyDecoder, Limits, Message};
+use rawlink_proto::{ClientHello, Decoder, Encoder, EndOfStream, LegacyDecoder, Limits, Message};
 use rawlink_source::now_realtime_ns;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
@@ -27,8 +27,10 @@ pub struct ReceiveConfig {
     pub connect_timeout: Duration,
     /// Decoder limits.
     pub limits: Limits,
-    /// Output stage.
-    pub sink: SinkConfig,
+    /// Output stage; `None` = `--sink null` (validate and count only).
+    pub sink: Option<SinkConfig>,
+    /// Delivery options sent to the server in the hello (not in legacy mode).
+    pub hello: ClientHello,
 }
 
 /// What the receiver did.
@@ -48,6 +50,12 @@ pub struct ReceiveSummary {
     pub sink: SinkReport,
     /// True if a signal stopped the receiver.
     pub interrupted: bool,
+    /// Frames the server reported dropping for this client.
+    pub server_drops: u64,
+    /// Frames missing from the sequence (gaps in `seq`), whatever the cause.
+    pub missing: u64,
+    /// Capture → receive latency of each frame, ms.
+    pub receive_latency_ms: Vec<f64>,
 }
 
 impl ReceiveSummary {
@@ -59,8 +67,9 @@ impl ReceiveSummary {
             0.0
         };
         let (p50, p99) = percentiles(&self.sink.latency_ms);
+        let (r50, r99) = percentiles(&self.receive_latency_ms);
         format!(
-            "summary: frames={} bytes={} seconds={:.2} fps={:.1} MB/s={:.1} written={} drops={} errors={} latency_ms_p50={:.1} latency_ms_p99={:.1}",
+            "summary: frames={} bytes={} seconds={:.2} fps={:.1} MB/s={:.1} written={} drops={} errors={} latency_ms_p50={:.1} latency_ms_p99={:.1} recv_latency_ms_p50={:.2} recv_latency_ms_p99={:.2} server_drops={} missing={}",
             self.frames,
             self.bytes,
             self.seconds,
@@ -70,7 +79,11 @@ impl ReceiveSummary {
             self.sink.dropped,
             self.sink.errors + self.error.is_some() as u64,
             p50,
-            p99
+            p99,
+            r50,
+            r99,
+            self.server_drops,
+            self.missing
         )
     }
 }
@@ -113,14 +126,26 @@ async fn connect_with_retry(addr: &str, timeout: Duration) -> Result<TcpStream> 
 /// folder, connection); stream faults are reported in the summary, after every
 /// frame already received has been written.
 pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<ReceiveSummary> {
-    let sink = FrameSink::start(cfg.sink.clone())?;
+    let sink = match &cfg.sink {
+        Some(s) => Some(FrameSink::start(s.clone())?),
+        None => None,
+    };
     let mut sock = match connect_with_retry(&cfg.connect, cfg.connect_timeout).await {
         Ok(s) => s,
         Err(e) => {
-            sink.finish();
+            sink.map(FrameSink::finish);
             return Err(e);
         }
     };
+    if !cfg.legacy {
+        let hello = Encoder::encode_parts(&Message::ClientHello(cfg.hello.clone()));
+        let mut bytes = hello.header.to_vec();
+        bytes.extend_from_slice(&hello.payload);
+        if let Err(e) = sock.write_all(&bytes).await {
+            sink.map(FrameSink::finish);
+            return Err(e).context("sending the client hello");
+        }
+    }
     let _ = sock.set_nodelay(true);
     let peer = sock
         .peer_addr()
@@ -129,20 +154,22 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
     info!(%peer, legacy = cfg.legacy, "connected");
     let mut summary = ReceiveSummary::default();
     let span = tracing::info_span!("conn", %peer);
-    let res = read_loop(&mut sock, &cfg, &sink, &mut summary, &shutdown)
+    let res = read_loop(&mut sock, &cfg, sink.as_ref(), &mut summary, &shutdown)
         .instrument(span)
         .await;
     if let Err(e) = res {
         summary.error = Some(format!("{e:#}"));
     }
-    summary.sink = sink.finish();
+    if let Some(sink) = sink {
+        summary.sink = sink.finish();
+    }
     Ok(summary)
 }
 
 async fn read_loop(
     sock: &mut TcpStream,
     cfg: &ReceiveConfig,
-    sink: &FrameSink,
+    sink: Option<&FrameSink>,
     summary: &mut ReceiveSummary,
     shutdown: &CancellationToken,
 ) -> Result<()> {
@@ -151,16 +178,42 @@ async fn read_loop(
     let mut legacy = LegacyDecoder::new(cfg.legacy_template.payload_len() as usize);
     let mut first: Option<Instant> = None;
     let mut legacy_seq = 0u64;
+    let mut last_seq: Option<u64> = None;
     let mut deliver = |frame: Frame, summary: &mut ReceiveSummary| {
         let now = Instant::now();
+        let recv_ns = now_realtime_ns();
         let t0 = *first.get_or_insert(now);
         summary.frames += 1;
         summary.bytes += frame.payload.len() as u64;
         summary.seconds = now.duration_since(t0).as_secs_f64();
-        sink.submit(Job {
-            frame,
-            recv_ns: now_realtime_ns(),
-        });
+        let seq = frame.header.seq;
+        if let Some(last) = last_seq {
+            if seq > last + 1 {
+                summary.missing += seq - last - 1;
+                tracing::debug!(
+                    "sequence gap: {} frame(s) missing before seq {seq}",
+                    seq - last - 1
+                );
+            }
+        }
+        last_seq = Some(seq);
+        if frame.header.clock == ClockId::Realtime {
+            summary
+                .receive_latency_ms
+                .push(recv_ns.saturating_sub(frame.header.timestamp_ns) as f64 / 1e6);
+        }
+        sink.map(|_| Job { frame, recv_ns })
+    };
+    let lossless = cfg.hello.policy == rawlink_proto::Policy::Lossless;
+    let submit = |job: Option<Job>| async move {
+        if let (Some(sink), Some(job)) = (sink, job) {
+            if lossless {
+                // A recorder waits for its workers rather than dropping.
+                sink.submit_wait(job).await;
+            } else {
+                sink.submit(job);
+            }
+        }
     };
     loop {
         // Decode everything buffered.
@@ -177,13 +230,17 @@ async fn read_loop(
                         h.seq = legacy_seq;
                         h.timestamp_ns = now_realtime_ns();
                         h.clock = ClockId::Realtime;
-                        deliver(Frame::new(h, payload)?, summary);
+                        let job = deliver(Frame::new(h, payload)?, summary);
+                        submit(job).await;
                     }
                     None => break,
                 }
             } else {
                 match decoder.decode(&mut buf)? {
-                    Some(Message::Frame(f)) => deliver(f, summary),
+                    Some(Message::Frame(f)) => {
+                        let job = deliver(f, summary);
+                        submit(job).await;
+                    }
                     Some(Message::StreamStart(info)) => info!(
                         source = %info.source,
                         server = %info.server,
@@ -195,6 +252,16 @@ async fn read_loop(
                         info.header.white_level
                     ),
                     Some(Message::Heartbeat) => {}
+                    Some(Message::Notice(n)) => {
+                        summary.server_drops += n.dropped;
+                        warn!(
+                            "server dropped {} frame(s) for this client ({}), seq {}..={}",
+                            n.dropped, n.reason, n.first_seq, n.last_seq
+                        );
+                    }
+                    Some(Message::ClientHello(_)) => {
+                        bail!("protocol error: the server sent a client hello")
+                    }
                     Some(Message::EndOfStream(end)) => {
                         let clean = end.reason.is_clean();
                         info!(reason = ?end.reason, last_seq = end.last_seq, "end of stream: {}", end.message);

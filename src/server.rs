@@ -7,20 +7,27 @@
 //! ```
 //! A frame is encoded once (header + CRC) and its payload is shared by reference
 //! count with every client queue; writers send header and payload with one vectored
-//! write. A full client queue drops that client's oldest frame (counted), so a slow
-//! client never slows the others.
+//! write. Each client chooses its policy in a hello (protocol 1.1): `latest` (a short
+//! queue that drops that client's oldest frames) or `lossless` (a large byte buffer; a
+//! file source waits for it, a live source records overruns as reported drops), plus
+//! decimation and a frame-rate cap. A slow client never slows the others, except that a
+//! file source is paced by its slowest lossless client, by design.
 
 use crate::netio::write_all_vectored;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use bytes::BytesMut;
 use rawlink_frame::Frame;
-use rawlink_proto::{EncodedFrame, Encoder, EndOfStream, EndReason, Message, StreamInfo};
+use rawlink_proto::{
+    ClientHello, Decoder, EncodedFrame, Encoder, EndOfStream, EndReason, Limits, Message, Notice,
+    Policy, StreamInfo,
+};
 use rawlink_source::FrameSource;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
@@ -38,8 +45,12 @@ pub struct ServeConfig {
     pub wait_clients: usize,
     /// Refuse clients beyond this count.
     pub max_clients: usize,
-    /// Frames queued per client.
+    /// Frames queued per `latest` client.
     pub client_queue: usize,
+    /// Bytes buffered per `lossless` client.
+    pub client_buffer_bytes: usize,
+    /// How long to wait for a client's hello before using the defaults.
+    pub hello_timeout: Duration,
     /// Text for the stream-start message.
     pub source_name: String,
 }
@@ -62,67 +73,212 @@ pub struct ServeSummary {
 /// One item in a client's queue.
 #[derive(Debug, Clone)]
 enum Outgoing {
-    Frame(EncodedFrame),
+    Frame(u64, EncodedFrame),
     End(EncodedFrame),
 }
 
-/// A client's queue: bounded, oldest dropped when full.
+/// Drops not yet reported to the client.
+#[derive(Debug, Clone, Copy)]
+struct DropRun {
+    first: u64,
+    last: u64,
+    count: u64,
+    reason: &'static str,
+}
+
+#[derive(Default)]
+struct QueueState {
+    items: VecDeque<Outgoing>,
+    frames: usize,
+    bytes: usize,
+    unreported: Option<DropRun>,
+}
+
+/// What happened to a frame offered to a client.
+#[derive(Debug, PartialEq, Eq)]
+enum Push {
+    Queued,
+    /// Queued after dropping the oldest queued frame (latest policy).
+    DroppedOldest,
+    /// Not queued: the buffer is full and the source cannot wait (overrun).
+    DroppedNew,
+    /// Not queued: the buffer is full; the caller may wait for space and retry.
+    Full,
+}
+
+/// A client's queue and delivery options.
 struct ClientQueue {
-    items: Mutex<VecDeque<Outgoing>>,
-    notify: Notify,
-    capacity: usize,
+    state: Mutex<QueueState>,
+    item_ready: Notify,
+    space_ready: Notify,
+    hello: ClientHello,
+    /// True if the client spoke 1.1 (it gets notices).
+    wants_notices: bool,
+    frame_cap: usize,
+    byte_cap: usize,
     dropped: AtomicU64,
     closed: AtomicBool,
 }
 
 impl ClientQueue {
-    fn new(capacity: usize) -> Self {
+    fn new(hello: ClientHello, wants_notices: bool, frame_cap: usize, byte_cap: usize) -> Self {
         Self {
-            items: Mutex::new(VecDeque::with_capacity(capacity)),
-            notify: Notify::new(),
-            capacity: capacity.max(1),
+            state: Mutex::new(QueueState::default()),
+            item_ready: Notify::new(),
+            space_ready: Notify::new(),
+            hello,
+            wants_notices,
+            frame_cap: frame_cap.max(1),
+            byte_cap: byte_cap.max(1),
             dropped: AtomicU64::new(0),
             closed: AtomicBool::new(false),
         }
     }
 
-    /// Queues an item; returns true if an older frame had to be dropped.
-    fn push(&self, item: Outgoing) -> bool {
-        let mut dropped = false;
-        {
-            let mut q = self.items.lock().unwrap_or_else(|e| e.into_inner());
-            if matches!(item, Outgoing::Frame(_)) && q.len() >= self.capacity {
-                if let Some(pos) = q.iter().position(|i| matches!(i, Outgoing::Frame(_))) {
-                    q.remove(pos);
-                    dropped = true;
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            q.push_back(item);
-        }
-        self.notify.notify_one();
-        dropped
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn pop(&self) -> Outgoing {
+    fn record_drop(&self, st: &mut QueueState, seq: u64, reason: &'static str) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        st.unreported = Some(match st.unreported {
+            Some(r) => DropRun {
+                last: seq.max(r.last),
+                first: seq.min(r.first),
+                count: r.count + 1,
+                reason,
+            },
+            None => DropRun {
+                first: seq,
+                last: seq,
+                count: 1,
+                reason,
+            },
+        });
+    }
+
+    /// Offers a frame under the client's policy. `can_wait`: the source can be paced.
+    fn offer(&self, seq: u64, f: &EncodedFrame, can_wait: bool) -> Push {
+        let len = f.wire_len();
+        let mut result = Push::Queued;
+        {
+            let mut st = self.lock();
+            match self.hello.policy {
+                Policy::Latest => {
+                    if st.frames >= self.frame_cap {
+                        if let Some(pos) = st
+                            .items
+                            .iter()
+                            .position(|i| matches!(i, Outgoing::Frame(..)))
+                        {
+                            if let Some(Outgoing::Frame(old, e)) = st.items.remove(pos) {
+                                st.frames -= 1;
+                                st.bytes -= e.wire_len();
+                                self.record_drop(&mut st, old, "slow");
+                                result = Push::DroppedOldest;
+                            }
+                        }
+                    }
+                }
+                Policy::Lossless => {
+                    if st.frames > 0 && st.bytes + len > self.byte_cap {
+                        if can_wait {
+                            return Push::Full;
+                        }
+                        self.record_drop(&mut st, seq, "overrun");
+                        return Push::DroppedNew;
+                    }
+                }
+            }
+            st.items.push_back(Outgoing::Frame(seq, f.clone()));
+            st.frames += 1;
+            st.bytes += len;
+        }
+        self.item_ready.notify_one();
+        result
+    }
+
+    fn push_end(&self, e: EncodedFrame) {
+        self.lock().items.push_back(Outgoing::End(e));
+        self.item_ready.notify_one();
+    }
+
+    /// Next item, with a notice of unreported drops first if there are any.
+    async fn pop(&self) -> (Option<DropRun>, Outgoing) {
         loop {
-            let notified = self.notify.notified();
-            if let Some(i) = self
-                .items
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop_front()
+            let notified = self.item_ready.notified();
             {
-                return i;
+                let mut st = self.lock();
+                if let Some(item) = st.items.pop_front() {
+                    if let Outgoing::Frame(_, e) = &item {
+                        st.frames -= 1;
+                        st.bytes -= e.wire_len();
+                    }
+                    let notice = st.unreported.take();
+                    drop(st);
+                    self.space_ready.notify_one();
+                    return (notice, item);
+                }
             }
             notified.await;
         }
     }
 }
 
+/// A registered client, with the fan-out's per-client delivery state.
 struct ClientHandle {
     peer: SocketAddr,
     queue: Arc<ClientQueue>,
+    offered: u64,
+    last_sent_ns: Option<u64>,
+}
+
+impl ClientHandle {
+    /// Decimation and frame-rate cap.
+    fn wants(&mut self, timestamp_ns: u64) -> bool {
+        let h = &self.queue.hello;
+        self.offered += 1;
+        if !(self.offered - 1).is_multiple_of(h.every.max(1) as u64) {
+            return false;
+        }
+        if h.max_fps > 0.0 {
+            let min_gap = (1e9 / h.max_fps as f64 * 0.98) as u64;
+            if let Some(last) = self.last_sent_ns {
+                if timestamp_ns.saturating_sub(last) < min_gap {
+                    return false;
+                }
+            }
+        }
+        self.last_sent_ns = Some(timestamp_ns);
+        true
+    }
+}
+
+/// Reads the client's hello, if it sends one within `timeout`.
+/// `Ok(None)`: a 1.0 client (nothing sent); `Err`: something other than a hello.
+async fn read_hello(sock: &mut TcpStream, timeout: Duration) -> Result<Option<ClientHello>> {
+    let mut buf = BytesMut::with_capacity(512);
+    let mut dec = Decoder::with_limits(Limits {
+        max_payload: 4096,
+        ..Limits::default()
+    });
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(msg) = dec.decode(&mut buf)? {
+            return match msg {
+                Message::ClientHello(h) => Ok(Some(h)),
+                other => bail!("expected a client hello, got {other:?}"),
+            };
+        }
+        match tokio::time::timeout_at(deadline, sock.read_buf(&mut buf)).await {
+            Err(_) if buf.is_empty() => return Ok(None),
+            Err(_) => bail!("incomplete client hello after {timeout:?}"),
+            Ok(Ok(0)) if buf.is_empty() => return Ok(None),
+            Ok(Ok(0)) => bail!("client closed inside its hello"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e.into()),
+        }
+    }
 }
 
 /// Runs the server on `listener` until the source ends, `frames` are sent, or
@@ -174,39 +330,60 @@ pub async fn serve(
                     continue;
                 }
                 let _ = sock.set_nodelay(true);
-                let queue = Arc::new(ClientQueue::new(cfg.client_queue));
-                // Register with the fan-out before anyone can start capturing for this
-                // client, so that it cannot miss the first frame.
-                if register_tx
-                    .send(ClientHandle {
-                        peer,
-                        queue: queue.clone(),
-                    })
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-                let now = client_count.fetch_add(1, Ordering::SeqCst) + 1;
-                accepted.fetch_add(1, Ordering::SeqCst);
-                info!(%peer, clients = now, "client connected");
-                if now as usize >= cfg.wait_clients {
-                    enough.notify_one();
-                }
-                let q = queue.clone();
-                let cc = client_count.clone();
-                let legacy = cfg.legacy;
+                let cfg = cfg.clone();
+                let register_tx = register_tx.clone();
+                let client_count = client_count.clone();
+                let accepted = accepted.clone();
+                let enough = enough.clone();
                 let start = start_msg.clone();
                 tasks.spawn(
                     async move {
-                        let r = client_writer(sock, q.clone(), legacy, start).await;
-                        q.closed.store(true, Ordering::SeqCst);
-                        let left = cc.fetch_sub(1, Ordering::SeqCst) - 1;
+                        let mut sock = sock;
+                        let hello = if cfg.legacy {
+                            None
+                        } else {
+                            match read_hello(&mut sock, cfg.hello_timeout).await {
+                                Ok(h) => h,
+                                Err(e) => {
+                                    warn!("rejecting client: {e:#}");
+                                    return 0;
+                                }
+                            }
+                        };
+                        let wants_notices = hello.is_some();
+                        let hello = hello.unwrap_or(ClientHello { every: 1, ..Default::default() });
+                        info!(policy = %hello.policy, every = hello.every, max_fps = hello.max_fps, "client options");
+                        let queue = Arc::new(ClientQueue::new(
+                            hello,
+                            wants_notices,
+                            cfg.client_queue,
+                            cfg.client_buffer_bytes,
+                        ));
+                        // Register with the fan-out before anyone can start capturing
+                        // for this client, so that it cannot miss the first frame.
+                        let handle = ClientHandle { peer, queue: queue.clone(), offered: 0, last_sent_ns: None };
+                        if register_tx.send(handle).await.is_err() {
+                            return 0;
+                        }
+                        let now = client_count.fetch_add(1, Ordering::SeqCst) + 1;
+                        accepted.fetch_add(1, Ordering::SeqCst);
+                        info!(clients = now, "client connected");
+                        if now as usize >= cfg.wait_clients {
+                            enough.notify_one();
+                        }
+                        let r = client_writer(sock, queue.clone(), cfg.legacy, start).await;
+                        queue.closed.store(true, Ordering::SeqCst);
+                        queue.space_ready.notify_one();
+                        let left = client_count.fetch_sub(1, Ordering::SeqCst) - 1;
                         match r {
                             Ok(()) => debug!(clients = left, "client finished"),
                             Err(e) => info!(clients = left, "client disconnected: {e}"),
                         }
-                        q.dropped.load(Ordering::Relaxed)
+                        let dropped = queue.dropped.load(Ordering::Relaxed);
+                        if dropped > 0 {
+                            warn!(policy = %queue.hello.policy, "{dropped} frame(s) dropped for this client");
+                        }
+                        dropped
                     }
                     .instrument(tracing::info_span!("client", %peer)),
                 );
@@ -240,6 +417,7 @@ pub async fn serve(
     }
 
     // Capture thread.
+    let live = source.is_live();
     let stop = Arc::new(AtomicBool::new(false));
     let (frame_tx, mut frame_rx) = mpsc::channel::<Result<Frame, String>>(4);
     let capture = {
@@ -302,9 +480,34 @@ pub async fn serve(
                     last_seq = frame.header.seq;
                     let enc = Encoder::encode_frame(&frame);
                     clients.retain(|c| !c.queue.closed.load(Ordering::SeqCst));
-                    for c in &clients {
-                        if c.queue.push(Outgoing::Frame(enc.clone())) {
-                            debug!(peer = %c.peer, seq = last_seq, "client queue full: dropped its oldest frame");
+                    for c in clients.iter_mut() {
+                        if !c.wants(frame.header.timestamp_ns) {
+                            continue;
+                        }
+                        loop {
+                            // A file source can wait for a slow lossless client.
+                            let space = c.queue.space_ready.notified();
+                            match c.queue.offer(last_seq, &enc, !live) {
+                                Push::Queued => break,
+                                Push::DroppedOldest => {
+                                    debug!(peer = %c.peer, seq = last_seq, "latest: dropped the oldest queued frame");
+                                    break;
+                                }
+                                Push::DroppedNew => {
+                                    warn!(peer = %c.peer, seq = last_seq, "lossless buffer full on a live source: frame dropped (overrun)");
+                                    break;
+                                }
+                                Push::Full => {
+                                    if c.queue.closed.load(Ordering::SeqCst) || shutdown.is_cancelled() {
+                                        break;
+                                    }
+                                    tokio::select! {
+                                        _ = space => {}
+                                        _ = shutdown.cancelled() => {}
+                                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                                    }
+                                }
+                            }
                         }
                     }
                     debug!(seq = last_seq, clients = clients.len(), "frame captured");
@@ -341,12 +544,12 @@ pub async fn serve(
         clients.push(c);
     }
     for c in &clients {
-        c.queue.push(Outgoing::End(end.clone()));
+        c.queue.push_end(end.clone());
     }
     stream_done.cancel();
     // Clients that raced the accept loop's exit.
     while let Some(c) = client_rx.recv().await {
-        c.queue.push(Outgoing::End(end.clone()));
+        c.queue.push_end(end.clone());
         clients.push(c);
     }
     drop(clients);
@@ -372,8 +575,18 @@ async fn client_writer(
         write_all_vectored(&mut sock, &start.header, &start.payload).await?;
     }
     loop {
-        match queue.pop().await {
-            Outgoing::Frame(f) => {
+        let (drops, item) = queue.pop().await;
+        if let (Some(d), true) = (drops, queue.wants_notices) {
+            let n = Encoder::encode_parts(&Message::Notice(Notice {
+                dropped: d.count,
+                reason: d.reason.to_string(),
+                first_seq: d.first,
+                last_seq: d.last,
+            }));
+            write_all_vectored(&mut sock, &n.header, &n.payload).await?;
+        }
+        match item {
+            Outgoing::Frame(_, f) => {
                 let header: &[u8] = if legacy { &[] } else { &f.header };
                 write_all_vectored(&mut sock, header, &f.payload).await?;
             }

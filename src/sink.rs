@@ -106,6 +106,23 @@ impl FrameSink {
         }
     }
 
+    /// Hands a frame to the workers, waiting while their queue is full (lossless
+    /// receivers: the wait propagates to the server as TCP back-pressure). Returns false
+    /// only if the workers are gone.
+    pub async fn submit_wait(&self, mut job: Job) -> bool {
+        let Some(tx) = &self.tx else { return false };
+        loop {
+            match tx.try_send(job) {
+                Ok(()) => return true,
+                Err(TrySendError::Full(j)) => {
+                    job = j;
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                Err(TrySendError::Disconnected(_)) => return false,
+            }
+        }
+    }
+
     /// Waits for queued frames to be written and returns the report.
     pub fn finish(mut self) -> SinkReport {
         self.tx.take();

@@ -79,11 +79,26 @@ fn fake_server(bytes: Vec<u8>) -> (String, std::thread::JoinHandle<()>) {
     let addr = l.local_addr().unwrap().to_string();
     let h = std::thread::spawn(move || {
         let (mut s, _) = l.accept().unwrap();
+        drain_hello(&mut s);
         let _ = s.write_all(&bytes);
         let _ = s.flush();
         std::thread::sleep(Duration::from_millis(100));
     });
     (addr, h)
+}
+
+/// Reads the client's hello (a closed socket with unread bytes would reset instead of
+/// ending cleanly), and checks that it is one.
+fn drain_hello(s: &mut TcpStream) {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut head = [0u8; 80];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head[..4], b"RLNK");
+    assert_eq!(head[8], 5, "first message is a client hello");
+    let len = u32::from_le_bytes([head[56], head[57], head[58], head[59]]) as usize;
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).unwrap();
+    assert!(String::from_utf8_lossy(&payload).contains("policy=lossless"));
 }
 
 /// Two good frames, then `bad`; the receiver must fail with `needle` in a one-line

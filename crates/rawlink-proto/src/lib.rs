@@ -28,7 +28,7 @@ mod legacy;
 mod message;
 
 pub use legacy::{LegacyDecoder, LegacyError};
-pub use message::{EndOfStream, EndReason, StreamInfo};
+pub use message::{ClientHello, EndOfStream, EndReason, Notice, Policy, StreamInfo};
 
 use bytes::{Buf, Bytes, BytesMut};
 use rawlink_frame::{
@@ -40,7 +40,7 @@ pub const MAGIC: [u8; 4] = *b"RLNK";
 /// Protocol major version spoken by this crate.
 pub const VERSION_MAJOR: u8 = 1;
 /// Protocol minor version spoken by this crate.
-pub const VERSION_MINOR: u8 = 0;
+pub const VERSION_MINOR: u8 = 1;
 /// Length of the v1.0 header in bytes.
 pub const HEADER_LEN: usize = 80;
 /// Largest header length a decoder accepts (later minor versions may grow it).
@@ -60,6 +60,10 @@ pub enum Kind {
     EndOfStream = 3,
     /// Keep-alive; no payload.
     Heartbeat = 4,
+    /// Client → server: delivery options (since 1.1).
+    ClientHello = 5,
+    /// Server → client: something happened to this client's stream, e.g. drops (since 1.1).
+    Notice = 6,
 }
 
 impl Kind {
@@ -69,6 +73,8 @@ impl Kind {
             2 => Self::Frame,
             3 => Self::EndOfStream,
             4 => Self::Heartbeat,
+            5 => Self::ClientHello,
+            6 => Self::Notice,
             _ => return None,
         })
     }
@@ -85,6 +91,10 @@ pub enum Message {
     EndOfStream(EndOfStream),
     /// Keep-alive.
     Heartbeat,
+    /// Delivery options chosen by the client.
+    ClientHello(ClientHello),
+    /// A report from the server about this client's stream.
+    Notice(Notice),
 }
 
 /// Everything that can be wrong with bytes on the wire.
@@ -271,6 +281,18 @@ impl EncodedFrame {
     }
 }
 
+/// A header with no image (control messages).
+fn empty_header(seq: u64) -> FrameHeader {
+    let mut h = FrameHeader::new(
+        seq,
+        0,
+        0,
+        PixelFormat::unpacked(BayerPattern::Rggb, 16).expect("16 is a valid depth"),
+    );
+    h.stride = 0;
+    h
+}
+
 fn stream_header(info: &StreamInfo) -> FrameHeader {
     info.header
 }
@@ -312,16 +334,17 @@ impl Encoder {
                 h.stride = 0;
                 (Kind::EndOfStream, h, Bytes::from(end.payload_bytes()))
             }
-            Message::Heartbeat => {
-                let mut h = FrameHeader::new(
-                    0,
-                    0,
-                    0,
-                    PixelFormat::unpacked(BayerPattern::Rggb, 16).expect("valid"),
-                );
-                h.stride = 0;
-                (Kind::Heartbeat, h, Bytes::new())
-            }
+            Message::Heartbeat => (Kind::Heartbeat, empty_header(0), Bytes::new()),
+            Message::ClientHello(hello) => (
+                Kind::ClientHello,
+                empty_header(0),
+                Bytes::from(hello.payload_bytes()),
+            ),
+            Message::Notice(n) => (
+                Kind::Notice,
+                empty_header(n.last_seq),
+                Bytes::from(n.payload_bytes()),
+            ),
         };
         let wh = WireHeader {
             kind: kind as u8,
@@ -413,6 +436,8 @@ impl Decoder {
             Kind::StreamStart => Message::StreamStart(StreamInfo::parse(wh.header, &payload)?),
             Kind::EndOfStream => Message::EndOfStream(EndOfStream::parse(wh.header.seq, &payload)?),
             Kind::Heartbeat => Message::Heartbeat,
+            Kind::ClientHello => Message::ClientHello(ClientHello::parse(&payload)?),
+            Kind::Notice => Message::Notice(Notice::parse(wh.header.seq, &payload)?),
         }))
     }
 

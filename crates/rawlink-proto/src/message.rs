@@ -152,3 +152,153 @@ impl EndOfStream {
         })
     }
 }
+
+/// Parses `key=value` lines, calling `f` for each pair.
+fn parse_kv(
+    kind: Kind,
+    payload: &[u8],
+    mut f: impl FnMut(&str, &str) -> Result<(), String>,
+) -> Result<(), ProtoError> {
+    let bad = |reason: String| ProtoError::BadMessage { kind, reason };
+    let text = std::str::from_utf8(payload).map_err(|e| bad(format!("not UTF-8: {e}")))?;
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let (k, v) = line
+            .split_once('=')
+            .ok_or_else(|| bad(format!("line without '=': {line:?}")))?;
+        f(k, v).map_err(bad)?;
+    }
+    Ok(())
+}
+
+/// How the server treats a client that cannot keep up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Live view: a short queue; when full, the oldest queued frames are dropped
+    /// for this client only, and counted.
+    #[default]
+    Latest,
+    /// Recorder: a large byte buffer; a file source waits for the slowest lossless
+    /// client, a live source records overruns as counted, reported drops.
+    Lossless,
+}
+
+impl std::str::FromStr for Policy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "latest" => Ok(Self::Latest),
+            "lossless" => Ok(Self::Lossless),
+            _ => Err(format!("unknown policy {s:?} (latest, lossless)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Latest => "latest",
+            Self::Lossless => "lossless",
+        })
+    }
+}
+
+/// Delivery options a client asks for (protocol 1.1). Payload: `key=value` lines
+/// `policy`, `every`, `max_fps`; unknown keys are ignored.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ClientHello {
+    /// Flow-control policy.
+    pub policy: Policy,
+    /// Deliver every Nth frame only (1 = all).
+    pub every: u32,
+    /// Deliver at most this many frames per second (0 = unlimited).
+    pub max_fps: f32,
+}
+
+impl ClientHello {
+    pub(crate) fn payload_bytes(&self) -> Vec<u8> {
+        format!(
+            "policy={}\nevery={}\nmax_fps={}\n",
+            self.policy,
+            self.every.max(1),
+            self.max_fps
+        )
+        .into_bytes()
+    }
+
+    pub(crate) fn parse(payload: &[u8]) -> Result<Self, ProtoError> {
+        let mut h = ClientHello {
+            every: 1,
+            ..Default::default()
+        };
+        parse_kv(Kind::ClientHello, payload, |k, v| {
+            match k {
+                "policy" => h.policy = v.parse()?,
+                "every" => {
+                    h.every = v
+                        .parse()
+                        .ok()
+                        .filter(|n| *n >= 1)
+                        .ok_or(format!("bad every {v:?}"))?
+                }
+                "max_fps" => {
+                    h.max_fps = v
+                        .parse()
+                        .ok()
+                        .filter(|f: &f32| f.is_finite() && *f >= 0.0)
+                        .ok_or(format!("bad max_fps {v:?}"))?
+                }
+                _ => {}
+            }
+            Ok(())
+        })?;
+        Ok(h)
+    }
+}
+
+/// A server report about this client's stream (protocol 1.1): frames dropped for it.
+/// Payload: `key=value` lines `dropped`, `reason`, `first_seq`; header `seq` is the
+/// last sequence number dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// Frames dropped since the previous notice.
+    pub dropped: u64,
+    /// Why: `overrun` (lossless buffer full on a live source) or `slow` (latest policy).
+    pub reason: String,
+    /// First sequence number dropped.
+    pub first_seq: u64,
+    /// Last sequence number dropped.
+    pub last_seq: u64,
+}
+
+impl Notice {
+    pub(crate) fn payload_bytes(&self) -> Vec<u8> {
+        format!(
+            "dropped={}\nreason={}\nfirst_seq={}\n",
+            self.dropped,
+            self.reason.replace(['\n', '\r'], " "),
+            self.first_seq
+        )
+        .into_bytes()
+    }
+
+    pub(crate) fn parse(last_seq: u64, payload: &[u8]) -> Result<Self, ProtoError> {
+        let mut n = Notice {
+            dropped: 0,
+            reason: String::new(),
+            first_seq: 0,
+            last_seq,
+        };
+        parse_kv(Kind::Notice, payload, |k, v| {
+            match k {
+                "dropped" => n.dropped = v.parse().map_err(|_| format!("bad dropped {v:?}"))?,
+                "first_seq" => {
+                    n.first_seq = v.parse().map_err(|_| format!("bad first_seq {v:?}"))?
+                }
+                "reason" => n.reason = v.to_string(),
+                _ => {}
+            }
+            Ok(())
+        })?;
+        Ok(n)
+    }
+}

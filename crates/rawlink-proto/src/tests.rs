@@ -41,7 +41,7 @@ fn header_layout_matches_protocol_md() {
     let b = &e.header[..];
     assert_eq!(b.len(), 80);
     assert_eq!(&b[0..4], b"RLNK");
-    assert_eq!((b[4], b[5]), (1, 0));
+    assert_eq!((b[4], b[5]), (1, 1));
     assert_eq!(get_u16(b, 6), 80);
     assert_eq!(b[8], 2, "kind frame");
     assert_eq!(b[10], 1, "clock realtime");
@@ -114,7 +114,7 @@ fn unknown_major_version_rejected() {
     let err = Decoder::default().decode(&mut buf).unwrap_err();
     assert!(matches!(
         err,
-        ProtoError::UnsupportedVersion { major: 2, minor: 0 }
+        ProtoError::UnsupportedVersion { major: 2, minor: 1 }
     ));
 }
 
@@ -288,4 +288,38 @@ proptest! {
         }
         prop_assert!(buf.capacity() <= (1 << 20) + 1024);
     }
+}
+
+#[test]
+fn hello_and_notice_round_trip() {
+    let hello = ClientHello {
+        policy: Policy::Lossless,
+        every: 3,
+        max_fps: 12.5,
+    };
+    let notice = Notice {
+        dropped: 4,
+        reason: "overrun".into(),
+        first_seq: 10,
+        last_seq: 13,
+    };
+    let mut buf = wire(&[
+        Message::ClientHello(hello.clone()),
+        Message::Notice(notice.clone()),
+    ]);
+    let msgs = decode_all(&mut Decoder::default(), &mut buf).unwrap();
+    assert!(matches!(&msgs[0], Message::ClientHello(h) if *h == hello));
+    assert!(matches!(&msgs[1], Message::Notice(n) if *n == notice));
+    // A bad value is a clear error.
+    let mut bad = wire(&[Message::ClientHello(hello)]);
+    let p = HEADER_LEN;
+    let text = b"policy=fastest\n";
+    bad.truncate(p);
+    bad.extend_from_slice(text);
+    forge(&mut bad, |b| {
+        put_u32(b, 56, text.len() as u32);
+        put_u32(b, 60, crc32c::crc32c(text));
+    });
+    let err = Decoder::default().decode(&mut bad).unwrap_err();
+    assert!(err.to_string().contains("unknown policy"), "{err}");
 }

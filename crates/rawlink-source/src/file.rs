@@ -69,6 +69,9 @@ impl FrameSource for FileSource {
     fn interval(&self) -> Duration {
         self.interval
     }
+    fn is_live(&self) -> bool {
+        false
+    }
     fn next_frame(&mut self, stop: &AtomicBool) -> Result<Option<Frame>, SourceError> {
         if self.next == self.files.len() {
             if !self.looped {

@@ -163,6 +163,11 @@ pub trait FrameSource: Send {
     fn stream_header(&self) -> FrameHeader;
     /// Nominal interval between frames, if the source is paced.
     fn interval(&self) -> Duration;
+    /// True if frames arrive in real time and cannot wait (a sensor); false if the
+    /// consumer can pace the source (file replay).
+    fn is_live(&self) -> bool {
+        true
+    }
     /// Blocks until the next frame, the end of the stream (`Ok(None)`) or `stop` is set
     /// (also `Ok(None)`).
     fn next_frame(&mut self, stop: &AtomicBool) -> Result<Option<Frame>, SourceError>;
