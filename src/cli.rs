@@ -120,6 +120,12 @@ pub struct ServeArgs {
     /// Milliseconds to wait for a client's hello before using the defaults.
     #[arg(long, default_value_t = 1000)]
     pub hello_timeout_ms: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
+    /// Seconds between one-line statistics logs (0: off).
+    #[arg(long, default_value_t = 5.0)]
+    pub stats_interval: f64,
     /// Replay file sources in a loop.
     #[arg(long = "loop")]
     pub looped: bool,
@@ -157,6 +163,12 @@ pub struct ReceiveArgs {
     /// Where frames go: `files` (RAW, PNG, JSON) or `null` (validate and count only).
     #[arg(long, default_value = "files")]
     pub sink: String,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
+    /// Seconds between one-line statistics logs (0: off).
+    #[arg(long, default_value_t = 5.0)]
+    pub stats_interval: f64,
     /// Seconds to keep retrying the first connection (a receiver may start before its server).
     #[arg(long, default_value_t = 10.0)]
     pub connect_timeout: f64,

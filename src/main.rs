@@ -3,6 +3,7 @@
 
 mod bench;
 mod cli;
+mod monitor;
 mod netio;
 mod receiver;
 mod server;
@@ -150,6 +151,9 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
     if a.client_queue == 0 {
         bail!("--client-queue must be at least 1");
     }
+    if let Some(m) = a.metrics {
+        monitor::install(m)?;
+    }
     let listener = TcpListener::bind(a.listen)
         .await
         .with_context(|| format!("cannot listen on {}", a.listen))?;
@@ -166,6 +170,11 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
         client_queue: a.client_queue,
         client_buffer_bytes: a.client_buffer_mb.saturating_mul(1 << 20),
         hello_timeout: Duration::from_millis(a.hello_timeout_ms),
+        stats_interval: Duration::from_secs_f64(if a.stats_interval.is_finite() {
+            a.stats_interval.max(0.0)
+        } else {
+            0.0
+        }),
         source_name: spec.to_string(),
     };
     let shutdown = shutdown_on_signals();
@@ -218,6 +227,11 @@ fn receive_config(a: &ReceiveArgs) -> Result<receiver::ReceiveConfig> {
             "null" => None,
             other => bail!("--sink must be files or null, got {other:?}"),
         },
+        stats_interval: Duration::from_secs_f64(if a.stats_interval.is_finite() {
+            a.stats_interval.max(0.0)
+        } else {
+            0.0
+        }),
         hello: rawlink_proto::ClientHello {
             policy: a.policy.parse().map_err(|e: String| anyhow!(e))?,
             every: a.every,
@@ -232,6 +246,9 @@ fn receive_config(a: &ReceiveArgs) -> Result<receiver::ReceiveConfig> {
 
 async fn receive(a: ReceiveArgs) -> Result<ExitCode> {
     let cfg = receive_config(&a)?;
+    if let Some(m) = a.metrics {
+        monitor::install(m)?;
+    }
     let shutdown = shutdown_on_signals();
     let summary = receiver::receive(cfg, shutdown).await?;
     println!("{}", summary.line());
@@ -280,6 +297,7 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
             client_queue: 64,
             client_buffer_bytes: 256 << 20,
             hello_timeout: Duration::from_secs(1),
+            stats_interval: Duration::ZERO,
             source_name: spec.to_string(),
         },
         shutdown.clone(),
@@ -294,6 +312,8 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
         every: 1,
         max_fps: 0.0,
         sink: "files".into(),
+        metrics: None,
+        stats_interval: 0.0,
         isp: a.isp.clone(),
         black_level: 64,
         workers: 2,

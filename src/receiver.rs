@@ -31,6 +31,8 @@ pub struct ReceiveConfig {
     pub sink: Option<SinkConfig>,
     /// Delivery options sent to the server in the hello (not in legacy mode).
     pub hello: ClientHello,
+    /// Period of the one-line statistics log (zero: off).
+    pub stats_interval: Duration,
 }
 
 /// What the receiver did.
@@ -186,10 +188,14 @@ async fn read_loop(
         summary.frames += 1;
         summary.bytes += frame.payload.len() as u64;
         summary.seconds = now.duration_since(t0).as_secs_f64();
+        metrics::counter!("rawlink_receiver_frames_total").increment(1);
+        metrics::counter!("rawlink_receiver_bytes_total").increment(frame.payload.len() as u64);
         let seq = frame.header.seq;
         if let Some(last) = last_seq {
             if seq > last + 1 {
                 summary.missing += seq - last - 1;
+                metrics::counter!("rawlink_receiver_missing_frames_total")
+                    .increment(seq - last - 1);
                 tracing::debug!(
                     "sequence gap: {} frame(s) missing before seq {seq}",
                     seq - last - 1
@@ -198,9 +204,10 @@ async fn read_loop(
         }
         last_seq = Some(seq);
         if frame.header.clock == ClockId::Realtime {
-            summary
-                .receive_latency_ms
-                .push(recv_ns.saturating_sub(frame.header.timestamp_ns) as f64 / 1e6);
+            let lat_ns = recv_ns.saturating_sub(frame.header.timestamp_ns);
+            summary.receive_latency_ms.push(lat_ns as f64 / 1e6);
+            metrics::histogram!("rawlink_receiver_capture_to_receive_seconds")
+                .record(lat_ns as f64 / 1e9);
         }
         sink.map(|_| Job { frame, recv_ns })
     };
@@ -215,7 +222,23 @@ async fn read_loop(
             }
         }
     };
+    let mut stats_at = Instant::now();
+    let mut stats_frames = 0u64;
+    let mut stats_bytes = 0u64;
     loop {
+        if !cfg.stats_interval.is_zero() && stats_at.elapsed() >= cfg.stats_interval {
+            let dt = stats_at.elapsed().as_secs_f64();
+            let (p50, p99) = percentiles(&summary.receive_latency_ms);
+            info!(
+                "stats: frames={} fps={:.1} MB/s={:.1} server_drops={} missing={} recv_latency_ms_p50={p50:.2} p99={p99:.2}",
+                summary.frames,
+                (summary.frames - stats_frames) as f64 / dt,
+                (summary.bytes - stats_bytes) as f64 / dt / 1e6,
+                summary.server_drops,
+                summary.missing
+            );
+            (stats_at, stats_frames, stats_bytes) = (Instant::now(), summary.frames, summary.bytes);
+        }
         // Decode everything buffered.
         loop {
             if cfg.frames.is_some_and(|n| summary.frames >= n) {
@@ -236,7 +259,11 @@ async fn read_loop(
                     None => break,
                 }
             } else {
-                match decoder.decode(&mut buf)? {
+                let decoded = decoder.decode(&mut buf).inspect_err(|e| {
+                    metrics::counter!("rawlink_receiver_errors_total", "kind" => crate::monitor::error_kind(e))
+                        .increment(1);
+                })?;
+                match decoded {
                     Some(Message::Frame(f)) => {
                         let job = deliver(f, summary);
                         submit(job).await;
@@ -254,6 +281,8 @@ async fn read_loop(
                     Some(Message::Heartbeat) => {}
                     Some(Message::Notice(n)) => {
                         summary.server_drops += n.dropped;
+                        metrics::counter!("rawlink_receiver_server_drops_total")
+                            .increment(n.dropped);
                         warn!(
                             "server dropped {} frame(s) for this client ({}), seq {}..={}",
                             n.dropped, n.reason, n.first_seq, n.last_seq
@@ -291,7 +320,10 @@ async fn read_loop(
                 info!("server closed the connection at a frame boundary");
                 return Ok(());
             }
-            decoder.decode_eof(&mut buf)?;
+            decoder.decode_eof(&mut buf).inspect_err(|e| {
+                metrics::counter!("rawlink_receiver_errors_total", "kind" => crate::monitor::error_kind(e))
+                    .increment(1);
+            })?;
             bail!("server closed the connection without an end-of-stream message");
         }
     }

@@ -51,6 +51,8 @@ pub struct ServeConfig {
     pub client_buffer_bytes: usize,
     /// How long to wait for a client's hello before using the defaults.
     pub hello_timeout: Duration,
+    /// Period of the one-line statistics log (zero: off).
+    pub stats_interval: Duration,
     /// Text for the stream-start message.
     pub source_name: String,
 }
@@ -108,6 +110,7 @@ enum Push {
 
 /// A client's queue and delivery options.
 struct ClientQueue {
+    peer: String,
     state: Mutex<QueueState>,
     item_ready: Notify,
     space_ready: Notify,
@@ -121,8 +124,15 @@ struct ClientQueue {
 }
 
 impl ClientQueue {
-    fn new(hello: ClientHello, wants_notices: bool, frame_cap: usize, byte_cap: usize) -> Self {
+    fn new(
+        peer: String,
+        hello: ClientHello,
+        wants_notices: bool,
+        frame_cap: usize,
+        byte_cap: usize,
+    ) -> Self {
         Self {
+            peer,
             state: Mutex::new(QueueState::default()),
             item_ready: Notify::new(),
             space_ready: Notify::new(),
@@ -141,6 +151,8 @@ impl ClientQueue {
 
     fn record_drop(&self, st: &mut QueueState, seq: u64, reason: &'static str) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("rawlink_server_client_drops_total", "peer" => self.peer.clone(), "reason" => reason)
+            .increment(1);
         st.unreported = Some(match st.unreported {
             Some(r) => DropRun {
                 last: seq.max(r.last),
@@ -354,6 +366,7 @@ pub async fn serve(
                         let hello = hello.unwrap_or(ClientHello { every: 1, ..Default::default() });
                         info!(policy = %hello.policy, every = hello.every, max_fps = hello.max_fps, "client options");
                         let queue = Arc::new(ClientQueue::new(
+                            peer.to_string(),
                             hello,
                             wants_notices,
                             cfg.client_queue,
@@ -367,6 +380,7 @@ pub async fn serve(
                         }
                         let now = client_count.fetch_add(1, Ordering::SeqCst) + 1;
                         accepted.fetch_add(1, Ordering::SeqCst);
+                        metrics::gauge!("rawlink_server_clients").set(now as f64);
                         info!(clients = now, "client connected");
                         if now as usize >= cfg.wait_clients {
                             enough.notify_one();
@@ -375,6 +389,7 @@ pub async fn serve(
                         queue.closed.store(true, Ordering::SeqCst);
                         queue.space_ready.notify_one();
                         let left = client_count.fetch_sub(1, Ordering::SeqCst) - 1;
+                        metrics::gauge!("rawlink_server_clients").set(left as f64);
                         match r {
                             Ok(()) => debug!(clients = left, "client finished"),
                             Err(e) => info!(clients = left, "client disconnected: {e}"),
@@ -462,9 +477,25 @@ pub async fn serve(
     let mut summary = ServeSummary::default();
     let mut last_seq = 0u64;
     let mut shutting_down = false;
+    let mut stats = tokio::time::interval(cfg.stats_interval.max(Duration::from_millis(100)));
+    stats.tick().await;
+    let (mut last_frames, mut last_at) = (0u64, std::time::Instant::now());
     loop {
         tokio::select! {
             biased;
+            _ = stats.tick(), if !cfg.stats_interval.is_zero() => {
+                let dt = last_at.elapsed().as_secs_f64().max(1e-9);
+                let fps = (summary.frames - last_frames) as f64 / dt;
+                (last_frames, last_at) = (summary.frames, std::time::Instant::now());
+                let depths: Vec<usize> = clients.iter().map(|c| c.queue.lock().frames).collect();
+                let drops: u64 = clients.iter().map(|c| c.queue.dropped.load(Ordering::Relaxed)).sum();
+                info!(
+                    "stats: frames={} fps_in={fps:.1} clients={} queue_max={} drops_now={drops}",
+                    summary.frames,
+                    clients.len(),
+                    depths.iter().max().copied().unwrap_or(0)
+                );
+            }
             _ = shutdown.cancelled(), if !shutting_down => {
                 info!("shutdown requested: finishing the stream");
                 shutting_down = true;
@@ -477,6 +508,7 @@ pub async fn serve(
             item = frame_rx.recv() => match item {
                 Some(Ok(frame)) => {
                     summary.frames += 1;
+                    metrics::counter!("rawlink_server_frames_captured_total").increment(1);
                     last_seq = frame.header.seq;
                     let enc = Encoder::encode_frame(&frame);
                     clients.retain(|c| !c.queue.closed.load(Ordering::SeqCst));
@@ -561,6 +593,10 @@ pub async fn serve(
         }
     };
     summary.clients = accepted.load(Ordering::SeqCst);
+    if summary.dropped > 0 {
+        // One line per run, for scripts: the drops of every client together.
+        info!("dropped={} frame(s) over all clients", summary.dropped);
+    }
     Ok(summary)
 }
 
@@ -589,6 +625,8 @@ async fn client_writer(
             Outgoing::Frame(_, f) => {
                 let header: &[u8] = if legacy { &[] } else { &f.header };
                 write_all_vectored(&mut sock, header, &f.payload).await?;
+                metrics::counter!("rawlink_server_bytes_sent_total")
+                    .increment((header.len() + f.payload.len()) as u64);
             }
             Outgoing::End(e) => {
                 if !legacy {

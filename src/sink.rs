@@ -101,6 +101,7 @@ impl FrameSink {
             Err(TrySendError::Full(j)) | Err(TrySendError::Disconnected(j)) => {
                 tracing::warn!(seq = j.frame.header.seq, "worker queue full: frame dropped");
                 lock(&self.report).dropped += 1;
+                metrics::counter!("rawlink_receiver_local_drops_total").increment(1);
                 false
             }
         }

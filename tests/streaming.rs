@@ -167,3 +167,102 @@ fn decimation_and_frame_rate_cap() {
     let s = summary_line(&c);
     assert!((2..=4).contains(&field(&s, "frames")), "{s}");
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET /metrics over plain HTTP on loopback; returns (name{labels}, value) pairs.
+fn scrape(port: u16) -> Vec<(String, f64)> {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut body = String::new();
+            s.read_to_string(&mut body).unwrap();
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "metrics endpoint never came up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+fn metric(m: &[(String, f64)], name: &str, label: &str) -> f64 {
+    m.iter()
+        .filter(|(k, _)| (k == name || k.starts_with(&format!("{name}{{"))) && k.contains(label))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+#[test]
+fn metrics_are_scraped_over_http_and_count_a_stalled_clients_drops() {
+    let (sp, rp) = (free_port(), free_port());
+    let server = Server::start(&[
+        "--interval-ms",
+        "10",
+        "--wait-clients",
+        "2",
+        "--client-queue",
+        "2",
+        "--metrics",
+        &format!("127.0.0.1:{sp}"),
+    ]);
+    let addr = server.addr.to_string();
+    let fast = spawn_receive(&[
+        "--connect",
+        &addr,
+        "--policy",
+        "latest",
+        "--sink",
+        "null",
+        "--metrics",
+        &format!("127.0.0.1:{rp}"),
+    ]);
+    let slow = spawn_receive(&["--connect", &addr, "--policy", "latest", "--sink", "null"]);
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&slow, Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(1500));
+    let sm = scrape(sp);
+    let rm = scrape(rp);
+    signal(&slow, Signal::SIGCONT);
+    kill(Pid::from_raw(server.child.id() as i32), Signal::SIGTERM).unwrap();
+    let (status, _, err) = server.wait(T);
+    assert!(status.success(), "{err}");
+    assert!(finish(fast, T).status.success());
+    assert!(finish(slow, T).status.success());
+
+    let captured = metric(&sm, "rawlink_server_frames_captured_total", "");
+    assert!(captured >= 50.0, "{sm:?}");
+    assert_eq!(metric(&sm, "rawlink_server_clients", ""), 2.0);
+    let slow_drops = metric(&sm, "rawlink_server_client_drops_total", "reason=\"slow\"");
+    assert!(
+        slow_drops > 10.0,
+        "the stalled client's drops are counted: {sm:?}"
+    );
+    assert!(metric(&sm, "rawlink_server_bytes_sent_total", "") > 0.0);
+    let got = metric(&rm, "rawlink_receiver_frames_total", "");
+    assert!(got >= 50.0, "{rm:?}");
+    assert_eq!(metric(&rm, "rawlink_receiver_server_drops_total", ""), 0.0);
+    assert!(
+        metric(&rm, "rawlink_receiver_capture_to_receive_seconds_count", "") >= 50.0,
+        "{rm:?}"
+    );
+}

@@ -1,0 +1,56 @@
+//! Monitoring: the Prometheus endpoint (`--metrics ADDR`) and metric names.
+//!
+//! Metric names (all prefixed `rawlink_`):
+//!
+//! | name | type | labels | meaning |
+//! |---|---|---|---|
+//! | `server_frames_captured_total` | counter | | frames read from the source |
+//! | `server_clients` | gauge | | clients connected now |
+//! | `server_client_drops_total` | counter | `peer`, `reason` | frames dropped for a client (`slow`, `overrun`) |
+//! | `server_bytes_sent_total` | counter | | bytes written to all clients |
+//! | `receiver_frames_total` | counter | | whole, valid frames received |
+//! | `receiver_bytes_total` | counter | | payload bytes of those frames |
+//! | `receiver_errors_total` | counter | `kind` | stream faults (`crc`, `magic`, `version`, `limit`, `truncated`, …) |
+//! | `receiver_server_drops_total` | counter | | drops the server reported for this receiver |
+//! | `receiver_missing_frames_total` | counter | | gaps in the sequence numbers |
+//! | `receiver_local_drops_total` | counter | | frames this receiver dropped (worker queue full, `latest`) |
+//! | `receiver_capture_to_receive_seconds` | histogram | | capture → receive latency |
+
+use anyhow::{Context, Result};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use std::net::SocketAddr;
+
+/// Serves Prometheus text format at `http://ADDR/metrics`. Call inside the runtime.
+pub fn install(addr: SocketAddr) -> Result<()> {
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(
+            Matcher::Suffix("seconds".into()),
+            &[
+                0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ],
+        )
+        .context("metrics histogram buckets")?
+        .install()
+        .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    tracing::info!("metrics on http://{addr}/metrics");
+    Ok(())
+}
+
+/// A short label for a protocol error, for `receiver_errors_total{kind}`.
+pub fn error_kind(e: &rawlink_proto::ProtoError) -> &'static str {
+    use rawlink_proto::ProtoError::*;
+    match e {
+        BadMagic { .. } => "magic",
+        UnsupportedVersion { .. } => "version",
+        BadHeaderLength(_) => "header_length",
+        HeaderCrc { .. } => "header_crc",
+        UnknownKind(_) => "kind",
+        PayloadTooLarge { .. } => "limit",
+        PayloadCrc { .. } => "crc",
+        BadFrame { .. } => "frame",
+        BadMessage { .. } => "message",
+        Truncated { .. } => "truncated",
+        Io(_) => "io",
+    }
+}
