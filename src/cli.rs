@@ -160,6 +160,10 @@ pub struct ReceiveArgs {
     /// Receive at most this many frames per second (0 = no limit).
     #[arg(long, default_value_t = 0.0)]
     pub max_fps: f32,
+    /// Ask the server to send 10/12/14-bit frames bit-packed (12-bit: 1.33× fewer bytes);
+    /// they are unpacked exactly here.
+    #[arg(long)]
+    pub pack: bool,
     /// Where frames go: `files` (RAW, PNG, JSON) or `null` (validate and count only).
     #[arg(long, default_value = "files")]
     pub sink: String,

@@ -235,6 +235,7 @@ fn receive_config(a: &ReceiveArgs) -> Result<receiver::ReceiveConfig> {
         hello: rawlink_proto::ClientHello {
             policy: a.policy.parse().map_err(|e: String| anyhow!(e))?,
             every: a.every,
+            pack: a.pack,
             max_fps: if a.max_fps.is_finite() && a.max_fps >= 0.0 {
                 a.max_fps
             } else {
@@ -312,6 +313,7 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
         every: 1,
         max_fps: 0.0,
         sink: "files".into(),
+        pack: false,
         metrics: None,
         stats_interval: 0.0,
         isp: a.isp.clone(),

@@ -265,6 +265,8 @@ async fn read_loop(
                 })?;
                 match decoded {
                     Some(Message::Frame(f)) => {
+                        // Packed on the wire: back to 16-bit containers, exactly.
+                        let f = rawlink_frame::unpack_frame(f)?;
                         let job = deliver(f, summary);
                         submit(job).await;
                     }

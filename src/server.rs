@@ -511,15 +511,31 @@ pub async fn serve(
                     metrics::counter!("rawlink_server_frames_captured_total").increment(1);
                     last_seq = frame.header.seq;
                     let enc = Encoder::encode_frame(&frame);
+                    // Bit-packed once per frame, only if some client asked for it.
+                    let mut packed: Option<Option<EncodedFrame>> = None;
                     clients.retain(|c| !c.queue.closed.load(Ordering::SeqCst));
                     for c in clients.iter_mut() {
                         if !c.wants(frame.header.timestamp_ns) {
                             continue;
                         }
+                        let enc = if c.queue.hello.pack && frame.header.format.bits < 16 {
+                            packed
+                                .get_or_insert_with(|| match rawlink_frame::pack_frame(&frame) {
+                                    Ok(p) => Some(Encoder::encode_frame(&p)),
+                                    Err(e) => {
+                                        debug!("frame not packed ({e}); sending it unpacked");
+                                        None
+                                    }
+                                })
+                                .as_ref()
+                                .unwrap_or(&enc)
+                        } else {
+                            &enc
+                        };
                         loop {
                             // A file source can wait for a slow lossless client.
                             let space = c.queue.space_ready.notified();
-                            match c.queue.offer(last_seq, &enc, !live) {
+                            match c.queue.offer(last_seq, enc, !live) {
                                 Push::Queued => break,
                                 Push::DroppedOldest => {
                                     debug!(peer = %c.peer, seq = last_seq, "latest: dropped the oldest queued frame");

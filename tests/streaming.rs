@@ -266,3 +266,68 @@ fn metrics_are_scraped_over_http_and_count_a_stalled_clients_drops() {
         "{rm:?}"
     );
 }
+
+#[test]
+fn packed_frames_are_smaller_on_the_wire_and_unpacked_exactly() {
+    use bytes::BytesMut;
+    use rawlink_proto::{ClientHello, Decoder, Encoder, Message, Policy};
+    use std::io::{Read, Write};
+    let server = Server::start(&[
+        "--frames",
+        "3",
+        "--interval-ms",
+        "10",
+        "--wait-clients",
+        "2",
+    ]);
+    let addr = server.addr.to_string();
+    // A rawlink receiver asking for packing writes the exact driver frames.
+    let dir = tempfile::tempdir().unwrap();
+    let rx = spawn_receive(&[
+        "--connect",
+        &addr,
+        "--pack",
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--quiet",
+    ]);
+    // A protocol-level client checks what is on the wire.
+    let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+    let mut hello = BytesMut::new();
+    Encoder::encode(
+        &Message::ClientHello(ClientHello {
+            policy: Policy::Lossless,
+            every: 1,
+            max_fps: 0.0,
+            pack: true,
+        }),
+        &mut hello,
+    );
+    s.write_all(&hello).unwrap();
+    let mut wire = Vec::new();
+    s.read_to_end(&mut wire).unwrap();
+    let mut buf = BytesMut::from(&wire[..]);
+    let mut dec = Decoder::default();
+    let mut frames = Vec::new();
+    while let Some(m) = dec.decode(&mut buf).unwrap() {
+        if let Message::Frame(f) = m {
+            frames.push(f);
+        }
+    }
+    assert_eq!(frames.len(), 3);
+    for f in frames {
+        assert_eq!(f.header.format.packing, rawlink_frame::Packing::PackedLsb);
+        assert_eq!(f.payload.len(), FRAME_BYTES * 3 / 4, "12-bit packs 4:3");
+        let seq = f.header.seq;
+        let u = rawlink_frame::unpack_frame(f).unwrap();
+        assert!(u.payload[..] == driver_frame(seq)[..]);
+    }
+    assert!(finish(rx, T).status.success());
+    assert!(server.wait(T).0.success());
+    assert_frame_files(dir.path(), &[1, 2, 3]);
+    for n in 1..=3 {
+        assert!(
+            std::fs::read(dir.path().join(format!("frame_{n:06}.raw"))).unwrap() == driver_frame(n)
+        );
+    }
+}

@@ -17,6 +17,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod pack;
+pub use pack::{pack_frame, pack_row, unpack_frame, unpack_row};
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -164,6 +167,10 @@ impl FromStr for BayerPattern {
 pub enum Packing {
     /// One little-endian `u16` per sample, value in the low `bits` bits.
     U16Le = 0,
+    /// rawlink's wire packing: each row is a little-endian bit stream of `bits`-bit
+    /// samples, least significant bit first, padded to a whole byte. 12-bit: 2 samples
+    /// in 3 bytes; 10-bit: 4 samples in 5 bytes. (Not the MIPI CSI-2 layout.)
+    PackedLsb = 1,
 }
 
 impl Packing {
@@ -175,13 +182,15 @@ impl Packing {
     pub fn from_code(code: u8) -> Result<Self, FrameError> {
         match code {
             0 => Ok(Self::U16Le),
+            1 => Ok(Self::PackedLsb),
             c => Err(FrameError::BadPacking(c)),
         }
     }
-    /// Minimum bytes per row for `width` samples.
-    pub fn row_bytes(self, width: u32) -> u64 {
+    /// Minimum bytes per row for `width` samples of `bits` bits.
+    pub fn row_bytes(self, width: u32, bits: u8) -> u64 {
         match self {
             Self::U16Le => width as u64 * 2,
+            Self::PackedLsb => (width as u64 * bits as u64).div_ceil(8),
         }
     }
 }
@@ -322,7 +331,7 @@ impl FrameHeader {
             clock: ClockId::Unknown,
             width,
             height,
-            stride: format.packing.row_bytes(width) as u32,
+            stride: format.packing.row_bytes(width, format.bits) as u32,
             format,
             exposure_us: 0,
             analog_gain: 1.0,
@@ -342,7 +351,7 @@ impl FrameHeader {
             || self.height == 0
             || self.width > MAX_DIMENSION
             || self.height > MAX_DIMENSION
-            || (self.stride as u64) < self.format.packing.row_bytes(self.width);
+            || (self.stride as u64) < self.format.packing.row_bytes(self.width, self.format.bits);
         if bad {
             return Err(FrameError::BadGeometry {
                 width: self.width,
@@ -383,8 +392,11 @@ impl Frame {
         Ok(Self { header, payload })
     }
 
-    /// A checked view of the samples.
+    /// A checked view of the samples (unpacked frames only; see [`unpack_frame`]).
     pub fn raw(&self) -> Result<RawImage<'_>, FrameError> {
+        if self.header.format.packing != Packing::U16Le {
+            return Err(FrameError::BadPacking(self.header.format.packing.code()));
+        }
         RawImage::new(
             &self.payload,
             self.header.width as usize,

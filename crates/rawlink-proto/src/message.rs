@@ -212,15 +212,18 @@ pub struct ClientHello {
     pub every: u32,
     /// Deliver at most this many frames per second (0 = unlimited).
     pub max_fps: f32,
+    /// Send frames bit-packed (`Packing::PackedLsb`) when their depth is below 16.
+    pub pack: bool,
 }
 
 impl ClientHello {
     pub(crate) fn payload_bytes(&self) -> Vec<u8> {
         format!(
-            "policy={}\nevery={}\nmax_fps={}\n",
+            "policy={}\nevery={}\nmax_fps={}\npack={}\n",
             self.policy,
             self.every.max(1),
-            self.max_fps
+            self.max_fps,
+            self.pack as u8
         )
         .into_bytes()
     }
@@ -239,6 +242,13 @@ impl ClientHello {
                         .ok()
                         .filter(|n| *n >= 1)
                         .ok_or(format!("bad every {v:?}"))?
+                }
+                "pack" => {
+                    h.pack = match v {
+                        "0" => false,
+                        "1" => true,
+                        _ => return Err(format!("bad pack {v:?}")),
+                    }
                 }
                 "max_fps" => {
                     h.max_fps = v

@@ -296,6 +296,7 @@ fn hello_and_notice_round_trip() {
         policy: Policy::Lossless,
         every: 3,
         max_fps: 12.5,
+        pack: true,
     };
     let notice = Notice {
         dropped: 4,
