@@ -164,6 +164,10 @@ pub struct ReceiveArgs {
     /// they are unpacked exactly here.
     #[arg(long)]
     pub pack: bool,
+    /// Ask the server for lossless CFA-aware compression (prediction, zigzag, byte
+    /// shuffle, LZ4); decompressed exactly here. Takes precedence over --pack.
+    #[arg(long)]
+    pub compress: bool,
     /// Where frames go: `files` (RAW, PNG, JSON) or `null` (validate and count only).
     #[arg(long, default_value = "files")]
     pub sink: String,

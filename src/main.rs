@@ -236,6 +236,7 @@ fn receive_config(a: &ReceiveArgs) -> Result<receiver::ReceiveConfig> {
             policy: a.policy.parse().map_err(|e: String| anyhow!(e))?,
             every: a.every,
             pack: a.pack,
+            compress: a.compress,
             max_fps: if a.max_fps.is_finite() && a.max_fps >= 0.0 {
                 a.max_fps
             } else {
@@ -314,6 +315,7 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
         max_fps: 0.0,
         sink: "files".into(),
         pack: false,
+        compress: false,
         metrics: None,
         stats_interval: 0.0,
         isp: a.isp.clone(),

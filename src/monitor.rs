@@ -51,6 +51,7 @@ pub fn error_kind(e: &rawlink_proto::ProtoError) -> &'static str {
         BadFrame { .. } => "frame",
         BadMessage { .. } => "message",
         Truncated { .. } => "truncated",
+        Decompress { .. } => "decompress",
         Io(_) => "io",
     }
 }

@@ -513,12 +513,15 @@ pub async fn serve(
                     let enc = Encoder::encode_frame(&frame);
                     // Bit-packed once per frame, only if some client asked for it.
                     let mut packed: Option<Option<EncodedFrame>> = None;
+                    let mut compressed: Option<EncodedFrame> = None;
                     clients.retain(|c| !c.queue.closed.load(Ordering::SeqCst));
                     for c in clients.iter_mut() {
                         if !c.wants(frame.header.timestamp_ns) {
                             continue;
                         }
-                        let enc = if c.queue.hello.pack && frame.header.format.bits < 16 {
+                        let enc = if c.queue.hello.compress {
+                            &*compressed.get_or_insert_with(|| Encoder::encode_frame_compressed(&frame))
+                        } else if c.queue.hello.pack && frame.header.format.bits < 16 {
                             packed
                                 .get_or_insert_with(|| match rawlink_frame::pack_frame(&frame) {
                                     Ok(p) => Some(Encoder::encode_frame(&p)),

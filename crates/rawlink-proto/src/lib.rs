@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod compress;
 mod legacy;
 mod message;
 
@@ -45,6 +46,8 @@ pub const VERSION_MINOR: u8 = 1;
 pub const HEADER_LEN: usize = 80;
 /// Largest header length a decoder accepts (later minor versions may grow it).
 pub const MAX_HEADER_LEN: usize = 1024;
+/// Header flag: the payload is compressed with the codec in byte 14.
+pub const FLAG_COMPRESSED: u8 = 1;
 /// Default limit on one payload: 256 MiB.
 pub const DEFAULT_MAX_PAYLOAD: u64 = 256 << 20;
 
@@ -173,6 +176,15 @@ pub enum ProtoError {
         /// Bytes the message needed (0 if the header was incomplete).
         needed: u64,
     },
+    /// A compressed payload could not be decoded; the message has been consumed.
+    #[error("cannot decompress frame seq {seq}: {source}")]
+    Decompress {
+        /// Sequence number of the frame.
+        seq: u64,
+        /// What is wrong.
+        #[source]
+        source: compress::CompressError,
+    },
     /// Transport error (only from the `codec` integration).
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -201,6 +213,8 @@ impl Default for Limits {
 struct WireHeader {
     kind: u8,
     flags: u8,
+    /// Compression codec (byte 14) when `flags & FLAG_COMPRESSED`.
+    codec: u8,
     header: FrameHeader,
     payload_len: u32,
     payload_crc: u32,
@@ -241,7 +255,8 @@ impl WireHeader {
         b[11] = h.format.pattern.code();
         b[12] = h.format.bits;
         b[13] = h.format.packing.code();
-        // 14..16 reserved
+        b[14] = self.codec;
+        // 15 reserved
         put_u64(&mut b, 16, h.seq);
         put_u64(&mut b, 24, h.timestamp_ns);
         put_u32(&mut b, 32, h.width);
@@ -303,6 +318,7 @@ impl Encoder {
         let wh = WireHeader {
             kind: Kind::Frame as u8,
             flags: 0,
+            codec: 0,
             header: frame.header,
             payload_len: frame.payload.len() as u32,
             payload_crc: crc32c::crc32c(&frame.payload),
@@ -310,6 +326,32 @@ impl Encoder {
         EncodedFrame {
             header: Bytes::copy_from_slice(&wh.to_bytes()),
             payload: frame.payload.clone(),
+        }
+    }
+
+    /// Encodes a frame with the CFA-LZ4 codec ([`compress`]); frames it does not apply
+    /// to (packed, or padded rows) are encoded plainly.
+    pub fn encode_frame_compressed(frame: &Frame) -> EncodedFrame {
+        let h = frame.header;
+        if h.format.packing != Packing::U16Le || h.stride != h.width * 2 {
+            return Self::encode_frame(frame);
+        }
+        let payload = Bytes::from(compress::compress(
+            &frame.payload,
+            h.width as usize,
+            h.height as usize,
+        ));
+        let wh = WireHeader {
+            kind: Kind::Frame as u8,
+            flags: FLAG_COMPRESSED,
+            codec: compress::CODEC_CFA_LZ4,
+            header: h,
+            payload_len: payload.len() as u32,
+            payload_crc: crc32c::crc32c(&payload),
+        };
+        EncodedFrame {
+            header: Bytes::copy_from_slice(&wh.to_bytes()),
+            payload,
         }
     }
 
@@ -349,6 +391,7 @@ impl Encoder {
         let wh = WireHeader {
             kind: kind as u8,
             flags: 0,
+            codec: 0,
             header,
             payload_len: payload.len() as u32,
             payload_crc: crc32c::crc32c(&payload),
@@ -426,6 +469,15 @@ impl Decoder {
             });
         }
         let kind = Kind::from_code(wh.kind).ok_or(ProtoError::UnknownKind(wh.kind))?;
+        let payload = if wh.flags & FLAG_COMPRESSED != 0 {
+            let h = &wh.header;
+            Bytes::from(
+                compress::decompress(&payload, h.width as usize, h.payload_len() as usize)
+                    .map_err(|source| ProtoError::Decompress { seq: h.seq, source })?,
+            )
+        } else {
+            payload
+        };
         Ok(Some(match kind {
             Kind::Frame => Message::Frame(Frame::new(wh.header, payload).map_err(|source| {
                 ProtoError::BadFrame {
@@ -527,7 +579,19 @@ impl Decoder {
                 }));
             }
         }
-        if kind_v == Kind::Frame && header.payload_len() != payload_len as u64 {
+        let flags = b[9];
+        let compressed = flags & FLAG_COMPRESSED != 0;
+        if compressed {
+            let plain_rows = header.format.packing == Packing::U16Le
+                && header.stride == header.width.saturating_mul(2);
+            if kind_v != Kind::Frame || b[14] != compress::CODEC_CFA_LZ4 || !plain_rows {
+                return Err(ProtoError::BadMessage {
+                    kind: kind_v,
+                    reason: format!("unsupported compression (codec {}) for this message", b[14]),
+                });
+            }
+        }
+        if kind_v == Kind::Frame && !compressed && header.payload_len() != payload_len as u64 {
             return Err(bad_frame(FrameError::PayloadSize {
                 actual: payload_len as usize,
                 expected: header.payload_len() as usize,
@@ -539,7 +603,8 @@ impl Decoder {
         Ok(Some((
             WireHeader {
                 kind,
-                flags: b[9],
+                flags,
+                codec: b[14],
                 header,
                 payload_len,
                 payload_crc: get_u32(b, 60),

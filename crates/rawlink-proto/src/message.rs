@@ -214,16 +214,19 @@ pub struct ClientHello {
     pub max_fps: f32,
     /// Send frames bit-packed (`Packing::PackedLsb`) when their depth is below 16.
     pub pack: bool,
+    /// Send frames compressed with the CFA-LZ4 codec (takes precedence over `pack`).
+    pub compress: bool,
 }
 
 impl ClientHello {
     pub(crate) fn payload_bytes(&self) -> Vec<u8> {
         format!(
-            "policy={}\nevery={}\nmax_fps={}\npack={}\n",
+            "policy={}\nevery={}\nmax_fps={}\npack={}\ncompress={}\n",
             self.policy,
             self.every.max(1),
             self.max_fps,
-            self.pack as u8
+            self.pack as u8,
+            if self.compress { "cfa-lz4" } else { "none" }
         )
         .into_bytes()
     }
@@ -248,6 +251,13 @@ impl ClientHello {
                         "0" => false,
                         "1" => true,
                         _ => return Err(format!("bad pack {v:?}")),
+                    }
+                }
+                "compress" => {
+                    h.compress = match v {
+                        "none" => false,
+                        "cfa-lz4" => true,
+                        _ => return Err(format!("unsupported compression {v:?} (none, cfa-lz4)")),
                     }
                 }
                 "max_fps" => {
