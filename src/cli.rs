@@ -138,9 +138,10 @@ pub struct ServeArgs {
 /// `rawlink receive`.
 #[derive(Debug, Clone, Args)]
 pub struct ReceiveArgs {
-    /// Server to connect to.
+    /// Server to connect to. Repeat to follow several cameras at once; each one's files
+    /// then go to a subfolder of --out named after its address (`host_port`).
     #[arg(long, default_value = "127.0.0.1:8080")]
-    pub connect: String,
+    pub connect: Vec<String>,
     /// Output folder (created if missing).
     #[arg(long, default_value = ".")]
     pub out: PathBuf,

@@ -193,7 +193,21 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn receive_config(a: &ReceiveArgs) -> Result<receiver::ReceiveConfig> {
+/// Subfolder name for a camera address: `host:port` → `host_port`.
+fn stream_folder(connect: &str) -> String {
+    connect
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn receive_config(a: &ReceiveArgs, connect: &str) -> Result<receiver::ReceiveConfig> {
     let g = &a.geometry;
     let fmt = PixelFormat::unpacked(g.pattern, g.bits)?;
     let mut template = FrameHeader::new(0, g.width, g.height, fmt);
@@ -202,7 +216,7 @@ fn receive_config(a: &ReceiveArgs) -> Result<receiver::ReceiveConfig> {
         bail!("--connect-timeout must be a non-negative number of seconds");
     }
     Ok(receiver::ReceiveConfig {
-        connect: a.connect.clone(),
+        connect: connect.to_string(),
         legacy: a.legacy,
         legacy_template: template,
         frames: a.frames,
@@ -213,7 +227,11 @@ fn receive_config(a: &ReceiveArgs) -> Result<receiver::ReceiveConfig> {
         },
         sink: match a.sink.as_str() {
             "files" => Some(sink::SinkConfig {
-                out: a.out.clone(),
+                out: if a.connect.len() > 1 {
+                    a.out.join(stream_folder(connect))
+                } else {
+                    a.out.clone()
+                },
                 isp: {
                     let c = isp_config(&a.isp, g.pattern, g.bits)?;
                     c.validate()?;
@@ -247,14 +265,43 @@ fn receive_config(a: &ReceiveArgs) -> Result<receiver::ReceiveConfig> {
 }
 
 async fn receive(a: ReceiveArgs) -> Result<ExitCode> {
-    let cfg = receive_config(&a)?;
+    let mut configs = Vec::new();
+    for c in &a.connect {
+        configs.push(receive_config(&a, c)?);
+    }
     if let Some(m) = a.metrics {
         monitor::install(m)?;
     }
     let shutdown = shutdown_on_signals();
-    let summary = receiver::receive(cfg, shutdown).await?;
-    println!("{}", summary.line());
-    finish_receive(&summary)
+    if configs.len() == 1 {
+        let cfg = configs.remove(0);
+        let summary = receiver::receive(cfg, shutdown).await?;
+        println!("{}", summary.line());
+        return finish_receive(&summary);
+    }
+    // Several cameras: one receiver each, concurrently; each summary is prefixed.
+    let mut tasks = Vec::new();
+    for cfg in configs {
+        let name = cfg.connect.clone();
+        let sd = shutdown.clone();
+        tasks.push((name, tokio::spawn(receiver::receive(cfg, sd))));
+    }
+    let mut failures = Vec::new();
+    for (name, t) in tasks {
+        match t.await.context("receiver task")? {
+            Ok(summary) => {
+                println!("[{name}] {}", summary.line());
+                if let Err(e) = finish_receive(&summary) {
+                    failures.push(format!("{name}: {e:#}"));
+                }
+            }
+            Err(e) => failures.push(format!("{name}: {e:#}")),
+        }
+    }
+    if !failures.is_empty() {
+        bail!("{}", failures.join("; "));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn finish_receive(summary: &receiver::ReceiveSummary) -> Result<ExitCode> {
@@ -304,28 +351,32 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
         },
         shutdown.clone(),
     ));
-    let cfg = receive_config(&ReceiveArgs {
-        connect: addr.to_string(),
-        out: a.out.clone(),
-        legacy: false,
-        frames: None,
-        connect_timeout: 5.0,
-        policy: "lossless".into(),
-        every: 1,
-        max_fps: 0.0,
-        sink: "files".into(),
-        pack: false,
-        compress: false,
-        metrics: None,
-        stats_interval: 0.0,
-        isp: a.isp.clone(),
-        black_level: 64,
-        workers: 2,
-        queue: 64,
-        max_payload_mb: 256,
-        quiet: a.quiet,
-        geometry: a.geometry.clone(),
-    })?;
+    let connect = addr.to_string();
+    let cfg = receive_config(
+        &ReceiveArgs {
+            connect: vec![connect.clone()],
+            out: a.out.clone(),
+            legacy: false,
+            frames: None,
+            connect_timeout: 5.0,
+            policy: "lossless".into(),
+            every: 1,
+            max_fps: 0.0,
+            sink: "files".into(),
+            pack: false,
+            compress: false,
+            metrics: None,
+            stats_interval: 0.0,
+            isp: a.isp.clone(),
+            black_level: 64,
+            workers: 2,
+            queue: 64,
+            max_payload_mb: 256,
+            quiet: a.quiet,
+            geometry: a.geometry.clone(),
+        },
+        &connect,
+    )?;
     let summary = match receiver::receive(cfg, shutdown.clone()).await {
         Ok(s) => s,
         Err(e) => {

@@ -21,3 +21,15 @@ pub async fn write_all_vectored<W: AsyncWrite + Unpin>(
     }
     Ok(())
 }
+
+/// Socket buffer size for frame streams: several large frames in flight smooth out
+/// scheduling hiccups without hiding a stalled peer for long.
+pub const STREAM_SOCKET_BUFFER: usize = 4 << 20;
+
+/// Sets `TCP_NODELAY` and the stream buffer sizes (best effort: the kernel may cap them).
+pub fn tune_stream_socket(sock: &tokio::net::TcpStream) {
+    let _ = sock.set_nodelay(true);
+    let s = socket2::SockRef::from(sock);
+    let _ = s.set_send_buffer_size(STREAM_SOCKET_BUFFER);
+    let _ = s.set_recv_buffer_size(STREAM_SOCKET_BUFFER);
+}

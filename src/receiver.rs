@@ -148,7 +148,7 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
             return Err(e).context("sending the client hello");
         }
     }
-    let _ = sock.set_nodelay(true);
+    crate::netio::tune_stream_socket(&sock);
     let peer = sock
         .peer_addr()
         .map(|a| a.to_string())

@@ -341,7 +341,7 @@ pub async fn serve(
                     drop(sock);
                     continue;
                 }
-                let _ = sock.set_nodelay(true);
+                crate::netio::tune_stream_socket(&sock);
                 let cfg = cfg.clone();
                 let register_tx = register_tx.clone();
                 let client_count = client_count.clone();

@@ -390,3 +390,59 @@ fn compressed_scene_frames_round_trip_exactly_with_ratio_over_1_5() {
         );
     }
 }
+
+#[test]
+fn one_receiver_follows_two_cameras_into_subfolders() {
+    let a = Server::start(&[
+        "--frames",
+        "3",
+        "--interval-ms",
+        "10",
+        "--wait-clients",
+        "1",
+    ]);
+    let b = Server::start(&[
+        "--source",
+        "sim:scene",
+        "--frames",
+        "2",
+        "--interval-ms",
+        "10",
+        "--wait-clients",
+        "1",
+    ]);
+    let (aa, ba) = (a.addr.to_string(), b.addr.to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let o = finish(
+        spawn_receive(&[
+            "--connect",
+            &aa,
+            "--connect",
+            &ba,
+            "--out",
+            dir.path().to_str().unwrap(),
+            "--quiet",
+        ]),
+        T,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains(&format!("[{aa}] summary: frames=3 ")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("[{ba}] summary: frames=2 ")),
+        "{stdout}"
+    );
+    assert!(a.wait(T).0.success() && b.wait(T).0.success());
+    let fa = dir.path().join(aa.replace(':', "_"));
+    assert_frame_files(&fa, &[1, 2, 3]);
+    assert!(std::fs::read(fa.join("frame_000002.raw")).unwrap() == driver_frame(2));
+    let fb = dir.path().join(ba.replace(':', "_"));
+    assert_eq!(
+        std::fs::read_dir(&fb).unwrap().count(),
+        6,
+        "2 scene frames x 3 files"
+    );
+}
