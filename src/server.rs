@@ -378,6 +378,9 @@ pub async fn serve(
                         if register_tx.send(handle).await.is_err() {
                             return 0;
                         }
+                        // The fan-out waits for every registration sender to go away
+                        // before it finishes; do not hold one for the connection's life.
+                        drop(register_tx);
                         let now = client_count.fetch_add(1, Ordering::SeqCst) + 1;
                         accepted.fetch_add(1, Ordering::SeqCst);
                         metrics::gauge!("rawlink_server_clients").set(now as f64);
@@ -403,6 +406,7 @@ pub async fn serve(
                     .instrument(tracing::info_span!("client", %peer)),
                 );
             }
+            drop(register_tx);
             // Let every writer flush its end-of-stream message.
             let mut dropped = 0;
             while let Some(r) = tasks.join_next().await {
@@ -413,7 +417,9 @@ pub async fn serve(
     };
     drop(client_tx);
 
-    // Wait for enough clients before capturing.
+    // Wait for enough clients before capturing, registering them as they come (the
+    // registration channel is bounded, so it must be drained while we wait).
+    let mut clients: Vec<ClientHandle> = Vec::new();
     if cfg.wait_clients > 0 {
         info!(
             "waiting for {} client(s) before capturing",
@@ -425,6 +431,7 @@ pub async fn serve(
             }
             tokio::select! {
                 _ = enough_clients.notified() => {}
+                Some(c) = client_rx.recv() => clients.push(c),
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
@@ -473,7 +480,6 @@ pub async fn serve(
     }
 
     // Fan-out.
-    let mut clients: Vec<ClientHandle> = Vec::new();
     let mut summary = ServeSummary::default();
     let mut last_seq = 0u64;
     let mut shutting_down = false;
@@ -514,7 +520,13 @@ pub async fn serve(
                     // Bit-packed once per frame, only if some client asked for it.
                     let mut packed: Option<Option<EncodedFrame>> = None;
                     let mut compressed: Option<EncodedFrame> = None;
-                    clients.retain(|c| !c.queue.closed.load(Ordering::SeqCst));
+                    clients.retain(|c| {
+                        let open = !c.queue.closed.load(Ordering::SeqCst);
+                        if !open {
+                            summary.dropped += c.queue.dropped.load(Ordering::Relaxed);
+                        }
+                        open
+                    });
                     for c in clients.iter_mut() {
                         if !c.wants(frame.header.timestamp_ns) {
                             continue;
@@ -603,14 +615,20 @@ pub async fn serve(
         c.queue.push_end(end.clone());
         clients.push(c);
     }
+    let queues: Vec<Arc<ClientQueue>> = clients.iter().map(|c| c.queue.clone()).collect();
     drop(clients);
-    summary.dropped = match tokio::time::timeout(Duration::from_secs(30), accept_task).await {
-        Ok(Ok(d)) => d,
-        _ => {
-            warn!("some clients did not take the end of stream within 30 s");
-            0
-        }
-    };
+    // Give writers a bounded time to deliver what is queued and the end message; a
+    // stalled client is not worth waiting for longer.
+    if tokio::time::timeout(Duration::from_secs(5), accept_task)
+        .await
+        .is_err()
+    {
+        warn!("some clients did not take the end of stream within 5 s; closing them");
+    }
+    summary.dropped += queues
+        .iter()
+        .map(|q| q.dropped.load(Ordering::Relaxed))
+        .sum::<u64>();
     summary.clients = accepted.load(Ordering::SeqCst);
     if summary.dropped > 0 {
         // One line per run, for scripts: the drops of every client together.

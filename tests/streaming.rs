@@ -446,3 +446,29 @@ fn one_receiver_follows_two_cameras_into_subfolders() {
         "2 scene frames x 3 files"
     );
 }
+
+/// More clients than the registration channel holds must not deadlock --wait-clients.
+#[test]
+fn twenty_clients_all_get_every_frame() {
+    let server = Server::start(&[
+        "--frames",
+        "5",
+        "--interval-ms",
+        "20",
+        "--wait-clients",
+        "20",
+    ]);
+    let addr = server.addr.to_string();
+    let kids: Vec<_> = (0..20)
+        .map(|_| spawn_receive(&["--connect", &addr, "--sink", "null", "--policy", "latest"]))
+        .collect();
+    for k in kids {
+        let o = finish(k, T);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let s = summary_line(&o);
+        assert_eq!(field(&s, "frames"), 5, "{s}");
+        assert_eq!(field(&s, "server_drops"), 0, "{s}");
+    }
+    let (status, out, _) = server.wait(T);
+    assert!(status.success() && out.contains("clients=20"), "{out}");
+}
