@@ -33,7 +33,7 @@ fn signal(child: &std::process::Child, sig: Signal) {
 
 #[test]
 fn latest_policy_drops_only_for_the_slow_client() {
-    let frames = 60u64;
+    let frames = 150u64;
     let server = Server::start(&[
         "--frames",
         &frames.to_string(),
