@@ -46,9 +46,14 @@ impl SimSource {
         let (w, h) = (self.template.width as usize, self.template.height as usize);
         let bits = self.template.format.bits;
         let mut out = vec![0u8; w * h * 2];
+        let shift = bits - 8;
+        let mask = ((1u32 << bits) - 1) as u16;
         for (i, row) in out.chunks_exact_mut(w * 2).enumerate() {
+            // The ramp of row i: driver_sample(n, i, j) = ((i + j + 10n) << shift) & mask.
+            let start = (i as u64).wrapping_add(n.wrapping_mul(10)) as u16;
             for (j, px) in row.chunks_exact_mut(2).enumerate() {
-                px.copy_from_slice(&driver_sample(n, i as u64, j as u64, bits).to_le_bytes());
+                let v = (start.wrapping_add(j as u16) << shift) & mask;
+                px.copy_from_slice(&v.to_le_bytes());
             }
         }
         out
@@ -107,6 +112,28 @@ mod tests {
             for &(i, j) in &[(0usize, 0usize), (0, 1), (479, 639), (100, 255), (7, 300)] {
                 let want = (((i + j) as u64 + n * 10) * 16 % 4096) as u16;
                 assert_eq!(raw.get(i, j), want, "frame {n} at ({i},{j})");
+            }
+        }
+    }
+
+    #[test]
+    fn fast_render_equals_the_formula() {
+        for bits in [8u8, 10, 12, 16] {
+            let opts = SourceOptions {
+                width: 70,
+                height: 9,
+                bits,
+                interval_ms: 0,
+                ..Default::default()
+            };
+            let s = SimSource::new(&opts).unwrap();
+            let out = s.render(7);
+            for i in 0..9u64 {
+                for j in 0..70u64 {
+                    let k = ((i * 70 + j) * 2) as usize;
+                    let v = u16::from_le_bytes([out[k], out[k + 1]]);
+                    assert_eq!(v, driver_sample(7, i, j, bits), "{bits}-bit ({i},{j})");
+                }
             }
         }
     }
