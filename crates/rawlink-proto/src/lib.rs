@@ -590,6 +590,15 @@ impl Decoder {
                     reason: format!("unsupported compression (codec {}) for this message", b[14]),
                 });
             }
+            // The decoded size is bounded by the same limit as a plain payload, so a
+            // small compressed message cannot make the decoder allocate more.
+            if header.payload_len() > self.limits.max_payload {
+                return Err(ProtoError::PayloadTooLarge {
+                    len: header.payload_len(),
+                    max: self.limits.max_payload,
+                    seq,
+                });
+            }
         }
         if kind_v == Kind::Frame && !compressed && header.payload_len() != payload_len as u64 {
             return Err(bad_frame(FrameError::PayloadSize {

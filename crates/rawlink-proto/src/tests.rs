@@ -371,3 +371,27 @@ fn corrupt_compressed_payload_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn compressed_frame_cannot_claim_more_than_the_limit() {
+    let f = frame(7, 64, 48);
+    let e = Encoder::encode_frame_compressed(&f);
+    let mut buf = BytesMut::from(&e.header[..]);
+    buf.extend_from_slice(&e.payload);
+    let mut dec = Decoder::with_limits(Limits {
+        max_payload: 1000,
+        max_dimension: 4096,
+    });
+    let err = dec.decode(&mut buf).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ProtoError::PayloadTooLarge {
+                len: 6144,
+                max: 1000,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
