@@ -110,15 +110,7 @@ impl RgbStage for ToneLut {
         "tone"
     }
     fn apply(&self, mut img: RgbImage, _ctx: &mut FrameContext) -> RgbImage {
-        let lut = &self.lut[..];
-        let last = lut.len() - 1;
-        for p in img.planes.iter_mut() {
-            p.par_chunks_mut(64 * 1024).for_each(|c| {
-                for v in c {
-                    *v = lut[(*v as usize).min(last)];
-                }
-            });
-        }
+        crate::stages::gamma::apply_lut(&mut img, &self.lut);
         img
     }
 }

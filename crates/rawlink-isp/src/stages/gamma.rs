@@ -31,16 +31,21 @@ impl RgbStage for GammaLut {
         "tone"
     }
     fn apply(&self, mut img: RgbImage, _ctx: &mut FrameContext) -> RgbImage {
-        let lut = &self.lut[..];
-        let last = lut.len() - 1;
-        for plane in img.planes.iter_mut() {
-            plane.par_chunks_mut(64 * 1024).for_each(|chunk| {
-                for v in chunk {
-                    *v = lut[(*v as usize).min(last)];
-                }
-            });
-        }
+        apply_lut(&mut img, &self.lut);
         img
+    }
+}
+
+/// Maps every code of every plane through `lut` (codes past its end take the last
+/// entry), in parallel chunks.
+pub(crate) fn apply_lut(img: &mut RgbImage, lut: &[u16]) {
+    let last = lut.len() - 1;
+    for plane in img.planes.iter_mut() {
+        plane.par_chunks_mut(64 * 1024).for_each(|chunk| {
+            for v in chunk {
+                *v = lut[(*v as usize).min(last)];
+            }
+        });
     }
 }
 
