@@ -123,10 +123,7 @@ fn assert_fault(bad: Vec<u8>, needle: &str) {
         last.starts_with("rawlink: error: ") && last.contains(needle),
         "last line {last:?} should name {needle:?}"
     );
-    assert_frame_files(&out, &[1, 2]);
-    for n in 1..=2 {
-        assert!(std::fs::read(out.join(format!("frame_{n:06}.raw"))).unwrap() == driver_frame(n));
-    }
+    assert_driver_frames(&out, &[1, 2]);
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("summary: frames=2 "), "{stdout}");
 }
@@ -213,13 +210,7 @@ fn two_simultaneous_clients_both_get_every_frame() {
     assert!(status.success(), "{err}");
     assert!(out.contains("frames=5 clients=2 dropped=0"), "{out}");
     for d in &dirs {
-        assert_frame_files(d.path(), &[1, 2, 3, 4, 5]);
-        for n in 1..=5 {
-            assert!(
-                std::fs::read(d.path().join(format!("frame_{n:06}.raw"))).unwrap()
-                    == driver_frame(n)
-            );
-        }
+        assert_driver_frames(d.path(), &[1, 2, 3, 4, 5]);
     }
 }
 
@@ -269,12 +260,7 @@ fn legacy_receiver_reads_a_bare_tcp_streamer() {
     drop(s);
     let o = finish(child, T);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_frame_files(dir.path(), &[1, 2, 3]);
-    for n in 1..=3 {
-        assert!(
-            std::fs::read(dir.path().join(format!("frame_{n:06}.raw"))).unwrap() == driver_frame(n)
-        );
-    }
+    assert_driver_frames(dir.path(), &[1, 2, 3]);
 }
 
 #[test]
@@ -330,10 +316,7 @@ fn chardev_source_through_a_fifo_with_short_writes() {
     let (status, stdout, err) = server.wait(T);
     assert!(status.success(), "{err}");
     assert!(stdout.contains("frames=3"), "{stdout}");
-    assert_frame_files(&out, &[1, 2, 3]);
-    for n in 1..=3 {
-        assert!(std::fs::read(out.join(format!("frame_{n:06}.raw"))).unwrap() == driver_frame(n));
-    }
+    assert_driver_frames(&out, &[1, 2, 3]);
 }
 
 #[test]

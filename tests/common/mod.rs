@@ -157,3 +157,16 @@ pub fn assert_frame_files(dir: &Path, seqs: &[u64]) {
         assert!(j["receive_time_ns"].as_u64().unwrap() > 0);
     }
 }
+
+/// Asserts the files for `seqs` exist (as [`assert_frame_files`]) and that each
+/// `frame_NNNNNN.raw` is the driver's frame `NNNNNN` byte for byte.
+pub fn assert_driver_frames(dir: &Path, seqs: &[u64]) {
+    assert_frame_files(dir, seqs);
+    for &n in seqs {
+        let raw = std::fs::read(dir.join(format!("frame_{n:06}.raw"))).unwrap();
+        assert!(
+            raw == driver_frame(n),
+            "frame_{n:06}.raw is not the driver's frame {n}"
+        );
+    }
+}
