@@ -156,6 +156,20 @@ impl RgbImage {
         }
     }
 
+    /// The image's rows in parallel, as `(y, [r, g, b])` row slices: the traversal
+    /// every row-wise RGB kernel shares.
+    pub fn par_rows_mut(
+        &mut self,
+    ) -> impl IndexedParallelIterator<Item = (usize, [&mut [u16]; 3])> + '_ {
+        let w = self.width.max(1);
+        let [r, g, b] = &mut self.planes;
+        r.par_chunks_mut(w)
+            .zip(g.par_chunks_mut(w))
+            .zip(b.par_chunks_mut(w))
+            .map(|((r, g), b)| [r, g, b])
+            .enumerate()
+    }
+
     /// Interleaved 8-bit RGB, each code mapped as `v * 255 / max_value` (truncating,
     /// as the reference does).
     pub fn to_rgb8(&self, max_value: u16) -> Vec<u8> {

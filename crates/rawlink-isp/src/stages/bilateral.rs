@@ -179,25 +179,20 @@ impl RgbStage for Bilateral {
         // is picked at run time. Contraction into fused multiply-add stays off, so the
         // results are the same on every path.
         let arch = pulp::Arch::new();
-        let [o0, o1, o2] = &mut out.planes;
-        o0.par_chunks_mut(w)
-            .zip(o1.par_chunks_mut(w))
-            .zip(o2.par_chunks_mut(w))
-            .enumerate()
-            .for_each_init(
-                || vec![0f32; 6 * w],
-                |buf, (y, ((q0, q1), q2))| {
-                    arch.dispatch(RowKernel {
-                        filter: self,
-                        padded: [&padded[0], &padded[1], &padded[2]],
-                        pw,
-                        y,
-                        top,
-                        buf,
-                        out: [q0, q1, q2],
-                    })
-                },
-            );
+        out.par_rows_mut().for_each_init(
+            || vec![0f32; 6 * w],
+            |buf, (y, [q0, q1, q2])| {
+                arch.dispatch(RowKernel {
+                    filter: self,
+                    padded: [&padded[0], &padded[1], &padded[2]],
+                    pw,
+                    y,
+                    top,
+                    buf,
+                    out: [q0, q1, q2],
+                })
+            },
+        );
         out
     }
 }

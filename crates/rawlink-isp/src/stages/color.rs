@@ -47,21 +47,15 @@ impl RgbStage for ColorMatrix {
         }
         let top = ctx.max_value as f32;
         let m = self.m;
-        let w = img.width;
-        let [pr, pg, pb] = &mut img.planes;
-        pr.par_chunks_mut(w)
-            .zip(pg.par_chunks_mut(w))
-            .zip(pb.par_chunks_mut(w))
-            .for_each(|((r, g), b)| {
-                for x in 0..r.len() {
-                    let v = [r[x] as f32, g[x] as f32, b[x] as f32];
-                    let o = |k: usize| {
-                        (m[k][0] * v[0] + m[k][1] * v[1] + m[k][2] * v[2] + 0.5).clamp(0.0, top)
-                            as u16
-                    };
-                    (r[x], g[x], b[x]) = (o(0), o(1), o(2));
-                }
-            });
+        img.par_rows_mut().for_each(|(_, [r, g, b])| {
+            for x in 0..r.len() {
+                let v = [r[x] as f32, g[x] as f32, b[x] as f32];
+                let o = |k: usize| {
+                    (m[k][0] * v[0] + m[k][1] * v[1] + m[k][2] * v[2] + 0.5).clamp(0.0, top) as u16
+                };
+                (r[x], g[x], b[x]) = (o(0), o(1), o(2));
+            }
+        });
         img
     }
 }

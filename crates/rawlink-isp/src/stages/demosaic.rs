@@ -43,53 +43,47 @@ pub fn demosaic_bilinear(raw: &RawPlane, pattern: BayerPattern) -> RgbImage {
     let (w, h) = (raw.width, raw.height);
     let mut out = RgbImage::new(w, h);
     let cell = pattern.cell();
-    let [pr, pg, pb] = &mut out.planes;
-    pr.par_chunks_mut(w)
-        .zip(pg.par_chunks_mut(w))
-        .zip(pb.par_chunks_mut(w))
-        .enumerate()
-        .for_each_init(
-            || vec![0u32; 3 * (w + 2)],
-            |scratch, (y, ((r, g), b))| {
-                let (up, rest) = scratch.split_at_mut(w + 2);
-                let (mid, dn) = rest.split_at_mut(w + 2);
-                padded_row(raw, y.saturating_sub(1), up);
-                padded_row(raw, y, mid);
-                padded_row(raw, (y + 1).min(h - 1), dn);
-                let mut planes = [r, g, b];
-                for q in 0..2 {
-                    let site = cell[y & 1][q];
-                    match site {
-                        Channel::G => {
-                            // Colour sharing the row, and colour sharing the column.
-                            let hc = cell[y & 1][1 - q] as usize;
-                            let vc = cell[1 - (y & 1)][q] as usize;
-                            let [p0, p1, p2] = &mut planes;
-                            let (gp, hp, vp) = pick3(p0, p1, p2, 1, hc, vc);
-                            for x in (q..w).step_by(2) {
-                                let c = x + 1;
-                                gp[x] = mid[c] as u16;
-                                hp[x] = ((mid[c - 1] + mid[c + 1]) / 2) as u16;
-                                vp[x] = ((up[c] + dn[c]) / 2) as u16;
-                            }
+    out.par_rows_mut().for_each_init(
+        || vec![0u32; 3 * (w + 2)],
+        |scratch, (y, [r, g, b])| {
+            let (up, rest) = scratch.split_at_mut(w + 2);
+            let (mid, dn) = rest.split_at_mut(w + 2);
+            padded_row(raw, y.saturating_sub(1), up);
+            padded_row(raw, y, mid);
+            padded_row(raw, (y + 1).min(h - 1), dn);
+            let mut planes = [r, g, b];
+            for q in 0..2 {
+                let site = cell[y & 1][q];
+                match site {
+                    Channel::G => {
+                        // Colour sharing the row, and colour sharing the column.
+                        let hc = cell[y & 1][1 - q] as usize;
+                        let vc = cell[1 - (y & 1)][q] as usize;
+                        let [p0, p1, p2] = &mut planes;
+                        let (gp, hp, vp) = pick3(p0, p1, p2, 1, hc, vc);
+                        for x in (q..w).step_by(2) {
+                            let c = x + 1;
+                            gp[x] = mid[c] as u16;
+                            hp[x] = ((mid[c - 1] + mid[c + 1]) / 2) as u16;
+                            vp[x] = ((up[c] + dn[c]) / 2) as u16;
                         }
-                        _ => {
-                            let sc = site as usize;
-                            let oc = 2 - sc; // the other of R (0) and B (2)
-                            let [p0, p1, p2] = &mut planes;
-                            let (sp, gp, op) = pick3(p0, p1, p2, sc, 1, oc);
-                            for x in (q..w).step_by(2) {
-                                let c = x + 1;
-                                sp[x] = mid[c] as u16;
-                                gp[x] = ((mid[c - 1] + mid[c + 1] + up[c] + dn[c]) / 4) as u16;
-                                op[x] =
-                                    ((up[c - 1] + up[c + 1] + dn[c - 1] + dn[c + 1]) / 4) as u16;
-                            }
+                    }
+                    _ => {
+                        let sc = site as usize;
+                        let oc = 2 - sc; // the other of R (0) and B (2)
+                        let [p0, p1, p2] = &mut planes;
+                        let (sp, gp, op) = pick3(p0, p1, p2, sc, 1, oc);
+                        for x in (q..w).step_by(2) {
+                            let c = x + 1;
+                            sp[x] = mid[c] as u16;
+                            gp[x] = ((mid[c - 1] + mid[c + 1] + up[c] + dn[c]) / 4) as u16;
+                            op[x] = ((up[c - 1] + up[c + 1] + dn[c - 1] + dn[c + 1]) / 4) as u16;
                         }
                     }
                 }
-            },
-        );
+            }
+        },
+    );
     out
 }
 

@@ -119,22 +119,17 @@ impl RgbStage for LumaChroma {
         } else {
             (cr.clone(), cb.clone())
         };
-        let [or, og, ob] = &mut img.planes;
-        or.par_chunks_mut(w)
-            .zip(og.par_chunks_mut(w))
-            .zip(ob.par_chunks_mut(w))
-            .enumerate()
-            .for_each(|(row, ((r, g), b))| {
-                for x in 0..w {
-                    let i = row * w + x;
-                    let l = y2[i];
-                    let c_r = cr[i] + k * (cr2[i] - cr[i]);
-                    let c_b = cb[i] + k * (cb2[i] - cb[i]);
-                    r[x] = (l + c_r + 0.5).clamp(0.0, top) as u16;
-                    b[x] = (l + c_b + 0.5).clamp(0.0, top) as u16;
-                    g[x] = (l - 0.5 * (c_r + c_b) + 0.5).clamp(0.0, top) as u16;
-                }
-            });
+        img.par_rows_mut().for_each(|(row, [r, g, b])| {
+            for x in 0..w {
+                let i = row * w + x;
+                let l = y2[i];
+                let c_r = cr[i] + k * (cr2[i] - cr[i]);
+                let c_b = cb[i] + k * (cb2[i] - cb[i]);
+                r[x] = (l + c_r + 0.5).clamp(0.0, top) as u16;
+                b[x] = (l + c_b + 0.5).clamp(0.0, top) as u16;
+                g[x] = (l - 0.5 * (c_r + c_b) + 0.5).clamp(0.0, top) as u16;
+            }
+        });
         img
     }
 }

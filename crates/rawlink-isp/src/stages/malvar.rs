@@ -23,62 +23,57 @@ pub fn demosaic_malvar(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbIm
     let mut out = RgbImage::new(w, h);
     let cell = pattern.cell();
     let top = max as i32;
-    let [pr, pg, pb] = &mut out.planes;
-    pr.par_chunks_mut(w)
-        .zip(pg.par_chunks_mut(w))
-        .zip(pb.par_chunks_mut(w))
-        .enumerate()
-        .for_each_init(
-            || vec![0i32; 5 * (w + 4)],
-            |scratch, (y, ((r, g), b))| {
-                let rows = padded_rows::<2>(raw, y, scratch);
-                let [m2, m1, c0, p1, p2] = rows;
-                let planes: [&mut [u16]; 3] = [r, g, b];
-                let clamp = |v: i32| ((v + 8) >> 4).clamp(0, top) as u16;
-                for q in 0..2 {
-                    let site = cell[y & 1][q];
-                    let xs = (q..w).step_by(2);
-                    match site {
-                        Channel::G => {
-                            let hc = cell[y & 1][1 - q] as usize;
-                            let vc = cell[1 - (y & 1)][q] as usize;
-                            for x in xs {
-                                let c = x + 2;
-                                let cv = c0[c];
-                                let diag = m1[c - 1] + m1[c + 1] + p1[c - 1] + p1[c + 1];
-                                let hsum = 10 * cv + 8 * (c0[c - 1] + c0[c + 1])
-                                    - 2 * diag
-                                    - 2 * (c0[c - 2] + c0[c + 2])
-                                    + (m2[c] + p2[c]);
-                                let vsum =
-                                    10 * cv + 8 * (m1[c] + p1[c]) - 2 * diag - 2 * (m2[c] + p2[c])
-                                        + (c0[c - 2] + c0[c + 2]);
-                                planes[1][x] = cv as u16;
-                                planes[hc][x] = clamp(hsum);
-                                planes[vc][x] = clamp(vsum);
-                            }
+    out.par_rows_mut().for_each_init(
+        || vec![0i32; 5 * (w + 4)],
+        |scratch, (y, [r, g, b])| {
+            let rows = padded_rows::<2>(raw, y, scratch);
+            let [m2, m1, c0, p1, p2] = rows;
+            let planes: [&mut [u16]; 3] = [r, g, b];
+            let clamp = |v: i32| ((v + 8) >> 4).clamp(0, top) as u16;
+            for q in 0..2 {
+                let site = cell[y & 1][q];
+                let xs = (q..w).step_by(2);
+                match site {
+                    Channel::G => {
+                        let hc = cell[y & 1][1 - q] as usize;
+                        let vc = cell[1 - (y & 1)][q] as usize;
+                        for x in xs {
+                            let c = x + 2;
+                            let cv = c0[c];
+                            let diag = m1[c - 1] + m1[c + 1] + p1[c - 1] + p1[c + 1];
+                            let hsum = 10 * cv + 8 * (c0[c - 1] + c0[c + 1])
+                                - 2 * diag
+                                - 2 * (c0[c - 2] + c0[c + 2])
+                                + (m2[c] + p2[c]);
+                            let vsum =
+                                10 * cv + 8 * (m1[c] + p1[c]) - 2 * diag - 2 * (m2[c] + p2[c])
+                                    + (c0[c - 2] + c0[c + 2]);
+                            planes[1][x] = cv as u16;
+                            planes[hc][x] = clamp(hsum);
+                            planes[vc][x] = clamp(vsum);
                         }
-                        _ => {
-                            let sc = site as usize;
-                            let oc = 2 - sc;
-                            for x in xs {
-                                let c = x + 2;
-                                let cv = c0[c];
-                                let far = c0[c - 2] + c0[c + 2] + m2[c] + p2[c];
-                                let gsum =
-                                    8 * cv + 4 * (c0[c - 1] + c0[c + 1] + m1[c] + p1[c]) - 2 * far;
-                                let osum = 12 * cv
-                                    + 4 * (m1[c - 1] + m1[c + 1] + p1[c - 1] + p1[c + 1])
-                                    - 3 * far;
-                                planes[sc][x] = cv as u16;
-                                planes[1][x] = clamp(gsum);
-                                planes[oc][x] = clamp(osum);
-                            }
+                    }
+                    _ => {
+                        let sc = site as usize;
+                        let oc = 2 - sc;
+                        for x in xs {
+                            let c = x + 2;
+                            let cv = c0[c];
+                            let far = c0[c - 2] + c0[c + 2] + m2[c] + p2[c];
+                            let gsum =
+                                8 * cv + 4 * (c0[c - 1] + c0[c + 1] + m1[c] + p1[c]) - 2 * far;
+                            let osum = 12 * cv
+                                + 4 * (m1[c - 1] + m1[c + 1] + p1[c - 1] + p1[c + 1])
+                                - 3 * far;
+                            planes[sc][x] = cv as u16;
+                            planes[1][x] = clamp(gsum);
+                            planes[oc][x] = clamp(osum);
                         }
                     }
                 }
-            },
-        );
+            }
+        },
+    );
     out
 }
 

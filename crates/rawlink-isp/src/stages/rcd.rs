@@ -38,6 +38,16 @@ impl Padded {
     }
 }
 
+/// The image rows of a padded plane, in parallel: `(y, padded row)` for `y` in `0..h`.
+fn interior_rows<'a>(
+    p: &'a mut [f32],
+    g: &Padded,
+) -> impl IndexedParallelIterator<Item = (usize, &'a mut [f32])> + 'a {
+    p[B * g.pw..(B + g.h) * g.pw]
+        .par_chunks_mut(g.pw)
+        .enumerate()
+}
+
 /// Fills the border of a padded plane by reflect-101 from its interior.
 fn refill_border(p: &mut [f32], g: &Padded) {
     let (w, h, pw) = (g.w, g.h, g.pw);
@@ -182,11 +192,7 @@ fn rcd_full(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage {
 
     // Step 2: green everywhere.
     let mut gp = vec![0f32; n];
-    gp.par_chunks_mut(pw).enumerate().for_each(|(py, row)| {
-        if py < B || py >= h + B {
-            return;
-        }
-        let y = py - B;
+    interior_rows(&mut gp, &g).for_each(|(y, row)| {
         let gq = green_col(y);
         for x in (gq..w).step_by(2) {
             row[x + B] = c[g.at(y, x)];
@@ -288,11 +294,7 @@ fn rcd_full(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage {
     };
     let fill_green_sites = |src: &[f32], gpl: &[f32]| -> Vec<f32> {
         let mut out = src.to_vec();
-        out.par_chunks_mut(pw).enumerate().for_each(|(py, row)| {
-            if py < B || py >= h + B {
-                return;
-            }
-            let y = py - B;
+        interior_rows(&mut out, &g).for_each(|(y, row)| {
             for x in (green_col(y)..w).step_by(2) {
                 let i = g.at(y, x);
                 let dsc = disc(vh, i);
@@ -310,11 +312,7 @@ fn rcd_full(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage {
     // Step 5: refine green at R/B sites from the (now complete) colour differences of
     // its axial neighbours, along the same direction.
     let mut g2 = gp.to_vec();
-    g2.par_chunks_mut(pw).enumerate().for_each(|(py, row)| {
-        if py < B || py >= h + B {
-            return;
-        }
-        let y = py - B;
+    interior_rows(&mut g2, &g).for_each(|(y, row)| {
         let gq = green_col(y);
         let site = cell[y & 1][1 - gq];
         for x in (1 - gq..w).step_by(2) {
@@ -332,19 +330,14 @@ fn rcd_full(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage {
 
     let mut out = RgbImage::new(w, h);
     let top = max as f32;
-    let [or, og, ob] = &mut out.planes;
-    or.par_chunks_mut(w)
-        .zip(og.par_chunks_mut(w))
-        .zip(ob.par_chunks_mut(w))
-        .enumerate()
-        .for_each(|(y, ((orow, grow), brow))| {
-            for x in 0..w {
-                let i = g.at(y, x);
-                orow[x] = (rf[i] * top).round() as u16;
-                grow[x] = (g2[i] * top).round() as u16;
-                brow[x] = (bf[i] * top).round() as u16;
-            }
-        });
+    out.par_rows_mut().for_each(|(y, [orow, grow, brow])| {
+        for x in 0..w {
+            let i = g.at(y, x);
+            orow[x] = (rf[i] * top).round() as u16;
+            grow[x] = (g2[i] * top).round() as u16;
+            brow[x] = (bf[i] * top).round() as u16;
+        }
+    });
     out
 }
 

@@ -66,30 +66,25 @@ impl RgbStage for Unsharp {
                     + img.planes[2][i] as f32)
             })
             .collect();
-        let [pr, pg, pb] = &mut img.planes;
-        pr.par_chunks_mut(w)
-            .zip(pg.par_chunks_mut(w))
-            .zip(pb.par_chunks_mut(w))
-            .enumerate()
-            .for_each(|(y, ((r, g), b))| {
-                let up = &luma[y.saturating_sub(1) * w..][..w];
-                let mid = &luma[y * w..][..w];
-                let dn = &luma[(y + 1).min(h - 1) * w..][..w];
-                for x in 0..w {
-                    let (l, rr) = (x.saturating_sub(1), (x + 1).min(w - 1));
-                    let blur = (4.0 * mid[x]
-                        + 2.0 * (mid[l] + mid[rr] + up[x] + dn[x])
-                        + (up[l] + up[rr] + dn[l] + dn[rr]))
-                        / 16.0;
-                    let d = mid[x] - blur;
-                    let soft = d.signum() * (d.abs() - thr).max(0.0);
-                    let delta = self.amount * soft;
-                    let add = |v: &mut u16| *v = (*v as f32 + delta + 0.5).clamp(0.0, top) as u16;
-                    add(&mut r[x]);
-                    add(&mut g[x]);
-                    add(&mut b[x]);
-                }
-            });
+        img.par_rows_mut().for_each(|(y, [r, g, b])| {
+            let up = &luma[y.saturating_sub(1) * w..][..w];
+            let mid = &luma[y * w..][..w];
+            let dn = &luma[(y + 1).min(h - 1) * w..][..w];
+            for x in 0..w {
+                let (l, rr) = (x.saturating_sub(1), (x + 1).min(w - 1));
+                let blur = (4.0 * mid[x]
+                    + 2.0 * (mid[l] + mid[rr] + up[x] + dn[x])
+                    + (up[l] + up[rr] + dn[l] + dn[rr]))
+                    / 16.0;
+                let d = mid[x] - blur;
+                let soft = d.signum() * (d.abs() - thr).max(0.0);
+                let delta = self.amount * soft;
+                let add = |v: &mut u16| *v = (*v as f32 + delta + 0.5).clamp(0.0, top) as u16;
+                add(&mut r[x]);
+                add(&mut g[x]);
+                add(&mut b[x]);
+            }
+        });
         img
     }
 }
