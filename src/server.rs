@@ -324,7 +324,7 @@ pub async fn serve(
         let enough = enough_clients.clone();
         let cfg = cfg.clone();
         let start_msg = start_msg.clone();
-        let register_tx = client_tx.clone();
+        let register_tx = client_tx;
         tokio::spawn(async move {
             let mut tasks = JoinSet::new();
             loop {
@@ -410,7 +410,6 @@ pub async fn serve(
             while tasks.join_next().await.is_some() {}
         })
     };
-    drop(client_tx);
 
     // Wait for enough clients before capturing, registering them as they come (the
     // registration channel is bounded, so it must be drained while we wait).
