@@ -129,10 +129,59 @@ pub struct ServeArgs {
     /// Replay file sources in a loop.
     #[arg(long = "loop")]
     pub looped: bool,
+    /// Seconds a client gets to finish its TLS handshake and hello; a connection
+    /// still silent then is closed (defeats slow-loris connections).
+    #[arg(long, default_value_t = 5.0)]
+    pub handshake_timeout: f64,
+    /// Connections allowed at once that have not finished their handshake (and, with
+    /// --token-file, authenticated); more are closed at once.
+    #[arg(long, default_value_t = 32)]
+    pub max_pending: usize,
+    /// Seconds a client may stall a write, or (if it promised heartbeats) stay silent,
+    /// before it is presumed dead and disconnected (0: never).
+    #[arg(long, default_value_t = 10.0)]
+    pub peer_timeout: f64,
+    /// Milliseconds without a frame after which a heartbeat is sent to each client.
+    #[arg(long, default_value_t = 1000)]
+    pub heartbeat_ms: u64,
+    #[command(flatten)]
+    pub security: ServerSecurity,
     #[command(flatten)]
     pub geometry: GeometryArgs,
     #[command(flatten)]
     pub pacing: PacingArgs,
+}
+
+/// TLS and authentication of `rawlink serve`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServerSecurity {
+    /// PEM certificate chain: serve protocol v1 over TLS (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// File holding a shared token every client must present in its hello.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// TLS and authentication of `rawlink receive`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ClientSecurity {
+    /// Connect over TLS, trusting the CA certificates in this PEM file.
+    #[arg(long, conflicts_with = "tls_insecure")]
+    pub tls_ca: Option<PathBuf>,
+    /// Connect over TLS without checking the server's certificate (encrypted but not
+    /// authenticated; for testing only).
+    #[arg(long)]
+    pub tls_insecure: bool,
+    /// Name to check the server's certificate against (default: the host of --connect).
+    #[arg(long)]
+    pub tls_server_name: Option<String>,
+    /// File holding the token the server requires.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
 }
 
 /// `rawlink receive`.
@@ -181,6 +230,32 @@ pub struct ReceiveArgs {
     /// Seconds to keep retrying the first connection (a receiver may start before its server).
     #[arg(long, default_value_t = 10.0)]
     pub connect_timeout: f64,
+    /// Reconnect after a fault (close mid-stream, reset, silence past --peer-timeout),
+    /// with exponential backoff and jitter. On by default.
+    #[arg(long, overrides_with = "no_reconnect")]
+    pub reconnect: bool,
+    /// Exit with an error on the first fault instead of reconnecting.
+    #[arg(long, overrides_with = "reconnect")]
+    pub no_reconnect: bool,
+    /// Give up reconnecting after this many seconds without a connection (0: never).
+    #[arg(long, default_value_t = 0.0)]
+    pub reconnect_timeout: f64,
+    /// Longest delay between reconnect attempts, in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub reconnect_max_delay: f64,
+    /// Seconds without any data from the server (frames or heartbeats) after which the
+    /// connection is presumed dead (0: never).
+    #[arg(long, default_value_t = 10.0)]
+    pub peer_timeout: f64,
+    /// What a disk error (full, read-only, no permission) does: stop (finish and exit
+    /// with the error) or drop (drop that frame, count it, keep receiving).
+    #[arg(long, default_value = "stop")]
+    pub on_disk_error: String,
+    /// Largest frame width or height accepted from the network.
+    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    pub max_dimension: u32,
+    #[command(flatten)]
+    pub security: ClientSecurity,
     #[command(flatten)]
     pub isp: IspOpts,
     /// Black level for legacy (headerless) frames; v1 frames carry their own.

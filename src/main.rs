@@ -8,6 +8,7 @@ mod netio;
 mod receiver;
 mod server;
 mod sink;
+mod tls;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
@@ -154,12 +155,37 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
     if let Some(m) = a.metrics {
         monitor::install(m)?;
     }
+    let sec = &a.security;
+    if a.legacy && (sec.tls_cert.is_some() || sec.token_file.is_some()) {
+        bail!("--legacy is plaintext and has no handshake (the reference programs speak bare TCP): it cannot use --tls-cert or --token-file");
+    }
+    let tls = match (&sec.tls_cert, &sec.tls_key) {
+        (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
+        _ => None,
+    };
+    let token = sec.token_file.as_deref().map(tls::read_token).transpose()?;
+    if a.max_pending == 0 || a.max_clients == 0 {
+        bail!("--max-pending and --max-clients must be at least 1");
+    }
+    let handshake_timeout = seconds("--handshake-timeout", a.handshake_timeout, false)?
+        .unwrap_or_default()
+        .max(Duration::from_millis(1));
+    let peer_timeout = seconds("--peer-timeout", a.peer_timeout, true)?;
+    if a.heartbeat_ms == 0 {
+        bail!("--heartbeat-ms must be at least 1");
+    }
     let listener = TcpListener::bind(a.listen)
         .await
         .with_context(|| format!("cannot listen on {}", a.listen))?;
     let addr = listener.local_addr()?;
     let source = rawlink_source::open(&spec, &opts)?;
-    tracing::info!(source = %source.describe(), legacy = a.legacy, "serving");
+    tracing::info!(source = %source.describe(), legacy = a.legacy, tls = tls.is_some(), token = token.is_some(), "serving");
+    if a.legacy {
+        tracing::info!("legacy mode: bare frames over plaintext TCP, no authentication");
+    }
+    if !addr.ip().is_loopback() && tls.is_none() && token.is_none() {
+        tracing::warn!("listening on {addr} without TLS or a token: anyone who can reach this port can watch the camera (see README, Security)");
+    }
     println!("listening on {addr}");
     std::io::stdout().flush().ok();
     let cfg = server::ServeConfig {
@@ -176,14 +202,21 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
             0.0
         }),
         source_name: spec.to_string(),
+        handshake_timeout,
+        max_pending: a.max_pending,
+        peer_timeout,
+        heartbeat: Duration::from_millis(a.heartbeat_ms),
+        tls,
+        token,
     };
     let shutdown = shutdown_on_signals();
     let s = server::serve(listener, source, cfg, shutdown).await?;
     println!(
-        "serve summary: frames={} clients={} dropped={} end={:?}",
+        "serve summary: frames={} clients={} dropped={} rejected={} end={:?}",
         s.frames,
         s.clients,
         s.dropped,
+        s.rejected,
         s.end_reason
             .unwrap_or(rawlink_proto::EndReason::SourceEnded)
     );
@@ -207,23 +240,67 @@ fn stream_folder(connect: &str) -> String {
         .collect()
 }
 
+/// A non-negative number of seconds from a flag; zero means "off" where `zero_off`.
+fn seconds(flag: &str, v: f64, zero_off: bool) -> Result<Option<Duration>> {
+    if !(v.is_finite() && (0.0..=1e9).contains(&v)) {
+        bail!("{flag} must be a non-negative number of seconds, got {v}");
+    }
+    Ok(if zero_off && v == 0.0 {
+        None
+    } else {
+        Some(Duration::from_secs_f64(v))
+    })
+}
+
 fn receive_config(a: &ReceiveArgs, connect: &str) -> Result<receiver::ReceiveConfig> {
     let g = &a.geometry;
     let fmt = PixelFormat::unpacked(g.pattern, g.bits)?;
     let mut template = FrameHeader::new(0, g.width, g.height, fmt);
     template.black_level = a.black_level;
-    if !(a.connect_timeout.is_finite() && a.connect_timeout >= 0.0) {
-        bail!("--connect-timeout must be a non-negative number of seconds");
-    }
+    let sec = &a.security;
+    let tls = match (&sec.tls_ca, sec.tls_insecure) {
+        (None, false) => None,
+        _ if a.legacy => bail!(
+            "--legacy is plaintext (the reference programs speak bare TCP): it cannot use TLS"
+        ),
+        (ca, insecure) => {
+            let trust = match ca {
+                Some(p) => tls::Trust::Ca(p.clone()),
+                None => tls::Trust::Insecure,
+            };
+            if insecure {
+                tracing::warn!("WARNING: --tls-insecure: the server's certificate is NOT checked; anyone on the path can impersonate the server and read the stream");
+            }
+            Some(receiver::ClientTls {
+                connector: tls::connector(&trust)?,
+                server_name: tls::server_name(sec.tls_server_name.as_deref().unwrap_or(connect))?,
+            })
+        }
+    };
+    let token = match &sec.token_file {
+        Some(_) if a.legacy => {
+            bail!("--legacy has no handshake: it cannot send a token (--token-file)")
+        }
+        Some(p) => Some(tls::read_token(p)?),
+        None => None,
+    };
     Ok(receiver::ReceiveConfig {
         connect: connect.to_string(),
         legacy: a.legacy,
         legacy_template: template,
         frames: a.frames,
-        connect_timeout: Duration::from_secs_f64(a.connect_timeout),
+        connect_timeout: seconds("--connect-timeout", a.connect_timeout, false)?
+            .unwrap_or_default(),
+        reconnect: !a.no_reconnect,
+        reconnect_timeout: seconds("--reconnect-timeout", a.reconnect_timeout, true)?,
+        reconnect_max_delay: seconds("--reconnect-max-delay", a.reconnect_max_delay, false)?
+            .unwrap_or_default(),
+        peer_timeout: seconds("--peer-timeout", a.peer_timeout, true)?,
+        heartbeat: Duration::from_secs(1),
+        tls,
         limits: Limits {
             max_payload: a.max_payload_mb.saturating_mul(1 << 20),
-            ..Limits::default()
+            max_dimension: a.max_dimension,
         },
         sink: match a.sink.as_str() {
             "files" => Some(sink::SinkConfig {
@@ -241,6 +318,7 @@ fn receive_config(a: &ReceiveArgs, connect: &str) -> Result<receiver::ReceiveCon
                 workers: a.workers as usize,
                 queue: a.queue as usize,
                 quiet: a.quiet,
+                on_disk_error: a.on_disk_error.parse().map_err(|e: String| anyhow!(e))?,
             }),
             "null" => None,
             other => bail!("--sink must be files or null, got {other:?}"),
@@ -260,6 +338,8 @@ fn receive_config(a: &ReceiveArgs, connect: &str) -> Result<receiver::ReceiveCon
             } else {
                 bail!("--max-fps must be a non-negative number")
             },
+            heartbeat_ms: 1000,
+            token,
         },
     })
 }
@@ -348,6 +428,12 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
             hello_timeout: Duration::from_secs(1),
             stats_interval: Duration::ZERO,
             source_name: spec.to_string(),
+            handshake_timeout: Duration::from_secs(5),
+            max_pending: 4,
+            peer_timeout: Some(Duration::from_secs(10)),
+            heartbeat: Duration::from_secs(1),
+            tls: None,
+            token: None,
         },
         shutdown.clone(),
     ));
@@ -359,6 +445,14 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
             legacy: false,
             frames: None,
             connect_timeout: 5.0,
+            reconnect: false,
+            no_reconnect: true,
+            reconnect_timeout: 0.0,
+            reconnect_max_delay: 5.0,
+            peer_timeout: 10.0,
+            on_disk_error: "stop".into(),
+            max_dimension: 16384,
+            security: Default::default(),
             policy: "lossless".into(),
             every: 1,
             max_fps: 0.0,

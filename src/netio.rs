@@ -33,3 +33,10 @@ pub fn tune_stream_socket(sock: &tokio::net::TcpStream) {
     let _ = s.set_send_buffer_size(STREAM_SOCKET_BUFFER);
     let _ = s.set_recv_buffer_size(STREAM_SOCKET_BUFFER);
 }
+
+/// A byte stream to a peer: plain TCP or TLS over TCP.
+pub trait Conn: tokio::io::AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + AsyncWrite + Unpin + Send> Conn for T {}
+
+/// A boxed [`Conn`].
+pub type BoxConn = Box<dyn Conn>;

@@ -1,16 +1,44 @@
 //! `rawlink receive`: connect, decode, validate, and hand frames to the sink.
+//!
+//! One receiver follows one server across connections: a fault (the connection
+//! closes mid-stream, resets, or goes silent past `--peer-timeout`) is followed by a
+//! reconnect with exponential backoff and jitter, and the sequence gap across it is
+//! reported. Corrupt bytes do not cost the connection: the decoder scans forward to
+//! the next valid header. Only a clean end (an end-of-stream message, or in legacy
+//! mode a close at a frame boundary), a signal, `--frames`, or a fatal error (wrong
+//! protocol, refused credentials, a bad certificate, a disk error under
+//! `--on-disk-error stop`) ends it.
 
+use crate::netio::BoxConn;
 use crate::sink::{FrameSink, Job, SinkConfig, SinkReport};
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, Result};
 use bytes::BytesMut;
 use rawlink_frame::{ClockId, Frame, FrameHeader};
-use rawlink_proto::{ClientHello, Decoder, Encoder, EndOfStream, LegacyDecoder, Limits, Message};
+use rawlink_proto::{
+    ClientHello, Decoder, Encoder, EndOfStream, EndReason, LegacyDecoder, Limits, Message,
+    ProtoError,
+};
 use rawlink_source::now_realtime_ns;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
+
+/// TLS settings of a receiver.
+#[derive(Clone)]
+pub struct ClientTls {
+    /// The rustls connector (trust anchors or `--tls-insecure`).
+    pub connector: tokio_rustls::TlsConnector,
+    /// Name checked against the server's certificate.
+    pub server_name: rustls_pki_types::ServerName<'static>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClientTls({:?})", self.server_name)
+    }
+}
 
 /// Receiver settings (already validated).
 #[derive(Debug, Clone)]
@@ -25,6 +53,18 @@ pub struct ReceiveConfig {
     pub frames: Option<u64>,
     /// How long to retry the first connection.
     pub connect_timeout: Duration,
+    /// Reconnect after a fault (otherwise exit with the error).
+    pub reconnect: bool,
+    /// Give up reconnecting after this long without a connection (`None`: never).
+    pub reconnect_timeout: Option<Duration>,
+    /// Longest delay between reconnect attempts.
+    pub reconnect_max_delay: Duration,
+    /// A connection that delivers nothing (not even a heartbeat) for this long is dead.
+    pub peer_timeout: Option<Duration>,
+    /// Period of the heartbeats this receiver sends (v1 only).
+    pub heartbeat: Duration,
+    /// TLS, if asked for.
+    pub tls: Option<ClientTls>,
     /// Decoder limits.
     pub limits: Limits,
     /// Output stage; `None` = `--sink null` (validate and count only).
@@ -46,7 +86,7 @@ pub struct ReceiveSummary {
     pub seconds: f64,
     /// The end-of-stream message, if one arrived.
     pub end: Option<EndOfStream>,
-    /// Why the stream failed, if it did.
+    /// Why the receiver failed, if it did.
     pub error: Option<String>,
     /// Output stage report.
     pub sink: SinkReport,
@@ -58,6 +98,18 @@ pub struct ReceiveSummary {
     pub missing: u64,
     /// Capture → receive latency of each frame, ms.
     pub receive_latency_ms: Vec<f64>,
+    /// Connections re-established after a fault.
+    pub reconnects: u64,
+    /// Messages rejected for a header or payload CRC mismatch.
+    pub crc_errors: u64,
+    /// Other rejected messages (bad fields, limits, undecodable payloads).
+    pub protocol_errors: u64,
+    /// Times the decoder skipped corrupt bytes to find the next header.
+    pub resyncs: u64,
+    /// Bytes skipped by those resynchronisations.
+    pub skipped_bytes: u64,
+    /// Incomplete messages discarded when a connection failed mid-message.
+    pub partial_frames: u64,
 }
 
 impl ReceiveSummary {
@@ -71,7 +123,7 @@ impl ReceiveSummary {
         let (p50, p99) = percentiles(&self.sink.latency_ms);
         let (r50, r99) = percentiles(&self.receive_latency_ms);
         format!(
-            "summary: frames={} bytes={} seconds={:.2} fps={:.1} MB/s={:.1} written={} drops={} errors={} latency_ms_p50={:.1} latency_ms_p99={:.1} recv_latency_ms_p50={:.2} recv_latency_ms_p99={:.2} server_drops={} missing={}",
+            "summary: frames={} bytes={} seconds={:.2} fps={:.1} MB/s={:.1} written={} drops={} errors={} latency_ms_p50={:.1} latency_ms_p99={:.1} recv_latency_ms_p50={:.2} recv_latency_ms_p99={:.2} server_drops={} missing={} reconnects={} crc_errors={} protocol_errors={} resyncs={} skipped_bytes={} partial_frames={} disk_errors={} unwritten={} stale_temp_removed={}",
             self.frames,
             self.bytes,
             self.seconds,
@@ -85,7 +137,16 @@ impl ReceiveSummary {
             r50,
             r99,
             self.server_drops,
-            self.missing
+            self.missing,
+            self.reconnects,
+            self.crc_errors,
+            self.protocol_errors,
+            self.resyncs,
+            self.skipped_bytes,
+            self.partial_frames,
+            self.sink.disk_errors,
+            self.sink.abandoned,
+            self.sink.stale_temp_files,
         )
     }
 }
@@ -101,232 +162,549 @@ pub fn percentiles(v: &[f64]) -> (f64, f64) {
     (rank(0.5), rank(0.99))
 }
 
-async fn connect_with_retry(addr: &str, timeout: Duration) -> Result<TcpStream> {
-    let start = Instant::now();
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match TcpStream::connect(addr).await {
-            Ok(s) => return Ok(s),
-            Err(e) if start.elapsed() + delay < timeout => {
-                tracing::debug!("connect to {addr} failed ({e}); retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(1));
-            }
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!(
-                        "cannot connect to {addr} (tried for {:.1} s)",
-                        timeout.as_secs_f64()
-                    )
-                })
-            }
-        }
-    }
+/// How a connection ended.
+enum Ended {
+    /// Nothing more to do: clean end of stream, `--frames` reached, or a signal.
+    Done,
+    /// The connection failed; another one may succeed.
+    Fault(anyhow::Error),
+    /// Trying again cannot help.
+    Fatal(anyhow::Error),
 }
 
-/// Receives one stream. Returns `Err` only if nothing could be set up (output
-/// folder, connection); stream faults are reported in the summary, after every
-/// frame already received has been written.
-pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<ReceiveSummary> {
-    let sink = match &cfg.sink {
-        Some(s) => Some(FrameSink::start(s.clone())?),
-        None => None,
+/// A connection attempt's failure.
+enum ConnectError {
+    /// Refused, unreachable, reset: try again later.
+    Retry(anyhow::Error),
+    /// Certificate or TLS protocol failure: retrying cannot help.
+    Fatal(anyhow::Error),
+}
+
+/// True if an I/O error carries a TLS failure (bad certificate, not TLS at all).
+fn is_tls_failure(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+}
+
+async fn connect_once(cfg: &ReceiveConfig) -> Result<BoxConn, ConnectError> {
+    let limit = cfg.peer_timeout.unwrap_or(Duration::from_secs(10));
+    let sock = match tokio::time::timeout(limit, TcpStream::connect(&cfg.connect)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return Err(ConnectError::Retry(
+                anyhow!(e).context(format!("cannot connect to {}", cfg.connect)),
+            ))
+        }
+        Err(_) => {
+            return Err(ConnectError::Retry(anyhow!(
+                "cannot connect to {}: no answer within {:.1} s",
+                cfg.connect,
+                limit.as_secs_f64()
+            )))
+        }
     };
-    let mut sock = match connect_with_retry(&cfg.connect, cfg.connect_timeout).await {
-        Ok(s) => s,
-        Err(e) => {
-            sink.map(FrameSink::finish);
-            return Err(e);
+    crate::netio::tune_stream_socket(&sock);
+    let mut conn: BoxConn = match &cfg.tls {
+        None => Box::new(sock),
+        Some(tls) => {
+            let hs = tls.connector.connect(tls.server_name.clone(), sock);
+            match tokio::time::timeout(limit, hs).await {
+                Ok(Ok(s)) => Box::new(s),
+                Ok(Err(e)) if is_tls_failure(&e) => {
+                    return Err(ConnectError::Fatal(anyhow!(
+                        "TLS handshake with {} failed: {e}",
+                        cfg.connect
+                    )))
+                }
+                Ok(Err(e)) => {
+                    return Err(ConnectError::Retry(anyhow!(
+                        "TLS handshake with {} failed: {e}",
+                        cfg.connect
+                    )))
+                }
+                Err(_) => {
+                    return Err(ConnectError::Retry(anyhow!(
+                        "TLS handshake with {} timed out",
+                        cfg.connect
+                    )))
+                }
+            }
         }
     };
     if !cfg.legacy {
         let hello = Encoder::encode_parts(&Message::ClientHello(cfg.hello.clone()));
         let mut bytes = hello.header.to_vec();
         bytes.extend_from_slice(&hello.payload);
-        if let Err(e) = sock.write_all(&bytes).await {
-            sink.map(FrameSink::finish);
-            return Err(e).context("sending the client hello");
+        let sent = tokio::time::timeout(limit, conn.write_all(&bytes)).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            return Err(ConnectError::Retry(anyhow!(
+                "cannot send the client hello to {}",
+                cfg.connect
+            )));
         }
     }
-    crate::netio::tune_stream_socket(&sock);
-    let peer = sock
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| cfg.connect.clone());
-    info!(%peer, legacy = cfg.legacy, "connected");
+    Ok(conn)
+}
+
+/// Exponential backoff with jitter: 100 ms doubling to `max`, each delay drawn
+/// uniformly from its upper half so that many receivers do not retry in step.
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    fn new(max: Duration) -> Self {
+        Self {
+            next: Self::FIRST,
+            max: max.max(Self::FIRST),
+        }
+    }
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+    fn delay(&mut self) -> Duration {
+        use rand::Rng;
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+    }
+}
+
+/// Receives one stream, across reconnects. Returns `Err` only if nothing could be set
+/// up (output folder); stream faults are reported in the summary, after every frame
+/// already received has been written.
+pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<ReceiveSummary> {
+    let sink = match &cfg.sink {
+        Some(s) => Some(FrameSink::start(s.clone())?),
+        None => None,
+    };
     let mut summary = ReceiveSummary::default();
-    let span = tracing::info_span!("conn", %peer);
-    let res = read_loop(&mut sock, &cfg, sink.as_ref(), &mut summary, &shutdown)
-        .instrument(span)
-        .await;
-    if let Err(e) = res {
-        summary.error = Some(format!("{e:#}"));
+    let mut track = Track::default();
+    let mut backoff = Backoff::new(cfg.reconnect_max_delay);
+    let started = Instant::now();
+    let mut connected_once = false;
+    let mut down_since: Option<Instant> = None;
+    let mut attempts = 0u64;
+    loop {
+        let conn = tokio::select! {
+            r = connect_once(&cfg) => r,
+            _ = shutdown.cancelled() => {
+                summary.interrupted = true;
+                break;
+            }
+        };
+        let conn = match conn {
+            Ok(c) => c,
+            Err(ConnectError::Fatal(e)) => {
+                summary.error = Some(format!("{e:#}"));
+                break;
+            }
+            Err(ConnectError::Retry(e)) => {
+                attempts += 1;
+                let gave_up = if connected_once {
+                    cfg.reconnect_timeout
+                        .zip(down_since)
+                        .is_some_and(|(t, since)| since.elapsed() >= t)
+                } else {
+                    started.elapsed() >= cfg.connect_timeout
+                };
+                if gave_up {
+                    let waited = down_since.unwrap_or(started).elapsed().as_secs_f64();
+                    summary.error = Some(format!(
+                        "{e:#} (gave up after {attempts} attempt(s) over {waited:.1} s)"
+                    ));
+                    break;
+                }
+                let d = backoff.delay();
+                tracing::debug!("{e:#}; retrying in {} ms", d.as_millis());
+                tokio::select! {
+                    _ = tokio::time::sleep(d) => continue,
+                    _ = shutdown.cancelled() => {
+                        summary.interrupted = true;
+                        break;
+                    }
+                }
+            }
+        };
+        if connected_once {
+            summary.reconnects += 1;
+            metrics::counter!("rawlink_receiver_reconnects_total").increment(1);
+            info!(
+                attempts,
+                "reconnected to {} after {:.1} s",
+                cfg.connect,
+                down_since.map_or(0.0, |t| t.elapsed().as_secs_f64())
+            );
+            track.reconnected = true;
+        } else {
+            info!(peer = %cfg.connect, legacy = cfg.legacy, tls = cfg.tls.is_some(), "connected");
+        }
+        connected_once = true;
+        attempts = 0;
+        let span = tracing::info_span!("conn", peer = %cfg.connect);
+        let before = summary.frames;
+        let ended = Session::new(&cfg, sink.as_ref(), &mut summary, &mut track)
+            .run(conn, &shutdown)
+            .instrument(span)
+            .await;
+        if summary.frames > before {
+            backoff.reset();
+        }
+        match ended {
+            Ended::Done => break,
+            Ended::Fatal(e) => {
+                summary.error = Some(format!("{e:#}"));
+                break;
+            }
+            Ended::Fault(e) if !cfg.reconnect => {
+                summary.error = Some(format!("{e:#}"));
+                break;
+            }
+            Ended::Fault(e) => {
+                warn!("connection lost: {e:#}; reconnecting (--no-reconnect to exit instead)");
+                down_since = Some(Instant::now());
+            }
+        }
     }
     if let Some(sink) = sink {
         summary.sink = sink.finish();
+        if summary.error.is_none() {
+            if let Some(e) = &summary.sink.fatal {
+                summary.error = Some(e.clone());
+            }
+        }
     }
     Ok(summary)
 }
 
-async fn read_loop(
-    sock: &mut TcpStream,
-    cfg: &ReceiveConfig,
-    sink: Option<&FrameSink>,
-    summary: &mut ReceiveSummary,
-    shutdown: &CancellationToken,
-) -> Result<()> {
-    let mut buf = BytesMut::with_capacity(256 * 1024);
-    let mut decoder = Decoder::with_limits(cfg.limits);
-    let mut legacy = LegacyDecoder::new(cfg.legacy_template.payload_len() as usize);
-    let mut first: Option<Instant> = None;
-    let mut legacy_seq = 0u64;
-    let mut last_seq: Option<u64> = None;
-    let mut deliver = |frame: Frame, summary: &mut ReceiveSummary| {
+/// Sequence tracking that survives reconnects.
+#[derive(Default)]
+struct Track {
+    first: Option<Instant>,
+    last_seq: Option<u64>,
+    legacy_seq: u64,
+    /// The next frame is the first after a reconnect.
+    reconnected: bool,
+}
+
+struct Session<'a> {
+    cfg: &'a ReceiveConfig,
+    sink: Option<&'a FrameSink>,
+    summary: &'a mut ReceiveSummary,
+    track: &'a mut Track,
+    /// A valid message has arrived on this connection.
+    spoke: bool,
+}
+
+impl<'a> Session<'a> {
+    fn new(
+        cfg: &'a ReceiveConfig,
+        sink: Option<&'a FrameSink>,
+        summary: &'a mut ReceiveSummary,
+        track: &'a mut Track,
+    ) -> Self {
+        Self {
+            cfg,
+            sink,
+            summary,
+            track,
+            spoke: false,
+        }
+    }
+
+    /// Counts a frame, tracks its sequence number, and hands it to the sink.
+    async fn deliver(&mut self, frame: Frame) -> Option<Ended> {
         let now = Instant::now();
         let recv_ns = now_realtime_ns();
-        let t0 = *first.get_or_insert(now);
-        summary.frames += 1;
-        summary.bytes += frame.payload.len() as u64;
-        summary.seconds = now.duration_since(t0).as_secs_f64();
+        let t0 = *self.track.first.get_or_insert(now);
+        let s = &mut *self.summary;
+        s.frames += 1;
+        s.bytes += frame.payload.len() as u64;
+        s.seconds = now.duration_since(t0).as_secs_f64();
         metrics::counter!("rawlink_receiver_frames_total").increment(1);
         metrics::counter!("rawlink_receiver_bytes_total").increment(frame.payload.len() as u64);
         let seq = frame.header.seq;
-        if let Some(last) = last_seq {
-            if seq > last + 1 {
-                summary.missing += seq - last - 1;
-                metrics::counter!("rawlink_receiver_missing_frames_total")
-                    .increment(seq - last - 1);
-                tracing::debug!(
-                    "sequence gap: {} frame(s) missing before seq {seq}",
-                    seq - last - 1
-                );
+        let across = std::mem::take(&mut self.track.reconnected);
+        match self.track.last_seq {
+            Some(last) if seq > last + 1 => {
+                let gap = seq - last - 1;
+                s.missing += gap;
+                metrics::counter!("rawlink_receiver_missing_frames_total").increment(gap);
+                if across {
+                    warn!("{gap} frame(s) missed across the reconnect (seq {last} -> {seq})");
+                } else {
+                    tracing::debug!("sequence gap: {gap} frame(s) missing before seq {seq}");
+                }
             }
+            Some(last) if seq <= last => {
+                info!("sequence restarted at {seq} (was {last}): the server started a new stream");
+            }
+            _ => {}
         }
-        last_seq = Some(seq);
+        self.track.last_seq = Some(seq);
         if frame.header.clock == ClockId::Realtime {
             let lat_ns = recv_ns.saturating_sub(frame.header.timestamp_ns);
-            summary.receive_latency_ms.push(lat_ns as f64 / 1e6);
+            s.receive_latency_ms.push(lat_ns as f64 / 1e6);
             metrics::histogram!("rawlink_receiver_capture_to_receive_seconds")
                 .record(lat_ns as f64 / 1e9);
         }
-        sink.map(|_| Job { frame, recv_ns })
-    };
-    let lossless = cfg.hello.policy == rawlink_proto::Policy::Lossless;
-    let submit = |job: Option<Job>| async move {
-        if let (Some(sink), Some(job)) = (sink, job) {
-            if lossless {
-                // A recorder waits for its workers rather than dropping.
-                sink.submit_wait(job).await;
-            } else {
-                sink.submit(job);
-            }
+        let sink = self.sink?;
+        let job = Job { frame, recv_ns };
+        if self.cfg.hello.policy == rawlink_proto::Policy::Lossless {
+            // A recorder waits for its workers rather than dropping.
+            sink.submit_wait(job).await;
+        } else {
+            sink.submit(job);
         }
-    };
-    let mut stats_at = Instant::now();
-    let mut stats_frames = 0u64;
-    let mut stats_bytes = 0u64;
-    loop {
-        if !cfg.stats_interval.is_zero() && stats_at.elapsed() >= cfg.stats_interval {
-            let dt = stats_at.elapsed().as_secs_f64();
-            let (p50, p99) = percentiles(&summary.receive_latency_ms);
-            info!(
-                "stats: frames={} fps={:.1} MB/s={:.1} server_drops={} missing={} recv_latency_ms_p50={p50:.2} p99={p99:.2}",
-                summary.frames,
-                (summary.frames - stats_frames) as f64 / dt,
-                (summary.bytes - stats_bytes) as f64 / dt / 1e6,
-                summary.server_drops,
-                summary.missing
+        sink.fatal().map(|e| Ended::Fatal(anyhow!(e)))
+    }
+
+    /// Counts a rejected message and skips past it.
+    fn reject(&mut self, e: &ProtoError, dec: &mut Decoder, buf: &mut BytesMut) {
+        metrics::counter!("rawlink_receiver_errors_total", "kind" => crate::monitor::error_kind(e))
+            .increment(1);
+        let s = &mut *self.summary;
+        if matches!(
+            e,
+            ProtoError::HeaderCrc { .. } | ProtoError::PayloadCrc { .. }
+        ) {
+            s.crc_errors += 1;
+        } else {
+            s.protocol_errors += 1;
+        }
+        let skipped = dec.resync(buf);
+        if skipped > 0 {
+            s.resyncs += 1;
+            s.skipped_bytes += skipped as u64;
+            metrics::counter!("rawlink_receiver_resyncs_total").increment(1);
+            metrics::counter!("rawlink_receiver_skipped_bytes_total").increment(skipped as u64);
+            warn!(
+                "{e}; skipping to the next header (after seq {})",
+                self.track.last_seq.unwrap_or(0)
             );
-            (stats_at, stats_frames, stats_bytes) = (Instant::now(), summary.frames, summary.bytes);
+        } else {
+            warn!("{e}; message discarded");
         }
-        // Decode everything buffered.
-        loop {
-            if cfg.frames.is_some_and(|n| summary.frames >= n) {
-                info!("received the requested {} frames", summary.frames);
-                return Ok(());
+    }
+
+    /// Handles one decoded v1 message; `Some` ends the connection.
+    async fn on_message(&mut self, msg: Message) -> Option<Ended> {
+        self.spoke = true;
+        match msg {
+            Message::Frame(f) => match rawlink_frame::unpack_frame(f) {
+                // Packed on the wire: back to 16-bit containers, exactly.
+                Ok(f) => return self.deliver(f).await,
+                Err(e) => {
+                    self.summary.protocol_errors += 1;
+                    warn!("frame discarded: {e}");
+                }
+            },
+            Message::StreamStart(info) => info!(
+                source = %info.source,
+                server = %info.server,
+                "stream: {}x{} {} black {} white {}",
+                info.header.width,
+                info.header.height,
+                info.header.format,
+                info.header.black_level,
+                info.header.white_level
+            ),
+            Message::Heartbeat => {}
+            Message::Notice(n) => {
+                self.summary.server_drops += n.dropped;
+                metrics::counter!("rawlink_receiver_server_drops_total").increment(n.dropped);
+                warn!(
+                    "server dropped {} frame(s) for this client ({}), seq {}..={}",
+                    n.dropped, n.reason, n.first_seq, n.last_seq
+                );
             }
-            if cfg.legacy {
-                match legacy.decode(&mut buf) {
-                    Some(payload) => {
-                        legacy_seq += 1;
-                        let mut h = cfg.legacy_template;
-                        h.seq = legacy_seq;
-                        h.timestamp_ns = now_realtime_ns();
-                        h.clock = ClockId::Realtime;
-                        let job = deliver(Frame::new(h, payload)?, summary);
-                        submit(job).await;
-                    }
-                    None => break,
-                }
-            } else {
-                let decoded = decoder.decode(&mut buf).inspect_err(|e| {
-                    metrics::counter!("rawlink_receiver_errors_total", "kind" => crate::monitor::error_kind(e))
-                        .increment(1);
-                })?;
-                match decoded {
-                    Some(Message::Frame(f)) => {
-                        // Packed on the wire: back to 16-bit containers, exactly.
-                        let f = rawlink_frame::unpack_frame(f)?;
-                        let job = deliver(f, summary);
-                        submit(job).await;
-                    }
-                    Some(Message::StreamStart(info)) => info!(
-                        source = %info.source,
-                        server = %info.server,
-                        "stream: {}x{} {} black {} white {}",
-                        info.header.width,
-                        info.header.height,
-                        info.header.format,
-                        info.header.black_level,
-                        info.header.white_level
-                    ),
-                    Some(Message::Heartbeat) => {}
-                    Some(Message::Notice(n)) => {
-                        summary.server_drops += n.dropped;
-                        metrics::counter!("rawlink_receiver_server_drops_total")
-                            .increment(n.dropped);
-                        warn!(
-                            "server dropped {} frame(s) for this client ({}), seq {}..={}",
-                            n.dropped, n.reason, n.first_seq, n.last_seq
-                        );
-                    }
-                    Some(Message::ClientHello(_)) => {
-                        bail!("protocol error: the server sent a client hello")
-                    }
-                    Some(Message::EndOfStream(end)) => {
-                        let clean = end.reason.is_clean();
-                        info!(reason = ?end.reason, last_seq = end.last_seq, "end of stream: {}", end.message);
-                        let msg =
-                            format!("server ended the stream: {:?}: {}", end.reason, end.message);
-                        summary.end = Some(end);
-                        if clean {
-                            return Ok(());
-                        }
-                        bail!(msg);
-                    }
-                    None => break,
-                }
+            Message::ClientHello(_) => {
+                return Some(Ended::Fault(anyhow!(
+                    "protocol error: the server sent a client hello"
+                )))
+            }
+            Message::EndOfStream(end) => {
+                info!(reason = ?end.reason, last_seq = end.last_seq, "end of stream: {}", end.message);
+                let msg = format!("server ended the stream: {:?}: {}", end.reason, end.message);
+                let reason = end.reason;
+                self.summary.end = Some(end);
+                return Some(match reason {
+                    r if r.is_clean() => Ended::Done,
+                    EndReason::Unauthorized => Ended::Fatal(anyhow!(msg)),
+                    _ => Ended::Fault(anyhow!(msg)),
+                });
             }
         }
-        let n = tokio::select! {
-            r = sock.read_buf(&mut buf) => r.context("reading from the server")?,
-            _ = shutdown.cancelled() => {
-                warn!("interrupted: finishing frames already received");
-                summary.interrupted = true;
-                return Ok(());
-            }
+        None
+    }
+
+    fn stats_line(&self, at: &mut (Instant, u64, u64)) {
+        let s = &self.summary;
+        let dt = at.0.elapsed().as_secs_f64();
+        let (p50, p99) = percentiles(&s.receive_latency_ms);
+        info!(
+            "stats: frames={} fps={:.1} MB/s={:.1} server_drops={} missing={} crc_errors={} resyncs={} reconnects={} recv_latency_ms_p50={p50:.2} p99={p99:.2}",
+            s.frames,
+            (s.frames - at.1) as f64 / dt,
+            (s.bytes - at.2) as f64 / dt / 1e6,
+            s.server_drops,
+            s.missing,
+            s.crc_errors,
+            s.resyncs,
+            s.reconnects
+        );
+        *at = (Instant::now(), s.frames, s.bytes);
+    }
+
+    /// Reads and decodes one connection until it ends.
+    async fn run(mut self, conn: BoxConn, shutdown: &CancellationToken) -> Ended {
+        let cfg = self.cfg;
+        let (mut rd, mut wr) = tokio::io::split(conn);
+        let mut buf = BytesMut::with_capacity(256 * 1024);
+        let mut decoder = Decoder::with_limits(cfg.limits);
+        let mut legacy = LegacyDecoder::new(cfg.legacy_template.payload_len() as usize);
+        let hb_bytes = {
+            let e = Encoder::encode_parts(&Message::Heartbeat);
+            e.header.to_vec()
         };
-        if n == 0 {
-            if cfg.legacy {
-                legacy.finish(&buf)?;
-                info!("server closed the connection at a frame boundary");
-                return Ok(());
+        let hb_period = cfg.heartbeat.max(Duration::from_millis(10));
+        let mut heartbeat =
+            tokio::time::interval_at(tokio::time::Instant::now() + hb_period, hb_period);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let far = Duration::from_secs(86400 * 365);
+        let peer_timeout = cfg.peer_timeout.unwrap_or(far);
+        let mut deadline = tokio::time::Instant::now() + peer_timeout;
+        let mut stats_at = (Instant::now(), self.summary.frames, self.summary.bytes);
+        loop {
+            if !cfg.stats_interval.is_zero() && stats_at.0.elapsed() >= cfg.stats_interval {
+                self.stats_line(&mut stats_at);
             }
-            decoder.decode_eof(&mut buf).inspect_err(|e| {
-                metrics::counter!("rawlink_receiver_errors_total", "kind" => crate::monitor::error_kind(e))
-                    .increment(1);
-            })?;
-            bail!("server closed the connection without an end-of-stream message");
+            // Decode everything buffered.
+            loop {
+                if cfg.frames.is_some_and(|n| self.summary.frames >= n) {
+                    info!("received the requested {} frames", self.summary.frames);
+                    return Ended::Done;
+                }
+                if cfg.legacy {
+                    let Some(payload) = legacy.decode(&mut buf) else {
+                        break;
+                    };
+                    self.track.legacy_seq += 1;
+                    let mut h = cfg.legacy_template;
+                    h.seq = self.track.legacy_seq;
+                    h.timestamp_ns = now_realtime_ns();
+                    h.clock = ClockId::Realtime;
+                    match Frame::new(h, payload) {
+                        Ok(f) => {
+                            if let Some(end) = self.deliver(f).await {
+                                return end;
+                            }
+                        }
+                        Err(e) => return Ended::Fatal(e.into()),
+                    }
+                    continue;
+                }
+                let decoded = decoder.decode(&mut buf);
+                let late = decoder.take_skipped();
+                if late > 0 {
+                    self.summary.skipped_bytes += late;
+                    metrics::counter!("rawlink_receiver_skipped_bytes_total").increment(late);
+                }
+                match decoded {
+                    Ok(Some(msg)) => {
+                        if let Some(end) = self.on_message(msg).await {
+                            return end;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(
+                        e @ (ProtoError::BadMagic { .. } | ProtoError::UnsupportedVersion { .. }),
+                    ) if !self.spoke => {
+                        // The very first bytes are wrong: this is not a rawlink v1 server.
+                        metrics::counter!("rawlink_receiver_errors_total", "kind" => crate::monitor::error_kind(&e))
+                            .increment(1);
+                        self.summary.protocol_errors += 1;
+                        return Ended::Fatal(e.into());
+                    }
+                    Err(e) => self.reject(&e, &mut decoder, &mut buf),
+                }
+            }
+            if let Some(sink) = self.sink {
+                if let Some(e) = sink.fatal() {
+                    return Ended::Fatal(anyhow!(e));
+                }
+            }
+            let n = tokio::select! {
+                r = rd.read_buf(&mut buf) => match r {
+                    Ok(n) => n,
+                    Err(e) => {
+                        self.discard_partial(&buf);
+                        return Ended::Fault(anyhow!(e).context("reading from the server"));
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.discard_partial(&buf);
+                    return Ended::Fault(anyhow!(
+                        "no data from the server for {:.1} s (--peer-timeout): connection presumed dead",
+                        peer_timeout.as_secs_f64()
+                    ));
+                }
+                _ = heartbeat.tick(), if !cfg.legacy => {
+                    let sent = tokio::time::timeout(peer_timeout, wr.write_all(&hb_bytes)).await;
+                    if !matches!(sent, Ok(Ok(()))) {
+                        self.discard_partial(&buf);
+                        return Ended::Fault(anyhow!("cannot send a heartbeat to the server"));
+                    }
+                    continue;
+                }
+                _ = shutdown.cancelled() => {
+                    warn!("interrupted: finishing frames already received");
+                    self.summary.interrupted = true;
+                    return Ended::Done;
+                }
+            };
+            deadline = tokio::time::Instant::now() + peer_timeout;
+            if n > 0 {
+                continue;
+            }
+            // The server closed the connection.
+            if cfg.legacy {
+                return match legacy.finish(&buf) {
+                    Ok(()) => {
+                        info!("server closed the connection at a frame boundary");
+                        Ended::Done
+                    }
+                    Err(e) => {
+                        self.discard_partial(&buf);
+                        Ended::Fault(e.into())
+                    }
+                };
+            }
+            return match decoder.decode_eof(&mut buf) {
+                Err(e) => {
+                    metrics::counter!("rawlink_receiver_errors_total", "kind" => crate::monitor::error_kind(&e))
+                        .increment(1);
+                    self.discard_partial(&buf);
+                    Ended::Fault(e.into())
+                }
+                Ok(_) => Ended::Fault(anyhow!(
+                    "server closed the connection without an end-of-stream message"
+                )),
+            };
+        }
+    }
+
+    fn discard_partial(&mut self, buf: &BytesMut) {
+        if !buf.is_empty() {
+            self.summary.partial_frames += 1;
+            metrics::counter!("rawlink_receiver_partial_frames_total").increment(1);
+            warn!(
+                "discarding an incomplete message of {} byte(s) (after seq {})",
+                buf.len(),
+                self.track.last_seq.unwrap_or(0)
+            );
         }
     }
 }

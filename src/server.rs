@@ -13,7 +13,7 @@
 //! decimation and a frame-rate cap. A slow client never slows the others, except that a
 //! file source is paced by its slowest lossless client, by design.
 
-use crate::netio::write_all_vectored;
+use crate::netio::{write_all_vectored, BoxConn};
 use anyhow::{bail, Context, Result};
 use bytes::BytesMut;
 use rawlink_frame::Frame;
@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 /// Server settings (already validated).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServeConfig {
     /// Stop after this many frames.
     pub frames: Option<u64>,
@@ -55,6 +55,32 @@ pub struct ServeConfig {
     pub stats_interval: Duration,
     /// Text for the stream-start message.
     pub source_name: String,
+    /// Time a connection gets for its TLS handshake and hello.
+    pub handshake_timeout: Duration,
+    /// Connections allowed at once that are still in their handshake.
+    pub max_pending: usize,
+    /// A client that stalls a write, or that promised heartbeats and stays silent,
+    /// this long is dead (`None`: never).
+    pub peer_timeout: Option<Duration>,
+    /// A heartbeat goes to each client after this long without a frame.
+    pub heartbeat: Duration,
+    /// TLS, if configured.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Token every client must present, if configured.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("frames", &self.frames)
+            .field("legacy", &self.legacy)
+            .field("max_clients", &self.max_clients)
+            .field("max_pending", &self.max_pending)
+            .field("tls", &self.tls.is_some())
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the server did.
@@ -66,6 +92,8 @@ pub struct ServeSummary {
     pub clients: u64,
     /// Frames dropped because a client's queue was full, over all clients.
     pub dropped: u64,
+    /// Connections refused: failed authentication, handshake timeout, or limits.
+    pub rejected: u64,
     /// Why the stream ended.
     pub end_reason: Option<EndReason>,
     /// Source error text, if the source failed.
@@ -268,7 +296,11 @@ impl ClientHandle {
 
 /// Reads the client's hello, if it sends one within `timeout`.
 /// `Ok(None)`: a 1.0 client (nothing sent); `Err`: something other than a hello.
-async fn read_hello(sock: &mut TcpStream, timeout: Duration) -> Result<Option<ClientHello>> {
+async fn read_hello(
+    sock: &mut BoxConn,
+    timeout: Duration,
+    required: bool,
+) -> Result<Option<ClientHello>> {
     let mut buf = BytesMut::with_capacity(512);
     let mut dec = Decoder::with_limits(Limits {
         max_payload: 4096,
@@ -283,8 +315,15 @@ async fn read_hello(sock: &mut TcpStream, timeout: Duration) -> Result<Option<Cl
             };
         }
         match tokio::time::timeout_at(deadline, sock.read_buf(&mut buf)).await {
-            Err(_) if buf.is_empty() => return Ok(None),
-            Err(_) => bail!("incomplete client hello after {timeout:?}"),
+            Err(_) if buf.is_empty() && !required => return Ok(None),
+            Err(_) if buf.is_empty() => bail!(
+                "handshake timeout: no client hello within {:.1} s",
+                timeout.as_secs_f64()
+            ),
+            Err(_) => bail!(
+                "handshake timeout: incomplete client hello after {:.1} s",
+                timeout.as_secs_f64()
+            ),
             Ok(Ok(0)) if buf.is_empty() => return Ok(None),
             Ok(Ok(0)) => bail!("client closed inside its hello"),
             Ok(Ok(_)) => {}
@@ -313,6 +352,7 @@ pub async fn serve(
     let (client_tx, mut client_rx) = mpsc::channel::<ClientHandle>(16);
     let client_count = Arc::new(AtomicU64::new(0));
     let accepted = Arc::new(AtomicU64::new(0));
+    let rejected = Arc::new(AtomicU64::new(0));
     let enough_clients = Arc::new(Notify::new());
     let stream_done = CancellationToken::new();
 
@@ -325,6 +365,8 @@ pub async fn serve(
         let cfg = cfg.clone();
         let start_msg = start_msg.clone();
         let register_tx = client_tx;
+        let rejected = rejected.clone();
+        let pending = Arc::new(AtomicU64::new(0));
         tokio::spawn(async move {
             let mut tasks = JoinSet::new();
             loop {
@@ -335,75 +377,32 @@ pub async fn serve(
                         Err(e) => { warn!("accept failed: {e}"); tokio::time::sleep(Duration::from_millis(50)).await; continue; }
                     },
                 };
-                let n = client_count.load(Ordering::SeqCst) as usize;
-                if n >= cfg.max_clients {
-                    warn!(%peer, "refusing client: --max-clients {} reached", cfg.max_clients);
+                if pending.load(Ordering::SeqCst) >= cfg.max_pending as u64 {
+                    rejected.fetch_add(1, Ordering::SeqCst);
+                    metrics::counter!("rawlink_server_rejected_total", "reason" => "max_pending")
+                        .increment(1);
+                    debug!(%peer, "refusing connection: --max-pending {} handshakes in progress", cfg.max_pending);
                     drop(sock);
                     continue;
                 }
                 crate::netio::tune_stream_socket(&sock);
-                let cfg = cfg.clone();
-                let register_tx = register_tx.clone();
-                let client_count = client_count.clone();
-                let accepted = accepted.clone();
-                let enough = enough.clone();
-                let start = start_msg.clone();
+                let shared = ClientShared {
+                    cfg: cfg.clone(),
+                    register_tx: register_tx.clone(),
+                    client_count: client_count.clone(),
+                    accepted: accepted.clone(),
+                    rejected: rejected.clone(),
+                    enough: enough.clone(),
+                    start: start_msg.clone(),
+                    pending: PendingGuard::new(pending.clone()),
+                };
                 tasks.spawn(
-                    async move {
-                        let mut sock = sock;
-                        let hello = if cfg.legacy {
-                            None
-                        } else {
-                            match read_hello(&mut sock, cfg.hello_timeout).await {
-                                Ok(h) => h,
-                                Err(e) => {
-                                    warn!("rejecting client: {e:#}");
-                                    return;
-                                }
-                            }
-                        };
-                        let wants_notices = hello.is_some();
-                        let hello = hello.unwrap_or(ClientHello { every: 1, ..Default::default() });
-                        info!(policy = %hello.policy, every = hello.every, max_fps = hello.max_fps, "client options");
-                        let queue = Arc::new(ClientQueue::new(
-                            peer.to_string(),
-                            hello,
-                            wants_notices,
-                            cfg.client_queue,
-                            cfg.client_buffer_bytes,
-                        ));
-                        // Register with the fan-out before anyone can start capturing
-                        // for this client, so that it cannot miss the first frame.
-                        let handle = ClientHandle { peer, queue: queue.clone(), offered: 0, last_sent_ns: None };
-                        if register_tx.send(handle).await.is_err() {
-                            return;
-                        }
-                        // The fan-out waits for every registration sender to go away
-                        // before it finishes; do not hold one for the connection's life.
-                        drop(register_tx);
-                        let now = client_count.fetch_add(1, Ordering::SeqCst) + 1;
-                        accepted.fetch_add(1, Ordering::SeqCst);
-                        metrics::gauge!("rawlink_server_clients").set(now as f64);
-                        info!(clients = now, "client connected");
-                        if now as usize >= cfg.wait_clients {
-                            enough.notify_one();
-                        }
-                        let r = client_writer(sock, queue.clone(), cfg.legacy, start).await;
-                        queue.closed.store(true, Ordering::SeqCst);
-                        queue.space_ready.notify_one();
-                        let left = client_count.fetch_sub(1, Ordering::SeqCst) - 1;
-                        metrics::gauge!("rawlink_server_clients").set(left as f64);
-                        match r {
-                            Ok(()) => debug!(clients = left, "client finished"),
-                            Err(e) => info!(clients = left, "client disconnected: {e}"),
-                        }
-                        let dropped = queue.dropped.load(Ordering::Relaxed);
-                        if dropped > 0 {
-                            warn!(policy = %queue.hello.policy, "{dropped} frame(s) dropped for this client");
-                        }
-                    }
-                    .instrument(tracing::info_span!("client", %peer)),
+                    handle_client(sock, peer, shared)
+                        .instrument(tracing::info_span!("client", %peer)),
                 );
+                // Reap finished connection tasks as we go, so a long run does not
+                // accumulate them.
+                while tasks.try_join_next().is_some() {}
             }
             drop(register_tx);
             // Let every writer flush its end-of-stream message.
@@ -624,6 +623,7 @@ pub async fn serve(
         .map(|q| q.dropped.load(Ordering::Relaxed))
         .sum::<u64>();
     summary.clients = accepted.load(Ordering::SeqCst);
+    summary.rejected = rejected.load(Ordering::SeqCst);
     if summary.dropped > 0 {
         // One line per run, for scripts: the drops of every client together.
         info!("dropped={} frame(s) over all clients", summary.dropped);
@@ -631,18 +631,311 @@ pub async fn serve(
     Ok(summary)
 }
 
+/// What a connection task needs from the server.
+struct ClientShared {
+    cfg: ServeConfig,
+    register_tx: mpsc::Sender<ClientHandle>,
+    client_count: Arc<AtomicU64>,
+    accepted: Arc<AtomicU64>,
+    rejected: Arc<AtomicU64>,
+    enough: Arc<Notify>,
+    start: EncodedFrame,
+    pending: PendingGuard,
+}
+
+/// Counts a connection as pending (in its handshake) until dropped or released.
+struct PendingGuard(Option<Arc<AtomicU64>>);
+
+impl PendingGuard {
+    fn new(n: Arc<AtomicU64>) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Self(Some(n))
+    }
+    fn release(&mut self) {
+        if let Some(n) = self.0.take() {
+            n.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Tells a refused client why (best effort, bounded) and closes it.
+async fn refuse(mut conn: BoxConn, reason: EndReason, message: String) {
+    let end = Encoder::encode_parts(&Message::EndOfStream(EndOfStream {
+        last_seq: 0,
+        reason,
+        message,
+    }));
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        write_all_vectored(&mut conn, &end.header, &end.payload).await?;
+        conn.shutdown().await
+    })
+    .await;
+}
+
+/// One connection: TLS, hello, authentication, limits, then the writer (and a reader
+/// for the client's heartbeats) until the stream ends or the client goes away.
+async fn handle_client(sock: TcpStream, peer: SocketAddr, mut sh: ClientShared) {
+    let cfg = &sh.cfg;
+    let deadline = tokio::time::Instant::now() + cfg.handshake_timeout;
+    let reject = |reason: &'static str| {
+        sh.rejected.fetch_add(1, Ordering::SeqCst);
+        metrics::counter!("rawlink_server_rejected_total", "reason" => reason).increment(1);
+    };
+    let mut conn: BoxConn = match &cfg.tls {
+        None => Box::new(sock),
+        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(sock)).await {
+            Ok(Ok(s)) => Box::new(s),
+            Ok(Err(e)) => {
+                reject("tls");
+                warn!("rejecting client: TLS handshake failed: {e}");
+                return;
+            }
+            Err(_) => {
+                reject("handshake_timeout");
+                warn!(
+                    "rejecting client: TLS handshake not finished within {:.1} s",
+                    cfg.handshake_timeout.as_secs_f64()
+                );
+                return;
+            }
+        },
+    };
+    let hello = if cfg.legacy {
+        None
+    } else {
+        let required = cfg.token.is_some();
+        let wait = if required {
+            deadline.saturating_duration_since(tokio::time::Instant::now())
+        } else {
+            cfg.hello_timeout.min(cfg.handshake_timeout)
+        };
+        match read_hello(&mut conn, wait, required).await {
+            Ok(h) => h,
+            Err(e) => {
+                reject(if format!("{e}").starts_with("handshake timeout") {
+                    "handshake_timeout"
+                } else {
+                    "hello"
+                });
+                warn!("rejecting client: {e:#}");
+                return;
+            }
+        }
+    };
+    if let Some(expected) = &cfg.token {
+        let presented = hello.as_ref().and_then(|h| h.token.as_deref());
+        if !crate::tls::token_matches(expected, presented) {
+            reject("auth");
+            let why = if presented.is_some() {
+                "wrong token"
+            } else {
+                "no token"
+            };
+            warn!("authentication failed ({why}): disconnecting");
+            refuse(
+                conn,
+                EndReason::Unauthorized,
+                format!("authentication failed: {why}"),
+            )
+            .await;
+            return;
+        }
+    }
+    sh.pending.release();
+    if sh.client_count.load(Ordering::SeqCst) as usize >= cfg.max_clients {
+        reject("max_clients");
+        warn!("refusing client: --max-clients {} reached", cfg.max_clients);
+        refuse(
+            conn,
+            EndReason::Busy,
+            format!("server busy: {} clients already connected", cfg.max_clients),
+        )
+        .await;
+        return;
+    }
+    let wants_notices = hello.is_some();
+    let hello = hello.unwrap_or(ClientHello {
+        every: 1,
+        ..Default::default()
+    });
+    info!(policy = %hello.policy, every = hello.every, max_fps = hello.max_fps, tls = cfg.tls.is_some(), "client options");
+    let heartbeats_in = hello.heartbeat_ms > 0;
+    let queue = Arc::new(ClientQueue::new(
+        peer.to_string(),
+        hello,
+        wants_notices,
+        cfg.client_queue,
+        cfg.client_buffer_bytes,
+    ));
+    // Register with the fan-out before anyone can start capturing for this client,
+    // so that it cannot miss the first frame.
+    let handle = ClientHandle {
+        peer,
+        queue: queue.clone(),
+        offered: 0,
+        last_sent_ns: None,
+    };
+    if sh.register_tx.send(handle).await.is_err() {
+        return;
+    }
+    // The fan-out waits for every registration sender to go away before it finishes;
+    // do not hold one for the connection's life.
+    let (dummy, _) = mpsc::channel(1);
+    drop(std::mem::replace(&mut sh.register_tx, dummy));
+    let now = sh.client_count.fetch_add(1, Ordering::SeqCst) + 1;
+    sh.accepted.fetch_add(1, Ordering::SeqCst);
+    metrics::gauge!("rawlink_server_clients").set(now as f64);
+    info!(clients = now, "client connected");
+    if now as usize >= cfg.wait_clients {
+        sh.enough.notify_one();
+    }
+    let (rd, wr) = tokio::io::split(conn);
+    let gone = CancellationToken::new();
+    let reader = (!cfg.legacy).then(|| {
+        let silent_limit = cfg.peer_timeout.filter(|_| heartbeats_in);
+        tokio::spawn(client_reader(rd, silent_limit, gone.clone()))
+    });
+    let io = WriterIo {
+        heartbeat: cfg.heartbeat,
+        peer_timeout: cfg.peer_timeout,
+        legacy: cfg.legacy,
+    };
+    let r = client_writer(wr, queue.clone(), io, sh.start.clone(), gone.clone()).await;
+    gone.cancel();
+    if let Some(reader) = reader {
+        let _ = reader.await;
+    }
+    queue.closed.store(true, Ordering::SeqCst);
+    queue.space_ready.notify_one();
+    let left = sh.client_count.fetch_sub(1, Ordering::SeqCst) - 1;
+    metrics::gauge!("rawlink_server_clients").set(left as f64);
+    match r {
+        Ok(()) => debug!(clients = left, "client finished"),
+        Err(e) => info!(clients = left, "client disconnected: {e}"),
+    }
+    let dropped = queue.dropped.load(Ordering::Relaxed);
+    if dropped > 0 {
+        warn!(policy = %queue.hello.policy, "{dropped} frame(s) dropped for this client");
+    }
+}
+
+/// Reads what a client sends after its hello (heartbeats). Cancels `gone` when the
+/// client closes, sends something that is not a heartbeat, or, if it promised
+/// heartbeats, stays silent past `silent_limit`.
+async fn client_reader(
+    mut rd: tokio::io::ReadHalf<BoxConn>,
+    silent_limit: Option<Duration>,
+    gone: CancellationToken,
+) {
+    let mut buf = BytesMut::with_capacity(256);
+    let mut dec = Decoder::with_limits(Limits {
+        max_payload: 4096,
+        ..Limits::default()
+    });
+    let far = Duration::from_secs(86400 * 365);
+    loop {
+        loop {
+            match dec.decode(&mut buf) {
+                Ok(Some(Message::Heartbeat)) => {}
+                Ok(Some(other)) => {
+                    warn!("unexpected message from the client ({other:?}); disconnecting");
+                    gone.cancel();
+                    return;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    warn!("bad data from the client ({e}); disconnecting");
+                    gone.cancel();
+                    return;
+                }
+            }
+        }
+        tokio::select! {
+            r = tokio::time::timeout(silent_limit.unwrap_or(far), rd.read_buf(&mut buf)) => match r {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(_) => {
+                    debug!("client closed its side of the connection");
+                    gone.cancel();
+                    return;
+                }
+                Err(_) => {
+                    warn!(
+                        "no heartbeat from the client for {:.1} s: presumed dead, disconnecting",
+                        silent_limit.unwrap_or(far).as_secs_f64()
+                    );
+                    metrics::counter!("rawlink_server_dead_peers_total").increment(1);
+                    gone.cancel();
+                    return;
+                }
+            },
+            _ = gone.cancelled() => return,
+        }
+    }
+}
+
+/// Timing of a client writer.
+struct WriterIo {
+    heartbeat: Duration,
+    peer_timeout: Option<Duration>,
+    legacy: bool,
+}
+
+/// Writes header and payload, failing if the client takes longer than `limit`.
+async fn send(
+    w: &mut tokio::io::WriteHalf<BoxConn>,
+    header: &[u8],
+    payload: &[u8],
+    limit: Option<Duration>,
+) -> std::io::Result<()> {
+    match limit {
+        None => write_all_vectored(w, header, payload).await,
+        Some(t) => match tokio::time::timeout(t, write_all_vectored(w, header, payload)).await {
+            Ok(r) => r,
+            Err(_) => {
+                metrics::counter!("rawlink_server_dead_peers_total").increment(1);
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "write stalled for {:.1} s (--peer-timeout): client presumed dead",
+                        t.as_secs_f64()
+                    ),
+                ))
+            }
+        },
+    }
+}
+
 /// Writes the stream to one client until the end message has been sent.
 async fn client_writer(
-    mut sock: TcpStream,
+    mut sock: tokio::io::WriteHalf<BoxConn>,
     queue: Arc<ClientQueue>,
-    legacy: bool,
+    io: WriterIo,
     start: EncodedFrame,
+    gone: CancellationToken,
 ) -> std::io::Result<()> {
-    if !legacy {
-        write_all_vectored(&mut sock, &start.header, &start.payload).await?;
+    let limit = io.peer_timeout;
+    let heartbeat = Encoder::encode_parts(&Message::Heartbeat);
+    if !io.legacy {
+        send(&mut sock, &start.header, &start.payload, limit).await?;
     }
     loop {
-        let (drops, item) = queue.pop().await;
+        let next = tokio::select! {
+            item = queue.pop() => Some(item),
+            _ = tokio::time::sleep(io.heartbeat), if !io.legacy => None,
+            _ = gone.cancelled() => {
+                return Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "client went away"));
+            }
+        };
+        let Some((drops, item)) = next else {
+            send(&mut sock, &heartbeat.header, &heartbeat.payload, limit).await?;
+            continue;
+        };
         if let (Some(d), true) = (drops, queue.wants_notices) {
             let n = Encoder::encode_parts(&Message::Notice(Notice {
                 dropped: d.count,
@@ -650,18 +943,18 @@ async fn client_writer(
                 first_seq: d.first,
                 last_seq: d.last,
             }));
-            write_all_vectored(&mut sock, &n.header, &n.payload).await?;
+            send(&mut sock, &n.header, &n.payload, limit).await?;
         }
         match item {
             Outgoing::Frame(_, f) => {
-                let header: &[u8] = if legacy { &[] } else { &f.header };
-                write_all_vectored(&mut sock, header, &f.payload).await?;
+                let header: &[u8] = if io.legacy { &[] } else { &f.header };
+                send(&mut sock, header, &f.payload, limit).await?;
                 metrics::counter!("rawlink_server_bytes_sent_total")
                     .increment((header.len() + f.payload.len()) as u64);
             }
             Outgoing::End(e) => {
-                if !legacy {
-                    write_all_vectored(&mut sock, &e.header, &e.payload).await?;
+                if !io.legacy {
+                    send(&mut sock, &e.header, &e.payload, limit).await?;
                 }
                 sock.flush().await?;
                 sock.shutdown().await?;

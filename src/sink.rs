@@ -1,7 +1,11 @@
 //! The receiver's output stage: a pool of worker threads that run the ISP and write
 //! `frame_NNNNNN.{raw,png,json}`. The network task hands frames over through a
-//! bounded queue and never waits: when the queue is full the frame is dropped and
-//! counted. Every file is written under a temporary name and renamed into place.
+//! bounded queue; a `latest` receiver never waits (a full queue drops the frame, counted),
+//! a `lossless` one does. Every file is written under a temporary name and linked into
+//! place without replacing anything: a crash leaves only complete files under final
+//! names, an existing file is never overwritten (a second frame with the same `seq`,
+//! from a restarted server, gets `frame_NNNNNN-1.*`), and temporary files left by a
+//! killed receiver are removed at the next start.
 
 use anyhow::{Context, Result};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
@@ -31,6 +35,30 @@ pub struct SinkConfig {
     pub queue: usize,
     /// Suppress per-frame lines.
     pub quiet: bool,
+    /// What a disk error (full, read-only, no permission) does.
+    pub on_disk_error: DiskErrorPolicy,
+}
+
+/// `--on-disk-error`: what the receiver does when a file cannot be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DiskErrorPolicy {
+    /// Stop receiving, finish, and exit with the error (default: a recorder must not
+    /// pretend to record).
+    #[default]
+    Stop,
+    /// Drop that frame's files, count it, and keep going (space may come back).
+    Drop,
+}
+
+impl std::str::FromStr for DiskErrorPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "stop" => Ok(Self::Stop),
+            "drop" => Ok(Self::Drop),
+            _ => Err(format!("--on-disk-error must be stop or drop, got {s:?}")),
+        }
+    }
 }
 
 /// One frame to process.
@@ -57,6 +85,14 @@ pub struct SinkReport {
     pub latency_ms: Vec<f64>,
     /// ISP + encode time of each written frame, ms.
     pub processing_ms: Vec<f64>,
+    /// Frames that failed because of a disk error (included in `errors`).
+    pub disk_errors: u64,
+    /// Frames still queued when a disk error stopped the workers (not written).
+    pub abandoned: u64,
+    /// The disk error that stopped the workers (`--on-disk-error stop`).
+    pub fatal: Option<String>,
+    /// Temporary files of an earlier, killed run removed at start.
+    pub stale_temp_files: u64,
 }
 
 /// The worker pool.
@@ -64,6 +100,7 @@ pub struct FrameSink {
     tx: Option<Sender<Job>>,
     workers: Vec<JoinHandle<()>>,
     report: Arc<Mutex<SinkReport>>,
+    stopped: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl FrameSink {
@@ -71,18 +108,30 @@ impl FrameSink {
     pub fn start(cfg: SinkConfig) -> Result<Self> {
         std::fs::create_dir_all(&cfg.out)
             .with_context(|| format!("cannot create output folder {}", cfg.out.display()))?;
+        let stale = remove_stale_temp_files(&cfg.out);
+        if stale > 0 {
+            tracing::warn!(
+                "removed {stale} temporary file(s) left in {} by a receiver that was killed",
+                cfg.out.display()
+            );
+        }
         probe_writable(&cfg.out)?;
         let (tx, rx) = bounded::<Job>(cfg.queue.max(1));
-        let report = Arc::new(Mutex::new(SinkReport::default()));
+        let report = Arc::new(Mutex::new(SinkReport {
+            stale_temp_files: stale,
+            ..SinkReport::default()
+        }));
+        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let cfg = Arc::new(cfg);
         let workers = (0..cfg.workers.max(1))
             .map(|i| {
                 let rx = rx.clone();
                 let report = report.clone();
                 let cfg = cfg.clone();
+                let stopped = stopped.clone();
                 std::thread::Builder::new()
                     .name(format!("sink-{i}"))
-                    .spawn(move || worker(rx, cfg, report))
+                    .spawn(move || worker(rx, cfg, report, stopped))
                     .context("starting a sink worker")
             })
             .collect::<Result<Vec<_>>>()?;
@@ -90,7 +139,16 @@ impl FrameSink {
             tx: Some(tx),
             workers,
             report,
+            stopped,
         })
+    }
+
+    /// The disk error that stopped the workers, if one did (`--on-disk-error stop`).
+    pub fn fatal(&self) -> Option<String> {
+        if !self.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+            return None;
+        }
+        lock(&self.report).fatal.clone()
     }
 
     /// Hands a frame to the workers without waiting. Returns false if it was dropped.
@@ -113,6 +171,9 @@ impl FrameSink {
     pub async fn submit_wait(&self, mut job: Job) -> bool {
         let Some(tx) = &self.tx else { return false };
         loop {
+            if self.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                return false;
+            }
             match tx.try_send(job) {
                 Ok(()) => return true,
                 Err(TrySendError::Full(j)) => {
@@ -147,22 +208,102 @@ fn probe_writable(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Prefix and suffix of temporary files: `.NAME.PID.rawlink-tmp`.
+const TEMP_SUFFIX: &str = ".rawlink-tmp";
+
+fn temp_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!(".{name}.{}{TEMP_SUFFIX}", std::process::id()))
+}
+
+/// Removes temporary files of processes that no longer run; returns how many.
+fn remove_stale_temp_files(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut n = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(TEMP_SUFFIX) else {
+            continue;
+        };
+        let Some(pid) = stem.rsplit('.').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+        if !alive && std::fs::remove_file(e.path()).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
+fn write_temp(tmp: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::File::create(tmp)?;
+    f.write_all(bytes)?;
+    f.flush()?;
+    Ok(())
+}
+
 /// Writes `bytes` to `dir/name` through a temporary file and a rename, so a crash
-/// never leaves a partial file under the final name.
+/// never leaves a partial file under the final name. Replaces an existing file (the
+/// user named it, as in `rawlink isp -o`).
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf> {
-    let tmp = dir.join(format!(".{name}.tmp"));
+    let tmp = temp_path(dir, name);
     let dst = dir.join(name);
-    let res = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.flush()?;
-        std::fs::rename(&tmp, &dst)
-    })();
+    let res = write_temp(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &dst));
     if let Err(e) = res {
         let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("writing {}", dst.display()));
+        return Err(DiskError::new(e, &dst).into());
     }
     Ok(dst)
+}
+
+/// Writes `bytes` to `dir/name` through a temporary file, then links it into place
+/// only if no file of that name exists (atomic: a crash never leaves a partial file
+/// under the final name, and nothing is ever overwritten).
+pub fn write_new(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, DiskError> {
+    let tmp = temp_path(dir, name);
+    let dst = dir.join(name);
+    let res = write_temp(&tmp, bytes).and_then(|()| std::fs::hard_link(&tmp, &dst));
+    let _ = std::fs::remove_file(&tmp);
+    res.map_err(|e| DiskError::new(e, &dst))?;
+    Ok(dst)
+}
+
+/// A file could not be written.
+#[derive(Debug)]
+pub struct DiskError {
+    /// The file.
+    pub path: String,
+    /// Plain-words cause.
+    pub what: String,
+    /// The I/O error.
+    pub kind: std::io::ErrorKind,
+}
+
+impl std::fmt::Display for DiskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "disk error writing {}: {}", self.path, self.what)
+    }
+}
+
+impl std::error::Error for DiskError {}
+
+impl DiskError {
+    fn new(e: std::io::Error, path: &Path) -> Self {
+        let what = match e.raw_os_error() {
+            Some(28) => format!("the disk is full ({e})"),
+            Some(122) => format!("the disk quota is exhausted ({e})"),
+            Some(30) => format!("the file system is read-only ({e})"),
+            Some(13) | Some(1) => format!("permission denied ({e})"),
+            _ => e.to_string(),
+        };
+        Self {
+            path: path.display().to_string(),
+            what,
+            kind: e.kind(),
+        }
+    }
 }
 
 type PipelineKey = (rawlink_frame::BayerPattern, u8, u16, u16);
@@ -203,10 +344,20 @@ fn frame_config(base: &IspConfig, h: &rawlink_frame::FrameHeader) -> IspConfig {
     c
 }
 
-fn worker(rx: Receiver<Job>, cfg: Arc<SinkConfig>, report: Arc<Mutex<SinkReport>>) {
+fn worker(
+    rx: Receiver<Job>,
+    cfg: Arc<SinkConfig>,
+    report: Arc<Mutex<SinkReport>>,
+    stopped: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
     let mut pipelines: HashMap<PipelineKey, Pipeline> = HashMap::new();
     for job in rx {
         let seq = job.frame.header.seq;
+        if stopped.load(Ordering::SeqCst) {
+            lock(&report).abandoned += 1;
+            continue;
+        }
         match process(&job, &cfg, &mut pipelines) {
             Ok((latency, processing)) => {
                 let mut r = lock(&report);
@@ -215,11 +366,25 @@ fn worker(rx: Receiver<Job>, cfg: Arc<SinkConfig>, report: Arc<Mutex<SinkReport>
                 r.processing_ms.push(processing);
             }
             Err(e) => {
+                let disk = e.downcast_ref::<DiskError>().is_some();
                 let msg = format!("frame {seq}: {e:#}");
-                tracing::error!("{msg}");
                 let mut r = lock(&report);
                 r.errors += 1;
-                r.first_error.get_or_insert(msg);
+                r.first_error.get_or_insert(msg.clone());
+                if disk {
+                    r.disk_errors += 1;
+                    metrics::counter!("rawlink_receiver_disk_errors_total").increment(1);
+                    if cfg.on_disk_error == DiskErrorPolicy::Stop {
+                        if !stopped.swap(true, Ordering::SeqCst) {
+                            tracing::error!("{msg}; stopping (--on-disk-error stop)");
+                            r.fatal = Some(format!("stopped by a disk error: {msg}"));
+                        }
+                        continue;
+                    }
+                    tracing::error!("{msg}; frame dropped (--on-disk-error drop)");
+                } else {
+                    tracing::error!("{msg}");
+                }
             }
         }
     }
@@ -231,9 +396,57 @@ fn process(
     pipelines: &mut HashMap<PipelineKey, Pipeline>,
 ) -> Result<(f64, f64)> {
     let h = &job.frame.header;
-    let stem = format!("frame_{:06}", h.seq);
+    let (stem, raw_path) = claim_stem(&cfg.out, h.seq, &job.frame.payload)?;
     let raw_name = format!("{stem}.raw");
-    write_atomic(&cfg.out, &raw_name, &job.frame.payload)?;
+    let mut written = vec![raw_path];
+    let res = finish_frame(job, cfg, pipelines, &stem, &raw_name, &mut written);
+    if res.is_err() && cfg.on_disk_error == DiskErrorPolicy::Drop {
+        // Drop means the whole frame: no orphan .raw without its .png and .json.
+        for p in written {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    res
+}
+
+/// Writes `frame_SEQ.raw` (or `frame_SEQ-N.raw` if a frame with this seq was already
+/// saved, e.g. before the server restarted) without replacing any file; returns the stem.
+fn claim_stem(dir: &Path, seq: u64, payload: &[u8]) -> Result<(String, PathBuf)> {
+    for n in 0..10_000u32 {
+        let stem = if n == 0 {
+            format!("frame_{seq:06}")
+        } else {
+            format!("frame_{seq:06}-{n}")
+        };
+        if ["png", "json"]
+            .iter()
+            .any(|ext| dir.join(format!("{stem}.{ext}")).exists())
+        {
+            continue;
+        }
+        match write_new(dir, &format!("{stem}.raw"), payload) {
+            Ok(p) => {
+                if n > 0 {
+                    tracing::info!("frame_{seq:06} exists already: saving this one as {stem}");
+                }
+                return Ok((stem, p));
+            }
+            Err(e) if e.kind == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    anyhow::bail!("no free file name for frame {seq} in {}", dir.display())
+}
+
+fn finish_frame(
+    job: &Job,
+    cfg: &SinkConfig,
+    pipelines: &mut HashMap<PipelineKey, Pipeline>,
+    stem: &str,
+    raw_name: &str,
+    written: &mut Vec<PathBuf>,
+) -> Result<(f64, f64)> {
+    let h = &job.frame.header;
 
     let t0 = Instant::now();
     let key = (
@@ -263,7 +476,7 @@ fn process(
     )?;
     let processing_ms = t0.elapsed().as_secs_f64() * 1e3;
     let png_name = format!("{stem}.png");
-    write_atomic(&cfg.out, &png_name, &png)?;
+    written.push(write_new(&cfg.out, &png_name, &png)?);
     let done_ns = now_realtime_ns();
     let latency_ms = done_ns.saturating_sub(h.timestamp_ns) as f64 / 1e6;
     let receive_latency_ms = job.recv_ns.saturating_sub(h.timestamp_ns) as f64 / 1e6;
@@ -303,7 +516,7 @@ fn process(
     });
     let mut text = serde_json::to_vec_pretty(&meta)?;
     text.push(b'\n');
-    write_atomic(&cfg.out, &json_name, &text)?;
+    written.push(write_new(&cfg.out, &json_name, &text)?);
     if !cfg.quiet {
         println!(
             "frame seq={} bytes={} latency={:.1}ms isp={:.1}ms files={stem}.{{raw,png,json}}",

@@ -101,9 +101,9 @@ fn drain_hello(s: &mut TcpStream) {
     assert!(String::from_utf8_lossy(&payload).contains("policy=lossless"));
 }
 
-/// Two good frames, then `bad`; the receiver must fail with `needle` in a one-line
-/// error and keep frames 1 and 2 on disk.
-fn assert_fault(bad: Vec<u8>, needle: &str) {
+/// Two good frames, then `bad`; the receiver (with --no-reconnect) must fail with
+/// `needle` in a one-line error and keep frames 1 and 2 on disk.
+fn assert_fault(bad: Vec<u8>, needle: &str) -> String {
     let mut bytes = encode(&[
         start_msg(),
         frame_msg(1, driver_frame(1)),
@@ -113,7 +113,13 @@ fn assert_fault(bad: Vec<u8>, needle: &str) {
     let (addr, server) = fake_server(bytes);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let child = spawn_receive(&["--connect", &addr, "--out", out.to_str().unwrap()]);
+    let child = spawn_receive(&[
+        "--connect",
+        &addr,
+        "--out",
+        out.to_str().unwrap(),
+        "--no-reconnect",
+    ]);
     let o = finish(child, T);
     server.join().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -124,44 +130,189 @@ fn assert_fault(bad: Vec<u8>, needle: &str) {
         "last line {last:?} should name {needle:?}"
     );
     assert_driver_frames(&out, &[1, 2]);
-    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(stdout.contains("summary: frames=2 "), "{stdout}");
+    stdout
+}
+
+/// Frames 1 and 2, then `bad` in place of frame 3, then frame 4 and a clean end: the
+/// receiver skips the bad bytes without dropping the connection, exits 0, keeps frames
+/// 1, 2 and 4, and counts the error. Returns the summary line.
+fn assert_resync(bad: Vec<u8>, warning: &str) -> String {
+    let mut bytes = encode(&[
+        start_msg(),
+        frame_msg(1, driver_frame(1)),
+        frame_msg(2, driver_frame(2)),
+    ]);
+    bytes.extend_from_slice(&bad);
+    bytes.extend_from_slice(&encode(&[
+        frame_msg(4, driver_frame(4)),
+        Message::EndOfStream(EndOfStream {
+            last_seq: 4,
+            reason: EndReason::FramesDone,
+            message: "done".into(),
+        }),
+    ]));
+    let (addr, server) = fake_server(bytes);
+    let dir = tempfile::tempdir().unwrap();
+    let child = spawn_receive(&[
+        "--connect",
+        &addr,
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--no-reconnect",
+    ]);
+    let o = finish(child, T);
+    server.join().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "receiver must recover: {stderr}");
+    assert!(stderr.contains(warning), "{stderr}");
+    assert_driver_frames(dir.path(), &[1, 2, 4]);
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("summary:"))
+        .unwrap()
+        .to_string();
+    assert!(
+        line.contains(" frames=3 ") || line.starts_with("summary: frames=3 "),
+        "{line}"
+    );
+    assert!(
+        line.contains(" missing=1 ") && line.contains(" reconnects=0 "),
+        "{line}"
+    );
+    line
 }
 
 #[test]
-fn corrupt_payload_crc_is_reported_and_earlier_frames_kept() {
+fn corrupt_payload_crc_is_counted_and_the_stream_goes_on() {
     let mut bad = encode(&[frame_msg(3, driver_frame(3))]);
     bad[80 + 1000] ^= 0x10;
-    assert_fault(bad, "payload CRC mismatch on frame seq 3");
+    let line = assert_resync(bad, "payload CRC mismatch on frame seq 3");
+    assert!(
+        line.contains(" crc_errors=1 ") && line.contains(" resyncs=0 "),
+        "{line}"
+    );
 }
 
 #[test]
-fn wrong_magic_is_reported_and_earlier_frames_kept() {
+fn corrupt_header_is_skipped_by_resynchronising() {
     let mut bad = encode(&[frame_msg(3, driver_frame(3))]);
-    bad[..4].copy_from_slice(b"JUNK");
-    assert_fault(bad, "bad magic");
+    bad[40] ^= 0x01;
+    let line = assert_resync(bad, "header CRC mismatch");
+    assert!(
+        line.contains(" crc_errors=1 ")
+            && line.contains(" resyncs=1 ")
+            && line.contains(&format!(" skipped_bytes={} ", 80 + FRAME_BYTES)),
+        "{line}"
+    );
 }
 
 #[test]
-fn absurd_payload_length_is_rejected_and_earlier_frames_kept() {
+fn junk_between_messages_is_skipped() {
+    let line = assert_resync(b"JUNK".repeat(1000), "bad magic");
+    assert!(
+        line.contains(" skipped_bytes=4000 ") && line.contains(" resyncs=1 "),
+        "{line}"
+    );
+}
+
+#[test]
+fn absurd_payload_length_is_rejected_before_allocating_and_skipped() {
     let mut bad = encode(&[frame_msg(3, driver_frame(3))]);
     bad.truncate(80);
     bad[56..60].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
     let crc = crc32c::crc32c(&bad[..76]);
     bad[76..80].copy_from_slice(&crc.to_le_bytes());
-    assert_fault(bad, "exceeds the limit");
+    let line = assert_resync(bad, "exceeds the limit");
+    assert!(line.contains(" protocol_errors=1 "), "{line}");
+}
+
+#[test]
+fn wrong_protocol_from_the_first_byte_is_fatal() {
+    let (addr, server) = fake_server(b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec());
+    let dir = tempfile::tempdir().unwrap();
+    // Reconnect is on: a peer that does not speak rawlink is still not retried.
+    let o = finish(
+        spawn_receive(&["--connect", &addr, "--out", dir.path().to_str().unwrap()]),
+        T,
+    );
+    server.join().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("rawlink: error: bad magic"), "{last}");
 }
 
 #[test]
 fn truncated_stream_is_reported_and_earlier_frames_kept() {
     let mut bad = encode(&[frame_msg(3, driver_frame(3))]);
     bad.truncate(80 + 5000);
-    assert_fault(bad, "stream truncated");
+    let line = assert_fault(bad, "stream truncated");
+    assert!(line.contains(" partial_frames=1 "), "{line}");
 }
 
 #[test]
 fn close_without_end_of_stream_is_an_error() {
     assert_fault(Vec::new(), "without an end-of-stream");
+}
+
+/// The server's connection drops mid-frame; on the second connection the stream goes
+/// on. The receiver keeps every complete frame, discards the partial one (counted),
+/// reports the gap, and exits 0 at the clean end.
+#[test]
+fn reconnects_after_a_close_mid_frame_and_keeps_every_complete_frame() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        drain_hello(&mut s);
+        let mut first = encode(&[
+            start_msg(),
+            frame_msg(1, driver_frame(1)),
+            frame_msg(2, driver_frame(2)),
+        ]);
+        let third = encode(&[frame_msg(3, driver_frame(3))]);
+        first.extend_from_slice(&third[..third.len() / 2]);
+        s.write_all(&first).unwrap();
+        drop(s);
+        let (mut s, _) = l.accept().unwrap();
+        drain_hello(&mut s);
+        s.write_all(&encode(&[
+            start_msg(),
+            frame_msg(5, driver_frame(5)),
+            Message::EndOfStream(EndOfStream {
+                last_seq: 5,
+                reason: EndReason::FramesDone,
+                message: "done".into(),
+            }),
+        ]))
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let o = finish(
+        spawn_receive(&["--connect", &addr, "--out", dir.path().to_str().unwrap()]),
+        T,
+    );
+    server.join().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("2 frame(s) missed across the reconnect (seq 2 -> 5)"),
+        "{stderr}"
+    );
+    assert_driver_frames(dir.path(), &[1, 2, 5]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    for kv in [
+        "frames=3 ",
+        "reconnects=1 ",
+        "partial_frames=1 ",
+        "missing=2 ",
+    ] {
+        assert!(stdout.contains(kv), "{kv} in {stdout}");
+    }
 }
 
 #[test]
@@ -274,6 +425,7 @@ fn legacy_receiver_reports_a_close_mid_frame() {
         &addr,
         "--out",
         dir.path().to_str().unwrap(),
+        "--no-reconnect",
     ]);
     let (mut s, _) = l.accept().unwrap();
     s.write_all(&driver_frame(1)).unwrap();

@@ -301,6 +301,7 @@ fn packed_frames_are_smaller_on_the_wire_and_unpacked_exactly() {
             max_fps: 0.0,
             pack: true,
             compress: false,
+            ..Default::default()
         }),
         &mut hello,
     );

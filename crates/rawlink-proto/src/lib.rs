@@ -29,7 +29,7 @@ mod legacy;
 mod message;
 
 pub use legacy::{LegacyDecoder, LegacyError};
-pub use message::{ClientHello, EndOfStream, EndReason, Notice, Policy, StreamInfo};
+pub use message::{valid_token, ClientHello, EndOfStream, EndReason, Notice, Policy, StreamInfo};
 
 use bytes::{Buf, Bytes, BytesMut};
 use rawlink_frame::{
@@ -41,7 +41,7 @@ pub const MAGIC: [u8; 4] = *b"RLNK";
 /// Protocol major version spoken by this crate.
 pub const VERSION_MAJOR: u8 = 1;
 /// Protocol minor version spoken by this crate.
-pub const VERSION_MINOR: u8 = 1;
+pub const VERSION_MINOR: u8 = 2;
 /// Length of the v1.0 header in bytes.
 pub const HEADER_LEN: usize = 80;
 /// Largest header length a decoder accepts (later minor versions may grow it).
@@ -418,6 +418,13 @@ pub struct Decoder {
     limits: Limits,
     /// Header parsed while waiting for the payload, with its header length.
     pending: Option<(WireHeader, usize)>,
+    /// The last error was found in a header, whose bytes are still at the front of
+    /// the buffer ([`Decoder::resync`] skips them).
+    header_failed: bool,
+    /// Looking for the next header: bytes are dropped until `RLNK` appears.
+    scanning: bool,
+    /// Bytes dropped while scanning, not yet collected by [`Decoder::take_skipped`].
+    skipped: u64,
 }
 
 impl Decoder {
@@ -425,7 +432,7 @@ impl Decoder {
     pub fn with_limits(limits: Limits) -> Self {
         Self {
             limits,
-            pending: None,
+            ..Self::default()
         }
     }
 
@@ -440,9 +447,22 @@ impl Decoder {
     /// message is consumed, so decoding can go on with the next one. On a header
     /// error nothing is consumed.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, ProtoError> {
+        self.header_failed = false;
+        if self.scanning {
+            let skip = find_resync_point_from(buf, 0);
+            buf.advance(skip);
+            self.skipped += skip as u64;
+            if buf.len() < MAGIC.len() {
+                return Ok(None);
+            }
+            self.scanning = false;
+        }
         let (wh, hlen) = match self.pending {
             Some(p) => p,
-            None => match self.parse_header(buf)? {
+            None => match self
+                .parse_header(buf)
+                .inspect_err(|_| self.header_failed = true)?
+            {
                 Some(p) => {
                     self.pending = Some(p);
                     // Reserve for the payload only now that the header is checked.
@@ -506,6 +526,34 @@ impl Decoder {
                     .unwrap_or_default(),
             }),
         }
+    }
+
+    /// After an error from [`Decoder::decode`], skips to the next place a header may
+    /// start, so that decoding can go on after corrupt bytes instead of giving up on the
+    /// stream. Returns the number of bytes skipped now: zero if the error already
+    /// consumed the bad message (a payload CRC mismatch, say), else at least one.
+    ///
+    /// The scan looks for the next `RLNK`; [`Decoder::decode`] then checks that
+    /// candidate's header CRC, and a false match is skipped the same way. If the
+    /// buffer holds no `RLNK` yet, the decoder goes on scanning the bytes that arrive
+    /// next (without reporting them as new errors) until one appears; those bytes are
+    /// counted by [`Decoder::take_skipped`]. A trailing partial `RLNK` is kept, since
+    /// the rest of it may still arrive.
+    pub fn resync(&mut self, buf: &mut BytesMut) -> usize {
+        if !std::mem::take(&mut self.header_failed) {
+            return 0;
+        }
+        self.pending = None;
+        let skip = find_resync_point_from(buf, 1);
+        buf.advance(skip);
+        self.scanning = buf.len() < MAGIC.len();
+        skip
+    }
+
+    /// Bytes dropped while scanning for a header since the last call (see
+    /// [`Decoder::resync`]).
+    pub fn take_skipped(&mut self) -> u64 {
+        std::mem::take(&mut self.skipped)
     }
 
     fn parse_header(&self, buf: &BytesMut) -> Result<Option<(WireHeader, usize)>, ProtoError> {
@@ -621,6 +669,21 @@ impl Decoder {
             hlen,
         )))
     }
+}
+
+/// Offset (at least `from`, at most `buf.len()`) of the next possible header start:
+/// the next `RLNK`, else the longest tail that could begin one.
+fn find_resync_point_from(buf: &[u8], from: usize) -> usize {
+    if buf.len() <= from {
+        return buf.len().min(from);
+    }
+    if let Some(i) = buf[from..].windows(MAGIC.len()).position(|w| w == MAGIC) {
+        return i + from;
+    }
+    let tail_from = buf.len().saturating_sub(MAGIC.len() - 1).max(from);
+    (tail_from..buf.len())
+        .find(|&i| MAGIC.starts_with(&buf[i..]))
+        .unwrap_or(buf.len())
 }
 
 fn hlen_total((wh, hlen): (WireHeader, usize)) -> usize {

@@ -83,6 +83,11 @@ pub enum EndReason {
     SourceError,
     /// The server dropped this client (for example, too slow).
     Kicked,
+    /// The server refused this client: no token or a wrong one (1.2). Retrying with
+    /// the same credentials cannot succeed.
+    Unauthorized,
+    /// The server is at its client limit (1.2); trying again later may succeed.
+    Busy,
     /// A code this build does not know.
     Other(u32),
 }
@@ -96,6 +101,8 @@ impl EndReason {
             Self::Shutdown => 3,
             Self::SourceError => 4,
             Self::Kicked => 5,
+            Self::Unauthorized => 6,
+            Self::Busy => 7,
             Self::Other(c) => c,
         }
     }
@@ -107,6 +114,8 @@ impl EndReason {
             3 => Self::Shutdown,
             4 => Self::SourceError,
             5 => Self::Kicked,
+            6 => Self::Unauthorized,
+            7 => Self::Busy,
             c => Self::Other(c),
         }
     }
@@ -203,8 +212,9 @@ impl std::fmt::Display for Policy {
 }
 
 /// Delivery options a client asks for (protocol 1.1). Payload: `key=value` lines
-/// `policy`, `every`, `max_fps`; unknown keys are ignored.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// `policy`, `every`, `max_fps`, `pack`, `compress`, and since 1.2 `heartbeat_ms` and
+/// `token`; unknown keys are ignored.
+#[derive(Clone, PartialEq, Default)]
 pub struct ClientHello {
     /// Flow-control policy.
     pub policy: Policy,
@@ -216,19 +226,48 @@ pub struct ClientHello {
     pub pack: bool,
     /// Send frames compressed with the CFA-LZ4 codec (takes precedence over `pack`).
     pub compress: bool,
+    /// The client sends a heartbeat at least this often (ms; 0 = it does not), so the
+    /// server may treat a silent client as dead (1.2).
+    pub heartbeat_ms: u32,
+    /// Shared secret for servers that require one (1.2). Printable ASCII, no spaces.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ClientHello {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        f.debug_struct("ClientHello")
+            .field("policy", &self.policy)
+            .field("every", &self.every)
+            .field("max_fps", &self.max_fps)
+            .field("pack", &self.pack)
+            .field("compress", &self.compress)
+            .field("heartbeat_ms", &self.heartbeat_ms)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// True for a token that fits on one `key=value` line: printable ASCII, no spaces.
+pub fn valid_token(t: &str) -> bool {
+    !t.is_empty() && t.len() <= 1024 && t.bytes().all(|b| b.is_ascii_graphic())
 }
 
 impl ClientHello {
     pub(crate) fn payload_bytes(&self) -> Vec<u8> {
-        format!(
-            "policy={}\nevery={}\nmax_fps={}\npack={}\ncompress={}\n",
+        let mut s = format!(
+            "policy={}\nevery={}\nmax_fps={}\npack={}\ncompress={}\nheartbeat_ms={}\n",
             self.policy,
             self.every.max(1),
             self.max_fps,
             self.pack as u8,
-            if self.compress { "cfa-lz4" } else { "none" }
-        )
-        .into_bytes()
+            if self.compress { "cfa-lz4" } else { "none" },
+            self.heartbeat_ms
+        );
+        if let Some(t) = self.token.as_deref().filter(|t| valid_token(t)) {
+            s.push_str(&format!("token={t}\n"));
+        }
+        s.into_bytes()
     }
 
     pub(crate) fn parse(payload: &[u8]) -> Result<Self, ProtoError> {
@@ -266,6 +305,15 @@ impl ClientHello {
                         .ok()
                         .filter(|f: &f32| f.is_finite() && *f >= 0.0)
                         .ok_or(format!("bad max_fps {v:?}"))?
+                }
+                "heartbeat_ms" => {
+                    h.heartbeat_ms = v.parse().map_err(|_| format!("bad heartbeat_ms {v:?}"))?
+                }
+                "token" => {
+                    if !valid_token(v) {
+                        return Err("malformed token".to_string());
+                    }
+                    h.token = Some(v.to_string());
                 }
                 _ => {}
             }

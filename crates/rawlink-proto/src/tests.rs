@@ -41,7 +41,7 @@ fn header_layout_matches_protocol_md() {
     let b = &e.header[..];
     assert_eq!(b.len(), 80);
     assert_eq!(&b[0..4], b"RLNK");
-    assert_eq!((b[4], b[5]), (1, 1));
+    assert_eq!((b[4], b[5]), (1, 2));
     assert_eq!(get_u16(b, 6), 80);
     assert_eq!(b[8], 2, "kind frame");
     assert_eq!(b[10], 1, "clock realtime");
@@ -114,7 +114,7 @@ fn unknown_major_version_rejected() {
     let err = Decoder::default().decode(&mut buf).unwrap_err();
     assert!(matches!(
         err,
-        ProtoError::UnsupportedVersion { major: 2, minor: 1 }
+        ProtoError::UnsupportedVersion { major: 2, minor: 2 }
     ));
 }
 
@@ -290,6 +290,146 @@ proptest! {
     }
 }
 
+/// Decodes everything, skipping corrupt bytes; returns the frames' seqs, the errors
+/// seen and the bytes skipped.
+fn decode_resyncing(dec: &mut Decoder, buf: &mut BytesMut) -> (Vec<u64>, usize, usize) {
+    let (mut seqs, mut errors, mut skipped) = (Vec::new(), 0, 0);
+    loop {
+        match dec.decode(buf) {
+            Ok(Some(Message::Frame(f))) => seqs.push(f.header.seq),
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(_) => {
+                errors += 1;
+                skipped += dec.resync(buf);
+            }
+        }
+    }
+    (seqs, errors, skipped)
+}
+
+#[test]
+fn resync_skips_a_corrupt_header_and_keeps_the_rest() {
+    let frames: Vec<Message> = (1..=5).map(|s| Message::Frame(frame(s, 16, 8))).collect();
+    let one = wire(&frames[..1]).len();
+    let mut buf = wire(&frames);
+    // Flip a bit in frame 3's width field: its header CRC no longer matches.
+    buf[2 * one + 33] ^= 0x04;
+    let (seqs, errors, skipped) = decode_resyncing(&mut Decoder::default(), &mut buf);
+    assert_eq!(seqs, [1, 2, 4, 5]);
+    assert_eq!(errors, 1);
+    assert_eq!(skipped, one, "exactly frame 3's bytes are skipped");
+    assert!(buf.is_empty());
+}
+
+#[test]
+fn resync_scans_bytes_that_arrive_later_as_one_event() {
+    let frames: Vec<Message> = (1..=4).map(|s| Message::Frame(frame(s, 64, 32))).collect();
+    let one = wire(&frames[..1]).len();
+    let mut all = wire(&frames);
+    all[one + 20] ^= 0x01; // frame 2's seq: header CRC mismatch
+    let (mut dec, mut buf) = (Decoder::default(), BytesMut::new());
+    let (mut seqs, mut errors, mut skipped) = (Vec::new(), 0, 0u64);
+    for chunk in all.chunks(100) {
+        buf.extend_from_slice(chunk);
+        loop {
+            match dec.decode(&mut buf) {
+                Ok(Some(Message::Frame(f))) => seqs.push(f.header.seq),
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    errors += 1;
+                    skipped += dec.resync(&mut buf) as u64;
+                }
+            }
+            skipped += dec.take_skipped();
+        }
+    }
+    assert_eq!(seqs, [1, 3, 4]);
+    assert_eq!(
+        errors, 1,
+        "one corrupt header is one error, however it arrives"
+    );
+    assert_eq!(skipped, one as u64);
+}
+
+#[test]
+fn resync_after_a_payload_error_skips_nothing() {
+    let frames: Vec<Message> = (1..=3).map(|s| Message::Frame(frame(s, 16, 8))).collect();
+    let one = wire(&frames[..1]).len();
+    let mut buf = wire(&frames);
+    buf[one + HEADER_LEN + 7] ^= 0x80;
+    let (seqs, errors, skipped) = decode_resyncing(&mut Decoder::default(), &mut buf);
+    assert_eq!((seqs, errors, skipped), (vec![1, 3], 1, 0));
+}
+
+#[test]
+fn resync_keeps_a_partial_magic_at_the_end() {
+    let mut buf = BytesMut::from(&b"xxRLN"[..]);
+    let mut dec = Decoder::default();
+    assert!(dec.decode(&mut buf).is_err());
+    assert_eq!(dec.resync(&mut buf), 2);
+    assert_eq!(&buf[..], b"RLN");
+    // The rest of the header arrives: decoding goes on normally.
+    let mut rest = wire(&[Message::Frame(frame(9, 4, 2))]);
+    let _ = rest.split_to(3);
+    buf.extend_from_slice(&rest);
+    assert!(matches!(dec.decode(&mut buf), Ok(Some(Message::Frame(f))) if f.header.seq == 9));
+    // Nothing to skip when no header failed.
+    assert_eq!(dec.resync(&mut buf), 0);
+}
+
+proptest! {
+    /// Garbage (with no `RLNK` in it) spliced between messages, and bit flips inside
+    /// some messages: every untouched message still comes out, in order, and the
+    /// decoder always makes progress.
+    #[test]
+    fn resync_recovers_every_intact_message(
+        garbage in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..120), 6),
+        flips in proptest::collection::vec((0usize..6, any::<prop::sample::Index>(), 1u8..=255), 0..3),
+        cuts in proptest::collection::vec(1usize..300, 1..20),
+    ) {
+        let msgs: Vec<BytesMut> = (1..=6u64).map(|s| wire(&[Message::Frame(frame(s, 8, 4))])).collect();
+        let mut damaged = [false; 6];
+        let mut all = Vec::new();
+        let mut msgs = msgs;
+        for (i, idx, x) in &flips {
+            let m = &mut msgs[*i];
+            let at = idx.index(m.len());
+            m[at] ^= x;
+            damaged[*i] = true;
+        }
+        for (m, g) in msgs.iter().zip(&garbage) {
+            let g: Vec<u8> = g.iter().map(|&b| if b == b'R' { b'r' } else { b }).collect();
+            all.extend_from_slice(&g);
+            all.extend_from_slice(m);
+        }
+        let mut dec = Decoder::with_limits(Limits { max_payload: 1 << 16, max_dimension: 64 });
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        let (mut pos, mut i) = (0, 0);
+        while pos < all.len() {
+            let step = cuts[i % cuts.len()].min(all.len() - pos);
+            buf.extend_from_slice(&all[pos..pos + step]);
+            pos += step;
+            i += 1;
+            loop {
+                match dec.decode(&mut buf) {
+                    Ok(Some(Message::Frame(f))) => got.push(f.header.seq),
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(_) => { dec.resync(&mut buf); }
+                }
+            }
+        }
+        let want: Vec<u64> = (1..=6u64).filter(|s| !damaged[*s as usize - 1]).collect();
+        for s in &want {
+            prop_assert!(got.contains(s), "lost intact frame {} (got {:?})", s, got);
+        }
+        prop_assert!(got.windows(2).all(|w| w[0] < w[1]), "out of order: {:?}", got);
+    }
+}
+
 #[test]
 fn hello_and_notice_round_trip() {
     let hello = ClientHello {
@@ -298,7 +438,13 @@ fn hello_and_notice_round_trip() {
         max_fps: 12.5,
         pack: true,
         compress: true,
+        heartbeat_ms: 1000,
+        token: Some("s3cret-token".into()),
     };
+    assert!(
+        !format!("{hello:?}").contains("s3cret"),
+        "Debug must not print the token"
+    );
     let notice = Notice {
         dropped: 4,
         reason: "overrun".into(),

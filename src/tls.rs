@@ -1,0 +1,215 @@
+//! TLS for the v1 protocol (rustls, ring provider) and the shared-secret token.
+//!
+//! The server loads a PEM certificate chain and key (`--tls-cert`, `--tls-key`); the
+//! receiver trusts the CA certificates in `--tls-ca`, or, with `--tls-insecure`, any
+//! certificate at all (the session is still encrypted, but not authenticated: a
+//! man in the middle can read it). Legacy mode is always plaintext.
+
+use anyhow::{bail, Context, Result};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use std::path::Path;
+use std::sync::Arc;
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("cannot read certificates from {}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("bad PEM certificate in {}", path.display()))?;
+    if certs.is_empty() {
+        bail!("no certificate found in {}", path.display());
+    }
+    Ok(certs)
+}
+
+/// The server side: certificate chain and private key from PEM files.
+pub fn acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor> {
+    let certs = read_certs(cert)?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("cannot read a private key from {}", key.display()))?;
+    let cfg = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the TLS certificate and key do not form a usable pair")?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// How the receiver checks the server's certificate.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// Only certificates issued by the CAs in this PEM file.
+    Ca(std::path::PathBuf),
+    /// Any certificate (encrypted, not authenticated).
+    Insecure,
+}
+
+/// The client side.
+pub fn connector(trust: &Trust) -> Result<tokio_rustls::TlsConnector> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?;
+    let cfg = match trust {
+        Trust::Ca(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in read_certs(path)? {
+                roots
+                    .add(c)
+                    .with_context(|| format!("unusable CA certificate in {}", path.display()))?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        Trust::Insecure => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
+            .with_no_client_auth(),
+    };
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
+}
+
+/// The name to check the server's certificate against: the host part of `HOST:PORT`
+/// (an IP address is matched against the certificate's IP addresses).
+pub fn server_name(connect: &str) -> Result<ServerName<'static>> {
+    let host = match connect.rsplit_once(':') {
+        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
+        None => connect,
+    };
+    ServerName::try_from(host.to_string())
+        .with_context(|| format!("{host:?} is not a valid TLS server name"))
+}
+
+/// `--tls-insecure`: accepts any certificate, but still checks the handshake signatures.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Reads a token file: its first line, trimmed. Refuses empty or malformed tokens and,
+/// on Unix, files that other users can read.
+pub fn read_token(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the token file {}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    if !rawlink_proto::valid_token(&token) {
+        bail!(
+            "the token file {} must hold one token of printable ASCII without spaces (1..=1024 bytes)",
+            path.display()
+        );
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(m) = std::fs::metadata(path) {
+            if m.permissions().mode() & 0o004 != 0 {
+                tracing::warn!(
+                    "the token file {} is readable by every user; chmod 600 it",
+                    path.display()
+                );
+            }
+        }
+    }
+    Ok(token)
+}
+
+/// Compares a presented token with the expected one in constant time (for tokens of
+/// the same length; the length itself is not secret).
+pub fn token_matches(expected: &str, presented: Option<&str>) -> bool {
+    use subtle::ConstantTimeEq;
+    match presented {
+        Some(p) => bool::from(expected.as_bytes().ct_eq(p.as_bytes())),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(token_matches("abc123", Some("abc123")));
+        assert!(!token_matches("abc123", Some("abc124")));
+        assert!(!token_matches("abc123", Some("abc12")));
+        assert!(!token_matches("abc123", None));
+    }
+
+    #[test]
+    fn token_file_rules() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("t");
+        std::fs::write(&p, "  s3cret \n second line ignored\n").unwrap();
+        assert_eq!(read_token(&p).unwrap(), "s3cret");
+        std::fs::write(&p, "two words\n").unwrap();
+        assert!(read_token(&p).is_err());
+        std::fs::write(&p, "\n").unwrap();
+        assert!(read_token(&p).is_err());
+        assert!(read_token(&d.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn server_names() {
+        assert!(matches!(
+            server_name("127.0.0.1:8080").unwrap(),
+            ServerName::IpAddress(_)
+        ));
+        assert!(matches!(
+            server_name("[::1]:8080").unwrap(),
+            ServerName::IpAddress(_)
+        ));
+        assert!(matches!(
+            server_name("camera.local:8080").unwrap(),
+            ServerName::DnsName(_)
+        ));
+    }
+}
