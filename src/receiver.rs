@@ -396,6 +396,9 @@ struct Session<'a> {
     track: &'a mut Track,
     /// A valid message has arrived on this connection.
     spoke: bool,
+    /// Rejected messages logged at warn level on this connection (then debug level,
+    /// so that a flood of garbage cannot flood the log).
+    warned: u32,
 }
 
 impl<'a> Session<'a> {
@@ -411,6 +414,7 @@ impl<'a> Session<'a> {
             summary,
             track,
             spoke: false,
+            warned: 0,
         }
     }
 
@@ -475,17 +479,25 @@ impl<'a> Session<'a> {
             s.protocol_errors += 1;
         }
         let skipped = dec.resync(buf);
-        if skipped > 0 {
+        let what = if skipped > 0 {
             s.resyncs += 1;
             s.skipped_bytes += skipped as u64;
             metrics::counter!("rawlink_receiver_resyncs_total").increment(1);
             metrics::counter!("rawlink_receiver_skipped_bytes_total").increment(skipped as u64);
-            warn!(
-                "{e}; skipping to the next header (after seq {})",
-                self.track.last_seq.unwrap_or(0)
-            );
+            "skipping to the next header"
         } else {
-            warn!("{e}; message discarded");
+            "message discarded"
+        };
+        const LOUD: u32 = 10;
+        let after = self.track.last_seq.unwrap_or(0);
+        if self.warned < LOUD {
+            self.warned += 1;
+            warn!("{e}; {what} (after seq {after})");
+            if self.warned == LOUD {
+                warn!("further bad messages on this connection are logged at debug level; the summary counts them all");
+            }
+        } else {
+            tracing::debug!("{e}; {what} (after seq {after})");
         }
     }
 

@@ -400,10 +400,13 @@ fn process(
     let raw_name = format!("{stem}.raw");
     let mut written = vec![raw_path];
     let res = finish_frame(job, cfg, pipelines, &stem, &raw_name, &mut written);
-    if res.is_err() && cfg.on_disk_error == DiskErrorPolicy::Drop {
-        // Drop means the whole frame: no orphan .raw without its .png and .json.
-        for p in written {
-            let _ = std::fs::remove_file(p);
+    if let Err(e) = &res {
+        if e.downcast_ref::<DiskError>().is_some() {
+            // A frame's files appear whole or not at all: no orphan .raw without its
+            // .png and .json after a disk error.
+            for p in written {
+                let _ = std::fs::remove_file(p);
+            }
         }
     }
     res

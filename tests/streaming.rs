@@ -4,32 +4,10 @@
 mod common;
 
 use common::*;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(90);
-
-fn field(summary: &str, key: &str) -> u64 {
-    summary
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("no {key} in {summary:?}"))
-        .parse::<f64>()
-        .unwrap() as u64
-}
-
-fn summary_line(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find(|l| l.starts_with("summary:"))
-        .unwrap_or_else(|| panic!("no summary: {}", String::from_utf8_lossy(&out.stderr)))
-        .to_string()
-}
-
-fn signal(child: &std::process::Child, sig: Signal) {
-    kill(Pid::from_raw(child.id() as i32), sig).unwrap();
-}
 
 #[test]
 fn latest_policy_drops_only_for_the_slow_client() {
@@ -66,11 +44,11 @@ fn latest_policy_drops_only_for_the_slow_client() {
     let (status, out, err) = server.wait(T);
     assert!(status.success(), "{err}");
 
-    let f = summary_line(&fast_out);
+    let f = summary_of(&fast_out);
     assert_eq!(field(&f, "frames"), frames, "{f}");
     assert_eq!(field(&f, "server_drops"), 0, "{f}");
     assert_eq!(field(&f, "missing"), 0, "{f}");
-    let s = summary_line(&slow_out);
+    let s = summary_of(&slow_out);
     let got = field(&s, "frames");
     let dropped = field(&s, "server_drops");
     assert!(dropped > 0, "the stalled client must lose frames: {s}");
@@ -125,7 +103,7 @@ fn lossless_policy_delivers_every_file_frame_to_a_slow_client() {
     assert!(fast_out.status.success() && slow_out.status.success());
     assert!(server.wait(T).0.success());
     for o in [&fast_out, &slow_out] {
-        let s = summary_line(o);
+        let s = summary_of(o);
         assert_eq!(field(&s, "frames"), n, "{s}");
         assert_eq!(field(&s, "server_drops"), 0, "{s}");
         assert_eq!(field(&s, "missing"), 0, "{s}");
@@ -164,16 +142,8 @@ fn decimation_and_frame_rate_cap() {
     assert!(server.wait(T).0.success());
     assert_frame_files(dir.path(), &[1, 4, 7, 10]);
     // 12 frames 20 ms apart span 220 ms: at most 10 fps gives 3 frames (0, ~100, ~200 ms).
-    let s = summary_line(&c);
+    let s = summary_of(&c);
     assert!((2..=4).contains(&field(&s, "frames")), "{s}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// GET /metrics over plain HTTP on loopback; returns (name{labels}, value) pairs.
@@ -243,7 +213,7 @@ fn metrics_are_scraped_over_http_and_count_a_stalled_clients_drops() {
     let sm = scrape(sp);
     let rm = scrape(rp);
     signal(&slow, Signal::SIGCONT);
-    kill(Pid::from_raw(server.child.id() as i32), Signal::SIGTERM).unwrap();
+    signal(&server.child, Signal::SIGTERM);
     let (status, _, err) = server.wait(T);
     assert!(status.success(), "{err}");
     assert!(finish(fast, T).status.success());
@@ -461,7 +431,7 @@ fn twenty_clients_all_get_every_frame() {
     for k in kids {
         let o = finish(k, T);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let s = summary_line(&o);
+        let s = summary_of(&o);
         assert_eq!(field(&s, "frames"), 5, "{s}");
         assert_eq!(field(&s, "server_drops"), 0, "{s}");
     }

@@ -33,9 +33,14 @@ pub struct Server {
 impl Server {
     /// Starts `rawlink serve --listen 127.0.0.1:0 ARGS` and reads its address.
     pub fn start(args: &[&str]) -> Server {
+        Self::start_at("127.0.0.1:0", args)
+    }
+
+    /// Starts `rawlink serve --listen LISTEN ARGS` and reads its address.
+    pub fn start_at(listen: &str, args: &[&str]) -> Server {
         let mut child = bin()
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -169,4 +174,158 @@ pub fn assert_driver_frames(dir: &Path, seqs: &[u64]) {
             "frame_{n:06}.raw is not the driver's frame {n}"
         );
     }
+}
+
+/// What a [`Proxy`] does with one server → client message.
+pub enum Verdict {
+    /// Send it on (possibly modified).
+    Forward,
+    /// Send the (possibly truncated) bytes, then stop forwarding and, once released,
+    /// close the client's connection.
+    CutAndHold,
+}
+
+/// A protocol-aware TCP proxy on 127.0.0.1 for fault injection. Client → server bytes
+/// pass unchanged; server → client messages go through `tamper(connection, frame_index,
+/// kind, bytes)` (`frame_index` counts frames on that connection from 1, 0 for other kinds).
+pub struct Proxy {
+    pub addr: SocketAddr,
+    held: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    release: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+type Tamper = dyn Fn(usize, u64, u8, &mut Vec<u8>) -> Verdict + Send + Sync;
+
+impl Proxy {
+    pub fn start(upstream: SocketAddr, tamper: std::sync::Arc<Tamper>) -> Proxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let held = Arc::new(AtomicBool::new(false));
+        let release = Arc::new(AtomicBool::new(false));
+        let (h2, r2) = (held.clone(), release.clone());
+        std::thread::spawn(move || {
+            for (conn, down) in l.incoming().enumerate() {
+                let Ok(mut down) = down else { continue };
+                let Ok(mut up) = std::net::TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let (mut down_r, mut up_w) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut down_r, &mut up_w);
+                    let _ = up_w.shutdown(std::net::Shutdown::Write);
+                });
+                let (tamper, held, release) = (tamper.clone(), h2.clone(), r2.clone());
+                std::thread::spawn(move || {
+                    let mut frames = 0u64;
+                    loop {
+                        let mut msg = vec![0u8; 80];
+                        if up.read_exact(&mut msg).is_err() {
+                            break;
+                        }
+                        let len = u32::from_le_bytes(msg[56..60].try_into().unwrap()) as usize;
+                        msg.resize(80 + len, 0);
+                        if up.read_exact(&mut msg[80..]).is_err() {
+                            break;
+                        }
+                        let kind = msg[8];
+                        let index = if kind == 2 {
+                            frames += 1;
+                            frames
+                        } else {
+                            0
+                        };
+                        let verdict = tamper(conn, index, kind, &mut msg);
+                        if std::io::Write::write_all(&mut down, &msg).is_err() {
+                            break;
+                        }
+                        if let Verdict::CutAndHold = verdict {
+                            held.store(true, Ordering::SeqCst);
+                            while !release.load(Ordering::SeqCst) {
+                                std::thread::sleep(Duration::from_millis(10));
+                            }
+                            break;
+                        }
+                    }
+                    let _ = down.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Proxy {
+            addr,
+            held,
+            release,
+        }
+    }
+
+    /// Waits until a `CutAndHold` verdict has been applied.
+    pub fn wait_held(&self, timeout: Duration) {
+        let t = Instant::now();
+        while !self.held.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(t.elapsed() < timeout, "the proxy never reached its cut");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Lets a held connection close.
+    pub fn release(&self) {
+        self.release
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `/proc/PID/status` field in kB (e.g. `VmRSS`, `VmHWM`) or count (`Threads`).
+pub fn proc_status(pid: u32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Open file descriptors of a process.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// A `key=value` number from a summary line.
+pub fn field(line: &str, key: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+        .parse::<f64>()
+        .unwrap() as u64
+}
+
+/// The receiver's summary line from its stdout.
+pub fn summary_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.contains("summary: "))
+        .unwrap_or_else(|| {
+            panic!(
+                "no summary; stdout {} stderr {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+        .to_string()
+}
+
+/// Sends a signal to a child.
+pub fn signal(child: &Child, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
 }

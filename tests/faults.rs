@@ -1,0 +1,832 @@
+//! Fault injection: real `rawlink` processes on 127.0.0.1, a tampering proxy, killed
+//! processes, a full disk (a small tmpfs in a private mount namespace), bad
+//! credentials and idle connections. Every test asserts what was kept: frames, files
+//! and counters.
+
+mod common;
+
+use common::*;
+use nix::sys::signal::Signal;
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(90);
+
+/// The file names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Asserts that `dir` holds exactly the frame sets `stems` (`frame_000001-1`, ...),
+/// each complete: the raw file is the driver's frame for its seq, the PNG decodes and
+/// the JSON parses with that seq.
+fn assert_frame_sets(dir: &Path, stems: &[&str]) {
+    let mut want: Vec<String> = stems
+        .iter()
+        .flat_map(|s| ["json", "png", "raw"].map(|e| format!("{s}.{e}")))
+        .collect();
+    want.sort();
+    assert_eq!(names(dir), want, "files in {}", dir.display());
+    for s in stems {
+        let seq: u64 = s[6..12].parse().unwrap();
+        assert!(
+            std::fs::read(dir.join(format!("{s}.raw"))).unwrap() == driver_frame(seq),
+            "{s}.raw is not the driver's frame {seq}"
+        );
+        let (w, h, _, _) = read_png(&dir.join(format!("{s}.png")));
+        assert_eq!((w, h), (W as u32, H as u32));
+        let j: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(format!("{s}.json"))).unwrap()).unwrap();
+        assert_eq!(j["seq"], seq);
+        assert_eq!(j["files"]["raw"], format!("{s}.raw"));
+    }
+}
+
+/// Stems of complete frame sets in `dir`, and a check that nothing else is there.
+fn complete_sets(dir: &Path) -> BTreeSet<String> {
+    let all = names(dir);
+    let stems: BTreeSet<String> = all
+        .iter()
+        .filter_map(|n| n.strip_suffix(".raw").map(str::to_string))
+        .collect();
+    let refs: Vec<&str> = stems.iter().map(String::as_str).collect();
+    assert_frame_sets(dir, &refs);
+    stems
+}
+
+fn sim_server(listen: &str, extra: &[&str]) -> Server {
+    let mut args = vec!["--source", "sim", "--stats-interval", "0"];
+    args.extend_from_slice(extra);
+    Server::start_at(listen, &args)
+}
+
+#[test]
+fn server_killed_mid_frame_then_restarted() {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let first = sim_server(&listen, &["--interval-ms", "30", "--wait-clients", "1"]);
+    // On the first connection, frame 3 is cut after 1000 payload bytes and held there
+    // while the server is killed.
+    let proxy = Proxy::start(
+        first.addr,
+        Arc::new(|conn, frame, _kind, msg: &mut Vec<u8>| {
+            if conn == 0 && frame == 3 {
+                msg.truncate(80 + 1000);
+                Verdict::CutAndHold
+            } else {
+                Verdict::Forward
+            }
+        }),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let rx = spawn_receive(&[
+        "--connect",
+        &proxy.addr.to_string(),
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--quiet",
+    ]);
+    proxy.wait_held(T);
+    let mut first = first;
+    signal(&first.child, Signal::SIGKILL);
+    first.child.wait().unwrap();
+    // The same port, a new server process: its sequence starts again at 1.
+    let second = sim_server(
+        &listen,
+        &[
+            "--interval-ms",
+            "30",
+            "--frames",
+            "3",
+            "--wait-clients",
+            "1",
+        ],
+    );
+    proxy.release();
+    let o = finish(rx, T);
+    let (status, _, err) = second.wait(T);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(status.success(), "{err}");
+    let line = summary_of(&o);
+    assert_eq!(field(&line, "frames"), 5, "{line}");
+    assert_eq!(field(&line, "partial_frames"), 1, "{line}");
+    assert_eq!(field(&line, "reconnects"), 1, "{line}");
+    assert_eq!(field(&line, "written"), 5, "{line}");
+    assert!(stderr.contains("sequence restarted at 1"), "{stderr}");
+    // Nothing overwritten: the new stream's seq 1 and 2 get their own names.
+    assert_frame_sets(
+        dir.path(),
+        &[
+            "frame_000001",
+            "frame_000001-1",
+            "frame_000002",
+            "frame_000002-1",
+            "frame_000003",
+        ],
+    );
+}
+
+#[test]
+fn receiver_killed_and_restarted_while_the_others_keep_going() {
+    let server = Server::start(&[
+        "--source",
+        "sim",
+        "--interval-ms",
+        "40",
+        "--frames",
+        "50",
+        "--wait-clients",
+        "2",
+    ]);
+    let addr = server.addr.to_string();
+    let steady = spawn_receive(&["--connect", &addr, "--sink", "null", "--quiet"]);
+    let victim = spawn_receive(&["--connect", &addr, "--sink", "null", "--quiet"]);
+    std::thread::sleep(Duration::from_millis(700));
+    signal(&victim, Signal::SIGKILL);
+    let _ = finish(victim, T);
+    let again = spawn_receive(&["--connect", &addr, "--sink", "null", "--quiet"]);
+    let steady = finish(steady, T);
+    let again = finish(again, T);
+    let (status, out, err) = server.wait(T);
+    assert!(status.success(), "{err}");
+    assert!(steady.status.success() && again.status.success());
+    let s = summary_of(&steady);
+    assert_eq!((field(&s, "frames"), field(&s, "missing")), (50, 0), "{s}");
+    let a = summary_of(&again);
+    assert!(
+        field(&a, "frames") >= 10,
+        "the restarted receiver is served: {a}"
+    );
+    assert!(out.contains("clients=3"), "{out}");
+}
+
+#[test]
+fn corrupting_proxy_costs_two_frames_and_no_reconnect() {
+    let server = Server::start(&[
+        "--source",
+        "sim",
+        "--interval-ms",
+        "20",
+        "--frames",
+        "12",
+        "--wait-clients",
+        "1",
+    ]);
+    let proxy = Proxy::start(
+        server.addr,
+        Arc::new(|_conn, frame, _kind, msg: &mut Vec<u8>| {
+            match frame {
+                4 => msg[80 + 5000] ^= 0x40, // payload: CRC mismatch
+                8 => msg[20] ^= 0x01,        // header (seq): header CRC mismatch
+                _ => {}
+            }
+            Verdict::Forward
+        }),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let o = finish(
+        spawn_receive(&[
+            "--connect",
+            &proxy.addr.to_string(),
+            "--out",
+            dir.path().to_str().unwrap(),
+            "--quiet",
+        ]),
+        T,
+    );
+    let (status, _, err) = server.wait(T);
+    assert!(status.success(), "{err}");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let line = summary_of(&o);
+    for (k, v) in [
+        ("frames", 10),
+        ("crc_errors", 2),
+        ("resyncs", 1),
+        ("skipped_bytes", 80 + FRAME_BYTES as u64),
+        ("reconnects", 0),
+        ("missing", 2),
+        ("written", 10),
+    ] {
+        assert_eq!(field(&line, k), v, "{k} in {line}");
+    }
+    assert_driver_frames(dir.path(), &[1, 2, 3, 5, 6, 7, 9, 10, 11, 12]);
+}
+
+/// A fake server: accepts one client, reads its hello, then runs `script`.
+fn fake_server(
+    script: impl FnOnce(std::net::TcpStream) + Send + 'static,
+) -> (String, std::thread::JoinHandle<()>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let h = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut head = [0u8; 80];
+        s.read_exact(&mut head).unwrap();
+        let len = u32::from_le_bytes(head[56..60].try_into().unwrap()) as usize;
+        let mut p = vec![0u8; len];
+        s.read_exact(&mut p).unwrap();
+        script(s)
+    });
+    (addr, h)
+}
+
+fn encode(msgs: &[rawlink_proto::Message]) -> Vec<u8> {
+    let mut b = bytes::BytesMut::new();
+    for m in msgs {
+        rawlink_proto::Encoder::encode(m, &mut b);
+    }
+    b.to_vec()
+}
+
+fn frame_msg(seq: u64) -> rawlink_proto::Message {
+    use rawlink_frame::*;
+    let fmt = PixelFormat::unpacked(BayerPattern::Rggb, 12).unwrap();
+    let mut h = FrameHeader::new(seq, W as u32, H as u32, fmt);
+    h.black_level = 64;
+    rawlink_proto::Message::Frame(Frame::new(h, driver_frame(seq).into()).unwrap())
+}
+
+/// A frame header with a valid CRC whose fields are edited by `edit`.
+fn forged_header(edit: impl Fn(&mut [u8])) -> Vec<u8> {
+    let mut h = encode(&[frame_msg(99)]);
+    h.truncate(80);
+    edit(&mut h);
+    let crc = crc32c::crc32c(&h[..76]);
+    h[76..80].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+#[test]
+fn absurd_headers_are_rejected_before_allocation_and_memory_stays_flat() {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (addr, server) = fake_server(move |mut s| {
+        s.write_all(&encode(&[frame_msg(1)])).unwrap();
+        // 3 x 300 headers that claim absurd sizes, each with a valid header CRC.
+        for _ in 0..300 {
+            s.write_all(&forged_header(|h| {
+                h[56..60].copy_from_slice(&u32::MAX.to_le_bytes())
+            }))
+            .unwrap();
+            s.write_all(&forged_header(|h| {
+                h[32..36].copy_from_slice(&60_000u32.to_le_bytes());
+                h[40..44].copy_from_slice(&120_000u32.to_le_bytes());
+            }))
+            .unwrap();
+            s.write_all(&forged_header(|h| {
+                h[56..60].copy_from_slice(&(200u32 << 20).to_le_bytes())
+            }))
+            .unwrap();
+        }
+        s.write_all(&encode(&[frame_msg(2)])).unwrap();
+        // Hold the connection open while the test measures the receiver.
+        let _ = rx.recv_timeout(Duration::from_secs(60));
+        s.write_all(&encode(&[rawlink_proto::Message::EndOfStream(
+            rawlink_proto::EndOfStream {
+                last_seq: 2,
+                reason: rawlink_proto::EndReason::FramesDone,
+                message: "done".into(),
+            },
+        )]))
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    // stderr goes to a file: nobody reads the pipe while the test waits for frame 2.
+    let child = bin()
+        .args(["receive", "--connect", &addr, "--quiet", "--out"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !dir.path().join("frame_000002.json").exists() {
+        assert!(t.elapsed() < T, "frame 2 never arrived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let hwm_kb = proc_status(child.id(), "VmHWM");
+    let peak_kb = proc_status(child.id(), "VmPeak");
+    tx.send(()).unwrap();
+    let o = finish(child, T);
+    server.join().unwrap();
+    let stderr = std::fs::read_to_string(log.path()).unwrap();
+    assert!(o.status.success(), "{stderr}");
+    let line = summary_of(&o);
+    assert_eq!(field(&line, "frames"), 2, "{line}");
+    assert_eq!(field(&line, "protocol_errors"), 900, "{line}");
+    // The log names the first few and then goes quiet; the summary counts them all.
+    assert_eq!(
+        stderr.matches("skipping to the next header").count(),
+        10,
+        "{stderr}"
+    );
+    // Two 600 KB frames and their processing; nothing near the 4 GiB or 200 MiB claims.
+    assert!(hwm_kb < 200 * 1024, "peak RSS {hwm_kb} kB");
+    assert!(
+        peak_kb < 3 * 1024 * 1024,
+        "peak virtual size {peak_kb} kB: something reserved a claimed payload"
+    );
+    assert_driver_frames(dir.path(), &[1, 2]);
+}
+
+#[test]
+fn server_rejects_an_absurd_hello_and_keeps_serving() {
+    let server = Server::start(&[
+        "--source",
+        "sim",
+        "--interval-ms",
+        "20",
+        "--frames",
+        "60",
+        "--wait-clients",
+        "1",
+    ]);
+    let good = spawn_receive(&[
+        "--connect",
+        &server.addr.to_string(),
+        "--sink",
+        "null",
+        "--quiet",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = proc_status(server.child.id(), "VmHWM");
+    for _ in 0..100 {
+        let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+        let mut h = forged_header(|h| h[56..60].copy_from_slice(&u32::MAX.to_le_bytes()));
+        h[8] = 5; // a client hello claiming a 4 GiB payload
+        let crc = crc32c::crc32c(&h[..76]);
+        h[76..80].copy_from_slice(&crc.to_le_bytes());
+        s.write_all(&h).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink); // the server closes it
+    }
+    let after = proc_status(server.child.id(), "VmHWM");
+    let good = finish(good, T);
+    let (status, out, err) = server.wait(T);
+    assert!(status.success(), "{err}");
+    let s = summary_of(&good);
+    assert_eq!((field(&s, "frames"), field(&s, "missing")), (60, 0), "{s}");
+    assert!(err.contains("exceeds the limit"), "{err}");
+    assert!(out.contains("rejected=100"), "{out}");
+    assert!(
+        after < before + 20 * 1024,
+        "server peak RSS grew from {before} to {after} kB"
+    );
+}
+
+/// Runs a receiver whose output folder is a tmpfs of `size` in a private mount
+/// namespace; copies what it kept to `copy`.
+fn receive_on_tmpfs(size: &str, server: &str, copy: &Path, extra: &str) -> std::process::Output {
+    let mnt = tempfile::tempdir().unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size={size} rawlink-test {mnt} || exit 99; \
+         {bin} receive --connect {server} --out {mnt}/out --quiet --no-reconnect {extra}; rc=$?; \
+         cp -a {mnt}/out/. {copy}/ 2>/dev/null; exit $rc",
+        mnt = mnt.path().display(),
+        bin = env!("CARGO_BIN_EXE_rawlink"),
+        copy = copy.display(),
+    );
+    let o = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .env("RAWLINK_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("unshare (util-linux) is needed for the disk-full test");
+    let o = finish(o, T);
+    assert_ne!(
+        o.status.code(),
+        Some(99),
+        "cannot mount a tmpfs in a private mount namespace: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+#[test]
+fn disk_full_stop_keeps_whole_frames_and_exits_with_the_error() {
+    let server = Server::start(&[
+        "--source",
+        "sim",
+        "--interval-ms",
+        "20",
+        "--frames",
+        "10",
+        "--wait-clients",
+        "1",
+    ]);
+    let copy = tempfile::tempdir().unwrap();
+    let o = receive_on_tmpfs(
+        "2m",
+        &server.addr.to_string(),
+        copy.path(),
+        "--on-disk-error stop",
+    );
+    let _ = server.wait(T);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("rawlink: error: stopped by a disk error")
+            && last.contains("disk is full"),
+        "{last}"
+    );
+    let line = summary_of(&o);
+    let kept = complete_sets(copy.path());
+    assert!(!kept.is_empty() && kept.len() < 10, "{kept:?}");
+    assert_eq!(field(&line, "written"), kept.len() as u64, "{line}");
+    assert!(field(&line, "disk_errors") >= 1, "{line}");
+}
+
+#[test]
+fn disk_full_drop_counts_every_lost_frame_and_keeps_receiving() {
+    let server = Server::start(&[
+        "--source",
+        "sim",
+        "--interval-ms",
+        "20",
+        "--frames",
+        "10",
+        "--wait-clients",
+        "1",
+    ]);
+    let copy = tempfile::tempdir().unwrap();
+    let o = receive_on_tmpfs(
+        "2m",
+        &server.addr.to_string(),
+        copy.path(),
+        "--on-disk-error drop",
+    );
+    let (status, _, _) = server.wait(T);
+    assert!(status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "lost frames make the exit status non-zero"
+    );
+    assert!(
+        stderr.contains("frame dropped (--on-disk-error drop)"),
+        "{stderr}"
+    );
+    let line = summary_of(&o);
+    let kept = complete_sets(copy.path());
+    assert_eq!(
+        field(&line, "frames"),
+        10,
+        "every frame was received: {line}"
+    );
+    assert_eq!(field(&line, "written"), kept.len() as u64, "{line}");
+    assert_eq!(
+        field(&line, "written") + field(&line, "disk_errors"),
+        10,
+        "each frame is either written whole or counted lost: {line}"
+    );
+}
+
+#[test]
+fn read_only_output_folder_is_a_clear_error() {
+    let mnt = tempfile::tempdir().unwrap();
+    let script = format!(
+        "mount -t tmpfs -o ro rawlink-test {mnt} || exit 99; {bin} receive --connect 127.0.0.1:9 --out {mnt}/out",
+        mnt = mnt.path().display(),
+        bin = env!("CARGO_BIN_EXE_rawlink"),
+    );
+    let o = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert_ne!(o.status.code(), Some(99));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("rawlink: error: cannot create output folder")
+            && last.contains("Read-only"),
+        "{last}"
+    );
+}
+
+#[test]
+fn sigterm_during_writes_finishes_every_received_frame() {
+    let server = Server::start(&[
+        "--source",
+        "sim",
+        "--interval-ms",
+        "5",
+        "--wait-clients",
+        "1",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let rx = spawn_receive(&[
+        "--connect",
+        &server.addr.to_string(),
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--quiet",
+        "--profile",
+        "default",
+    ]);
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&rx, Signal::SIGTERM);
+    let o = finish(rx, T);
+    signal(&server.child, Signal::SIGTERM);
+    let (status, _, err) = server.wait(T);
+    assert!(status.success(), "{err}");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let line = summary_of(&o);
+    let kept = complete_sets(dir.path());
+    assert!(kept.len() >= 5, "{line}");
+    assert_eq!(field(&line, "frames"), kept.len() as u64, "{line}");
+    assert_eq!(field(&line, "written"), kept.len() as u64, "{line}");
+}
+
+#[test]
+fn sigkill_during_writes_leaves_only_complete_files_and_temp_files_are_cleaned() {
+    let server = Server::start(&[
+        "--source",
+        "sim",
+        "--interval-ms",
+        "5",
+        "--wait-clients",
+        "1",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let rx = spawn_receive(&[
+        "--connect",
+        &server.addr.to_string(),
+        "--out",
+        out,
+        "--quiet",
+    ]);
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&rx, Signal::SIGKILL);
+    let _ = finish(rx, T);
+    signal(&server.child, Signal::SIGKILL);
+    let _ = server.wait(T);
+    // Every file under a final name is complete.
+    let all = names(dir.path());
+    let finals: Vec<&String> = all.iter().filter(|n| !n.starts_with('.')).collect();
+    assert!(finals.len() >= 3, "{all:?}");
+    for n in &finals {
+        let p = dir.path().join(n);
+        let seq: u64 = n[6..12].parse().unwrap();
+        match n.rsplit('.').next().unwrap() {
+            "raw" => assert!(std::fs::read(&p).unwrap() == driver_frame(seq), "{n}"),
+            "png" => assert_eq!(read_png(&p).0, W as u32),
+            "json" => {
+                let j: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+                assert_eq!(j["seq"], seq);
+            }
+            other => panic!("unexpected file {n} ({other})"),
+        }
+    }
+    // Plus one temporary file of a process that certainly no longer exists.
+    std::fs::write(
+        dir.path().join(".frame_000777.png.4294967.rawlink-tmp"),
+        b"partial",
+    )
+    .unwrap();
+    let temps = names(dir.path())
+        .iter()
+        .filter(|n| n.ends_with(".rawlink-tmp"))
+        .count() as u64;
+    let server = Server::start(&[
+        "--source",
+        "sim",
+        "--interval-ms",
+        "20",
+        "--frames",
+        "2",
+        "--wait-clients",
+        "1",
+    ]);
+    let o = finish(
+        spawn_receive(&[
+            "--connect",
+            &server.addr.to_string(),
+            "--out",
+            out,
+            "--quiet",
+        ]),
+        T,
+    );
+    let _ = server.wait(T);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let line = summary_of(&o);
+    assert_eq!(field(&line, "stale_temp_removed"), temps, "{line}");
+    let after = names(dir.path());
+    assert!(!after.iter().any(|n| n.starts_with('.')), "{after:?}");
+    // Nothing was overwritten: the files from before are all still there.
+    for n in finals {
+        assert!(after.contains(n), "{n} disappeared");
+    }
+    assert!(
+        after.contains(&"frame_000001-1.raw".to_string()),
+        "{after:?}"
+    );
+}
+
+/// A CA and a server certificate for localhost/127.0.0.1, as PEM files in `dir`.
+fn make_certs(dir: &Path, name: &str) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, format!("{name} test CA"));
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    p.subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let cert = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
+    let files = [
+        (format!("{name}-ca.pem"), ca_cert.pem()),
+        (format!("{name}-cert.pem"), cert.pem()),
+        (format!("{name}-key.pem"), key.serialize_pem()),
+    ];
+    let paths: Vec<String> = files
+        .iter()
+        .map(|(f, pem)| {
+            let p = dir.join(f);
+            std::fs::write(&p, pem).unwrap();
+            p.to_str().unwrap().to_string()
+        })
+        .collect();
+    (paths[0].clone(), paths[1].clone(), paths[2].clone())
+}
+
+fn token_file(dir: &Path, name: &str, token: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("{token}\n")).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+#[test]
+fn wrong_token_no_token_and_wrong_certificate_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certs(d.path(), "good");
+    let (other_ca, _, _) = make_certs(d.path(), "other");
+    let good_token = token_file(d.path(), "good.token", "correct-horse-battery-staple");
+    let bad_token = token_file(d.path(), "bad.token", "correct-horse-battery-stapler");
+    let server = Server::start(&[
+        "--source",
+        "sim",
+        "--interval-ms",
+        "20",
+        "--wait-clients",
+        "1",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--token-file",
+        &good_token,
+    ]);
+    let addr = server.addr.to_string();
+    let run = |args: &[&str]| {
+        let mut a = vec![
+            "--connect",
+            &addr,
+            "--sink",
+            "null",
+            "--quiet",
+            "--frames",
+            "5",
+        ];
+        a.extend_from_slice(args);
+        let t = Instant::now();
+        let o = finish(spawn_receive(&a), T);
+        (o, t.elapsed())
+    };
+    // The right CA and token: served, frames verified.
+    let (ok, _) = run(&["--tls-ca", &ca, "--token-file", &good_token]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(field(&summary_of(&ok), "frames"), 5);
+    // --tls-insecure works, loudly.
+    let (insecure, _) = run(&["--tls-insecure", "--token-file", &good_token]);
+    assert!(insecure.status.success());
+    assert!(String::from_utf8_lossy(&insecure.stderr).contains("WARNING: --tls-insecure"));
+    // Refusals are fatal at once (no reconnect loop) with a one-line error.
+    for (args, needle) in [
+        (
+            vec!["--tls-ca", ca.as_str(), "--token-file", bad_token.as_str()],
+            "authentication failed: wrong token",
+        ),
+        (
+            vec!["--tls-ca", ca.as_str()],
+            "authentication failed: no token",
+        ),
+        (
+            vec![
+                "--tls-ca",
+                other_ca.as_str(),
+                "--token-file",
+                good_token.as_str(),
+            ],
+            "TLS handshake",
+        ),
+    ] {
+        let (o, took) = run(&args);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?}: {stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("rawlink: error: ") && last.contains(needle),
+            "{last}"
+        );
+        assert!(took < Duration::from_secs(5), "{args:?} took {took:?}");
+    }
+    signal(&server.child, Signal::SIGTERM);
+    let (status, out, err) = server.wait(T);
+    assert!(status.success(), "{err}");
+    assert!(out.contains("rejected=3"), "{out}");
+    assert_eq!(err.matches("authentication failed").count(), 2, "{err}");
+    assert!(err.contains("TLS handshake failed"), "{err}");
+}
+
+#[test]
+fn two_hundred_idle_connections_time_out_and_real_clients_are_served() {
+    let d = tempfile::tempdir().unwrap();
+    let token = token_file(d.path(), "t", "s3cret");
+    let server = Server::start(&[
+        "--source",
+        "sim",
+        "--interval-ms",
+        "20",
+        "--frames",
+        "150",
+        "--wait-clients",
+        "1",
+        "--token-file",
+        &token,
+        "--handshake-timeout",
+        "1",
+        "--max-pending",
+        "300",
+    ]);
+    let addr = server.addr.to_string();
+    let steady = spawn_receive(&[
+        "--connect",
+        &addr,
+        "--sink",
+        "null",
+        "--quiet",
+        "--token-file",
+        &token,
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    let idle: Vec<std::net::TcpStream> = (0..200)
+        .map(|_| std::net::TcpStream::connect(server.addr).unwrap())
+        .collect();
+    // A real client arriving during the flood still gets in.
+    let late = spawn_receive(&[
+        "--connect",
+        &addr,
+        "--sink",
+        "null",
+        "--quiet",
+        "--token-file",
+        &token,
+        "--frames",
+        "20",
+    ]);
+    let t = Instant::now();
+    for mut s in idle {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut b = [0u8; 64];
+        match s.read(&mut b) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("idle connection not closed by the server: {other:?}"),
+        }
+    }
+    let closed_after = t.elapsed();
+    let late = finish(late, T);
+    let steady = finish(steady, T);
+    let (status, out, err) = server.wait(T);
+    assert!(status.success(), "{err}");
+    assert!(closed_after < Duration::from_secs(5), "{closed_after:?}");
+    let s = summary_of(&steady);
+    assert_eq!((field(&s, "frames"), field(&s, "missing")), (150, 0), "{s}");
+    assert_eq!(field(&summary_of(&late), "frames"), 20);
+    assert!(out.contains("rejected=200"), "{out}");
+    assert_eq!(err.matches("handshake timeout").count(), 200);
+}
