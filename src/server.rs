@@ -488,8 +488,10 @@ pub async fn serve(
                 (last_frames, last_at) = (summary.frames, std::time::Instant::now());
                 let depths: Vec<usize> = clients.iter().map(|c| c.queue.lock().frames).collect();
                 let drops: u64 = clients.iter().map(|c| c.queue.dropped.load(Ordering::Relaxed)).sum();
+                let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+                metrics::gauge!("rawlink_server_tasks").set(tasks as f64);
                 info!(
-                    "stats: frames={} fps_in={fps:.1} clients={} queue_max={} drops_now={drops}",
+                    "stats: frames={} fps_in={fps:.1} clients={} queue_max={} drops_now={drops} tasks={tasks}",
                     summary.frames,
                     clients.len(),
                     depths.iter().max().copied().unwrap_or(0)
