@@ -183,8 +183,8 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
     if a.legacy {
         tracing::info!("legacy mode: bare frames over plaintext TCP, no authentication");
     }
-    if !addr.ip().is_loopback() && tls.is_none() && token.is_none() {
-        tracing::warn!("listening on {addr} without TLS or a token: anyone who can reach this port can watch the camera (see README, Security)");
+    if let Some(w) = exposure_warning(addr, tls.is_some(), token.is_some(), a.legacy) {
+        tracing::warn!("{w}");
     }
     println!("listening on {addr}");
     std::io::stdout().flush().ok();
@@ -224,6 +224,23 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
         bail!("source failed: {e}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The warning printed when a server is reachable from other hosts with neither TLS
+/// nor a token.
+fn exposure_warning(
+    addr: std::net::SocketAddr,
+    tls: bool,
+    token: bool,
+    legacy: bool,
+) -> Option<String> {
+    if addr.ip().is_loopback() || tls || token {
+        return None;
+    }
+    Some(format!(
+        "listening on {addr} without TLS or a token{}: anyone who can reach this port can watch the camera (see README, Security)",
+        if legacy { " (legacy mode cannot have either)" } else { "" }
+    ))
 }
 
 /// Subfolder name for a camera address: `host:port` → `host_port`.
@@ -535,4 +552,40 @@ fn isp(a: IspArgs) -> Result<ExitCode> {
         isp_ms
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposure_warning_only_off_loopback_without_tls_or_token() {
+        let any: std::net::SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let lo: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let lo6: std::net::SocketAddr = "[::1]:8080".parse().unwrap();
+        assert!(exposure_warning(any, false, false, false)
+            .unwrap()
+            .contains("without TLS or a token"));
+        assert!(exposure_warning(any, false, false, true)
+            .unwrap()
+            .contains("legacy"));
+        assert!(exposure_warning(any, true, false, false).is_none());
+        assert!(exposure_warning(any, false, true, false).is_none());
+        assert!(exposure_warning(lo, false, false, false).is_none());
+        assert!(exposure_warning(lo6, false, false, false).is_none());
+    }
+
+    #[test]
+    fn seconds_flags_are_checked() {
+        assert_eq!(seconds("--x", 0.0, true).unwrap(), None);
+        assert_eq!(
+            seconds("--x", 1.5, true).unwrap(),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(seconds("--x", 0.0, false).unwrap(), Some(Duration::ZERO));
+        for bad in [-1.0, f64::NAN, f64::INFINITY] {
+            let e = seconds("--x", bad, true).unwrap_err().to_string();
+            assert!(e.starts_with("--x must be"), "{e}");
+        }
+    }
 }

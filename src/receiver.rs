@@ -720,3 +720,42 @@ impl<'a> Session<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_with_jitter_and_resets() {
+        let mut b = Backoff::new(Duration::from_secs(1));
+        let mut uppers = Vec::new();
+        for _ in 0..8 {
+            let upper = b.next;
+            let d = b.delay();
+            assert!(
+                d <= upper && d >= upper / 2,
+                "{d:?} not in [{:?}, {upper:?}]",
+                upper / 2
+            );
+            uppers.push(upper.as_millis());
+        }
+        assert_eq!(uppers, [100, 200, 400, 800, 1000, 1000, 1000, 1000]);
+        b.reset();
+        assert!(b.delay() <= Duration::from_millis(100));
+        // Jitter: many draws are not all equal.
+        let draws: std::collections::BTreeSet<u128> = (0..20)
+            .map(|_| {
+                b.reset();
+                b.delay().as_micros()
+            })
+            .collect();
+        assert!(draws.len() > 5, "{draws:?}");
+    }
+
+    #[test]
+    fn percentiles_nearest_rank() {
+        assert_eq!(percentiles(&[]), (0.0, 0.0));
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentiles(&v), (50.0, 99.0));
+    }
+}

@@ -550,4 +550,60 @@ mod tests {
         let err = write_atomic(&d.path().join("missing"), "a.bin", b"x").unwrap_err();
         assert!(format!("{err:#}").contains("missing/a.bin"), "{err:#}");
     }
+
+    #[test]
+    fn write_new_never_replaces() {
+        let d = tempfile::tempdir().unwrap();
+        write_new(d.path(), "a.bin", b"first").unwrap();
+        let e = write_new(d.path(), "a.bin", b"second").unwrap_err();
+        assert_eq!(e.kind, std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(d.path().join("a.bin")).unwrap(), b"first");
+        let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temporary file left behind");
+    }
+
+    #[test]
+    fn claim_stem_takes_the_next_free_suffix() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, _) = claim_stem(d.path(), 7, b"a").unwrap();
+        let (b, _) = claim_stem(d.path(), 7, b"b").unwrap();
+        // A stem whose .png exists (its .raw deleted by hand) is not reused either.
+        std::fs::write(d.path().join("frame_000007-2.png"), b"x").unwrap();
+        let (c, _) = claim_stem(d.path(), 7, b"c").unwrap();
+        assert_eq!(
+            (a.as_str(), b.as_str(), c.as_str()),
+            ("frame_000007", "frame_000007-1", "frame_000007-3")
+        );
+        assert_eq!(
+            std::fs::read(d.path().join("frame_000007.raw")).unwrap(),
+            b"a"
+        );
+    }
+
+    #[test]
+    fn only_dead_processes_temp_files_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let dead = d.path().join(".frame_000001.raw.4294967.rawlink-tmp");
+        let mine = temp_path(d.path(), "frame_000002.raw");
+        let other = d.path().join(".notes.tmp");
+        for p in [&dead, &mine, &other] {
+            std::fs::write(p, b"x").unwrap();
+        }
+        assert_eq!(remove_stale_temp_files(d.path()), 1);
+        assert!(!dead.exists() && mine.exists() && other.exists());
+    }
+
+    #[test]
+    fn disk_errors_name_the_cause() {
+        let p = Path::new("/x/frame.png");
+        let full = DiskError::new(std::io::Error::from_raw_os_error(28), p).to_string();
+        assert!(
+            full.starts_with("disk error writing /x/frame.png: the disk is full"),
+            "{full}"
+        );
+        let ro = DiskError::new(std::io::Error::from_raw_os_error(30), p).to_string();
+        assert!(ro.contains("read-only"), "{ro}");
+        let acc = DiskError::new(std::io::Error::from_raw_os_error(13), p).to_string();
+        assert!(acc.contains("permission denied"), "{acc}");
+    }
 }

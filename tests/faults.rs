@@ -830,3 +830,135 @@ fn two_hundred_idle_connections_time_out_and_real_clients_are_served() {
     assert!(out.contains("rejected=200"), "{out}");
     assert_eq!(err.matches("handshake timeout").count(), 200);
 }
+
+#[test]
+fn heartbeats_keep_an_idle_stream_alive_in_both_directions() {
+    // 2.5 s between frames, 1 s peer timeouts on both sides: only heartbeats (200 ms
+    // from the server, 1 s from the receiver) keep the connection.
+    let server = Server::start(&[
+        "--source",
+        "sim",
+        "--interval-ms",
+        "2500",
+        "--frames",
+        "2",
+        "--wait-clients",
+        "1",
+        "--peer-timeout",
+        "1.5",
+        "--heartbeat-ms",
+        "200",
+    ]);
+    let o = finish(
+        spawn_receive(&[
+            "--connect",
+            &server.addr.to_string(),
+            "--sink",
+            "null",
+            "--peer-timeout",
+            "1",
+            "--no-reconnect",
+        ]),
+        T,
+    );
+    let (status, _, err) = server.wait(T);
+    assert!(status.success(), "{err}");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = summary_of(&o);
+    assert_eq!(
+        (field(&s, "frames"), field(&s, "reconnects")),
+        (2, 0),
+        "{s}"
+    );
+    assert!(!err.contains("presumed dead"), "{err}");
+}
+
+#[test]
+fn a_silent_server_is_detected_by_the_peer_timeout() {
+    let (addr, server) = fake_server(|mut s| {
+        s.write_all(&encode(&[frame_msg(1)])).unwrap();
+        // Then silence, with the connection open: a dead host looks like this.
+        std::thread::sleep(Duration::from_secs(6));
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    let o = finish(
+        spawn_receive(&[
+            "--connect",
+            &addr,
+            "--out",
+            dir.path().to_str().unwrap(),
+            "--peer-timeout",
+            "1",
+            "--no-reconnect",
+        ]),
+        T,
+    );
+    let took = t.elapsed();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        stderr
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .contains("no data from the server for 1.0 s"),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    assert_driver_frames(dir.path(), &[1]);
+    server.join().unwrap();
+}
+
+#[test]
+fn the_server_drops_a_client_whose_heartbeats_stop_and_one_that_stops_reading() {
+    let server = Server::start(&[
+        "--source",
+        "sim",
+        "--interval-ms",
+        "10",
+        "--frames",
+        "600",
+        "--peer-timeout",
+        "1",
+    ]);
+    // A client that promises heartbeats every 200 ms, reads everything, sends nothing.
+    let mut mute = std::net::TcpStream::connect(server.addr).unwrap();
+    let mut hello = bytes::BytesMut::new();
+    rawlink_proto::Encoder::encode(
+        &rawlink_proto::Message::ClientHello(rawlink_proto::ClientHello {
+            every: 1,
+            heartbeat_ms: 200,
+            ..Default::default()
+        }),
+        &mut hello,
+    );
+    mute.write_all(&hello).unwrap();
+    mute.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let t = Instant::now();
+    let mut got = 0usize;
+    let mut b = vec![0u8; 1 << 16];
+    loop {
+        match mute.read(&mut b) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    let mute_for = t.elapsed();
+    // A client that connects and never reads: its socket buffers fill, writes stall.
+    let stalled = std::net::TcpStream::connect(server.addr).unwrap();
+    let (status, _, err) = server.wait(T);
+    drop(stalled);
+    assert!(status.success(), "{err}");
+    assert!(got > 0, "the mute client was served first");
+    assert!(
+        mute_for >= Duration::from_millis(900) && mute_for < Duration::from_secs(5),
+        "{mute_for:?}"
+    );
+    assert!(
+        err.contains("no heartbeat from the client for 1.0 s"),
+        "{err}"
+    );
+    assert!(err.contains("write stalled for 1.0 s"), "{err}");
+}
