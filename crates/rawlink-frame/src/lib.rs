@@ -18,7 +18,9 @@
 #![warn(missing_docs)]
 
 mod pack;
-pub use pack::{pack_frame, pack_row, unpack_frame, unpack_row};
+pub use pack::{
+    pack_frame, pack_frame_as, pack_row, pack_row_mipi, unpack_frame, unpack_row, unpack_row_mipi,
+};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -169,8 +171,17 @@ pub enum Packing {
     U16Le = 0,
     /// rawlink's wire packing: each row is a little-endian bit stream of `bits`-bit
     /// samples, least significant bit first, padded to a whole byte. 12-bit: 2 samples
-    /// in 3 bytes; 10-bit: 4 samples in 5 bytes. (Not the MIPI CSI-2 layout.)
+    /// in 3 bytes; 10-bit: 4 samples in 5 bytes. (Not the MIPI CSI-2 layout.) At 8 bits
+    /// this is one byte per sample, V4L2's `SRGGB8` family.
     PackedLsb = 1,
+    /// MIPI CSI-2 packing, V4L2's `SRGGB10P`/`12P`/`14P` families (10, 12 or 14 bits
+    /// only): each group of pixels stores their 8 most significant bits one byte each,
+    /// then their low bits together. RAW10: 4 pixels in 5 bytes, byte 4 holding the
+    /// 2 LSBs of pixel k in bits 2k+1..2k; RAW12: 2 pixels in 3 bytes, byte 2 holding the
+    /// 4 LSBs of pixel 0 in bits 3..0 and of pixel 1 in bits 7..4; RAW14: 4 pixels in
+    /// 7 bytes, bytes 4..6 holding the 6-bit LSBs of pixels 0..3 as one little-endian
+    /// 24-bit field. A row is a whole number of groups (the last one zero-padded).
+    Mipi = 2,
 }
 
 impl Packing {
@@ -183,6 +194,7 @@ impl Packing {
         match code {
             0 => Ok(Self::U16Le),
             1 => Ok(Self::PackedLsb),
+            2 => Ok(Self::Mipi),
             c => Err(FrameError::BadPacking(c)),
         }
     }
@@ -191,7 +203,21 @@ impl Packing {
         match self {
             Self::U16Le => width as u64 * 2,
             Self::PackedLsb => (width as u64 * bits as u64).div_ceil(8),
+            Self::Mipi => {
+                let (pixels, bytes) = mipi_group(bits).unwrap_or((1, 2));
+                (width as u64).div_ceil(pixels) * bytes
+            }
         }
+    }
+}
+
+/// Pixels and bytes per MIPI CSI-2 group at `bits` (10, 12 or 14).
+pub fn mipi_group(bits: u8) -> Option<(u64, u64)> {
+    match bits {
+        10 => Some((4, 5)),
+        12 => Some((2, 3)),
+        14 => Some((4, 7)),
+        _ => None,
     }
 }
 
@@ -224,44 +250,73 @@ impl PixelFormat {
         ((1u32 << self.bits) - 1) as u16
     }
 
-    /// The V4L2 fourcc of this format, if V4L2 defines one.
+    /// The V4L2 fourcc of this format, if V4L2 defines one (see [`V4L2_BAYER_FORMATS`]).
     pub fn fourcc(self) -> Option<[u8; 4]> {
-        let p = match self.pattern {
-            BayerPattern::Rggb => b"RG",
-            BayerPattern::Bggr => b"BA",
-            BayerPattern::Grbg => b"GR",
-            BayerPattern::Gbrg => b"GB",
-        };
-        let d = match self.bits {
-            10 => b"10",
-            12 => b"12",
-            14 => b"14",
-            16 => b"16",
-            _ => return None,
-        };
-        // 16-bit uses a different naming scheme in V4L2 (BYR2, GB16, GR16, RG16).
-        if self.bits == 16 {
-            let f = match self.pattern {
-                BayerPattern::Rggb => *b"RG16",
-                BayerPattern::Bggr => *b"BYR2",
-                BayerPattern::Grbg => *b"GR16",
-                BayerPattern::Gbrg => *b"GB16",
-            };
-            return Some(f);
-        }
-        Some([p[0], p[1], d[0], d[1]])
+        V4L2_BAYER_FORMATS
+            .iter()
+            .find(|(_, f)| *f == self)
+            .map(|(cc, _)| *cc)
     }
 
-    /// The format for a V4L2 fourcc (unpacked 16-bit container families only).
+    /// The format for a V4L2 Bayer fourcc.
     pub fn from_fourcc(fourcc: [u8; 4]) -> Option<Self> {
-        BayerPattern::ALL.into_iter().find_map(|pattern| {
-            [10u8, 12, 14, 16].into_iter().find_map(|bits| {
-                let f = PixelFormat::unpacked(pattern, bits).ok()?;
-                (f.fourcc() == Some(fourcc)).then_some(f)
-            })
-        })
+        V4L2_BAYER_FORMATS
+            .iter()
+            .find(|(cc, _)| *cc == fourcc)
+            .map(|(_, f)| *f)
     }
 }
+
+const fn v4l2(pattern: BayerPattern, bits: u8, packing: Packing) -> PixelFormat {
+    PixelFormat {
+        pattern,
+        bits,
+        packing,
+    }
+}
+
+/// Every V4L2 Bayer format rawlink reads, with its fourcc, as `videodev2.h` defines
+/// them: 8-bit (one byte per sample), 10/12/14/16-bit in little-endian 16-bit
+/// containers, and the MIPI CSI-2 packed 10/12/14-bit families. Note the irregular
+/// names: GRBG is `BA10`/`BA12` but `GR14`/`GR16`, and 16-bit BGGR is `BYR2`.
+pub const V4L2_BAYER_FORMATS: [([u8; 4], PixelFormat); 32] = {
+    use BayerPattern::{Bggr as B, Gbrg as GB, Grbg as GR, Rggb as R};
+    use Packing::{Mipi as P, PackedLsb as L, U16Le as U};
+    [
+        (*b"RGGB", v4l2(R, 8, L)),
+        (*b"BA81", v4l2(B, 8, L)),
+        (*b"GRBG", v4l2(GR, 8, L)),
+        (*b"GBRG", v4l2(GB, 8, L)),
+        (*b"RG10", v4l2(R, 10, U)),
+        (*b"BG10", v4l2(B, 10, U)),
+        (*b"BA10", v4l2(GR, 10, U)),
+        (*b"GB10", v4l2(GB, 10, U)),
+        (*b"pRAA", v4l2(R, 10, P)),
+        (*b"pBAA", v4l2(B, 10, P)),
+        (*b"pgAA", v4l2(GR, 10, P)),
+        (*b"pGAA", v4l2(GB, 10, P)),
+        (*b"RG12", v4l2(R, 12, U)),
+        (*b"BG12", v4l2(B, 12, U)),
+        (*b"BA12", v4l2(GR, 12, U)),
+        (*b"GB12", v4l2(GB, 12, U)),
+        (*b"pRCC", v4l2(R, 12, P)),
+        (*b"pBCC", v4l2(B, 12, P)),
+        (*b"pgCC", v4l2(GR, 12, P)),
+        (*b"pGCC", v4l2(GB, 12, P)),
+        (*b"RG14", v4l2(R, 14, U)),
+        (*b"BG14", v4l2(B, 14, U)),
+        (*b"GR14", v4l2(GR, 14, U)),
+        (*b"GB14", v4l2(GB, 14, U)),
+        (*b"pREE", v4l2(R, 14, P)),
+        (*b"pBEE", v4l2(B, 14, P)),
+        (*b"pgEE", v4l2(GR, 14, P)),
+        (*b"pGEE", v4l2(GB, 14, P)),
+        (*b"RG16", v4l2(R, 16, U)),
+        (*b"BYR2", v4l2(B, 16, U)),
+        (*b"GR16", v4l2(GR, 16, U)),
+        (*b"GB16", v4l2(GB, 16, U)),
+    ]
+};
 
 impl fmt::Display for PixelFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -359,7 +414,9 @@ impl FrameHeader {
                 stride: self.stride,
             });
         }
-        if !(8..=16).contains(&self.format.bits) {
+        if !(8..=16).contains(&self.format.bits)
+            || (self.format.packing == Packing::Mipi && mipi_group(self.format.bits).is_none())
+        {
             return Err(FrameError::BadBitDepth(self.format.bits));
         }
         Ok(())
