@@ -22,10 +22,12 @@ pub struct Cli {
 pub enum Command {
     /// Capture frames from a source and stream them to every connected client.
     Serve(ServeArgs),
-    /// Connect to a server, receive frames, and write RAW, PNG and JSON files.
-    Receive(ReceiveArgs),
-    /// Process one headerless .raw file into a PNG.
+    /// Connect to a server, receive frames, and write RAW, PNG, DNG and JSON files.
+    Receive(Box<ReceiveArgs>),
+    /// Process one headerless .raw file, or a DNG, into a PNG.
     Isp(IspArgs),
+    /// Convert a headerless .raw file to DNG, or a DNG to a headerless .raw file.
+    Convert(ConvertArgs),
     /// Run the reference scenario on one machine: a sim server and a receiver over loopback.
     Demo(DemoArgs),
     /// Measure ISP speed over frame sizes, profiles and thread counts; prints a table.
@@ -218,9 +220,14 @@ pub struct ReceiveArgs {
     /// shuffle, LZ4); decompressed exactly here. Takes precedence over --pack.
     #[arg(long)]
     pub compress: bool,
-    /// Where frames go: `files` (RAW, PNG, JSON) or `null` (validate and count only).
+    /// Where frames go: `files` (the --save files plus a JSON sidecar) or `null`
+    /// (validate and count only).
     #[arg(long, default_value = "files")]
     pub sink: String,
+    /// Files written per frame, comma-separated: raw, png, dng (the JSON sidecar is
+    /// always written).
+    #[arg(long, default_value = "raw,png")]
+    pub save: String,
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
@@ -278,10 +285,45 @@ pub struct ReceiveArgs {
     pub geometry: GeometryArgs,
 }
 
+/// `rawlink convert`.
+#[derive(Debug, Clone, Args)]
+pub struct ConvertArgs {
+    /// Input: a headerless little-endian u16 .raw file, or a DNG.
+    pub input: PathBuf,
+    /// Output: `.dng` (from a .raw input) or `.raw` (from a DNG input).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub geometry: GeometryArgs,
+    /// Black level in sample units (default: 64 scaled to --bits, the reference driver's).
+    #[arg(long)]
+    pub black_level: Option<u16>,
+    /// White level in sample units (default: 2^bits - 1).
+    #[arg(long)]
+    pub white_level: Option<u16>,
+    /// White-balance gains `r,g,b` of the scene; AsShotNeutral is their inverse.
+    #[arg(long, value_delimiter = ',')]
+    pub wb_gains: Option<Vec<f64>>,
+    /// ColorMatrix1 (XYZ D65 -> camera), 9 values row-major (default: derived from the
+    /// ISP's default colour correction).
+    #[arg(long, value_delimiter = ',')]
+    pub color_matrix: Option<Vec<f64>>,
+    /// Exposure time in µs, for the EXIF ExposureTime tag.
+    #[arg(long, default_value_t = 0)]
+    pub exposure_us: u32,
+    /// Analog gain (written as ISO 100 × gain).
+    #[arg(long, default_value_t = 1.0)]
+    pub gain: f32,
+    /// Capture time, ns since the Unix epoch (default: the input file's modification time).
+    #[arg(long)]
+    pub timestamp_ns: Option<u64>,
+}
+
 /// `rawlink isp`.
 #[derive(Debug, Clone, Args)]
 pub struct IspArgs {
-    /// Headerless little-endian u16 input.
+    /// Headerless little-endian u16 input, or a DNG (geometry, pattern, levels, white
+    /// balance and colour matrix are then read from the file).
     pub input: PathBuf,
     /// Output PNG.
     #[arg(short, long)]

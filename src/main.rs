@@ -12,7 +12,9 @@ mod tls;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
-use cli::{Cli, Command, DemoArgs, GeometryArgs, IspArgs, PacingArgs, ReceiveArgs, ServeArgs};
+use cli::{
+    Cli, Command, ConvertArgs, DemoArgs, GeometryArgs, IspArgs, PacingArgs, ReceiveArgs, ServeArgs,
+};
 use rawlink_frame::{FrameHeader, PixelFormat};
 use rawlink_isp::{IspConfig, Pipeline, Profile, RawPlane};
 use rawlink_proto::Limits;
@@ -50,8 +52,9 @@ fn init_tracing(filter: &str) {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Isp(a) => isp(a),
+        Command::Convert(a) => convert(a),
         Command::Serve(a) => runtime()?.block_on(serve(a)),
-        Command::Receive(a) => runtime()?.block_on(receive(a)),
+        Command::Receive(a) => runtime()?.block_on(receive(*a)),
         Command::Demo(a) => runtime()?.block_on(demo(a)),
         Command::Bench(a) => bench::run(&a).map(|()| ExitCode::SUCCESS),
     }
@@ -336,6 +339,7 @@ fn receive_config(a: &ReceiveArgs, connect: &str) -> Result<receiver::ReceiveCon
                 queue: a.queue as usize,
                 quiet: a.quiet,
                 on_disk_error: a.on_disk_error.parse().map_err(|e: String| anyhow!(e))?,
+                save: a.save.parse().map_err(|e: String| anyhow!(e))?,
             }),
             "null" => None,
             other => bail!("--sink must be files or null, got {other:?}"),
@@ -474,6 +478,7 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
             every: 1,
             max_fps: 0.0,
             sink: "files".into(),
+            save: "raw,png".into(),
             pack: false,
             compress: false,
             metrics: None,
@@ -508,33 +513,189 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
     finish_receive(&summary)
 }
 
+/// True for a TIFF (and so DNG) file.
+fn is_tiff(b: &[u8]) -> bool {
+    matches!(b.get(..4), Some(b"II*\0") | Some(b"MM\0*"))
+}
+
+/// The file's modification time in ns since the epoch, or 0.
+fn mtime_ns(p: &std::path::Path) -> u64 {
+    std::fs::metadata(p)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn convert(a: ConvertArgs) -> Result<ExitCode> {
+    let bytes =
+        std::fs::read(&a.input).with_context(|| format!("cannot read {}", a.input.display()))?;
+    let ext = a
+        .output
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let (dir, name) = sink::split_output(&a.output)?;
+    if is_tiff(&bytes) {
+        if ext != "raw" {
+            bail!(
+                "a DNG input converts to a .raw file (got --output {})",
+                a.output.display()
+            );
+        }
+        let dng =
+            rawlink_dng::read_dng(&bytes).with_context(|| format!("{}", a.input.display()))?;
+        let out: Vec<u8> = dng.samples.iter().flat_map(|v| v.to_le_bytes()).collect();
+        sink::write_atomic(&dir, &name, &out)?;
+        let m = &dng.meta;
+        println!(
+            "wrote {} ({}x{} {} {}-bit, black {} white {})",
+            a.output.display(),
+            m.width,
+            m.height,
+            m.pattern,
+            m.bits,
+            m.black_level,
+            m.white_level
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if ext != "dng" {
+        bail!(
+            "a .raw input converts to a .dng file (got --output {})",
+            a.output.display()
+        );
+    }
+    let g = &a.geometry;
+    let raw = RawPlane::from_le_bytes(g.width as usize, g.height as usize, &bytes)
+        .with_context(|| format!("{}", a.input.display()))?;
+    let max = ((1u32 << g.bits) - 1) as u16;
+    if let Some(v) = raw.data.iter().find(|&&v| v > max) {
+        bail!(
+            "{}: sample {v} does not fit in {} bits (--bits)",
+            a.input.display(),
+            g.bits
+        );
+    }
+    let neutral = match &a.wb_gains {
+        None => [1.0; 3],
+        Some(v) => match v[..] {
+            [r, gg, b] if [r, gg, b].iter().all(|x| x.is_finite() && *x > 0.0) => {
+                [gg / r, 1.0, gg / b]
+            }
+            _ => bail!("--wb-gains needs three positive values r,g,b"),
+        },
+    };
+    let color_matrix = match &a.color_matrix {
+        Some(v) if v.len() == 9 && v.iter().all(|x| x.is_finite()) => {
+            Some([[v[0], v[1], v[2]], [v[3], v[4], v[5]], [v[6], v[7], v[8]]])
+        }
+        Some(v) => bail!("--color-matrix needs 9 numbers, got {}", v.len()),
+        None => dng_color_matrix(&IspConfig::default()),
+    };
+    let meta = rawlink_dng::DngMeta {
+        width: g.width,
+        height: g.height,
+        pattern: g.pattern,
+        bits: g.bits,
+        black_level: a.black_level.unwrap_or_else(|| {
+            if g.bits >= 12 {
+                64u16 << (g.bits - 12)
+            } else {
+                64 >> (12 - g.bits)
+            }
+        }),
+        white_level: a.white_level.unwrap_or(max),
+        as_shot_neutral: neutral,
+        color_matrix,
+        timestamp_ns: a.timestamp_ns.unwrap_or_else(|| mtime_ns(&a.input)),
+        exposure_us: a.exposure_us,
+        analog_gain: a.gain,
+        model: "rawlink".into(),
+        description: format!("converted from {}", a.input.display()),
+    };
+    let dng = rawlink_dng::write_dng(&meta, &raw.data)?;
+    sink::write_atomic(&dir, &name, &dng)?;
+    println!(
+        "wrote {} ({}x{} {} {}-bit DNG, black {} white {})",
+        a.output.display(),
+        g.width,
+        g.height,
+        g.pattern,
+        g.bits,
+        meta.black_level,
+        meta.white_level
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// ColorMatrix1 for DNGs: the inverse of the ISP's colour correction, from XYZ.
+pub(crate) fn dng_color_matrix(cfg: &IspConfig) -> Option<[[f64; 3]; 3]> {
+    let ccm = cfg.ccm.matrix.map(|r| r.map(f64::from));
+    rawlink_dng::color_matrix_from_ccm(&ccm)
+}
+
 fn isp(a: IspArgs) -> Result<ExitCode> {
     let g = &a.geometry;
     let mut cfg = isp_config(&a.isp, g.pattern, g.bits)?;
     if let Some(b) = a.black_level {
         cfg.set_black_level(b);
     }
-    let pipeline = Pipeline::new(&cfg)?;
     let bytes =
         std::fs::read(&a.input).with_context(|| format!("cannot read {}", a.input.display()))?;
-    let raw = RawPlane::from_le_bytes(g.width as usize, g.height as usize, &bytes)
-        .with_context(|| format!("{}", a.input.display()))?;
+    let (raw, width, height) = if is_tiff(&bytes) {
+        let dng =
+            rawlink_dng::read_dng(&bytes).with_context(|| format!("{}", a.input.display()))?;
+        let m = &dng.meta;
+        cfg.pattern = m.pattern;
+        cfg.bits = m.bits;
+        if a.black_level.is_none() && a.isp.config.is_none() {
+            cfg.set_black_level(m.black_level);
+        }
+        if a.isp.white_level.is_none() {
+            cfg.blc.white = Some(m.white_level);
+        }
+        if a.isp.wb.is_none() && a.isp.wb_gains.is_none() && m.as_shot_neutral != [1.0; 3] {
+            let n = m.as_shot_neutral;
+            cfg.wb.mode = rawlink_isp::WbMode::Manual;
+            cfg.wb.gains = Some([(n[1] / n[0]) as f32, 1.0, (n[1] / n[2]) as f32]);
+        }
+        if let Some(ccm) = m
+            .color_matrix
+            .filter(|_| a.isp.config.is_none())
+            .and_then(|cm| rawlink_dng::ccm_from_color_matrix(&cm))
+        {
+            cfg.ccm.matrix = ccm.map(|r| r.map(|v| v as f32));
+        }
+        tracing::info!(
+            "{}: DNG {}x{} {} {}-bit, black {} white {}, AsShotNeutral {:?}, ColorMatrix1 {}",
+            a.input.display(),
+            m.width,
+            m.height,
+            m.pattern,
+            m.bits,
+            m.black_level,
+            m.white_level,
+            m.as_shot_neutral,
+            if m.color_matrix.is_some() {
+                "used"
+            } else {
+                "absent"
+            }
+        );
+        let plane = RawPlane::new(m.width as usize, m.height as usize, dng.samples)?;
+        (plane, m.width, m.height)
+    } else {
+        let plane = RawPlane::from_le_bytes(g.width as usize, g.height as usize, &bytes)
+            .with_context(|| format!("{}", a.input.display()))?;
+        (plane, g.width, g.height)
+    };
+    let pipeline = Pipeline::new(&cfg)?;
     let t = Instant::now();
     let out = pipeline.run(raw);
     let isp_ms = t.elapsed().as_secs_f64() * 1e3;
     let png = sink::encode_png(&out, a.isp.png_depth, &[])?;
-    let dir = match a.output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create output folder {}", dir.display()))?;
-    let name = a
-        .output
-        .file_name()
-        .ok_or_else(|| anyhow!("--output {} has no file name", a.output.display()))?
-        .to_string_lossy()
-        .into_owned();
+    let (dir, name) = sink::split_output(&a.output)?;
     sink::write_atomic(&dir, &name, &png)?;
     if a.timing {
         for (stage, d) in &out.timings {
@@ -545,8 +706,8 @@ fn isp(a: IspArgs) -> Result<ExitCode> {
     println!(
         "wrote {} ({}x{}, profile {}, stages {}, {:.1} ms)",
         a.output.display(),
-        g.width,
-        g.height,
+        width,
+        height,
         cfg.profile,
         pipeline.stage_names().join(","),
         isp_ms

@@ -37,6 +37,46 @@ pub struct SinkConfig {
     pub quiet: bool,
     /// What a disk error (full, read-only, no permission) does.
     pub on_disk_error: DiskErrorPolicy,
+    /// Which files to write per frame.
+    pub save: SaveSet,
+}
+
+/// `--save`: the files written per frame (the JSON sidecar always is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaveSet {
+    /// The exact payload, `frame_NNNNNN.raw`.
+    pub raw: bool,
+    /// The ISP output, `frame_NNNNNN.png`.
+    pub png: bool,
+    /// The raw frame as DNG 1.4, `frame_NNNNNN.dng`.
+    pub dng: bool,
+}
+
+impl std::str::FromStr for SaveSet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut set = SaveSet {
+            raw: false,
+            png: false,
+            dng: false,
+        };
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "raw" => set.raw = true,
+                "png" => set.png = true,
+                "dng" => set.dng = true,
+                other => {
+                    return Err(format!(
+                        "--save: unknown file type {other:?} (raw, png, dng)"
+                    ))
+                }
+            }
+        }
+        if !(set.raw || set.png || set.dng) {
+            return Err("--save needs at least one of raw, png, dng".into());
+        }
+        Ok(set)
+    }
 }
 
 /// `--on-disk-error`: what the receiver does when a file cannot be written.
@@ -206,6 +246,22 @@ fn probe_writable(dir: &Path) -> Result<()> {
         .with_context(|| format!("output folder {} is not writable", dir.display()))?;
     let _ = std::fs::remove_file(probe);
     Ok(())
+}
+
+/// The folder (created if missing) and file name of an output path.
+pub fn split_output(path: &Path) -> Result<(PathBuf, String)> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create output folder {}", dir.display()))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow::anyhow!("--output {} has no file name", path.display()))?
+        .to_string_lossy()
+        .into_owned();
+    Ok((dir, name))
 }
 
 /// Prefix and suffix of temporary files: `.NAME.PID.rawlink-tmp`.
@@ -395,11 +451,27 @@ fn process(
     cfg: &SinkConfig,
     pipelines: &mut HashMap<PipelineKey, Pipeline>,
 ) -> Result<(f64, f64)> {
-    let h = &job.frame.header;
-    let (stem, raw_path) = claim_stem(&cfg.out, h.seq, &job.frame.payload)?;
-    let raw_name = format!("{stem}.raw");
-    let mut written = vec![raw_path];
-    let res = finish_frame(job, cfg, pipelines, &stem, &raw_name, &mut written);
+    let t0 = Instant::now();
+    let isp = if cfg.save.png {
+        Some(run_isp(job, cfg, pipelines)?)
+    } else {
+        None
+    };
+    let wb = isp.as_ref().map(|i| i.wb_gains);
+    // The first file written claims the frame's name.
+    let (first_ext, first_bytes): (&str, Vec<u8>) = if cfg.save.raw {
+        ("raw", job.frame.payload.to_vec())
+    } else if cfg.save.dng {
+        ("dng", dng_bytes(job, cfg, wb)?)
+    } else {
+        (
+            "png",
+            isp.as_ref().map(|i| i.png.clone()).unwrap_or_default(),
+        )
+    };
+    let (stem, claimed) = claim_stem(&cfg.out, job.frame.header.seq, first_ext, &first_bytes)?;
+    let mut written = vec![claimed];
+    let res = finish_frame(job, cfg, isp, t0, &stem, first_ext, &mut written);
     if let Err(e) = &res {
         if e.downcast_ref::<DiskError>().is_some() {
             // A frame's files appear whole or not at all: no orphan .raw without its
@@ -412,46 +484,19 @@ fn process(
     res
 }
 
-/// Writes `frame_SEQ.raw` (or `frame_SEQ-N.raw` if a frame with this seq was already
-/// saved, e.g. before the server restarted) without replacing any file; returns the stem.
-fn claim_stem(dir: &Path, seq: u64, payload: &[u8]) -> Result<(String, PathBuf)> {
-    for n in 0..10_000u32 {
-        let stem = if n == 0 {
-            format!("frame_{seq:06}")
-        } else {
-            format!("frame_{seq:06}-{n}")
-        };
-        if ["png", "json"]
-            .iter()
-            .any(|ext| dir.join(format!("{stem}.{ext}")).exists())
-        {
-            continue;
-        }
-        match write_new(dir, &format!("{stem}.raw"), payload) {
-            Ok(p) => {
-                if n > 0 {
-                    tracing::info!("frame_{seq:06} exists already: saving this one as {stem}");
-                }
-                return Ok((stem, p));
-            }
-            Err(e) if e.kind == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    anyhow::bail!("no free file name for frame {seq} in {}", dir.display())
+/// The ISP's output for a frame, encoded.
+struct IspResult {
+    png: Vec<u8>,
+    wb_gains: [f64; 3],
+    json: serde_json::Value,
 }
 
-fn finish_frame(
+fn run_isp(
     job: &Job,
     cfg: &SinkConfig,
     pipelines: &mut HashMap<PipelineKey, Pipeline>,
-    stem: &str,
-    raw_name: &str,
-    written: &mut Vec<PathBuf>,
-) -> Result<(f64, f64)> {
+) -> Result<IspResult> {
     let h = &job.frame.header;
-
-    let t0 = Instant::now();
     let key = (
         h.format.pattern,
         h.format.bits,
@@ -477,19 +522,121 @@ fn finish_frame(
             ("rawlink.analog_gain", h.analog_gain.to_string()),
         ],
     )?;
-    let processing_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let png_name = format!("{stem}.png");
-    written.push(write_new(&cfg.out, &png_name, &png)?);
-    let done_ns = now_realtime_ns();
-    let latency_ms = done_ns.saturating_sub(h.timestamp_ns) as f64 / 1e6;
-    let receive_latency_ms = job.recv_ns.saturating_sub(h.timestamp_ns) as f64 / 1e6;
-
     let stages: serde_json::Map<String, serde_json::Value> = out
         .timings
         .iter()
         .map(|(n, d)| (n.to_string(), serde_json::json!(d.as_secs_f64() * 1e3)))
         .collect();
+    let wb_gains = out.stats.wb_gains.map(f64::from);
+    Ok(IspResult {
+        png,
+        wb_gains,
+        json: serde_json::json!({
+            "profile": cfg.isp.profile.to_string(),
+            "stages": pipeline.stage_names(),
+            "stages_ms": stages,
+            "wb_gains": out.stats.wb_gains,
+        }),
+    })
+}
+
+/// The frame as a DNG; `wb_gains` (from the ISP) give AsShotNeutral.
+fn dng_bytes(job: &Job, cfg: &SinkConfig, wb_gains: Option<[f64; 3]>) -> Result<Vec<u8>> {
+    let h = &job.frame.header;
+    let raw = job.frame.raw().context("frame payload")?;
+    let neutral = match wb_gains {
+        Some([r, g, b]) if r > 0.0 && g > 0.0 && b > 0.0 => [g / r, 1.0, g / b],
+        _ => [1.0; 3],
+    };
+    let meta = rawlink_dng::DngMeta {
+        width: h.width,
+        height: h.height,
+        pattern: h.format.pattern,
+        bits: h.format.bits,
+        black_level: h.black_level,
+        white_level: h.white_level.min(h.format.max_value()),
+        as_shot_neutral: neutral,
+        color_matrix: crate::dng_color_matrix(&cfg.isp),
+        timestamp_ns: if h.clock == rawlink_frame::ClockId::Realtime {
+            h.timestamp_ns
+        } else {
+            job.recv_ns
+        },
+        exposure_us: h.exposure_us,
+        analog_gain: h.analog_gain,
+        model: "rawlink".into(),
+        description: format!("seq={}", h.seq),
+    };
+    Ok(rawlink_dng::write_dng(&meta, &raw.to_vec())?)
+}
+
+/// Writes `frame_SEQ.EXT` (or `frame_SEQ-N.EXT` if a frame with this seq was already
+/// saved, e.g. before the server restarted) without replacing any file; returns the
+/// stem. No file of the chosen stem exists in any of the frame's extensions.
+fn claim_stem(dir: &Path, seq: u64, ext: &str, bytes: &[u8]) -> Result<(String, PathBuf)> {
+    for n in 0..10_000u32 {
+        let stem = if n == 0 {
+            format!("frame_{seq:06}")
+        } else {
+            format!("frame_{seq:06}-{n}")
+        };
+        if ["raw", "png", "dng", "json"]
+            .iter()
+            .any(|e| *e != ext && dir.join(format!("{stem}.{e}")).exists())
+        {
+            continue;
+        }
+        match write_new(dir, &format!("{stem}.{ext}"), bytes) {
+            Ok(p) => {
+                if n > 0 {
+                    tracing::info!("frame_{seq:06} exists already: saving this one as {stem}");
+                }
+                return Ok((stem, p));
+            }
+            Err(e) if e.kind == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    anyhow::bail!("no free file name for frame {seq} in {}", dir.display())
+}
+
+fn finish_frame(
+    job: &Job,
+    cfg: &SinkConfig,
+    isp: Option<IspResult>,
+    t0: Instant,
+    stem: &str,
+    first_ext: &str,
+    written: &mut Vec<PathBuf>,
+) -> Result<(f64, f64)> {
+    let h = &job.frame.header;
+    let mut files = serde_json::Map::new();
+    files.insert(first_ext.into(), format!("{stem}.{first_ext}").into());
+    let wb_gains = isp.as_ref().map(|i| i.wb_gains);
+    let mut isp_json = serde_json::Value::Null;
+    if let Some(i) = isp {
+        if first_ext != "png" {
+            let png_name = format!("{stem}.png");
+            written.push(write_new(&cfg.out, &png_name, &i.png)?);
+            files.insert("png".into(), png_name.into());
+        }
+        isp_json = i.json;
+    }
+    if cfg.save.dng && first_ext != "dng" {
+        let dng_name = format!("{stem}.dng");
+        written.push(write_new(
+            &cfg.out,
+            &dng_name,
+            &dng_bytes(job, cfg, wb_gains)?,
+        )?);
+        files.insert("dng".into(), dng_name.into());
+    }
+    let processing_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let done_ns = now_realtime_ns();
+    let latency_ms = done_ns.saturating_sub(h.timestamp_ns) as f64 / 1e6;
+    let receive_latency_ms = job.recv_ns.saturating_sub(h.timestamp_ns) as f64 / 1e6;
     let json_name = format!("{stem}.json");
+    files.insert("json".into(), json_name.clone().into());
     let meta = serde_json::json!({
         "seq": h.seq,
         "timestamp_ns": h.timestamp_ns,
@@ -509,24 +656,20 @@ fn finish_frame(
         "capture_to_receive_ms": receive_latency_ms,
         "processing_ms": processing_ms,
         "capture_to_png_ms": latency_ms,
-        "isp": {
-            "profile": cfg.isp.profile.to_string(),
-            "stages": pipeline.stage_names(),
-            "stages_ms": stages,
-            "wb_gains": out.stats.wb_gains,
-        },
-        "files": { "raw": raw_name, "png": png_name, "json": json_name },
+        "isp": isp_json,
+        "files": files,
     });
     let mut text = serde_json::to_vec_pretty(&meta)?;
     text.push(b'\n');
     written.push(write_new(&cfg.out, &json_name, &text)?);
     if !cfg.quiet {
         println!(
-            "frame seq={} bytes={} latency={:.1}ms isp={:.1}ms files={stem}.{{raw,png,json}}",
+            "frame seq={} bytes={} latency={:.1}ms isp={:.1}ms files={stem}.{{{}}}",
             h.seq,
             job.frame.payload.len(),
             latency_ms,
-            processing_ms
+            processing_ms,
+            files.keys().cloned().collect::<Vec<_>>().join(",")
         );
     }
     Ok((latency_ms, processing_ms))
@@ -565,11 +708,11 @@ mod tests {
     #[test]
     fn claim_stem_takes_the_next_free_suffix() {
         let d = tempfile::tempdir().unwrap();
-        let (a, _) = claim_stem(d.path(), 7, b"a").unwrap();
-        let (b, _) = claim_stem(d.path(), 7, b"b").unwrap();
+        let (a, _) = claim_stem(d.path(), 7, "raw", b"a").unwrap();
+        let (b, _) = claim_stem(d.path(), 7, "raw", b"b").unwrap();
         // A stem whose .png exists (its .raw deleted by hand) is not reused either.
         std::fs::write(d.path().join("frame_000007-2.png"), b"x").unwrap();
-        let (c, _) = claim_stem(d.path(), 7, b"c").unwrap();
+        let (c, _) = claim_stem(d.path(), 7, "raw", b"c").unwrap();
         assert_eq!(
             (a.as_str(), b.as_str(), c.as_str()),
             ("frame_000007", "frame_000007-1", "frame_000007-3")

@@ -1,0 +1,315 @@
+//! DNG output and input, checked by independent readers: LibRaw (`raw-identify`,
+//! `dcraw_emu`, Debian `libraw-bin`), `exiftool` (Debian `libimage-exiftool-perl`) and
+//! `rawpy` (PyPI), all installed by `.ci/run`.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const PATTERNS: [&str; 4] = ["rggb", "bggr", "grbg", "gbrg"];
+const TS: u64 = 1_795_639_406_250_000_000; // 2026-11-25 20:43:26.250 UTC
+
+/// Samples of `bits` bits, distinct per file, as little-endian bytes.
+fn samples(w: usize, h: usize, bits: u8, salt: u64) -> Vec<u8> {
+    let max = (1u64 << bits) - 1;
+    (0..(w * h) as u64)
+        .flat_map(|i| (((i * 2_654_435_761 + salt * 97) % (max + 1)) as u16).to_le_bytes())
+        .collect()
+}
+
+fn run(cmd: &mut Command) -> String {
+    let o = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e} (installed by .ci/run)"));
+    assert!(
+        o.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `rawlink convert` of `samples` to a DNG; returns (raw path, dng path).
+fn convert(dir: &Path, pattern: &str, bits: u8, w: usize, h: usize) -> (PathBuf, PathBuf) {
+    let raw = dir.join(format!("{pattern}{bits}.raw"));
+    let dng = dir.join(format!("{pattern}{bits}.dng"));
+    std::fs::write(
+        &raw,
+        samples(w, h, bits, bits as u64 + pattern.len() as u64),
+    )
+    .unwrap();
+    let black = (64u32 << bits) >> 12;
+    run(bin().args(["convert"]).arg(&raw).arg("-o").arg(&dng).args([
+        "--width",
+        &w.to_string(),
+        "--height",
+        &h.to_string(),
+        "--pattern",
+        pattern,
+        "--bits",
+        &bits.to_string(),
+        "--black-level",
+        &black.to_string(),
+        "--exposure-us",
+        "8000",
+        "--gain",
+        "2.5",
+        "--wb-gains",
+        "2,1,1.5",
+        "--timestamp-ns",
+        &TS.to_string(),
+    ]));
+    (raw, dng)
+}
+
+#[test]
+fn converted_dngs_read_back_exactly_in_rawpy_libraw_and_exiftool() {
+    let d = tempfile::tempdir().unwrap();
+    let (w, h) = (64usize, 48usize);
+    let mut files = Vec::new();
+    for p in PATTERNS {
+        for bits in [10u8, 12, 16] {
+            let (raw, dng) = convert(d.path(), p, bits, w, h);
+            files.push((p, bits, raw, dng));
+        }
+    }
+    // rawpy (LibRaw's Python binding): raw_image equals our payload exactly; the
+    // pattern, levels and white balance are as written.
+    let script = r#"
+import sys, json, rawpy, numpy as np
+out = []
+for p, bits, raw, dng, w, h in json.loads(sys.argv[1]):
+    r = rawpy.imread(dng)
+    a = np.fromfile(raw, dtype='<u2').reshape(h, w)
+    desc = r.color_desc.decode()
+    pat = ''.join(desc[i] for i in r.raw_pattern.flatten()).lower().replace('g', 'g')
+    out.append(dict(file=dng, equal=bool((r.raw_image == a).all()), shape=list(r.raw_image.shape),
+                    pattern=pat, black=r.black_level_per_channel, white=int(r.white_level),
+                    wb=[round(x, 3) for x in r.camera_whitebalance[:3]]))
+print(json.dumps(out))
+"#;
+    let args: Vec<serde_json::Value> = files
+        .iter()
+        .map(|(p, bits, raw, dng)| serde_json::json!([p, bits, raw, dng, w, h]))
+        .collect();
+    let out = run(Command::new("python3").args([
+        "-c",
+        script,
+        &serde_json::Value::from(args).to_string(),
+    ]));
+    let results: Vec<serde_json::Value> = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(results.len(), 12);
+    for ((p, bits, _, _), r) in files.iter().zip(&results) {
+        assert_eq!(r["equal"], true, "{p}{bits}: raw_image differs: {r}");
+        assert_eq!(r["shape"], serde_json::json!([h, w]), "{r}");
+        assert_eq!(r["pattern"].as_str().unwrap(), *p, "{r}");
+        let black = (64u64 << bits) >> 12;
+        assert_eq!(
+            r["black"],
+            serde_json::json!([black, black, black, black]),
+            "{r}"
+        );
+        assert_eq!(r["white"], (1u64 << bits) - 1, "{r}");
+        assert_eq!(r["wb"], serde_json::json!([2.0, 1.0, 1.5]), "{r}");
+    }
+    for (p, bits, _, dng) in &files {
+        // LibRaw's own tool: size, CFA and black level.
+        let id = run(Command::new("raw-identify").arg("-v").arg(dng));
+        let size = id
+            .lines()
+            .find(|l| l.starts_with("Full size:"))
+            .unwrap_or_default();
+        assert_eq!(
+            size.split_whitespace().collect::<Vec<_>>(),
+            ["Full", "size:", &w.to_string(), "x", &h.to_string()],
+            "{id}"
+        );
+        let pat4 = p.to_uppercase();
+        assert!(
+            id.contains(&format!("Filter pattern: {pat4}{pat4}")),
+            "{p}: {id}"
+        );
+        assert!(
+            id.contains(&format!("black: {}", (64u64 << bits) >> 12)),
+            "{id}"
+        );
+        assert!(
+            id.contains("ISO speed: 250") && id.contains("Shutter: 1/125.0"),
+            "{id}"
+        );
+        // exiftool: tags as written.
+        let j = run(Command::new("exiftool")
+            .args([
+                "-j",
+                "-n",
+                "-CFAPattern",
+                "-BlackLevel",
+                "-WhiteLevel",
+                "-DateTimeOriginal",
+                "-SubSecTimeOriginal",
+                "-ExposureTime",
+                "-ISO",
+                "-DNGVersion",
+                "-ImageWidth",
+                "-ImageHeight",
+            ])
+            .arg(dng));
+        let e: serde_json::Value = serde_json::from_str(&j).unwrap();
+        let e = &e[0];
+        assert_eq!(e["ImageWidth"], w, "{e}");
+        assert_eq!(e["ImageHeight"], h, "{e}");
+        assert_eq!(e["WhiteLevel"], (1u64 << bits) - 1, "{e}");
+        assert_eq!(e["DateTimeOriginal"], "2026:11:25 20:43:26", "{e}");
+        assert_eq!(e["SubSecTimeOriginal"], 250, "{e}");
+        assert_eq!(e["ExposureTime"], 0.008, "{e}");
+        assert_eq!(e["ISO"], 250, "{e}");
+        assert_eq!(e["DNGVersion"], "1 4 0 0", "{e}");
+        let cfa = match *p {
+            "rggb" => "2 2 0 1 1 2",
+            "bggr" => "2 2 2 1 1 0",
+            "grbg" => "2 2 1 0 2 1",
+            _ => "2 2 1 2 0 1",
+        };
+        assert_eq!(e["CFAPattern"], cfa, "{e}");
+    }
+    // dcraw_emu renders one of each pattern without error.
+    for (_, bits, _, dng) in files.iter().filter(|f| f.1 == 12) {
+        run(Command::new("dcraw_emu").arg("-T").arg(dng));
+        let tiff = PathBuf::from(format!("{}.tiff", dng.display()));
+        assert!(
+            std::fs::metadata(&tiff).unwrap().len() > (w * h * 3) as u64,
+            "{bits}"
+        );
+    }
+}
+
+#[test]
+fn dng_round_trips_through_convert_and_drives_the_isp() {
+    let d = tempfile::tempdir().unwrap();
+    // The reference frame, through DNG and back: byte-identical.
+    let (raw, dng) = convert(d.path(), "rggb", 12, W, H);
+    let back = d.path().join("back.raw");
+    run(bin().arg("convert").arg(&dng).arg("-o").arg(&back));
+    assert!(std::fs::read(&back).unwrap() == std::fs::read(&raw).unwrap());
+    // `rawlink isp` reads geometry, pattern and levels from the DNG: the reference
+    // profile gives exactly the PNG it gives for the .raw with the same settings.
+    let from_raw = d.path().join("raw.png");
+    let from_dng = d.path().join("dng.png");
+    run(bin()
+        .arg("isp")
+        .arg(&raw)
+        .arg("-o")
+        .arg(&from_raw)
+        .args(["--profile", "reference"]));
+    let log = bin()
+        .arg("isp")
+        .arg(&dng)
+        .arg("-o")
+        .arg(&from_dng)
+        .args([
+            "--profile",
+            "reference",
+            "--wb",
+            "grayworld",
+            "--width",
+            "8",
+            "--height",
+            "8",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        log.status.success(),
+        "{}",
+        String::from_utf8_lossy(&log.stderr)
+    );
+    assert_eq!(read_png(&from_raw).3, read_png(&from_dng).3);
+    // In the default profile the file's white balance and colour matrix are used.
+    let out = bin()
+        .arg("isp")
+        .arg(&dng)
+        .arg("-o")
+        .arg(d.path().join("default.png"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("DNG 640x480 rggb 12-bit, black 64 white 4095")
+            && stderr.contains("AsShotNeutral [0.5, 1.0, 0.666667]")
+            && stderr.contains("ColorMatrix1 used"),
+        "{stderr}"
+    );
+    // Bad input is a one-line error.
+    std::fs::write(d.path().join("bad.dng"), b"II*\0\x08\0\0\0\xff\xff").unwrap();
+    let bad = bin()
+        .arg("isp")
+        .arg(d.path().join("bad.dng"))
+        .arg("-o")
+        .arg(d.path().join("x.png"))
+        .output()
+        .unwrap();
+    let last = String::from_utf8_lossy(&bad.stderr)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        !bad.status.success() && last.contains("corrupt DNG"),
+        "{last}"
+    );
+}
+
+#[test]
+fn receiver_saves_dng_beside_raw_and_png() {
+    let server = Server::start(&[
+        "--source",
+        "sim",
+        "--interval-ms",
+        "20",
+        "--frames",
+        "3",
+        "--wait-clients",
+        "1",
+    ]);
+    let d = tempfile::tempdir().unwrap();
+    let o = finish(
+        spawn_receive(&[
+            "--connect",
+            &server.addr.to_string(),
+            "--out",
+            d.path().to_str().unwrap(),
+            "--save",
+            "dng,png",
+            "--quiet",
+        ]),
+        std::time::Duration::from_secs(60),
+    );
+    let _ = server.wait(std::time::Duration::from_secs(60));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let script = r#"
+import sys, rawpy, numpy as np
+for n in (1, 2, 3):
+    r = rawpy.imread(f"{sys.argv[1]}/frame_{n:06d}.dng")
+    i = np.arange(480).reshape(-1, 1); j = np.arange(640).reshape(1, -1)
+    want = (((i + j + n * 10) * 16) % 4096).astype(np.uint16)
+    assert (r.raw_image == want).all(), n
+    assert r.black_level_per_channel == [64] * 4, r.black_level_per_channel
+print("ok")
+"#;
+    assert_eq!(
+        run(Command::new("python3").args(["-c", script, d.path().to_str().unwrap()])).trim(),
+        "ok"
+    );
+    let j: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("frame_000002.json")).unwrap())
+            .unwrap();
+    assert_eq!(j["files"]["dng"], "frame_000002.dng");
+    assert!(j["files"].get("raw").is_none());
+    assert!(!d.path().join("frame_000002.raw").exists());
+    let (pw, ph, _, _) = read_png(&d.path().join("frame_000003.png"));
+    assert_eq!((pw, ph), (W as u32, H as u32));
+}
