@@ -30,6 +30,8 @@ pub enum Command {
     Convert(ConvertArgs),
     /// Run the reference scenario on one machine: a sim server and a receiver over loopback.
     Demo(DemoArgs),
+    /// List V4L2 cameras with their formats, frame sizes and controls.
+    Devices(DevicesArgs),
     /// Measure ISP speed over frame sizes, profiles and thread counts; prints a table.
     Bench(crate::bench::BenchArgs),
 }
@@ -148,6 +150,17 @@ pub struct ServeArgs {
     pub heartbeat_ms: u64,
     #[command(flatten)]
     pub security: ServerSecurity,
+    /// V4L2: the fourcc to capture, e.g. RG12 or pRAA (default: the deepest Bayer
+    /// format the camera offers).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// V4L2: set a control before streaming, e.g. `--ctrl exposure=1000` (names as
+    /// `rawlink devices` lists them). Repeatable.
+    #[arg(long = "ctrl", value_name = "NAME=VALUE")]
+    pub ctrls: Vec<String>,
+    /// V4L2: mmap buffers.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(2..=32))]
+    pub buffers: u32,
     #[command(flatten)]
     pub geometry: GeometryArgs,
     #[command(flatten)]
@@ -283,6 +296,14 @@ pub struct ReceiveArgs {
     /// Geometry of legacy frames.
     #[command(flatten)]
     pub geometry: GeometryArgs,
+}
+
+/// `rawlink devices`.
+#[derive(Debug, Clone, Args)]
+pub struct DevicesArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `rawlink convert`.

@@ -53,6 +53,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Isp(a) => isp(a),
         Command::Convert(a) => convert(a),
+        Command::Devices(a) => devices(a),
         Command::Serve(a) => runtime()?.block_on(serve(a)),
         Command::Receive(a) => runtime()?.block_on(receive(*a)),
         Command::Demo(a) => runtime()?.block_on(demo(a)),
@@ -107,7 +108,118 @@ fn source_options(g: &GeometryArgs, interval_ms: u64, looped: bool) -> SourceOpt
         bits: g.bits,
         interval_ms,
         looped,
+        v4l2: Default::default(),
     }
+}
+
+/// `--format`, `--ctrl` and `--buffers` for a V4L2 source.
+fn v4l2_options(a: &ServeArgs) -> Result<rawlink_source::v4l2::V4l2Options> {
+    let format = match &a.format {
+        None => None,
+        Some(f) => {
+            let b = f.as_bytes();
+            let cc: [u8; 4] = b.try_into().map_err(|_| {
+                anyhow!("--format must be a four-character code like RG12, got {f:?}")
+            })?;
+            if rawlink_frame::PixelFormat::from_fourcc(cc).is_none() {
+                bail!("--format {f} is not a Bayer format rawlink reads (see `rawlink devices`)");
+            }
+            Some(cc)
+        }
+    };
+    let ctrls = a
+        .ctrls
+        .iter()
+        .map(|c| {
+            let (k, v) = c
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--ctrl must be NAME=VALUE, got {c:?}"))?;
+            let v: i64 = v
+                .trim()
+                .parse()
+                .map_err(|_| anyhow!("--ctrl {k}: {v:?} is not an integer"))?;
+            Ok((k.trim().to_string(), v))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(rawlink_source::v4l2::V4l2Options {
+        format,
+        ctrls,
+        buffers: a.buffers,
+    })
+}
+
+fn devices(a: cli::DevicesArgs) -> Result<ExitCode> {
+    let list = rawlink_source::v4l2::list_devices();
+    if a.json {
+        let v: Vec<serde_json::Value> = list
+            .iter()
+            .map(|d| match d {
+                Ok(d) => serde_json::json!({
+                    "path": d.path,
+                    "driver": d.info.driver,
+                    "card": d.info.card,
+                    "bus": d.info.bus,
+                    "capture": d.info.capture,
+                    "formats": d.formats.iter().map(|f| serde_json::json!({
+                        "fourcc": String::from_utf8_lossy(&f.fourcc),
+                        "bayer": f.bayer,
+                        "sizes": f.sizes.iter().map(|(w, h)| format!("{w}x{h}")).collect::<Vec<_>>(),
+                    })).collect::<Vec<_>>(),
+                    "controls": d.controls.iter().map(|(c, v)| serde_json::json!({
+                        "name": c.key(), "id": c.id, "min": c.min, "max": c.max,
+                        "default": c.default, "value": v,
+                    })).collect::<Vec<_>>(),
+                }),
+                Err(e) => serde_json::json!({ "error": e.to_string() }),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if list.is_empty() {
+        println!("no V4L2 devices found (/dev/video*)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for d in list {
+        match d {
+            Err(e) => println!("{e}"),
+            Ok(d) => {
+                println!(
+                    "{}: {} (driver {}, {}){}",
+                    d.path.display(),
+                    d.info.card,
+                    d.info.driver,
+                    d.info.bus,
+                    if d.info.capture {
+                        ""
+                    } else {
+                        " — not a capture device"
+                    }
+                );
+                for f in &d.formats {
+                    let sizes: Vec<String> =
+                        f.sizes.iter().map(|(w, h)| format!("{w}x{h}")).collect();
+                    println!(
+                        "  format {} {} {}",
+                        String::from_utf8_lossy(&f.fourcc),
+                        if f.bayer { "(Bayer)" } else { "       " },
+                        sizes.join(" ")
+                    );
+                }
+                for (c, v) in &d.controls {
+                    println!(
+                        "  ctrl {} = {} (range {}..={}, default {})",
+                        c.key(),
+                        v.map_or("?".to_string(), |v| v.to_string()),
+                        c.min,
+                        c.max,
+                        c.default
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The ISP configuration from `--config`, then flags; pattern and bits as given.
@@ -151,7 +263,8 @@ fn isp_config(
 
 async fn serve(a: ServeArgs) -> Result<ExitCode> {
     let spec: SourceSpec = a.source.parse()?;
-    let opts = source_options(&a.geometry, interval_ms(&a.pacing)?, a.looped);
+    let mut opts = source_options(&a.geometry, interval_ms(&a.pacing)?, a.looped);
+    opts.v4l2 = v4l2_options(&a)?;
     if a.client_queue == 0 {
         bail!("--client-queue must be at least 1");
     }

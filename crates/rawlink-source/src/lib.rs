@@ -21,6 +21,7 @@ mod chardev;
 mod file;
 mod scene;
 mod sim;
+pub mod v4l2;
 
 pub use chardev::CharDevSource;
 pub use file::FileSource;
@@ -37,7 +38,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// The `--source` string could not be parsed.
-    #[error("bad source spec {0:?}: expected sim, sim:scene, chardev:PATH or file:GLOB")]
+    #[error("bad source spec {0:?}: expected sim, sim:scene, chardev:PATH, file:GLOB or v4l2:/dev/videoN")]
     BadSpec(String),
     /// Options are inconsistent.
     #[error("bad source options: {0}")]
@@ -65,6 +66,9 @@ pub enum SourceError {
         /// Height.
         height: u32,
     },
+    /// A V4L2 device error, with the device path and what was being done.
+    #[error("{0}")]
+    Device(String),
     /// The glob matched nothing or was invalid.
     #[error("file source {0:?} matches no files")]
     NoFiles(String),
@@ -84,6 +88,8 @@ pub enum SourceSpec {
     CharDev(PathBuf),
     /// Headerless `.raw` files matching a glob, replayed in name order.
     File(String),
+    /// A V4L2 camera, e.g. `v4l2:/dev/video0`.
+    V4l2(PathBuf),
 }
 
 impl FromStr for SourceSpec {
@@ -95,6 +101,7 @@ impl FromStr for SourceSpec {
             Some(("sim", "scene")) => Ok(Self::SimScene),
             Some(("chardev", p)) if !p.is_empty() => Ok(Self::CharDev(PathBuf::from(p))),
             Some(("file", g)) if !g.is_empty() => Ok(Self::File(g.to_string())),
+            Some(("v4l2", p)) if !p.is_empty() => Ok(Self::V4l2(PathBuf::from(p))),
             _ => Err(bad()),
         }
     }
@@ -107,12 +114,13 @@ impl std::fmt::Display for SourceSpec {
             Self::SimScene => f.write_str("sim:scene"),
             Self::CharDev(p) => write!(f, "chardev:{}", p.display()),
             Self::File(g) => write!(f, "file:{g}"),
+            Self::V4l2(p) => write!(f, "v4l2:{}", p.display()),
         }
     }
 }
 
 /// Geometry and pacing shared by all sources.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SourceOptions {
     /// Width in pixels.
     pub width: u32,
@@ -126,6 +134,8 @@ pub struct SourceOptions {
     pub interval_ms: u64,
     /// Replay files in a loop (file source).
     pub looped: bool,
+    /// V4L2 capture options.
+    pub v4l2: v4l2::V4l2Options,
 }
 
 impl Default for SourceOptions {
@@ -137,6 +147,7 @@ impl Default for SourceOptions {
             bits: 12,
             interval_ms: 2000,
             looped: false,
+            v4l2: v4l2::V4l2Options::default(),
         }
     }
 }
@@ -180,7 +191,26 @@ pub fn open(spec: &SourceSpec, opts: &SourceOptions) -> Result<Box<dyn FrameSour
         SourceSpec::SimScene => Box::new(SceneSource::new(opts)?),
         SourceSpec::CharDev(p) => Box::new(CharDevSource::open(p, opts)?),
         SourceSpec::File(g) => Box::new(FileSource::new(g, opts)?),
+        #[cfg(target_os = "linux")]
+        SourceSpec::V4l2(p) => Box::new(v4l2::V4l2Source::new(
+            v4l2::DeviceBackend::open(p)?,
+            p,
+            opts.width,
+            opts.height,
+            &opts.v4l2,
+        )?),
+        #[cfg(not(target_os = "linux"))]
+        SourceSpec::V4l2(_) => {
+            return Err(SourceError::BadSpec("V4L2 needs Linux".into()));
+        }
     })
+}
+
+/// `CLOCK_MONOTONIC` in ns (the clock V4L2 drivers stamp buffers with).
+pub fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
 }
 
 /// Current `CLOCK_REALTIME` in nanoseconds since the Unix epoch.
