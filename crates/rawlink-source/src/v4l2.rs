@@ -397,6 +397,8 @@ impl<B: Backend> FrameSource for V4l2Source<B> {
 pub struct DeviceBackend {
     dev: v4l::Device,
     stream: Option<v4l::io::mmap::Stream<'static>>,
+    /// The next `next` is the stream's first.
+    first: bool,
 }
 
 #[cfg(target_os = "linux")]
@@ -404,7 +406,11 @@ impl DeviceBackend {
     /// Opens a device node.
     pub fn open(path: &Path) -> Result<Self, SourceError> {
         let dev = v4l::Device::with_path(path).map_err(|e| io_err(path, "opening", e))?;
-        Ok(Self { dev, stream: None })
+        Ok(Self {
+            dev,
+            stream: None,
+            first: false,
+        })
     }
 }
 
@@ -507,33 +513,48 @@ impl Backend for DeviceBackend {
             v4l::buffer::Type::VideoCapture,
             buffers,
         )?;
-        s.set_timeout(Duration::from_millis(200));
+        // The first `next` queues every buffer and starts streaming; it must not time
+        // out (a retried `next` would queue a buffer twice), so it gets a generous limit.
+        s.set_timeout(Duration::from_secs(10));
         self.stream = Some(s);
+        self.first = true;
         Ok(())
     }
 
-    fn next(&mut self, _timeout: Duration) -> io::Result<Option<(Vec<u8>, BufferMeta)>> {
+    fn next(&mut self, timeout: Duration) -> io::Result<Option<(Vec<u8>, BufferMeta)>> {
         use v4l::io::traits::CaptureStream;
         let Some(s) = self.stream.as_mut() else {
             return Err(io::Error::other("stream not started"));
         };
-        match s.next() {
-            Ok((buf, meta)) => {
-                let ts = meta.timestamp;
-                let ns = ts.sec.max(0) as u64 * 1_000_000_000 + ts.usec.max(0) as u64 * 1000;
-                let used = (meta.bytesused as usize).min(buf.len());
-                Ok(Some((
-                    buf[..used].to_vec(),
-                    BufferMeta {
-                        sequence: meta.sequence,
-                        timestamp_ns: ns,
-                        bytesused: meta.bytesused,
-                    },
-                )))
+        if !std::mem::take(&mut self.first) {
+            // Wait for a filled buffer ourselves, so that `next` (which re-queues the
+            // previous buffer before it dequeues) only runs when one is ready.
+            let pollin = nix::poll::PollFlags::POLLIN.bits();
+            if s.handle().poll(pollin, timeout.as_millis() as i32)? == 0 {
+                return Ok(None);
             }
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => Ok(None),
-            Err(e) => Err(e),
         }
+        let (buf, meta) = match s.next() {
+            Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no frame from the camera within 10 s of starting",
+                ))
+            }
+            Err(e) => return Err(e),
+        };
+        let ts = meta.timestamp;
+        let ns = ts.sec.max(0) as u64 * 1_000_000_000 + ts.usec.max(0) as u64 * 1000;
+        let used = (meta.bytesused as usize).min(buf.len());
+        Ok(Some((
+            buf[..used].to_vec(),
+            BufferMeta {
+                sequence: meta.sequence,
+                timestamp_ns: ns,
+                bytesused: meta.bytesused,
+            },
+        )))
     }
 }
 
