@@ -63,6 +63,28 @@ fn complete_sets(dir: &Path) -> BTreeSet<String> {
     stems
 }
 
+/// `rawlink serve --source sim` on a free port: `interval_ms` apart, `frames` frames,
+/// after `wait` clients, plus `extra` flags.
+fn sim(interval_ms: u64, frames: u64, wait: usize, extra: &[&str]) -> Server {
+    let (i, f, w) = (
+        interval_ms.to_string(),
+        frames.to_string(),
+        wait.to_string(),
+    );
+    let mut args = vec![
+        "--source",
+        "sim",
+        "--interval-ms",
+        &i,
+        "--frames",
+        &f,
+        "--wait-clients",
+        &w,
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
 fn sim_server(listen: &str, extra: &[&str]) -> Server {
     let mut args = vec!["--source", "sim", "--stats-interval", "0"];
     args.extend_from_slice(extra);
@@ -137,16 +159,7 @@ fn server_killed_mid_frame_then_restarted() {
 
 #[test]
 fn receiver_killed_and_restarted_while_the_others_keep_going() {
-    let server = Server::start(&[
-        "--source",
-        "sim",
-        "--interval-ms",
-        "40",
-        "--frames",
-        "50",
-        "--wait-clients",
-        "2",
-    ]);
+    let server = sim(40, 50, 2, &[]);
     let addr = server.addr.to_string();
     let steady = spawn_receive(&["--connect", &addr, "--sink", "null", "--quiet"]);
     let victim = spawn_receive(&["--connect", &addr, "--sink", "null", "--quiet"]);
@@ -171,16 +184,7 @@ fn receiver_killed_and_restarted_while_the_others_keep_going() {
 
 #[test]
 fn corrupting_proxy_costs_two_frames_and_no_reconnect() {
-    let server = Server::start(&[
-        "--source",
-        "sim",
-        "--interval-ms",
-        "20",
-        "--frames",
-        "12",
-        "--wait-clients",
-        "1",
-    ]);
+    let server = sim(20, 12, 1, &[]);
     let proxy = Proxy::start(
         server.addr,
         Arc::new(|_conn, frame, _kind, msg: &mut Vec<u8>| {
@@ -341,16 +345,7 @@ fn absurd_headers_are_rejected_before_allocation_and_memory_stays_flat() {
 
 #[test]
 fn server_rejects_an_absurd_hello_and_keeps_serving() {
-    let server = Server::start(&[
-        "--source",
-        "sim",
-        "--interval-ms",
-        "20",
-        "--frames",
-        "60",
-        "--wait-clients",
-        "1",
-    ]);
+    let server = sim(20, 60, 1, &[]);
     let good = spawn_receive(&[
         "--connect",
         &server.addr.to_string(),
@@ -414,26 +409,24 @@ fn receive_on_tmpfs(size: &str, server: &str, copy: &Path, extra: &str) -> std::
     o
 }
 
-#[test]
-fn disk_full_stop_keeps_whole_frames_and_exits_with_the_error() {
-    let server = Server::start(&[
-        "--source",
-        "sim",
-        "--interval-ms",
-        "20",
-        "--frames",
-        "10",
-        "--wait-clients",
-        "1",
-    ]);
+/// Ten sim frames to a receiver whose output is a 2 MiB tmpfs, under `policy`; returns
+/// its output, whether the server succeeded, and a copy of what it kept.
+fn disk_full(policy: &str) -> (std::process::Output, bool, tempfile::TempDir) {
+    let server = sim(20, 10, 1, &[]);
     let copy = tempfile::tempdir().unwrap();
     let o = receive_on_tmpfs(
         "2m",
         &server.addr.to_string(),
         copy.path(),
-        "--on-disk-error stop",
+        &format!("--on-disk-error {policy}"),
     );
-    let _ = server.wait(T);
+    let (status, _, _) = server.wait(T);
+    (o, status.success(), copy)
+}
+
+#[test]
+fn disk_full_stop_keeps_whole_frames_and_exits_with_the_error() {
+    let (o, _, copy) = disk_full("stop");
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{stderr}");
     let last = stderr.lines().last().unwrap_or_default();
@@ -451,25 +444,8 @@ fn disk_full_stop_keeps_whole_frames_and_exits_with_the_error() {
 
 #[test]
 fn disk_full_drop_counts_every_lost_frame_and_keeps_receiving() {
-    let server = Server::start(&[
-        "--source",
-        "sim",
-        "--interval-ms",
-        "20",
-        "--frames",
-        "10",
-        "--wait-clients",
-        "1",
-    ]);
-    let copy = tempfile::tempdir().unwrap();
-    let o = receive_on_tmpfs(
-        "2m",
-        &server.addr.to_string(),
-        copy.path(),
-        "--on-disk-error drop",
-    );
-    let (status, _, _) = server.wait(T);
-    assert!(status.success());
+    let (o, served, copy) = disk_full("drop");
+    assert!(served);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
         !o.status.success(),
@@ -603,16 +579,7 @@ fn sigkill_during_writes_leaves_only_complete_files_and_temp_files_are_cleaned()
         .iter()
         .filter(|n| n.ends_with(".rawlink-tmp"))
         .count() as u64;
-    let server = Server::start(&[
-        "--source",
-        "sim",
-        "--interval-ms",
-        "20",
-        "--frames",
-        "2",
-        "--wait-clients",
-        "1",
-    ]);
+    let server = sim(20, 2, 1, &[]);
     let o = finish(
         spawn_receive(&[
             "--connect",
@@ -766,22 +733,19 @@ fn wrong_token_no_token_and_wrong_certificate_are_refused() {
 fn two_hundred_idle_connections_time_out_and_real_clients_are_served() {
     let d = tempfile::tempdir().unwrap();
     let token = token_file(d.path(), "t", "s3cret");
-    let server = Server::start(&[
-        "--source",
-        "sim",
-        "--interval-ms",
-        "20",
-        "--frames",
-        "150",
-        "--wait-clients",
-        "1",
-        "--token-file",
-        &token,
-        "--handshake-timeout",
-        "1",
-        "--max-pending",
-        "300",
-    ]);
+    let server = sim(
+        20,
+        150,
+        1,
+        &[
+            "--token-file",
+            &token,
+            "--handshake-timeout",
+            "1",
+            "--max-pending",
+            "300",
+        ],
+    );
     let addr = server.addr.to_string();
     let steady = spawn_receive(&[
         "--connect",
@@ -835,20 +799,12 @@ fn two_hundred_idle_connections_time_out_and_real_clients_are_served() {
 fn heartbeats_keep_an_idle_stream_alive_in_both_directions() {
     // 2.5 s between frames, 1 s peer timeouts on both sides: only heartbeats (200 ms
     // from the server, 1 s from the receiver) keep the connection.
-    let server = Server::start(&[
-        "--source",
-        "sim",
-        "--interval-ms",
-        "2500",
-        "--frames",
-        "2",
-        "--wait-clients",
-        "1",
-        "--peer-timeout",
-        "1.5",
-        "--heartbeat-ms",
-        "200",
-    ]);
+    let server = sim(
+        2500,
+        2,
+        1,
+        &["--peer-timeout", "1.5", "--heartbeat-ms", "200"],
+    );
     let o = finish(
         spawn_receive(&[
             "--connect",

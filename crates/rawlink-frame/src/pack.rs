@@ -304,6 +304,31 @@ mod tests {
         assert!(pack_row_mipi(&[1], 12 + 1, &mut b).is_err());
     }
 
+    /// The V4L2 unpacked layouts, by hand from their definitions: 8-bit is one byte per
+    /// sample; 10/12/14/16-bit are little-endian 16-bit words with the value in the low
+    /// bits (`SRGGB10`: "each pixel stored in a 16-bit word, with 6 unused high bits").
+    #[test]
+    fn v4l2_unpacked_golden_vectors() {
+        let fmt = |cc: &[u8; 4]| crate::PixelFormat::from_fourcc(*cc).unwrap();
+        let cases: [(&[u8; 4], &[u16], &[u8]); 5] = [
+            (b"RGGB", &[0xAB, 0x01], &[0xAB, 0x01]),
+            (b"RG10", &[0x3FF, 0x155], &[0xFF, 0x03, 0x55, 0x01]),
+            (b"BA12", &[0xABC, 0x001], &[0xBC, 0x0A, 0x01, 0x00]),
+            (b"GR14", &[0x3FFF, 0x2AAA], &[0xFF, 0x3F, 0xAA, 0x2A]),
+            (b"BYR2", &[0xFFFF, 0x1234], &[0xFF, 0xFF, 0x34, 0x12]),
+        ];
+        for (cc, px, bytes) in cases {
+            let f = fmt(cc);
+            let unpacked = PixelFormat::unpacked(f.pattern, f.bits).unwrap();
+            let payload: Vec<u8> = px.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let frame =
+                Frame::new(FrameHeader::new(1, 2, 1, unpacked), payload.clone().into()).unwrap();
+            let p = pack_frame_as(&frame, f.packing).unwrap();
+            assert_eq!(&p.payload[..], bytes, "{}", String::from_utf8_lossy(cc));
+            assert_eq!(unpack_frame(p).unwrap().payload, payload);
+        }
+    }
+
     /// Every V4L2 fourcc, through its own layout: frame -> that layout -> unpacked gives
     /// the same samples, and the packed row size is V4L2's bytesperline for that format.
     #[test]
