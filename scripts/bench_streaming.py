@@ -58,7 +58,9 @@ def iperf(seconds):
 def throughput(seconds, extra):
     p, addr = serve("--width", "3840", "--height", "2160", "--interval-ms", "0", "--wait-clients", "1",
                     "--client-queue", "4")
-    r = receive(addr, "--sink", "null", "--policy", "latest", "--frames", "1000000", *extra)
+    # Lossless: the unpaced sim (--interval-ms 0) waits for the client instead of
+    # rendering frames that a latest-policy queue would drop.
+    r = receive(addr, "--sink", "null", "--policy", "lossless", "--frames", "1000000", *extra)
     time.sleep(seconds)
     r.send_signal(signal.SIGINT)
     s = summary(r)

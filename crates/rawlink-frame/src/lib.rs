@@ -430,9 +430,20 @@ pub struct Frame {
     pub header: FrameHeader,
     /// Pixel bytes as laid out by `header.format.packing` and `header.stride`.
     pub payload: Bytes,
+    /// CRC32C of `payload`, if its producer computed it while the bytes were still in
+    /// cache (the wire encoder then skips a second pass over the frame); `None`: the
+    /// encoder computes it.
+    pub payload_crc32c: Option<u32>,
 }
 
 impl Frame {
+    /// Attaches the payload's CRC32C, computed by the producer. It must be the CRC32C
+    /// (Castagnoli) of exactly `payload`: receivers reject the frame otherwise.
+    pub fn with_payload_crc32c(mut self, crc: u32) -> Self {
+        self.payload_crc32c = Some(crc);
+        self
+    }
+
     /// Builds a frame, checking that the payload matches the header.
     pub fn new(header: FrameHeader, payload: Bytes) -> Result<Self, FrameError> {
         header.validate()?;
@@ -446,7 +457,11 @@ impl Frame {
                 format: header.format,
             });
         }
-        Ok(Self { header, payload })
+        Ok(Self {
+            header,
+            payload,
+            payload_crc32c: None,
+        })
     }
 
     /// A checked view of the samples (unpacked frames only; see [`unpack_frame`]).

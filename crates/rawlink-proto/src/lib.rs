@@ -321,7 +321,9 @@ impl Encoder {
             codec: 0,
             header: frame.header,
             payload_len: frame.payload.len() as u32,
-            payload_crc: crc32c::crc32c(&frame.payload),
+            payload_crc: frame
+                .payload_crc32c
+                .unwrap_or_else(|| crc32c::crc32c(&frame.payload)),
         };
         EncodedFrame {
             header: Bytes::copy_from_slice(&wh.to_bytes()),

@@ -23,7 +23,13 @@ pub struct SimSource {
     pacer: Pacer,
     interval: Duration,
     seq: u64,
+    /// Payloads handed out recently; one that nobody else holds any more is written
+    /// again instead of allocating (and page-faulting in) a new frame.
+    recent: std::collections::VecDeque<Bytes>,
 }
+
+/// Payload buffers the sim keeps for reuse.
+const REUSE: usize = 8;
 
 impl SimSource {
     /// A sim source with the given geometry and pacing.
@@ -38,6 +44,7 @@ impl SimSource {
             pacer: Pacer::new(interval),
             interval,
             seq: 0,
+            recent: std::collections::VecDeque::with_capacity(REUSE),
         })
     }
 
@@ -48,6 +55,19 @@ impl SimSource {
     /// the frame, no zero-filling and no per-pixel arithmetic (4K frames come out at
     /// memory bandwidth, which matters when measuring the transport).
     pub fn render(&self, n: u64) -> Vec<u8> {
+        self.render_with_crc(n).0
+    }
+
+    /// [`SimSource::render`], plus the frame's CRC32C, computed row by row while each
+    /// row is still in cache (a separate pass over a 16 MB frame costs as much again).
+    pub fn render_with_crc(&self, n: u64) -> (Vec<u8>, u32) {
+        let mut out = Vec::new();
+        let crc = self.render_into(n, &mut out);
+        (out, crc)
+    }
+
+    /// Renders frame `n` into `out` (cleared first, its capacity reused); returns its CRC32C.
+    fn render_into<B: Reserve>(&self, n: u64, out: &mut B) -> u32 {
         let (w, h) = (self.template.width as usize, self.template.height as usize);
         let bits = self.template.format.bits;
         let shift = bits - 8;
@@ -57,11 +77,54 @@ impl SimSource {
         let ramp: Vec<u8> = (0..w + h)
             .flat_map(|k| ((base.wrapping_add(k as u16) << shift) & mask).to_le_bytes())
             .collect();
-        let mut out = Vec::with_capacity(w * h * 2);
+        out.clear_and_reserve(w * h * 2);
+        let mut crc = 0u32;
         for i in 0..h {
-            out.extend_from_slice(&ramp[2 * i..2 * (i + w)]);
+            let row = &ramp[2 * i..2 * (i + w)];
+            out.push_slice(row);
+            crc = crc32c::crc32c_append(crc, row);
         }
-        out
+        crc
+    }
+
+    /// A buffer for the next frame: a recent payload nobody holds any more, else new.
+    fn buffer(&mut self) -> bytes::BytesMut {
+        for _ in 0..self.recent.len() {
+            let Some(b) = self.recent.pop_front() else {
+                break;
+            };
+            match b.try_into_mut() {
+                Ok(m) => return m,
+                Err(b) => self.recent.push_back(b),
+            }
+        }
+        bytes::BytesMut::new()
+    }
+}
+
+/// The two byte buffers frames are rendered into.
+trait Reserve {
+    fn clear_and_reserve(&mut self, n: usize);
+    fn push_slice(&mut self, s: &[u8]);
+}
+
+impl Reserve for Vec<u8> {
+    fn clear_and_reserve(&mut self, n: usize) {
+        self.clear();
+        self.reserve(n);
+    }
+    fn push_slice(&mut self, s: &[u8]) {
+        self.extend_from_slice(s);
+    }
+}
+
+impl Reserve for bytes::BytesMut {
+    fn clear_and_reserve(&mut self, n: usize) {
+        self.clear();
+        self.reserve(n);
+    }
+    fn push_slice(&mut self, s: &[u8]) {
+        self.extend_from_slice(s);
     }
 }
 
@@ -87,14 +150,26 @@ impl FrameSource for SimSource {
     fn interval(&self) -> Duration {
         self.interval
     }
+    /// A sim with a frame interval behaves like a sensor; one without (`--interval-ms 0`,
+    /// "as fast as possible") has no real-time constraint, so lossless clients pace it
+    /// instead of it rendering frames that would only be dropped.
+    fn is_live(&self) -> bool {
+        !self.interval.is_zero()
+    }
     fn next_frame(&mut self, stop: &AtomicBool) -> Result<Option<Frame>, SourceError> {
         if !self.pacer.wait(stop) {
             return Ok(None);
         }
         self.seq += 1;
-        let payload = self.render(self.seq);
+        let mut buf = self.buffer();
+        let crc = self.render_into(self.seq, &mut buf);
+        let payload = buf.freeze();
+        if self.recent.len() >= REUSE {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(payload.clone());
         let header = stamp(self.template, self.seq);
-        Ok(Some(Frame::new(header, Bytes::from(payload))?))
+        Ok(Some(Frame::new(header, payload)?.with_payload_crc32c(crc)))
     }
 }
 
@@ -141,6 +216,48 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn reused_buffers_give_the_same_frames() {
+        let opts = SourceOptions {
+            width: 64,
+            height: 8,
+            interval_ms: 0,
+            ..Default::default()
+        };
+        let mut s = SimSource::new(&opts).unwrap();
+        let stop = AtomicBool::new(false);
+        let mut kept = Vec::new();
+        for n in 1..=40u64 {
+            let f = s.next_frame(&stop).unwrap().unwrap();
+            assert_eq!(&f.payload[..], &s.render(n)[..], "frame {n}");
+            assert_eq!(f.payload_crc32c, Some(crc32c::crc32c(&f.payload)));
+            // Hold some frames, drop others: held buffers must never be rewritten.
+            if n % 3 == 0 {
+                kept.push((n, f));
+            }
+        }
+        for (n, f) in kept {
+            assert_eq!(
+                &f.payload[..],
+                &s.render(n)[..],
+                "held frame {n} was overwritten"
+            );
+        }
+    }
+
+    #[test]
+    fn the_attached_crc_is_the_payloads() {
+        let opts = SourceOptions {
+            width: 70,
+            height: 9,
+            interval_ms: 0,
+            ..Default::default()
+        };
+        let mut s = SimSource::new(&opts).unwrap();
+        let f = s.next_frame(&AtomicBool::new(false)).unwrap().unwrap();
+        assert_eq!(f.payload_crc32c, Some(crc32c::crc32c(&f.payload)));
     }
 
     #[test]
