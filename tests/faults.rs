@@ -495,14 +495,7 @@ fn read_only_output_folder_is_a_clear_error() {
 
 #[test]
 fn sigterm_during_writes_finishes_every_received_frame() {
-    let server = Server::start(&[
-        "--source",
-        "sim",
-        "--interval-ms",
-        "5",
-        "--wait-clients",
-        "1",
-    ]);
+    let server = sim(5, 1_000_000, 1, &[]);
     let dir = tempfile::tempdir().unwrap();
     let rx = spawn_receive(&[
         "--connect",
@@ -529,14 +522,7 @@ fn sigterm_during_writes_finishes_every_received_frame() {
 
 #[test]
 fn sigkill_during_writes_leaves_only_complete_files_and_temp_files_are_cleaned() {
-    let server = Server::start(&[
-        "--source",
-        "sim",
-        "--interval-ms",
-        "5",
-        "--wait-clients",
-        "1",
-    ]);
+    let server = sim(5, 1_000_000, 1, &[]);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().to_str().unwrap();
     let rx = spawn_receive(&[
