@@ -809,6 +809,13 @@ async fn handle_client(sock: TcpStream, peer: SocketAddr, mut sh: ClientShared) 
         legacy: cfg.legacy,
     };
     let r = client_writer(wr, queue.clone(), io, sh.start.clone(), gone.clone()).await;
+    if r.is_ok() && reader.is_some() {
+        // Lingering close: the end message is sent and our side shut down; let the
+        // client read it all and close first, reading (and discarding) what it still
+        // sends meanwhile. Closing a socket with unread input makes the kernel reset the
+        // connection, and a reset discards data the client has not read yet.
+        let _ = tokio::time::timeout(Duration::from_secs(2), gone.cancelled()).await;
+    }
     gone.cancel();
     if let Some(reader) = reader {
         let _ = reader.await;
