@@ -284,6 +284,8 @@ fn receiver_saves_dng_beside_raw_and_png() {
             d.path().to_str().unwrap(),
             "--save",
             "dng,png",
+            "--png-depth",
+            "16",
             "--quiet",
         ]),
         std::time::Duration::from_secs(60),
@@ -310,6 +312,28 @@ print("ok")
     assert_eq!(j["files"]["dng"], "frame_000002.dng");
     assert!(j["files"].get("raw").is_none());
     assert!(!d.path().join("frame_000002.raw").exists());
-    let (pw, ph, _, _) = read_png(&d.path().join("frame_000003.png"));
-    assert_eq!((pw, ph), (W as u32, H as u32));
+    // 16-bit PNG, with the frame's metadata in text chunks.
+    let (pw, ph, _, px) = read_png(&d.path().join("frame_000003.png"));
+    assert_eq!((pw, ph, px.len()), (W as u32, H as u32, W * H * 6));
+    let dec = png::Decoder::new(std::fs::File::open(d.path().join("frame_000003.png")).unwrap());
+    let r = dec.read_info().unwrap();
+    let text: std::collections::HashMap<String, String> = r
+        .info()
+        .uncompressed_latin1_text
+        .iter()
+        .map(|t| (t.keyword.clone(), t.text.clone()))
+        .collect();
+    assert_eq!(
+        text.get("rawlink.seq").map(String::as_str),
+        Some("3"),
+        "{text:?}"
+    );
+    assert_eq!(
+        text.get("rawlink.exposure_us").map(String::as_str),
+        Some("10000")
+    );
+    assert!(text
+        .get("rawlink.timestamp_ns")
+        .is_some_and(|t| t.parse::<u64>().unwrap() > 0));
+    assert!(text.contains_key("rawlink.analog_gain") && text.contains_key("Software"));
 }
