@@ -61,13 +61,13 @@ impl SimSource {
     /// [`SimSource::render`], plus the frame's CRC32C, computed row by row while each
     /// row is still in cache (a separate pass over a 16 MB frame costs as much again).
     pub fn render_with_crc(&self, n: u64) -> (Vec<u8>, u32) {
-        let mut out = Vec::new();
+        let mut out = bytes::BytesMut::new();
         let crc = self.render_into(n, &mut out);
-        (out, crc)
+        (Vec::from(out), crc)
     }
 
     /// Renders frame `n` into `out` (cleared first, its capacity reused); returns its CRC32C.
-    fn render_into<B: Reserve>(&self, n: u64, out: &mut B) -> u32 {
+    fn render_into(&self, n: u64, out: &mut bytes::BytesMut) -> u32 {
         let (w, h) = (self.template.width as usize, self.template.height as usize);
         let bits = self.template.format.bits;
         let shift = bits - 8;
@@ -77,11 +77,12 @@ impl SimSource {
         let ramp: Vec<u8> = (0..w + h)
             .flat_map(|k| ((base.wrapping_add(k as u16) << shift) & mask).to_le_bytes())
             .collect();
-        out.clear_and_reserve(w * h * 2);
+        out.clear();
+        out.reserve(w * h * 2);
         let mut crc = 0u32;
         for i in 0..h {
             let row = &ramp[2 * i..2 * (i + w)];
-            out.push_slice(row);
+            out.extend_from_slice(row);
             crc = crc32c::crc32c_append(crc, row);
         }
         crc
@@ -99,32 +100,6 @@ impl SimSource {
             }
         }
         bytes::BytesMut::new()
-    }
-}
-
-/// The two byte buffers frames are rendered into.
-trait Reserve {
-    fn clear_and_reserve(&mut self, n: usize);
-    fn push_slice(&mut self, s: &[u8]);
-}
-
-impl Reserve for Vec<u8> {
-    fn clear_and_reserve(&mut self, n: usize) {
-        self.clear();
-        self.reserve(n);
-    }
-    fn push_slice(&mut self, s: &[u8]) {
-        self.extend_from_slice(s);
-    }
-}
-
-impl Reserve for bytes::BytesMut {
-    fn clear_and_reserve(&mut self, n: usize) {
-        self.clear();
-        self.reserve(n);
-    }
-    fn push_slice(&mut self, s: &[u8]) {
-        self.extend_from_slice(s);
     }
 }
 
