@@ -792,7 +792,8 @@ async fn handle_client(sock: TcpStream, peer: SocketAddr, mut sh: ClientShared) 
     drop(std::mem::replace(&mut sh.register_tx, dummy));
     let now = sh.client_count.fetch_add(1, Ordering::SeqCst) + 1;
     sh.accepted.fetch_add(1, Ordering::SeqCst);
-    metrics::gauge!("rawlink_server_clients").set(now as f64);
+    // Increment, not set: two clients registering at once would race on a set.
+    metrics::gauge!("rawlink_server_clients").increment(1.0);
     info!(clients = now, "client connected");
     if now as usize >= cfg.wait_clients {
         sh.enough.notify_one();
@@ -823,7 +824,7 @@ async fn handle_client(sock: TcpStream, peer: SocketAddr, mut sh: ClientShared) 
     queue.closed.store(true, Ordering::SeqCst);
     queue.space_ready.notify_one();
     let left = sh.client_count.fetch_sub(1, Ordering::SeqCst) - 1;
-    metrics::gauge!("rawlink_server_clients").set(left as f64);
+    metrics::gauge!("rawlink_server_clients").decrement(1.0);
     match r {
         Ok(()) => debug!(clients = left, "client finished"),
         Err(e) => info!(clients = left, "client disconnected: {e}"),
