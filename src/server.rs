@@ -14,7 +14,7 @@
 //! file source is paced by its slowest lossless client, by design.
 
 use crate::netio::{write_all_vectored, BoxConn};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use bytes::BytesMut;
 use rawlink_frame::Frame;
 use rawlink_proto::{
@@ -300,7 +300,11 @@ async fn read_hello(
     sock: &mut BoxConn,
     timeout: Duration,
     required: bool,
-) -> Result<Option<ClientHello>> {
+) -> Result<Option<ClientHello>, HelloError> {
+    let bad = |e: anyhow::Error| HelloError {
+        timed_out: false,
+        error: e,
+    };
     let mut buf = BytesMut::with_capacity(512);
     let mut dec = Decoder::with_limits(Limits {
         max_payload: 4096,
@@ -308,28 +312,43 @@ async fn read_hello(
     });
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if let Some(msg) = dec.decode(&mut buf)? {
+        if let Some(msg) = dec.decode(&mut buf).map_err(|e| bad(e.into()))? {
             return match msg {
                 Message::ClientHello(h) => Ok(Some(h)),
-                other => bail!("expected a client hello, got {other:?}"),
+                other => Err(bad(anyhow::anyhow!(
+                    "expected a client hello, got {other:?}"
+                ))),
             };
         }
         match tokio::time::timeout_at(deadline, sock.read_buf(&mut buf)).await {
             Err(_) if buf.is_empty() && !required => return Ok(None),
-            Err(_) if buf.is_empty() => bail!(
-                "handshake timeout: no client hello within {:.1} s",
-                timeout.as_secs_f64()
-            ),
-            Err(_) => bail!(
-                "handshake timeout: incomplete client hello after {:.1} s",
-                timeout.as_secs_f64()
-            ),
+            Err(_) => {
+                let what = if buf.is_empty() {
+                    "no client hello within"
+                } else {
+                    "incomplete client hello after"
+                };
+                return Err(HelloError {
+                    timed_out: true,
+                    error: anyhow::anyhow!(
+                        "handshake timeout: {what} {:.1} s",
+                        timeout.as_secs_f64()
+                    ),
+                });
+            }
             Ok(Ok(0)) if buf.is_empty() => return Ok(None),
-            Ok(Ok(0)) => bail!("client closed inside its hello"),
+            Ok(Ok(0)) => return Err(bad(anyhow::anyhow!("client closed inside its hello"))),
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(e.into()),
+            Ok(Err(e)) => return Err(bad(e.into())),
         }
     }
+}
+
+/// Why a client's hello was not accepted.
+struct HelloError {
+    /// The handshake timeout ran out (counted apart from malformed hellos).
+    timed_out: bool,
+    error: anyhow::Error,
 }
 
 /// Runs the server on `listener` until the source ends, `frames` are sent, or
@@ -720,12 +739,12 @@ async fn handle_client(sock: TcpStream, peer: SocketAddr, mut sh: ClientShared) 
         match read_hello(&mut conn, wait, required).await {
             Ok(h) => h,
             Err(e) => {
-                reject(if format!("{e}").starts_with("handshake timeout") {
+                reject(if e.timed_out {
                     "handshake_timeout"
                 } else {
                     "hello"
                 });
-                warn!("rejecting client: {e:#}");
+                warn!("rejecting client: {:#}", e.error);
                 return;
             }
         }
