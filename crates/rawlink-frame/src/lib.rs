@@ -17,7 +17,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod crc;
 mod pack;
+pub use crc::{crc32c, Crc32c};
 pub use pack::{
     pack_frame, pack_frame_as, pack_row, pack_row_mipi, unpack_frame, unpack_row, unpack_row_mipi,
 };

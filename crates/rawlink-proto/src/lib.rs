@@ -269,7 +269,7 @@ impl WireHeader {
         put_u32(&mut b, 56, self.payload_len);
         put_u32(&mut b, 60, self.payload_crc);
         // 64..76 reserved
-        let crc = crc32c::crc32c(&b[..HEADER_LEN - 4]);
+        let crc = rawlink_frame::crc32c(&b[..HEADER_LEN - 4]);
         put_u32(&mut b, HEADER_LEN - 4, crc);
         b
     }
@@ -323,7 +323,7 @@ impl Encoder {
             payload_len: frame.payload.len() as u32,
             payload_crc: frame
                 .payload_crc32c
-                .unwrap_or_else(|| crc32c::crc32c(&frame.payload)),
+                .unwrap_or_else(|| rawlink_frame::crc32c(&frame.payload)),
         };
         EncodedFrame {
             header: Bytes::copy_from_slice(&wh.to_bytes()),
@@ -349,7 +349,7 @@ impl Encoder {
             codec: compress::CODEC_CFA_LZ4,
             header: h,
             payload_len: payload.len() as u32,
-            payload_crc: crc32c::crc32c(&payload),
+            payload_crc: rawlink_frame::crc32c(&payload),
         };
         EncodedFrame {
             header: Bytes::copy_from_slice(&wh.to_bytes()),
@@ -396,7 +396,7 @@ impl Encoder {
             codec: 0,
             header,
             payload_len: payload.len() as u32,
-            payload_crc: crc32c::crc32c(&payload),
+            payload_crc: rawlink_frame::crc32c(&payload),
         };
         EncodedFrame {
             header: Bytes::copy_from_slice(&wh.to_bytes()),
@@ -482,7 +482,7 @@ impl Decoder {
         self.pending = None;
         buf.advance(hlen);
         let payload = buf.split_to(wh.payload_len as usize).freeze();
-        let actual = crc32c::crc32c(&payload);
+        let actual = rawlink_frame::crc32c(&payload);
         if actual != wh.payload_crc {
             return Err(ProtoError::PayloadCrc {
                 seq: wh.header.seq,
@@ -582,7 +582,7 @@ impl Decoder {
         }
         let b = &buf[..hlen];
         let expected = get_u32(b, hlen - 4);
-        let actual = crc32c::crc32c(&b[..hlen - 4]);
+        let actual = rawlink_frame::crc32c(&b[..hlen - 4]);
         if expected != actual {
             return Err(ProtoError::HeaderCrc { expected, actual });
         }

@@ -79,13 +79,13 @@ impl SimSource {
             .collect();
         out.clear();
         out.reserve(w * h * 2);
-        let mut crc = 0u32;
+        let mut crc = rawlink_frame::Crc32c::new();
         for i in 0..h {
             let row = &ramp[2 * i..2 * (i + w)];
             out.extend_from_slice(row);
-            crc = crc32c::crc32c_append(crc, row);
+            crc.update(row);
         }
-        crc
+        crc.value()
     }
 
     /// A buffer for the next frame: a recent payload nobody holds any more, else new.
