@@ -199,6 +199,30 @@ pub struct ClientSecurity {
     pub token_file: Option<PathBuf>,
 }
 
+/// The live view in the browser.
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    /// Serve the live view at http://ADDR/ (127.0.0.1:8081 when given without an address).
+    #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:8081", value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
+    /// Most frames per second processed for the live view, per stream.
+    #[arg(long, default_value_t = 15.0, value_parser = parse_http_fps)]
+    pub http_fps: f64,
+    /// Live previews wider than this are scaled down (1:1 zoom and downloads keep full size).
+    #[arg(long, default_value_t = 1280, value_parser = clap::value_parser!(u32).range(16..=16384))]
+    pub http_preview_width: u32,
+    /// Most live-view browsers per stream; more are refused with 503.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub http_max_viewers: u32,
+}
+
+fn parse_http_fps(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.1..=240.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a frame rate in 0.1..=240")),
+    }
+}
+
 /// `rawlink receive`.
 #[derive(Debug, Clone, Args)]
 pub struct ReceiveArgs {
@@ -274,6 +298,8 @@ pub struct ReceiveArgs {
     /// Largest frame width or height accepted from the network.
     #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..=65535))]
     pub max_dimension: u32,
+    #[command(flatten)]
+    pub http: HttpArgs,
     #[command(flatten)]
     pub security: ClientSecurity,
     #[command(flatten)]
@@ -367,9 +393,18 @@ pub struct DemoArgs {
     /// Output folder.
     #[arg(long, default_value = "./rawlink-demo")]
     pub out: PathBuf,
-    /// Frames to stream.
+    /// Frames to stream (0: until interrupted).
     #[arg(long, default_value_t = 5)]
     pub frames: u64,
+    /// Serve the live view here (the default port is replaced by a free one if taken).
+    #[arg(long, default_value = "127.0.0.1:8081", value_name = "ADDR")]
+    pub http: SocketAddr,
+    /// No live view.
+    #[arg(long)]
+    pub no_http: bool,
+    /// Most frames per second processed for the live view.
+    #[arg(long, default_value_t = 15.0, value_parser = parse_http_fps)]
+    pub http_fps: f64,
     /// Milliseconds between frames.
     #[arg(long, default_value_t = 200)]
     pub interval_ms: u64,

@@ -3,6 +3,7 @@
 
 mod bench;
 mod cli;
+mod live;
 mod monitor;
 mod netio;
 mod receiver;
@@ -475,7 +476,40 @@ fn receive_config(a: &ReceiveArgs, connect: &str) -> Result<receiver::ReceiveCon
             heartbeat_ms: 1000,
             token,
         },
+        live: None,
     })
+}
+
+/// Starts the live view on `addr` (or, with `fallback`, on a free port if `addr` is
+/// taken) and prints its URL.
+async fn start_live(
+    addr: std::net::SocketAddr,
+    fallback: bool,
+    names: &[String],
+    isp: &IspConfig,
+    config: live::LiveConfig,
+    shutdown: CancellationToken,
+) -> Result<std::sync::Arc<live::Hub>> {
+    let listener = match TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) if fallback => {
+            tracing::warn!("cannot listen on {addr} for the live view ({e}); using a free port");
+            TcpListener::bind((addr.ip(), 0))
+                .await
+                .with_context(|| format!("cannot listen on {} for the live view", addr.ip()))?
+        }
+        Err(e) => return Err(anyhow!(e).context(format!("cannot listen on {addr} (--http)"))),
+    };
+    let bound = listener.local_addr()?;
+    let hub = live::Hub::new(names, isp, config);
+    let h = std::sync::Arc::clone(&hub);
+    tokio::spawn(async move {
+        if let Err(e) = live::http::serve(listener, h, shutdown).await {
+            tracing::error!("live view server failed: {e}");
+        }
+    });
+    println!("live view: http://{bound}/");
+    Ok(hub)
 }
 
 async fn receive(a: ReceiveArgs) -> Result<ExitCode> {
@@ -487,6 +521,23 @@ async fn receive(a: ReceiveArgs) -> Result<ExitCode> {
         monitor::install(m)?;
     }
     let shutdown = shutdown_on_signals();
+    let http_stop = CancellationToken::new();
+    let _stop_http = http_stop.clone().drop_guard();
+    if let Some(addr) = a.http.http {
+        let g = &a.geometry;
+        let isp = isp_config(&a.isp, g.pattern, g.bits)?;
+        isp.validate()?;
+        let config = live::LiveConfig {
+            max_fps: a.http.http_fps,
+            preview_width: a.http.http_preview_width as usize,
+            max_viewers: a.http.http_max_viewers as usize,
+            ..Default::default()
+        };
+        let hub = start_live(addr, false, &a.connect, &isp, config, http_stop.clone()).await?;
+        for (cfg, s) in configs.iter_mut().zip(&hub.streams) {
+            cfg.live = Some(std::sync::Arc::clone(s));
+        }
+    }
     if configs.len() == 1 {
         let cfg = configs.remove(0);
         let summary = receiver::receive(cfg, shutdown).await?;
@@ -549,11 +600,33 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
         a.out.display()
     );
     let shutdown = shutdown_on_signals();
+    let http_stop = CancellationToken::new();
+    let _stop_http = http_stop.clone().drop_guard();
+    let hub = if a.no_http {
+        None
+    } else {
+        let isp = isp_config(&a.isp, a.geometry.pattern, a.geometry.bits)?;
+        let config = live::LiveConfig {
+            max_fps: a.http_fps,
+            ..Default::default()
+        };
+        Some(
+            start_live(
+                a.http,
+                true,
+                &[addr.to_string()],
+                &isp,
+                config,
+                http_stop.clone(),
+            )
+            .await?,
+        )
+    };
     let server = tokio::spawn(server::serve(
         listener,
         source,
         server::ServeConfig {
-            frames: Some(a.frames),
+            frames: (a.frames > 0).then_some(a.frames),
             legacy: false,
             wait_clients: 1,
             max_clients: 4,
@@ -603,9 +676,17 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
             max_payload_mb: 256,
             quiet: a.quiet,
             geometry: a.geometry.clone(),
+            http: cli::HttpArgs {
+                http: None,
+                http_fps: a.http_fps,
+                http_preview_width: 1280,
+                http_max_viewers: 32,
+            },
         },
         &connect,
     )?;
+    let mut cfg = cfg;
+    cfg.live = hub.as_ref().map(|h| std::sync::Arc::clone(&h.streams[0]));
     let summary = match receiver::receive(cfg, shutdown.clone()).await {
         Ok(s) => s,
         Err(e) => {

@@ -19,6 +19,7 @@ use rawlink_proto::{
     ProtoError,
 };
 use rawlink_source::now_realtime_ns;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -73,6 +74,8 @@ pub struct ReceiveConfig {
     pub hello: ClientHello,
     /// Period of the one-line statistics log (zero: off).
     pub stats_interval: Duration,
+    /// The live view's stream, if `--http` is on.
+    pub live: Option<Arc<crate::live::Stream>>,
 }
 
 /// What the receiver did.
@@ -148,6 +151,21 @@ impl ReceiveSummary {
             self.sink.abandoned,
             self.sink.stale_temp_files,
         )
+    }
+}
+
+impl ReceiveSummary {
+    /// The counters the live view shows.
+    fn live_counters(&self) -> crate::live::Counters {
+        crate::live::Counters {
+            frames: self.frames,
+            bytes: self.bytes,
+            server_drops: self.server_drops,
+            missing: self.missing,
+            crc_errors: self.crc_errors,
+            protocol_errors: self.protocol_errors,
+            reconnects: self.reconnects,
+        }
     }
 }
 
@@ -328,6 +346,9 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
                 }
             }
         };
+        if let Some(l) = &cfg.live {
+            l.state(crate::live::LinkState::Connected, "");
+        }
         if connected_once {
             summary.reconnects += 1;
             metrics::counter!("rawlink_receiver_reconnects_total").increment(1);
@@ -364,9 +385,22 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
             }
             Ended::Fault(e) => {
                 warn!("connection lost: {e:#}; reconnecting (--no-reconnect to exit instead)");
+                if let Some(l) = &cfg.live {
+                    l.state(crate::live::LinkState::Reconnecting, format!("{e:#}"));
+                }
                 down_since = Some(Instant::now());
             }
         }
+    }
+    if let Some(l) = &cfg.live {
+        let why = match (&summary.error, &summary.end) {
+            (Some(e), _) => e.clone(),
+            (None, Some(end)) => format!("end of stream: {}", end.message),
+            (None, None) if summary.interrupted => "interrupted".to_string(),
+            (None, None) => "done".to_string(),
+        };
+        l.counters(summary.live_counters());
+        l.state(crate::live::LinkState::Ended, why);
     }
     if let Some(sink) = sink {
         summary.sink = sink.finish();
@@ -448,11 +482,16 @@ impl<'a> Session<'a> {
             _ => {}
         }
         self.track.last_seq = Some(seq);
+        let mut latency_ms = None;
         if frame.header.clock == ClockId::Realtime {
             let lat_ns = recv_ns.saturating_sub(frame.header.timestamp_ns);
             s.receive_latency_ms.push(lat_ns as f64 / 1e6);
+            latency_ms = Some(lat_ns as f64 / 1e6);
             metrics::histogram!("rawlink_receiver_capture_to_receive_seconds")
                 .record(lat_ns as f64 / 1e9);
+        }
+        if let Some(l) = &self.cfg.live {
+            l.offer(&frame, recv_ns, latency_ms, s.live_counters());
         }
         let sink = self.sink?;
         let job = Job { frame, recv_ns };
@@ -488,6 +527,9 @@ impl<'a> Session<'a> {
         } else {
             "message discarded"
         };
+        if let Some(l) = &self.cfg.live {
+            l.counters(s.live_counters());
+        }
         const LOUD: u32 = 10;
         let after = self.track.last_seq.unwrap_or(0);
         if self.warned < LOUD {
@@ -513,19 +555,27 @@ impl<'a> Session<'a> {
                     warn!("frame discarded: {e}");
                 }
             },
-            Message::StreamStart(info) => info!(
-                source = %info.source,
-                server = %info.server,
-                "stream: {}x{} {} black {} white {}",
-                info.header.width,
-                info.header.height,
-                info.header.format,
-                info.header.black_level,
-                info.header.white_level
-            ),
+            Message::StreamStart(info) => {
+                if let Some(l) = &self.cfg.live {
+                    l.stream_info(&info.source, &info.server);
+                }
+                info!(
+                    source = %info.source,
+                    server = %info.server,
+                    "stream: {}x{} {} black {} white {}",
+                    info.header.width,
+                    info.header.height,
+                    info.header.format,
+                    info.header.black_level,
+                    info.header.white_level
+                )
+            }
             Message::Heartbeat => {}
             Message::Notice(n) => {
                 self.summary.server_drops += n.dropped;
+                if let Some(l) = &self.cfg.live {
+                    l.counters(self.summary.live_counters());
+                }
                 metrics::counter!("rawlink_receiver_server_drops_total").increment(n.dropped);
                 warn!(
                     "server dropped {} frame(s) for this client ({}), seq {}..={}",

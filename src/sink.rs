@@ -387,7 +387,7 @@ pub fn encode_png(
 
 /// The pipeline configuration for a frame: the base configuration with the frame's
 /// format and, unless configured, its black and white levels.
-fn frame_config(base: &IspConfig, h: &rawlink_frame::FrameHeader) -> IspConfig {
+pub(crate) fn frame_config(base: &IspConfig, h: &rawlink_frame::FrameHeader) -> IspConfig {
     let mut c = base.clone();
     c.pattern = h.format.pattern;
     c.bits = h.format.bits;
@@ -542,8 +542,19 @@ fn run_isp(
 
 /// The frame as a DNG; `wb_gains` (from the ISP) give AsShotNeutral.
 fn dng_bytes(job: &Job, cfg: &SinkConfig, wb_gains: Option<[f64; 3]>) -> Result<Vec<u8>> {
-    let h = &job.frame.header;
-    let raw = job.frame.raw().context("frame payload")?;
+    dng_of(&job.frame, job.recv_ns, &cfg.isp, wb_gains)
+}
+
+/// `frame` as a DNG; `wb_gains` (from the ISP) give AsShotNeutral, `isp` the colour
+/// matrix; `recv_ns` stands in for a capture time on a clock other than real time.
+pub(crate) fn dng_of(
+    frame: &rawlink_frame::Frame,
+    recv_ns: u64,
+    isp: &IspConfig,
+    wb_gains: Option<[f64; 3]>,
+) -> Result<Vec<u8>> {
+    let h = &frame.header;
+    let raw = frame.raw().context("frame payload")?;
     let neutral = match wb_gains {
         Some([r, g, b]) if r > 0.0 && g > 0.0 && b > 0.0 => [g / r, 1.0, g / b],
         _ => [1.0; 3],
@@ -556,11 +567,11 @@ fn dng_bytes(job: &Job, cfg: &SinkConfig, wb_gains: Option<[f64; 3]>) -> Result<
         black_level: h.black_level,
         white_level: h.white_level.min(h.format.max_value()),
         as_shot_neutral: neutral,
-        color_matrix: crate::dng_color_matrix(&cfg.isp),
+        color_matrix: crate::dng_color_matrix(isp),
         timestamp_ns: if h.clock == rawlink_frame::ClockId::Realtime {
             h.timestamp_ns
         } else {
-            job.recv_ns
+            recv_ns
         },
         exposure_us: h.exposure_us,
         analog_gain: h.analog_gain,

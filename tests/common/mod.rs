@@ -329,3 +329,42 @@ pub fn summary_of(out: &Output) -> String {
 pub fn signal(child: &Child, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
 }
+
+/// Reads a child's stdout lines until `live view: http://ADDR/`; returns ADDR and the
+/// rest of the output.
+pub fn live_addr(child: &mut Child) -> (SocketAddr, BufReader<std::process::ChildStdout>) {
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    for _ in 0..10 {
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        if let Some(rest) = line.trim().strip_prefix("live view: http://") {
+            return (rest.trim_end_matches('/').parse().unwrap(), out);
+        }
+    }
+    panic!("no live view line; last: {line:?}");
+}
+
+/// `rawlink demo` streaming `sim:scene` at 10 fps until killed, writing into `out`, with
+/// the live view on a free loopback port; returns the process and the view's address.
+pub fn live_demo(out: &Path) -> (Child, SocketAddr) {
+    let mut child = bin()
+        .args([
+            "demo",
+            "--source",
+            "sim:scene",
+            "--frames",
+            "0",
+            "--interval-ms",
+            "100",
+        ])
+        .args(["--http", "127.0.0.1:0", "--quiet"])
+        .arg("--out")
+        .arg(out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn rawlink demo");
+    let (addr, _) = live_addr(&mut child);
+    (child, addr)
+}

@@ -1,0 +1,904 @@
+//! Live view: the newest frame of each stream, processed and served to browsers.
+//!
+//! The receiver hands every valid frame to its stream's [`Stream::offer`], which only
+//! swaps a reference-counted frame into a slot under a short lock: the receiver never
+//! waits for the view. One worker thread per stream takes the newest frame when
+//! somebody is watching (or a download asks for one), runs the ISP with the view's own
+//! settings (profile, demosaic method, stages switched off in the page), computes the
+//! raw histogram, encodes a JPEG preview and publishes the result on a `watch` channel.
+//! Frames that arrive while it works are skipped, and the rate is capped
+//! (`--http-fps`), so a live view costs the receiver at most that many ISP runs a
+//! second. The HTTP side is in [`http`].
+
+pub mod http;
+
+use bytes::Bytes;
+use rawlink_frame::{Frame, FrameHeader};
+use rawlink_isp::{DemosaicMethod, IspConfig, Pipeline, Profile, RawPlane, StageName};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Latency samples kept per stream for the percentiles.
+const LATENCY_WINDOW: usize = 512;
+/// Arrival times kept for the frame-rate estimate.
+const RATE_WINDOW: Duration = Duration::from_secs(2);
+/// Histogram bins per channel.
+pub const HIST_BINS: usize = 256;
+
+/// Settings of the live view.
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
+    /// Most frames processed for the view per second and stream.
+    pub max_fps: f64,
+    /// Previews wider than this are scaled down by an integer factor.
+    pub preview_width: usize,
+    /// JPEG quality, 1..=100.
+    pub jpeg_quality: u8,
+    /// Most WebSocket viewers per stream.
+    pub max_viewers: usize,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            max_fps: 15.0,
+            preview_width: 1280,
+            jpeg_quality: 80,
+            max_viewers: 32,
+        }
+    }
+}
+
+/// Every stream the live view shows.
+pub struct Hub {
+    /// Streams, indexed by id.
+    pub streams: Vec<Arc<Stream>>,
+    /// View settings.
+    pub config: LiveConfig,
+}
+
+impl Hub {
+    /// A hub with one stream per name; `isp` is the receiver's ISP configuration, the
+    /// view's starting point.
+    pub fn new(names: &[String], isp: &IspConfig, config: LiveConfig) -> Arc<Self> {
+        let streams = names
+            .iter()
+            .enumerate()
+            .map(|(id, n)| Stream::new(id, n.clone(), isp.clone(), config.clone()))
+            .collect();
+        Arc::new(Self { streams, config })
+    }
+
+    /// The stream with this id.
+    pub fn stream(&self, id: usize) -> Option<&Arc<Stream>> {
+        self.streams.get(id)
+    }
+}
+
+impl Drop for Hub {
+    /// Stops the worker threads.
+    fn drop(&mut self) {
+        for s in &self.streams {
+            s.stop();
+        }
+    }
+}
+
+/// The view's own ISP choices, changed from the page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewSettings {
+    /// ISP profile.
+    pub profile: Profile,
+    /// Demosaic method override.
+    pub demosaic: Option<DemosaicMethod>,
+    /// Stages of the profile switched off.
+    pub disabled: Vec<StageName>,
+}
+
+/// A received frame waiting for the view.
+struct Arrival {
+    frame: Frame,
+    recv_ns: u64,
+}
+
+/// What the worker waits on.
+struct Slot {
+    latest: Option<Arc<Arrival>>,
+    frame_gen: u64,
+    settings: ViewSettings,
+    settings_gen: u64,
+    demand_gen: u64,
+    stop: bool,
+}
+
+/// Connection state of a stream, as the page shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    /// Trying to reach the server.
+    Connecting,
+    /// Connected; frames may or may not be flowing.
+    Connected,
+    /// Lost the connection; trying again.
+    Reconnecting,
+    /// The stream is over (end of stream, error or shutdown).
+    Ended,
+}
+
+/// Counters and facts the receiver reports.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Counters {
+    /// Frames received whole and valid.
+    pub frames: u64,
+    /// Payload bytes of those frames.
+    pub bytes: u64,
+    /// Frames the server dropped for this client.
+    pub server_drops: u64,
+    /// Gaps in the sequence numbers.
+    pub missing: u64,
+    /// Messages rejected for a CRC mismatch.
+    pub crc_errors: u64,
+    /// Other rejected messages.
+    pub protocol_errors: u64,
+    /// Reconnections after faults.
+    pub reconnects: u64,
+}
+
+struct Info {
+    state: LinkState,
+    detail: String,
+    source: Option<String>,
+    server: Option<String>,
+    counters: Counters,
+    last: Option<(FrameHeader, u64)>,
+    latency_ms: VecDeque<f64>,
+    arrivals: VecDeque<(Instant, usize)>,
+    processed: VecDeque<Instant>,
+}
+
+/// One stream's live state.
+pub struct Stream {
+    /// Index in the hub.
+    pub id: usize,
+    /// Where it comes from (the `--connect` address).
+    pub name: String,
+    base_isp: IspConfig,
+    config: LiveConfig,
+    slot: Mutex<Slot>,
+    wake: Condvar,
+    info: Mutex<Info>,
+    view: watch::Sender<Option<Arc<View>>>,
+    viewers: AtomicUsize,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The newest processed frame.
+pub struct View {
+    /// The raw frame (for RAW and DNG downloads).
+    pub frame: Frame,
+    /// When it arrived, ns since the epoch.
+    pub recv_ns: u64,
+    /// Full-resolution 8-bit RGB, interleaved (PNG downloads, 1:1 crops).
+    pub rgb8: Vec<u8>,
+    /// JPEG preview.
+    pub jpeg: Bytes,
+    /// Preview geometry.
+    pub preview: (usize, usize),
+    /// Histogram of the raw data.
+    pub histogram: Histogram,
+    /// Settings it was processed with.
+    pub settings: ViewSettings,
+    /// Stages that ran.
+    pub stages: Vec<&'static str>,
+    /// Per-stage time, ms.
+    pub stages_ms: Vec<(&'static str, f64)>,
+    /// ISP time, ms.
+    pub isp_ms: f64,
+    /// JPEG encoding time (with the downscale), ms.
+    pub jpeg_ms: f64,
+    /// White-balance gains the ISP applied.
+    pub wb_gains: [f64; 3],
+    /// The ISP configuration it used (for the DNG colour matrix).
+    pub isp: IspConfig,
+}
+
+/// Per-channel histogram of raw samples with clipping figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Histogram {
+    /// Code range covered: bins span `0..=max_code` evenly.
+    pub max_code: u16,
+    /// Samples at or above this are counted as clipped.
+    pub white_level: u16,
+    /// Samples at or below this are counted as crushed (the black level).
+    pub black_level: u16,
+    /// Counts for R, G (both greens) and B, [`HIST_BINS`] each.
+    pub r: Vec<u32>,
+    /// Green counts.
+    pub g: Vec<u32>,
+    /// Blue counts.
+    pub b: Vec<u32>,
+    /// Percentage of clipped samples per channel, R G B.
+    pub clipped_pct: [f64; 3],
+    /// Percentage of samples at or below the black level, R G B.
+    pub crushed_pct: [f64; 3],
+}
+
+/// Histogram of `frame`'s raw samples, by CFA colour. Each row is walked as two
+/// interleaved halves (even and odd columns) whose colours are fixed for the row, so
+/// there is no per-pixel branch on the colour.
+pub fn histogram(frame: &Frame) -> Result<Histogram, rawlink_frame::FrameError> {
+    let h = &frame.header;
+    let raw = frame.raw()?;
+    let bits = h.format.bits;
+    let max_code = h.format.max_value();
+    let shift = bits.saturating_sub(8) as u32;
+    let white = h.white_level.clamp(1, max_code);
+    let black = h.black_level.min(white - 1);
+    let mut counts = [[0u32; HIST_BINS]; 3];
+    let mut clipped = [0u64; 3];
+    let mut crushed = [0u64; 3];
+    let mut total = [0u64; 3];
+    let cell = h.format.pattern.cell();
+    let mut row = vec![0u16; raw.width()];
+    for r in 0..raw.height() {
+        raw.read_row(r, &mut row);
+        for (parity, ch) in cell[r & 1].iter().enumerate() {
+            let c = *ch as usize;
+            let bins = &mut counts[c];
+            let (mut clip, mut crush, mut n) = (0u64, 0u64, 0u64);
+            for &v in row.iter().skip(parity).step_by(2) {
+                bins[((v >> shift) as usize).min(HIST_BINS - 1)] += 1;
+                clip += (v >= white) as u64;
+                crush += (v <= black) as u64;
+                n += 1;
+            }
+            clipped[c] += clip;
+            crushed[c] += crush;
+            total[c] += n;
+        }
+    }
+    let pct = |a: [u64; 3]| {
+        let mut p = [0.0; 3];
+        for i in 0..3 {
+            p[i] = if total[i] > 0 {
+                a[i] as f64 * 100.0 / total[i] as f64
+            } else {
+                0.0
+            };
+        }
+        p
+    };
+    let [r, g, b] = counts.map(|c| c.to_vec());
+    Ok(Histogram {
+        max_code,
+        white_level: white,
+        black_level: black,
+        r,
+        g,
+        b,
+        clipped_pct: pct(clipped),
+        crushed_pct: pct(crushed),
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Median-style percentile (nearest rank) of an unsorted sample.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+fn rate(times: impl Iterator<Item = Instant>, now: Instant) -> f64 {
+    let v: Vec<Instant> = times.collect();
+    match (v.first(), v.len()) {
+        (Some(first), n) if n >= 2 => {
+            let span = now.duration_since(*first).as_secs_f64().max(1e-3);
+            (n - 1) as f64 / span
+        }
+        _ => 0.0,
+    }
+}
+
+impl Stream {
+    fn new(id: usize, name: String, base_isp: IspConfig, config: LiveConfig) -> Arc<Self> {
+        let settings = ViewSettings {
+            profile: base_isp.profile,
+            demosaic: None,
+            disabled: Vec::new(),
+        };
+        let (view, _) = watch::channel(None);
+        let s = Arc::new(Self {
+            id,
+            name,
+            base_isp,
+            config,
+            slot: Mutex::new(Slot {
+                latest: None,
+                frame_gen: 0,
+                settings,
+                settings_gen: 0,
+                demand_gen: 0,
+                stop: false,
+            }),
+            wake: Condvar::new(),
+            info: Mutex::new(Info {
+                state: LinkState::Connecting,
+                detail: String::new(),
+                source: None,
+                server: None,
+                counters: Counters::default(),
+                last: None,
+                latency_ms: VecDeque::new(),
+                arrivals: VecDeque::new(),
+                processed: VecDeque::new(),
+            }),
+            view,
+            viewers: AtomicUsize::new(0),
+        });
+        let worker = Arc::clone(&s);
+        let spawned = std::thread::Builder::new()
+            .name(format!("live-{id}"))
+            .spawn(move || worker.run());
+        if let Err(e) = spawned {
+            tracing::error!("live view: cannot start the worker thread: {e}");
+        }
+        s
+    }
+
+    /// Hands a received frame to the view (never blocks beyond a short lock).
+    pub fn offer(&self, frame: &Frame, recv_ns: u64, latency_ms: Option<f64>, c: Counters) {
+        {
+            let mut info = lock(&self.info);
+            let now = Instant::now();
+            info.arrivals.push_back((now, frame.payload.len()));
+            while info
+                .arrivals
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) > RATE_WINDOW)
+            {
+                info.arrivals.pop_front();
+            }
+            if let Some(l) = latency_ms {
+                if info.latency_ms.len() == LATENCY_WINDOW {
+                    info.latency_ms.pop_front();
+                }
+                info.latency_ms.push_back(l);
+            }
+            info.counters = c;
+            info.last = Some((frame.header, recv_ns));
+            if info.state != LinkState::Connected {
+                info.state = LinkState::Connected;
+                info.detail.clear();
+            }
+        }
+        let mut slot = lock(&self.slot);
+        slot.latest = Some(Arc::new(Arrival {
+            frame: frame.clone(),
+            recv_ns,
+        }));
+        slot.frame_gen += 1;
+        drop(slot);
+        self.wake.notify_one();
+    }
+
+    /// Updates the counters without a frame (after a rejected message, a notice).
+    pub fn counters(&self, c: Counters) {
+        lock(&self.info).counters = c;
+    }
+
+    /// Records a connection state change.
+    pub fn state(&self, state: LinkState, detail: impl Into<String>) {
+        let mut info = lock(&self.info);
+        info.state = state;
+        info.detail = detail.into();
+    }
+
+    /// Records the stream-start facts.
+    pub fn stream_info(&self, source: &str, server: &str) {
+        let mut info = lock(&self.info);
+        info.source = Some(source.to_string());
+        info.server = Some(server.to_string());
+    }
+
+    /// The newest view, watched.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<View>>> {
+        self.view.subscribe()
+    }
+
+    /// The newest view, if any.
+    #[cfg(test)]
+    fn current(&self) -> Option<Arc<View>> {
+        self.view.borrow().clone()
+    }
+
+    /// Asks the worker for a view even with nobody watching, and waits up to `wait` for
+    /// one newer than what exists now (or any at all).
+    pub async fn demand(&self, wait: Duration) -> Option<Arc<View>> {
+        let mut rx = self.view.subscribe();
+        let have = rx.borrow_and_update().clone();
+        {
+            let mut slot = lock(&self.slot);
+            slot.demand_gen += 1;
+        }
+        self.wake.notify_one();
+        if have.is_some() && self.viewers() > 0 {
+            return have;
+        }
+        match tokio::time::timeout(wait, rx.changed()).await {
+            Ok(Ok(())) => rx.borrow().clone(),
+            _ => have,
+        }
+    }
+
+    /// WebSocket viewers now.
+    pub fn viewers(&self) -> usize {
+        self.viewers.load(Ordering::SeqCst)
+    }
+
+    /// Registers a viewer if there is room; the guard unregisters it.
+    pub fn join(self: &Arc<Self>) -> Option<ViewerGuard> {
+        let max = self.config.max_viewers;
+        let joined = self
+            .viewers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok();
+        if !joined {
+            return None;
+        }
+        self.wake.notify_one();
+        Some(ViewerGuard(Arc::clone(self)))
+    }
+
+    /// The view settings now.
+    pub fn settings(&self) -> ViewSettings {
+        lock(&self.slot).settings.clone()
+    }
+
+    /// Replaces the view settings after checking them against the stream's format.
+    pub fn set_settings(&self, s: ViewSettings) -> Result<(), String> {
+        let header = lock(&self.info).last.map(|(h, _)| h);
+        self.isp_config(&s, header.as_ref())
+            .validate()
+            .map_err(|e| e.to_string())?;
+        let mut slot = lock(&self.slot);
+        if slot.settings != s {
+            slot.settings = s;
+            slot.settings_gen += 1;
+        }
+        drop(slot);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Stages the settings' profile runs before any are switched off.
+    pub fn profile_stages(&self, s: &ViewSettings) -> Vec<StageName> {
+        let mut c = self.profile_base(s.profile);
+        c.stages = None;
+        c.active_stages()
+    }
+
+    fn profile_base(&self, profile: Profile) -> IspConfig {
+        if profile == self.base_isp.profile {
+            self.base_isp.clone()
+        } else {
+            IspConfig::new(profile, self.base_isp.pattern, self.base_isp.bits)
+        }
+    }
+
+    /// The ISP configuration for a frame with these settings.
+    fn isp_config(&self, s: &ViewSettings, header: Option<&FrameHeader>) -> IspConfig {
+        let base = self.profile_base(s.profile);
+        let mut c = match header {
+            Some(h) => crate::sink::frame_config(&base, h),
+            None => base,
+        };
+        if let Some(m) = s.demosaic {
+            c.demosaic.method = m;
+        }
+        if !s.disabled.is_empty() {
+            let stages: Vec<StageName> = c
+                .active_stages()
+                .into_iter()
+                .filter(|n| !s.disabled.contains(n))
+                .collect();
+            c.stages = Some(stages);
+        }
+        c
+    }
+
+    fn stop(&self) {
+        lock(&self.slot).stop = true;
+        self.wake.notify_all();
+    }
+
+    /// The worker: waits for work, processes the newest frame, publishes the view.
+    fn run(self: Arc<Self>) {
+        let (mut done_frame, mut done_settings, mut done_demand) = (0u64, 0u64, 0u64);
+        let mut pipeline: Option<(IspConfig, Pipeline)> = None;
+        let min_gap = Duration::from_secs_f64(1.0 / self.config.max_fps.max(0.1));
+        let mut last_run: Option<Instant> = None;
+        loop {
+            let (arrival, settings, gens) = {
+                let mut slot = lock(&self.slot);
+                loop {
+                    if slot.stop {
+                        return;
+                    }
+                    let watched = self.viewers() > 0;
+                    let fresh = slot.frame_gen != done_frame
+                        || slot.settings_gen != done_settings
+                        || slot.demand_gen != done_demand;
+                    let wanted = watched || slot.demand_gen != done_demand;
+                    if slot.latest.is_some() && fresh && wanted {
+                        break;
+                    }
+                    slot = self
+                        .wake
+                        .wait_timeout(slot, Duration::from_millis(500))
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|e| e.into_inner().0);
+                }
+                let gens = (slot.frame_gen, slot.settings_gen, slot.demand_gen);
+                (slot.latest.clone(), slot.settings.clone(), gens)
+            };
+            // Rate cap: a settings change or a download is served at once.
+            if let Some(t) = last_run {
+                let elapsed = t.elapsed();
+                if gens.1 == done_settings && gens.2 == done_demand && elapsed < min_gap {
+                    std::thread::sleep(min_gap - elapsed);
+                    continue;
+                }
+            }
+            (done_frame, done_settings, done_demand) = gens;
+            let Some(arrival) = arrival else { continue };
+            last_run = Some(Instant::now());
+            match self.process(&arrival, &settings, &mut pipeline) {
+                Ok(view) => {
+                    let mut info = lock(&self.info);
+                    let now = Instant::now();
+                    info.processed.push_back(now);
+                    while info
+                        .processed
+                        .front()
+                        .is_some_and(|t| now.duration_since(*t) > RATE_WINDOW)
+                    {
+                        info.processed.pop_front();
+                    }
+                    drop(info);
+                    self.view.send_replace(Some(Arc::new(view)));
+                }
+                Err(e) => {
+                    tracing::warn!(stream = self.id, "live view: {e}");
+                    lock(&self.info).detail = format!("live view: {e}");
+                }
+            }
+        }
+    }
+
+    fn process(
+        &self,
+        a: &Arrival,
+        settings: &ViewSettings,
+        cache: &mut Option<(IspConfig, Pipeline)>,
+    ) -> Result<View, String> {
+        let h = &a.frame.header;
+        let cfg = self.isp_config(settings, Some(h));
+        let reuse = matches!(cache, Some((c, _)) if *c == cfg);
+        if !reuse {
+            let p = Pipeline::new(&cfg).map_err(|e| e.to_string())?;
+            *cache = Some((cfg.clone(), p));
+        }
+        let Some((_, pipeline)) = cache.as_ref() else {
+            return Err("no pipeline".into());
+        };
+        let histogram = histogram(&a.frame).map_err(|e| e.to_string())?;
+        let raw = a.frame.raw().map_err(|e| e.to_string())?;
+        let (w, hgt) = (raw.width(), raw.height());
+        let plane = RawPlane::new(w, hgt, raw.to_vec()).map_err(|e| e.to_string())?;
+        let t0 = Instant::now();
+        let out = pipeline.run(plane);
+        let rgb8 = out.to_rgb8();
+        let isp_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let t1 = Instant::now();
+        let (preview, pw, ph) = downscale(&rgb8, w, hgt, self.config.preview_width);
+        let jpeg = encode_jpeg(
+            preview.as_deref().unwrap_or(&rgb8),
+            pw,
+            ph,
+            self.config.jpeg_quality,
+        )?;
+        let jpeg_ms = t1.elapsed().as_secs_f64() * 1e3;
+        Ok(View {
+            frame: a.frame.clone(),
+            recv_ns: a.recv_ns,
+            rgb8,
+            jpeg: Bytes::from(jpeg),
+            preview: (pw, ph),
+            histogram,
+            settings: settings.clone(),
+            stages: pipeline.stage_names(),
+            stages_ms: out
+                .timings
+                .iter()
+                .map(|(n, d)| (*n, d.as_secs_f64() * 1e3))
+                .collect(),
+            isp_ms,
+            jpeg_ms,
+            wb_gains: out.stats.wb_gains,
+            isp: cfg,
+        })
+    }
+
+    /// The stream's facts and counters as the page shows them.
+    pub fn stats_json(&self) -> serde_json::Value {
+        let info = lock(&self.info);
+        let now = Instant::now();
+        let mut lat: Vec<f64> = info.latency_ms.iter().copied().collect();
+        lat.sort_by(|a, b| a.total_cmp(b));
+        let fps_in = rate(info.arrivals.iter().map(|(t, _)| *t), now);
+        let bytes: usize = info.arrivals.iter().skip(1).map(|(_, n)| *n).sum();
+        let span = info
+            .arrivals
+            .front()
+            .map_or(0.0, |(t, _)| now.duration_since(*t).as_secs_f64());
+        let mbps = if span > 0.0 {
+            bytes as f64 / span / 1e6
+        } else {
+            0.0
+        };
+        let fps_processed = rate(info.processed.iter().copied(), now);
+        let stale = info
+            .arrivals
+            .back()
+            .is_none_or(|(t, _)| now.duration_since(*t) > Duration::from_secs(2));
+        let state = match info.state {
+            LinkState::Connected if info.last.is_none() => "waiting for frames",
+            LinkState::Connected if stale => "connected, no frames for 2 s",
+            LinkState::Connected => "streaming",
+            LinkState::Connecting => "connecting",
+            LinkState::Reconnecting => "reconnecting",
+            LinkState::Ended => "ended",
+        };
+        let frame = info.last.map(|(h, recv_ns)| {
+            serde_json::json!({
+                "seq": h.seq,
+                "timestamp_ns": h.timestamp_ns,
+                "clock": format!("{:?}", h.clock).to_lowercase(),
+                "recv_ns": recv_ns,
+                "exposure_us": h.exposure_us,
+                "analog_gain": h.analog_gain,
+                "width": h.width,
+                "height": h.height,
+                "pattern": h.format.pattern.name(),
+                "bits": h.format.bits,
+                "black_level": h.black_level,
+                "white_level": h.white_level,
+            })
+        });
+        let settings = self.settings();
+        let offered = self.profile_stages(&settings);
+        serde_json::json!({
+            "id": self.id,
+            "name": self.name,
+            "state": state,
+            "link": info.state,
+            "detail": info.detail,
+            "source": info.source,
+            "server": info.server,
+            "counters": info.counters,
+            "fps_in": fps_in,
+            "fps_processed": fps_processed,
+            "mb_per_s": mbps,
+            "latency_ms": {
+                "p50": percentile(&lat, 50.0),
+                "p90": percentile(&lat, 90.0),
+                "p99": percentile(&lat, 99.0),
+                "samples": lat.len(),
+            },
+            "frame": frame,
+            "viewers": self.viewers(),
+            "settings": settings_json(&settings, &offered),
+        })
+    }
+}
+
+/// Settings as JSON: profile, demosaic method, and every stage of the profile with
+/// whether it is on.
+pub fn settings_json(s: &ViewSettings, offered: &[StageName]) -> serde_json::Value {
+    let stages: Vec<serde_json::Value> = offered
+        .iter()
+        .map(|n| serde_json::json!({"name": n.as_str(), "on": !s.disabled.contains(n)}))
+        .collect();
+    serde_json::json!({
+        "profile": s.profile.to_string(),
+        "demosaic": s.demosaic.map(demosaic_name),
+        "stages": stages,
+    })
+}
+
+/// The lower-case name of a demosaic method.
+pub fn demosaic_name(m: DemosaicMethod) -> &'static str {
+    match m {
+        DemosaicMethod::Bilinear => "bilinear",
+        DemosaicMethod::Malvar => "malvar",
+        DemosaicMethod::Rcd => "rcd",
+    }
+}
+
+/// Unregisters a viewer when dropped.
+pub struct ViewerGuard(Arc<Stream>);
+
+impl Drop for ViewerGuard {
+    fn drop(&mut self) {
+        self.0.viewers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Box-filters interleaved RGB down by the smallest integer factor that makes it at most
+/// `max_w` wide. `None` (and the input size) when it already fits.
+pub fn downscale(rgb: &[u8], w: usize, h: usize, max_w: usize) -> (Option<Vec<u8>>, usize, usize) {
+    let f = w.div_ceil(max_w.max(1)).max(1);
+    if f == 1 {
+        return (None, w, h);
+    }
+    let (ow, oh) = ((w / f).max(1), (h / f).max(1));
+    let mut out = vec![0u8; ow * oh * 3];
+    let mut acc = vec![0u32; ow * 3];
+    let n = (f * f) as u32;
+    for (oy, orow) in out.chunks_exact_mut(ow * 3).enumerate() {
+        acc.iter_mut().for_each(|a| *a = 0);
+        for y in oy * f..(oy * f + f).min(h) {
+            let row = &rgb[y * w * 3..(y * w + ow * f) * 3];
+            for (ox, px) in row.chunks_exact(f * 3).enumerate() {
+                for k in 0..f {
+                    for c in 0..3 {
+                        acc[ox * 3 + c] += px[k * 3 + c] as u32;
+                    }
+                }
+            }
+        }
+        for (o, a) in orow.iter_mut().zip(&acc) {
+            *o = ((a + n / 2) / n) as u8;
+        }
+    }
+    (Some(out), ow, oh)
+}
+
+/// Encodes interleaved 8-bit RGB as a baseline JPEG.
+pub fn encode_jpeg(rgb: &[u8], w: usize, h: usize, quality: u8) -> Result<Vec<u8>, String> {
+    let (w16, h16) = match (u16::try_from(w), u16::try_from(h)) {
+        (Ok(a), Ok(b)) => (a, b),
+        _ => return Err(format!("{w}x{h} is too large for a JPEG preview")),
+    };
+    let mut out = Vec::with_capacity(w * h / 4);
+    jpeg_encoder::Encoder::new(&mut out, quality)
+        .encode(rgb, w16, h16, jpeg_encoder::ColorType::Rgb)
+        .map_err(|e| format!("JPEG encoding failed: {e}"))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rawlink_frame::{BayerPattern, Channel, PixelFormat};
+
+    fn site(pattern: BayerPattern, row: usize, col: usize) -> Channel {
+        pattern.cell()[row & 1][col & 1]
+    }
+
+    fn frame(w: u32, h: u32, f: impl Fn(usize, usize) -> u16) -> Frame {
+        let fmt = PixelFormat::unpacked(BayerPattern::Rggb, 12).unwrap();
+        let mut header = FrameHeader::new(7, w, h, fmt);
+        header.black_level = 64;
+        header.white_level = 4095;
+        let mut p = Vec::new();
+        for r in 0..h as usize {
+            for c in 0..w as usize {
+                p.extend_from_slice(&f(r, c).to_le_bytes());
+            }
+        }
+        Frame::new(header, p.into()).unwrap()
+    }
+
+    #[test]
+    fn histogram_counts_each_cfa_colour_and_clipping() {
+        // R sites clipped, B sites at black, greens mid-scale.
+        let f = frame(8, 4, |r, c| match site(BayerPattern::Rggb, r, c) {
+            Channel::R => 4095,
+            Channel::G => 2048,
+            Channel::B => 10,
+        });
+        let h = histogram(&f).unwrap();
+        assert_eq!(h.r.iter().sum::<u32>(), 8);
+        assert_eq!(h.g.iter().sum::<u32>(), 16);
+        assert_eq!(h.b.iter().sum::<u32>(), 8);
+        assert_eq!(h.r[255], 8);
+        assert_eq!(h.g[128], 16);
+        assert_eq!(h.b[0], 8);
+        assert_eq!(h.clipped_pct, [100.0, 0.0, 0.0]);
+        assert_eq!(h.crushed_pct, [0.0, 0.0, 100.0]);
+    }
+
+    #[test]
+    fn downscale_averages_blocks() {
+        let w = 4;
+        let rgb: Vec<u8> = (0..w * 2).flat_map(|i| [i as u8 * 10, 0, 255]).collect();
+        let (out, ow, oh) = downscale(&rgb, w, 2, 2);
+        let out = out.unwrap();
+        assert_eq!((ow, oh), (2, 1));
+        // Block 0: pixels 0, 1, 4, 5 -> mean of 0, 10, 40, 50 = 25.
+        assert_eq!(&out[..3], &[25, 0, 255]);
+        assert_eq!(downscale(&rgb, w, 2, 4).0, None);
+    }
+
+    #[test]
+    fn jpeg_is_a_jpeg() {
+        let rgb = vec![128u8; 16 * 8 * 3];
+        let j = encode_jpeg(&rgb, 16, 8, 80).unwrap();
+        assert_eq!(&j[..2], &[0xFF, 0xD8]);
+        assert_eq!(&j[j.len() - 2..], &[0xFF, 0xD9]);
+    }
+
+    #[test]
+    fn settings_are_checked_and_stages_listed() {
+        let isp = IspConfig::new(Profile::Default, BayerPattern::Rggb, 12);
+        let hub = Hub::new(&["x".into()], &isp, LiveConfig::default());
+        let s = &hub.streams[0];
+        let mut v = s.settings();
+        assert!(s.profile_stages(&v).contains(&StageName::Sharpen));
+        v.disabled = vec![StageName::Demosaic];
+        assert!(
+            s.set_settings(v.clone()).is_err(),
+            "no demosaic cannot make RGB"
+        );
+        v.disabled = vec![StageName::Sharpen];
+        s.set_settings(v.clone()).unwrap();
+        assert_eq!(s.settings(), v);
+        let json = s.stats_json();
+        assert_eq!(json["state"], "connecting");
+        let stages = json["settings"]["stages"].as_array().unwrap();
+        assert!(stages
+            .iter()
+            .any(|st| st["name"] == "sharpen" && st["on"] == false));
+    }
+
+    #[test]
+    fn offered_frames_are_processed_only_when_wanted() {
+        let isp = IspConfig::new(Profile::Default, BayerPattern::Rggb, 12);
+        let hub = Hub::new(&["x".into()], &isp, LiveConfig::default());
+        let s = Arc::clone(&hub.streams[0]);
+        let f = frame(64, 32, |r, c| ((r * 64 + c) * 2) as u16);
+        s.offer(&f, 1, Some(0.5), Counters::default());
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(s.current().is_none(), "nobody watches: no work");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let v = rt.block_on(s.demand(Duration::from_secs(10))).unwrap();
+        assert_eq!(v.frame.header.seq, 7);
+        assert_eq!(v.rgb8.len(), 64 * 32 * 3);
+        assert_eq!(v.preview, (64, 32));
+        assert_eq!(s.stats_json()["frame"]["seq"], 7);
+    }
+}

@@ -1,0 +1,434 @@
+//! The live view's HTTP endpoint, over real TCP on 127.0.0.1: the page and its API,
+//! downloads, malformed requests, 50 concurrent page loads, viewers that vanish
+//! mid-stream, and the receiver's frame rate while browsers watch.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `demo` streaming sim:scene with the live view on a free port.
+struct Demo {
+    child: Child,
+    addr: SocketAddr,
+    _out: tempfile::TempDir,
+}
+
+impl Demo {
+    fn start() -> Demo {
+        let out = tempfile::tempdir().unwrap();
+        let (child, addr) = live_demo(out.path());
+        Demo {
+            child,
+            addr,
+            _out: out,
+        }
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Resp {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// Sends raw request bytes and reads the whole answer (the server closes after it).
+fn raw(addr: SocketAddr, req: &[u8]) -> Resp {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(req).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP answer: {:?}", String::from_utf8_lossy(&buf)));
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Resp {
+        status,
+        head,
+        body: buf[split + 4..].to_vec(),
+    }
+}
+
+fn get(addr: SocketAddr, path: &str) -> Resp {
+    raw(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+fn post(addr: SocketAddr, path: &str, body: &str) -> Resp {
+    raw(
+        addr,
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+}
+
+/// Polls the stats until a frame has arrived.
+fn wait_streaming(addr: SocketAddr) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = get(addr, "/api/streams/0/stats").json();
+        if s["frame"]["seq"].as_u64().is_some() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "no frames: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn png_size(b: &[u8]) -> (u32, u32) {
+    let d = png::Decoder::new(std::io::Cursor::new(b));
+    let r = d.read_info().expect("a valid PNG");
+    (r.info().width, r.info().height)
+}
+
+/// A WebSocket viewer of stream 0.
+fn viewer(addr: SocketAddr) -> tungstenite::WebSocket<TcpStream> {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let (ws, resp) = tungstenite::client(format!("ws://{addr}/api/streams/0/ws"), s)
+        .expect("WebSocket handshake");
+    assert_eq!(resp.status().as_u16(), 101);
+    ws
+}
+
+/// Reads until a JPEG arrives after a `view` message; returns the view's seq.
+fn next_jpeg(ws: &mut tungstenite::WebSocket<TcpStream>) -> u64 {
+    let mut seq = None;
+    loop {
+        match ws.read().expect("WebSocket message") {
+            tungstenite::Message::Text(t) => {
+                let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["type"] == "view" {
+                    seq = v["seq"].as_u64();
+                }
+            }
+            tungstenite::Message::Binary(b) => {
+                assert_eq!(&b[..2], &[0xFF, 0xD8], "a JPEG");
+                if let Some(s) = seq {
+                    return s;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn page_api_settings_and_downloads() {
+    let d = Demo::start();
+    let a = d.addr;
+    let page = get(a, "/");
+    assert_eq!(page.status, 200);
+    assert!(page
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(page.text().contains("<script src=\"/app.js\">"));
+    for (p, mime) in [("/app.js", "text/javascript"), ("/style.css", "text/css")] {
+        let r = get(a, p);
+        assert_eq!(r.status, 200, "{p}");
+        assert!(r.header("content-type").unwrap().starts_with(mime), "{p}");
+        assert!(r.body.len() > 500, "{p} is served from the binary");
+    }
+    let streams = get(a, "/api/streams").json();
+    assert_eq!(streams["streams"].as_array().unwrap().len(), 1);
+
+    let s = wait_streaming(a);
+    assert_eq!(s["source"], "sim:scene");
+    assert_eq!(s["frame"]["width"], 640);
+    assert_eq!(s["frame"]["pattern"], "rggb");
+    assert_eq!(s["frame"]["bits"], 12);
+    assert!(s["frame"]["exposure_us"].as_u64().is_some());
+    assert_eq!(s["counters"]["crc_errors"], 0);
+
+    // Downloads of the current frame.
+    let png = get(a, "/api/streams/0/frame.png");
+    assert_eq!(png.status, 200, "{}", png.text());
+    assert_eq!(png.header("content-type").unwrap(), "image/png");
+    assert!(png
+        .header("content-disposition")
+        .unwrap()
+        .contains("frame_"));
+    assert_eq!(png_size(&png.body), (640, 480));
+    let rawf = get(a, "/api/streams/0/frame.raw");
+    assert_eq!(rawf.body.len(), 640 * 480 * 2);
+    let dng = get(a, "/api/streams/0/frame.dng");
+    assert_eq!(&dng.body[..4], b"II*\0");
+    let crop = get(a, "/api/streams/0/crop.png?x=600&y=400&w=100&h=50");
+    assert_eq!(
+        png_size(&crop.body),
+        (100, 50),
+        "clamped to the frame, full size"
+    );
+    let jpg = get(a, "/api/streams/0/frame.jpg");
+    assert_eq!(&jpg.body[..2], &[0xFF, 0xD8]);
+
+    // Settings: switching a stage off is reflected in the processed view.
+    let set = post(
+        a,
+        "/api/streams/0/isp",
+        r#"{"stages":{"sharpen":false},"demosaic":"malvar"}"#,
+    );
+    assert_eq!(set.status, 200, "{}", set.text());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = get(a, "/api/streams/0/view").json();
+        let stages: Vec<&str> = v["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s.as_str())
+            .collect();
+        if !stages.contains(&"sharpen") && v["settings"]["demosaic"] == "malvar" {
+            assert!(stages.contains(&"demosaic"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "settings never applied: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let back = post(a, "/api/streams/0/isp", r#"{"reset":true}"#).json();
+    assert_eq!(back["profile"], "default");
+    assert!(back["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["on"] == true));
+}
+
+#[test]
+fn malformed_requests_get_one_line_errors_and_the_server_keeps_serving() {
+    let d = Demo::start();
+    let a = d.addr;
+    wait_streaming(a);
+    let cases: Vec<(Resp, u16, &str)> = vec![
+        (get(a, "/api/streams/7/stats"), 404, "no stream 7"),
+        (get(a, "/api/streams/abc/stats"), 400, ""),
+        (get(a, "/nope"), 404, "no such page"),
+        (
+            post(a, "/api/streams/0/isp", "{not json"),
+            400,
+            "bad settings",
+        ),
+        (
+            post(a, "/api/streams/0/isp", r#"{"profile":"fancy"}"#),
+            400,
+            "unknown ISP profile",
+        ),
+        (
+            post(a, "/api/streams/0/isp", r#"{"stages":{"warp":true}}"#),
+            400,
+            "unknown stage",
+        ),
+        (
+            post(a, "/api/streams/0/isp", r#"{"stages":{"demosaic":false}}"#),
+            400,
+            "demosaic",
+        ),
+        (
+            post(a, "/api/streams/0/isp", r#"{"colour":1}"#),
+            400,
+            "unknown field",
+        ),
+        (get(a, "/api/streams/0/crop.png?x=-1&y=0"), 400, "bad crop"),
+        (
+            get(a, "/api/streams/0/crop.png?x=0&y=0&w=0"),
+            400,
+            "crop size",
+        ),
+        (
+            get(a, "/api/streams/0/crop.png?x=0&y=0&w=99999"),
+            400,
+            "crop size",
+        ),
+        (get(a, "/api/streams/0/ws"), 400, ""),
+    ];
+    for (r, status, needle) in &cases {
+        assert_eq!(r.status, *status, "{} -> {}", r.head, r.text());
+        assert!(r.text().contains(needle), "{:?} lacks {needle:?}", r.text());
+        assert!(
+            r.text().trim().lines().count() <= 1,
+            "one line: {:?}",
+            r.text()
+        );
+    }
+    // Garbage, a request line with no end, and an enormous header: each gets an error
+    // or a closed connection, never a crash.
+    for junk in [
+        b"\x00\x01\x02GARBAGE\r\n\r\n".to_vec(),
+        b"GET / HTTP/9.9\r\n\r\n".to_vec(),
+        format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(1 << 20)).into_bytes(),
+    ] {
+        let mut s = TcpStream::connect(a).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.write_all(&junk);
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        let text = String::from_utf8_lossy(&buf);
+        assert!(buf.is_empty() || text.starts_with("HTTP/1.1 4"), "{text}");
+    }
+    // A request cut off mid-header.
+    let mut s = TcpStream::connect(a).unwrap();
+    s.write_all(b"GET /api/str").unwrap();
+    drop(s);
+    let after = get(a, "/healthz");
+    assert_eq!(after.status, 200);
+    assert_eq!(get(a, "/api/streams/0/frame.png").status, 200);
+}
+
+#[test]
+fn fifty_concurrent_page_loads_and_viewers_that_vanish_mid_stream() {
+    let d = Demo::start();
+    let a = d.addr;
+    wait_streaming(a);
+    // Viewers that read a frame or two and then drop the connection without a close.
+    for _ in 0..4 {
+        let mut ws = viewer(a);
+        next_jpeg(&mut ws);
+        ws.get_mut().shutdown(std::net::Shutdown::Both).unwrap();
+    }
+    let loads: Vec<_> = (0..50)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut ok = 0;
+                for p in [
+                    "/",
+                    "/app.js",
+                    "/style.css",
+                    "/api/streams",
+                    "/api/streams/0/stats",
+                ] {
+                    ok += (get(a, p).status == 200) as u32;
+                }
+                ok
+            })
+        })
+        .collect();
+    // A viewer keeps receiving while the loads run.
+    let mut ws = viewer(a);
+    let first = next_jpeg(&mut ws);
+    let total: u32 = loads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(
+        total,
+        50 * 5,
+        "every one of 50 concurrent page loads answered 200"
+    );
+    let later = next_jpeg(&mut ws);
+    assert!(
+        later > first,
+        "the view kept advancing ({first} -> {later})"
+    );
+    drop(ws);
+    // The vanished viewers are gone from the count.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(a, "/api/streams/0/stats").json()["viewers"] != 0 {
+        assert!(Instant::now() < deadline, "viewers were never released");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn viewers_do_not_slow_the_receiver() {
+    // 30 fps for 5 s to a null sink with four browsers watching throughout: every frame
+    // arrives, none is dropped or missing, and the rate holds.
+    let server = Server::start(&[
+        "--source",
+        "sim:scene",
+        "--fps",
+        "30",
+        "--frames",
+        "150",
+        "--wait-clients",
+        "1",
+    ]);
+    let mut recv = bin()
+        .arg("receive")
+        .args([
+            "--connect",
+            &server.addr.to_string(),
+            "--sink",
+            "null",
+            "--frames",
+            "150",
+        ])
+        .args(["--http", "127.0.0.1:0", "--stats-interval", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (a, mut out) = live_addr(&mut recv);
+    let watchers: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut ws = viewer(a);
+                let mut n = 0;
+                while let Ok(m) = ws.read() {
+                    n += m.is_binary() as u32;
+                }
+                n
+            })
+        })
+        .collect();
+    let status = wait_timeout(&mut recv, Duration::from_secs(60));
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(status.success(), "{rest}");
+    let s = rest
+        .lines()
+        .find(|l| l.starts_with("summary:"))
+        .unwrap_or_else(|| panic!("no summary in {rest:?}"))
+        .to_string();
+    assert_eq!(field(&s, "frames"), 150, "{s}");
+    assert_eq!(field(&s, "missing"), 0, "{s}");
+    assert_eq!(field(&s, "server_drops"), 0, "{s}");
+    let fps: f64 = s
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("fps="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(fps > 27.0, "receiver rate with viewers: {fps} fps ({s})");
+    let shown: Vec<u32> = watchers.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(
+        shown.iter().all(|&n| n >= 5),
+        "every viewer saw pictures: {shown:?}"
+    );
+    let _ = server.wait(Duration::from_secs(10));
+}
