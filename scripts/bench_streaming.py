@@ -114,12 +114,15 @@ def main():
     ap.add_argument("--rounds", type=int, default=3,
                     help="iperf3 / rawlink pairs, run back to back; medians are reported")
     ap.add_argument("--skip-throughput", action="store_true", help="only the many-client and latency runs")
+    ap.add_argument("--only-throughput", action="store_true", help="only the iperf3 / 4K throughput table")
     a = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=os.path.join(HERE, ".."), check=True)
     print(f"machine: {os.cpu_count()} cores")
 
     if not a.skip_throughput:
         throughput_table(a)
+    if a.only_throughput:
+        return 0
 
     for stall in (False, True):
         frames, sums, others = many(a.seconds, stall)
