@@ -21,24 +21,13 @@ pub struct LumaChroma {
 
 const K5: [f32; 5] = [1.0 / 16.0, 4.0 / 16.0, 6.0 / 16.0, 4.0 / 16.0, 1.0 / 16.0];
 
-/// Separable 5-tap binomial blur (reflect-101 borders). Rows in parallel; the vertical
-/// pass runs along whole rows so its inner loop vectorises.
+/// Separable 5-tap binomial blur (reflect-101 borders), whole frame: the oracle's.
+#[cfg(test)]
 fn blur5(src: &[f32], w: usize, h: usize) -> Vec<f32> {
     let mut tmp = vec![0f32; w * h];
-    tmp.par_chunks_mut(w).enumerate().for_each(|(y, out)| {
-        let row = &src[y * w..(y + 1) * w];
-        for (x, o) in out.iter_mut().enumerate() {
-            if x >= 2 && x + 2 < w {
-                *o = K5[0] * (row[x - 2] + row[x + 2])
-                    + K5[1] * (row[x - 1] + row[x + 1])
-                    + K5[2] * row[x];
-            } else {
-                *o = (0..5)
-                    .map(|k| K5[k] * row[reflect(x as isize + k as isize - 2, w)])
-                    .sum();
-            }
-        }
-    });
+    tmp.par_chunks_mut(w)
+        .enumerate()
+        .for_each(|(y, out)| hblur_row(&src[y * w..(y + 1) * w], out));
     let mut out = vec![0f32; w * h];
     out.par_chunks_mut(w).enumerate().for_each(|(y, o)| {
         let r = |d: isize| &tmp[reflect(y as isize + d, h) * w..][..w];
@@ -50,11 +39,192 @@ fn blur5(src: &[f32], w: usize, h: usize) -> Vec<f32> {
     out
 }
 
+/// Output rows per band: each band recomputes its own luma/chroma rows plus a halo of 2
+/// rows above and below, in per-thread scratch (about 1.5 MB at 4K width), so no
+/// full-frame intermediate plane exists.
+const BAND: usize = 16;
+/// Halo rows: 2 for the 5-tap chroma blur (the 3×3 luma filter needs 1).
+const HALO: usize = 2;
+
+/// Range weights of the luma filter by `|Δluma| / 4`, out to where they vanish.
+fn range_table(luma_sigma: f32, top: f32) -> Vec<f32> {
+    let sigma = (luma_sigma * top).max(1e-3);
+    let inv = -0.5 / (sigma * sigma);
+    let steps = ((6.0 * sigma / 4.0) as usize + 2).min(16384);
+    (0..steps)
+        .map(|k| {
+            let d = k as f32 * 4.0;
+            (d * d * inv).exp()
+        })
+        .collect()
+}
+
+/// Luma plus the chroma differences mixed toward their blurred values by `k`, back to
+/// R, G, B codes.
+#[inline(always)]
+fn combine(l: f32, [cr, cb]: [f32; 2], [cr2, cb2]: [f32; 2], k: f32, top: f32) -> [u16; 3] {
+    let c_r = cr + k * (cr2 - cr);
+    let c_b = cb + k * (cb2 - cb);
+    [
+        (l + c_r + 0.5).clamp(0.0, top) as u16,
+        (l - 0.5 * (c_r + c_b) + 0.5).clamp(0.0, top) as u16,
+        (l + c_b + 0.5).clamp(0.0, top) as u16,
+    ]
+}
+
+/// Per-thread working rows of one band.
+struct Scratch {
+    /// Luma rows, each padded by one reflected sample on both sides (`w + 2`).
+    y: Vec<f32>,
+    /// Chroma rows (`w` each).
+    cr: Vec<f32>,
+    cb: Vec<f32>,
+    /// Horizontally blurred chroma rows.
+    hcr: Vec<f32>,
+    hcb: Vec<f32>,
+}
+
+/// One row of the 5-tap horizontal binomial blur (reflect-101 at the ends), with the same
+/// arithmetic as [`blur5`].
+fn hblur_row(row: &[f32], out: &mut [f32]) {
+    let w = row.len();
+    for (x, o) in out.iter_mut().enumerate() {
+        if x >= 2 && x + 2 < w {
+            *o = K5[0] * (row[x - 2] + row[x + 2])
+                + K5[1] * (row[x - 1] + row[x + 1])
+                + K5[2] * row[x];
+        } else {
+            *o = (0..5)
+                .map(|k| K5[k] * row[reflect(x as isize + k as isize - 2, w)])
+                .sum();
+        }
+    }
+}
+
 impl RgbStage for LumaChroma {
     fn name(&self) -> &'static str {
         "denoise"
     }
-    fn apply(&self, mut img: RgbImage, ctx: &mut FrameContext) -> RgbImage {
+
+    /// Band-wise and fused: for each band of [`BAND`] rows, luma and chroma of the band and
+    /// its halo are computed into per-thread scratch, then the luma filter, the chroma
+    /// blur and the recombination write the band's output rows. Bit-identical to the
+    /// whole-frame formulation (tested): the same operations in the same order.
+    fn apply(&self, img: RgbImage, ctx: &mut FrameContext) -> RgbImage {
+        let (w, h) = (img.width, img.height);
+        let top = ctx.max_value as f32;
+        let range = range_table(self.luma_sigma, top);
+        let last = range.len() - 1;
+        let luma_on = self.luma_sigma > 0.0;
+        let k = self.chroma;
+        const SP: [[f32; 3]; 3] = [[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]];
+        let rows = BAND + 2 * HALO;
+        let pw = w + 2;
+        let [pr, pg, pb] = &img.planes;
+        let mut out = RgbImage::new(w, h);
+        let [or, og, ob] = &mut out.planes;
+        or.par_chunks_mut(BAND * w)
+            .zip(og.par_chunks_mut(BAND * w))
+            .zip(ob.par_chunks_mut(BAND * w))
+            .enumerate()
+            .for_each_init(
+                || Scratch {
+                    y: vec![0.0; rows * pw],
+                    cr: vec![0.0; rows * w],
+                    cb: vec![0.0; rows * w],
+                    hcr: vec![0.0; rows * w],
+                    hcb: vec![0.0; rows * w],
+                },
+                |sc, (band, ((o_r, o_g), o_b))| {
+                    let y0 = band * BAND;
+                    let n = o_r.len() / w;
+                    // Scratch row j holds virtual row y0 - HALO + j, i.e. source row
+                    // reflect(y0 - HALO + j): the whole-frame version's reflected rows.
+                    for j in 0..n + 2 * HALO {
+                        let sy = reflect((y0 + j) as isize - HALO as isize, h);
+                        let (r, g, b) =
+                            (&pr[sy * w..][..w], &pg[sy * w..][..w], &pb[sy * w..][..w]);
+                        let yrow = &mut sc.y[j * pw..(j + 1) * pw];
+                        let crow = &mut sc.cr[j * w..(j + 1) * w];
+                        let brow = &mut sc.cb[j * w..(j + 1) * w];
+                        for x in 0..w {
+                            let (r, g, b) = (r[x] as f32, g[x] as f32, b[x] as f32);
+                            let l = 0.25 * (r + 2.0 * g + b);
+                            yrow[x + 1] = l;
+                            crow[x] = r - l;
+                            brow[x] = b - l;
+                        }
+                        yrow[0] = yrow[reflect(-1, w) + 1];
+                        yrow[w + 1] = yrow[reflect(w as isize, w) + 1];
+                        if k > 0.0 {
+                            hblur_row(crow, &mut sc.hcr[j * w..(j + 1) * w]);
+                            hblur_row(brow, &mut sc.hcb[j * w..(j + 1) * w]);
+                        }
+                    }
+                    let mut y2 = vec![0f32; w];
+                    let mut vcr = vec![0f32; w];
+                    let mut vcb = vec![0f32; w];
+                    for i in 0..n {
+                        let j = i + HALO;
+                        let yr = |d: usize| &sc.y[(j + d - 1) * pw..(j + d) * pw];
+                        let (ya, yb, yc) = (yr(0), yr(1), yr(2));
+                        if luma_on {
+                            for x in 0..w {
+                                let c = yb[x + 1];
+                                let (mut s, mut sw) = (0.0f32, 0.0f32);
+                                for (ry, r) in [ya, yb, yc].iter().enumerate() {
+                                    for rx in 0..3 {
+                                        let v = r[x + rx];
+                                        let d = (v - c).abs() as usize >> 2;
+                                        let wgt = SP[ry][rx] * range[d.min(last)];
+                                        s += wgt * v;
+                                        sw += wgt;
+                                    }
+                                }
+                                y2[x] = s / sw;
+                            }
+                        } else {
+                            y2.copy_from_slice(&yb[1..w + 1]);
+                        }
+                        let cr = &sc.cr[j * w..(j + 1) * w];
+                        let cb = &sc.cb[j * w..(j + 1) * w];
+                        if k > 0.0 {
+                            let vblur = |p: &[f32], o: &mut [f32]| {
+                                let r = |d: usize| &p[(j + d - 2) * w..(j + d - 1) * w];
+                                let (a, b, c, d, e) = (r(0), r(1), r(2), r(3), r(4));
+                                for x in 0..w {
+                                    o[x] = K5[0] * (a[x] + e[x])
+                                        + K5[1] * (b[x] + d[x])
+                                        + K5[2] * c[x];
+                                }
+                            };
+                            vblur(&sc.hcr, &mut vcr);
+                            vblur(&sc.hcb, &mut vcb);
+                        } else {
+                            vcr.copy_from_slice(cr);
+                            vcb.copy_from_slice(cb);
+                        }
+                        let (r, g, b) = (
+                            &mut o_r[i * w..(i + 1) * w],
+                            &mut o_g[i * w..(i + 1) * w],
+                            &mut o_b[i * w..(i + 1) * w],
+                        );
+                        for x in 0..w {
+                            [r[x], g[x], b[x]] =
+                                combine(y2[x], [cr[x], cb[x]], [vcr[x], vcb[x]], k, top);
+                        }
+                    }
+                },
+            );
+        out
+    }
+}
+
+impl LumaChroma {
+    /// The whole-frame formulation (seven full-frame planes), kept as the oracle the
+    /// band-wise kernel must match bit for bit.
+    #[cfg(test)]
+    fn apply_whole_frame(&self, mut img: RgbImage, ctx: &mut FrameContext) -> RgbImage {
         let (w, h) = (img.width, img.height);
         let top = ctx.max_value as f32;
         let n = w * h;
@@ -76,18 +246,9 @@ impl RgbStage for LumaChroma {
                     bb[x] = b - l;
                 }
             });
-        // Luma: 3×3 range-weighted mean.
-        let sigma = (self.luma_sigma * top).max(1e-3);
-        let inv = -0.5 / (sigma * sigma);
-        // Range weights by |Δluma| in steps of 4 codes, out to where they vanish.
-        let steps = ((6.0 * sigma / 4.0) as usize + 2).min(16384);
-        let range: Vec<f32> = (0..steps)
-            .map(|k| {
-                let d = k as f32 * 4.0;
-                (d * d * inv).exp()
-            })
-            .collect();
-        let last = steps - 1;
+        // Luma: 3×3 range-weighted mean; range weights by |Δluma| in steps of 4 codes.
+        let range = range_table(self.luma_sigma, top);
+        let last = range.len() - 1;
         let mut y2 = vec![0f32; n];
         if self.luma_sigma > 0.0 {
             y2.par_chunks_mut(w).enumerate().for_each(|(row, out)| {
@@ -122,12 +283,7 @@ impl RgbStage for LumaChroma {
         img.par_rows_mut().for_each(|(row, [r, g, b])| {
             for x in 0..w {
                 let i = row * w + x;
-                let l = y2[i];
-                let c_r = cr[i] + k * (cr2[i] - cr[i]);
-                let c_b = cb[i] + k * (cb2[i] - cb[i]);
-                r[x] = (l + c_r + 0.5).clamp(0.0, top) as u16;
-                b[x] = (l + c_b + 0.5).clamp(0.0, top) as u16;
-                g[x] = (l - 0.5 * (c_r + c_b) + 0.5).clamp(0.0, top) as u16;
+                [r[x], g[x], b[x]] = combine(y2[i], [cr[i], cb[i]], [cr2[i], cb2[i]], k, top);
             }
         });
         img
@@ -163,6 +319,38 @@ mod tests {
             .collect();
         let m = vals.iter().sum::<f32>() / vals.len() as f32;
         (vals.iter().map(|x| (x - m).powi(2)).sum::<f32>() / vals.len() as f32).sqrt()
+    }
+
+    #[test]
+    fn bands_equal_the_whole_frame_bit_for_bit() {
+        let mut s = 9u32;
+        for (w, h, sigma, chroma) in [
+            (37usize, 53usize, 0.02f32, 1.0f32),
+            (64, 16, 0.05, 0.5),
+            (5, 3, 0.02, 1.0),
+            (1, 7, 0.02, 1.0),
+            (40, 40, 0.0, 1.0),
+            (40, 40, 0.02, 0.0),
+        ] {
+            let mut img = RgbImage::new(w, h);
+            for p in img.planes.iter_mut() {
+                for v in p.iter_mut() {
+                    s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    *v = (s >> 16) as u16;
+                }
+            }
+            let st = LumaChroma {
+                luma_sigma: sigma,
+                chroma,
+            };
+            let mut ctx = FrameContext::new(BayerPattern::Rggb, 65535);
+            let want = st.apply_whole_frame(img.clone(), &mut ctx);
+            assert_eq!(
+                st.apply(img, &mut ctx),
+                want,
+                "{w}x{h} sigma {sigma} chroma {chroma}"
+            );
+        }
     }
 
     #[test]
