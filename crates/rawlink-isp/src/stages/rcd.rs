@@ -358,6 +358,52 @@ impl crate::DemosaicStage for Rcd {
 mod tests {
     use super::*;
 
+    /// FNV-1a over the output codes.
+    fn digest(img: &RgbImage) -> u64 {
+        let mut h = 0xcbf2_9ce4_8422_2325u64;
+        for p in &img.planes {
+            for &v in p {
+                for b in v.to_le_bytes() {
+                    h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+                }
+            }
+        }
+        h
+    }
+
+    /// Golden lock, tolerance zero: the kernels' speed work must not change a single code.
+    /// The digests were taken from the whole-plane, index-per-tap formulation.
+    #[test]
+    fn output_is_unchanged_bit_for_bit() {
+        let (w, h) = (203usize, 157usize);
+        let mut s = 11u32;
+        let data = (0..w * h)
+            .map(|i| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let (x, y) = (i % w, i / w);
+                let scene = if (x / 16 + y / 16) % 2 == 0 {
+                    600
+                } else {
+                    3000
+                } + x * 4;
+                (scene + (s >> 24) as usize).min(4095) as u16
+            })
+            .collect();
+        let raw = RawPlane::new(w, h, data).unwrap();
+        let got: Vec<u64> = BayerPattern::ALL
+            .iter()
+            .map(|&p| digest(&rcd_full(&raw, p, 4095)))
+            .collect();
+        assert_eq!(got, GOLDEN, "{got:#x?}");
+    }
+
+    const GOLDEN: [u64; 4] = [
+        0x1376_4d24_fe71_5691,
+        0xdc5e_588a_754a_dc95,
+        0x3329_8459_3c55_684e,
+        0x5a96_761c_ac62_586e,
+    ];
+
     #[test]
     fn strips_equal_the_whole_frame() {
         for (w, h) in [(97usize, 700usize), (64, 610)] {
