@@ -432,3 +432,73 @@ fn viewers_do_not_slow_the_receiver() {
     );
     let _ = server.wait(Duration::from_secs(10));
 }
+
+#[test]
+fn one_page_for_several_cameras() {
+    let a = Server::start(&[
+        "--source",
+        "sim",
+        "--fps",
+        "20",
+        "--frames",
+        "400",
+        "--wait-clients",
+        "1",
+    ]);
+    let b = Server::start(&[
+        "--source",
+        "sim:scene",
+        "--fps",
+        "20",
+        "--frames",
+        "400",
+        "--wait-clients",
+        "1",
+    ]);
+    let mut recv = bin()
+        .arg("receive")
+        .args([
+            "--connect",
+            &a.addr.to_string(),
+            "--connect",
+            &b.addr.to_string(),
+        ])
+        .args([
+            "--sink",
+            "null",
+            "--stats-interval",
+            "0",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (http, _out) = live_addr(&mut recv);
+    let list = get(http, "/api/streams").json();
+    let names: Vec<&str> = list["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, [a.addr.to_string(), b.addr.to_string()]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for (id, source) in [(0, "sim"), (1, "sim:scene")] {
+        loop {
+            let s = get(http, &format!("/api/streams/{id}/stats")).json();
+            if s["source"] == source && s["frame"]["seq"].as_u64().is_some() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "stream {id}: {s}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let png = get(http, &format!("/api/streams/{id}/frame.png"));
+        assert_eq!(png_size(&png.body), (640, 480), "stream {id}");
+    }
+    for mut c in [recv, a.child, b.child] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
