@@ -119,6 +119,34 @@ fn png_size(b: &[u8]) -> (u32, u32) {
     (r.info().width, r.info().height)
 }
 
+/// `rawlink receive ARGS --sink null --http 127.0.0.1:0`; returns the process, the live
+/// view's address and the rest of its standard output.
+fn live_receive(
+    args: &[&str],
+) -> (
+    Child,
+    SocketAddr,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    let mut c = bin()
+        .arg("receive")
+        .args(args)
+        .args([
+            "--sink",
+            "null",
+            "--stats-interval",
+            "0",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (addr, out) = live_addr(&mut c);
+    (c, addr, out)
+}
+
 /// A WebSocket viewer of stream 0.
 fn viewer(addr: SocketAddr) -> tungstenite::WebSocket<TcpStream> {
     let s = TcpStream::connect(addr).unwrap();
@@ -378,22 +406,8 @@ fn viewers_do_not_slow_the_receiver() {
         "--wait-clients",
         "1",
     ]);
-    let mut recv = bin()
-        .arg("receive")
-        .args([
-            "--connect",
-            &server.addr.to_string(),
-            "--sink",
-            "null",
-            "--frames",
-            "150",
-        ])
-        .args(["--http", "127.0.0.1:0", "--stats-interval", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (a, mut out) = live_addr(&mut recv);
+    let addr = server.addr.to_string();
+    let (mut recv, a, mut out) = live_receive(&["--connect", &addr, "--frames", "150"]);
     let watchers: Vec<_> = (0..4)
         .map(|_| {
             std::thread::spawn(move || {
@@ -455,27 +469,8 @@ fn one_page_for_several_cameras() {
         "--wait-clients",
         "1",
     ]);
-    let mut recv = bin()
-        .arg("receive")
-        .args([
-            "--connect",
-            &a.addr.to_string(),
-            "--connect",
-            &b.addr.to_string(),
-        ])
-        .args([
-            "--sink",
-            "null",
-            "--stats-interval",
-            "0",
-            "--http",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (http, _out) = live_addr(&mut recv);
+    let (aa, ba) = (a.addr.to_string(), b.addr.to_string());
+    let (recv, http, _out) = live_receive(&["--connect", &aa, "--connect", &ba]);
     let list = get(http, "/api/streams").json();
     let names: Vec<&str> = list["streams"]
         .as_array()
