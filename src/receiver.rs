@@ -152,9 +152,7 @@ impl ReceiveSummary {
             self.sink.stale_temp_files,
         )
     }
-}
 
-impl ReceiveSummary {
     /// The counters the live view shows.
     fn live_counters(&self) -> crate::live::Counters {
         crate::live::Counters {
@@ -482,14 +480,13 @@ impl<'a> Session<'a> {
             _ => {}
         }
         self.track.last_seq = Some(seq);
-        let mut latency_ms = None;
-        if frame.header.clock == ClockId::Realtime {
+        let latency_ms = (frame.header.clock == ClockId::Realtime).then(|| {
             let lat_ns = recv_ns.saturating_sub(frame.header.timestamp_ns);
-            s.receive_latency_ms.push(lat_ns as f64 / 1e6);
-            latency_ms = Some(lat_ns as f64 / 1e6);
             metrics::histogram!("rawlink_receiver_capture_to_receive_seconds")
                 .record(lat_ns as f64 / 1e9);
-        }
+            lat_ns as f64 / 1e6
+        });
+        s.receive_latency_ms.extend(latency_ms);
         if let Some(l) = &self.cfg.live {
             l.offer(&frame, recv_ns, latency_ms, s.live_counters());
         }
