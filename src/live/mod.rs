@@ -303,7 +303,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Median-style percentile (nearest rank) of an unsorted sample.
+/// The `p`th percentile (nearest rank) of a sorted sample; 0 for an empty one.
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
