@@ -202,7 +202,29 @@ fn is_tls_failure(e: &std::io::Error) -> bool {
         .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
 }
 
-async fn connect_once(cfg: &ReceiveConfig) -> Result<BoxConn, ConnectError> {
+/// A second handle on a connection's TCP socket (a duplicated descriptor), for socket
+/// options once TLS has wrapped the stream.
+struct AckHandle(std::net::TcpStream);
+
+impl AckHandle {
+    /// `sock` back, with a handle on it if its descriptor can be duplicated.
+    fn of(sock: TcpStream) -> std::io::Result<(TcpStream, Option<AckHandle>)> {
+        let std = sock.into_std()?;
+        let dup = std.try_clone().ok().map(AckHandle);
+        Ok((TcpStream::from_std(std)?, dup))
+    }
+
+    /// Acknowledges what has been read at once instead of delaying the ACK. The kernel
+    /// leaves quick-ack mode on its own, so this is set after every read. On loopback
+    /// at 4K it lets the sender's window open sooner: 4K `--sink null` went from
+    /// 137–149 to 158–166 frames/s in alternating runs (docs/BENCHMARKS.md).
+    fn quick_ack(&self) {
+        #[cfg(target_os = "linux")]
+        let _ = socket2::SockRef::from(&self.0).set_tcp_quickack(true);
+    }
+}
+
+async fn connect_once(cfg: &ReceiveConfig) -> Result<(BoxConn, Option<AckHandle>), ConnectError> {
     let limit = cfg.peer_timeout.unwrap_or(Duration::from_secs(10));
     let sock = match tokio::time::timeout(limit, TcpStream::connect(&cfg.connect)).await {
         Ok(Ok(s)) => s,
@@ -220,6 +242,9 @@ async fn connect_once(cfg: &ReceiveConfig) -> Result<BoxConn, ConnectError> {
         }
     };
     crate::netio::tune_stream_socket(&sock);
+    let (sock, ack) = AckHandle::of(sock).map_err(|e| {
+        ConnectError::Retry(anyhow!(e).context(format!("connection to {}", cfg.connect)))
+    })?;
     let mut conn: BoxConn = match &cfg.tls {
         None => Box::new(sock),
         Some(tls) => {
@@ -259,7 +284,7 @@ async fn connect_once(cfg: &ReceiveConfig) -> Result<BoxConn, ConnectError> {
             )));
         }
     }
-    Ok(conn)
+    Ok((conn, ack))
 }
 
 /// Exponential backoff with jitter: 100 ms doubling to `max`, each delay drawn
@@ -311,7 +336,7 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
                 break;
             }
         };
-        let conn = match conn {
+        let (conn, ack) = match conn {
             Ok(c) => c,
             Err(ConnectError::Fatal(e)) => {
                 summary.error = Some(format!("{e:#}"));
@@ -365,7 +390,7 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
         let span = tracing::info_span!("conn", peer = %cfg.connect);
         let before = summary.frames;
         let ended = Session::new(&cfg, sink.as_ref(), &mut summary, &mut track)
-            .run(conn, &shutdown)
+            .run(conn, ack.as_ref(), &shutdown)
             .instrument(span)
             .await;
         if summary.frames > before {
@@ -618,7 +643,12 @@ impl<'a> Session<'a> {
     }
 
     /// Reads and decodes one connection until it ends.
-    async fn run(mut self, conn: BoxConn, shutdown: &CancellationToken) -> Ended {
+    async fn run(
+        mut self,
+        conn: BoxConn,
+        ack: Option<&AckHandle>,
+        shutdown: &CancellationToken,
+    ) -> Ended {
         let cfg = self.cfg;
         let (mut rd, mut wr) = tokio::io::split(conn);
         let mut buf = BytesMut::with_capacity(256 * 1024);
@@ -725,6 +755,9 @@ impl<'a> Session<'a> {
                 }
             };
             deadline = tokio::time::Instant::now() + peer_timeout;
+            if let Some(a) = ack {
+                a.quick_ack();
+            }
             if n > 0 {
                 continue;
             }
