@@ -449,26 +449,18 @@ fn viewers_do_not_slow_the_receiver() {
 
 #[test]
 fn one_page_for_several_cameras() {
-    let a = Server::start(&[
-        "--source",
-        "sim",
-        "--fps",
-        "20",
-        "--frames",
-        "400",
-        "--wait-clients",
-        "1",
-    ]);
-    let b = Server::start(&[
-        "--source",
-        "sim:scene",
-        "--fps",
-        "20",
-        "--frames",
-        "400",
-        "--wait-clients",
-        "1",
-    ]);
+    let [a, b] = ["sim", "sim:scene"].map(|source| {
+        Server::start(&[
+            "--source",
+            source,
+            "--fps",
+            "20",
+            "--frames",
+            "400",
+            "--wait-clients",
+            "1",
+        ])
+    });
     let (aa, ba) = (a.addr.to_string(), b.addr.to_string());
     let (recv, http, _out) = live_receive(&["--connect", &aa, "--connect", &ba]);
     let list = get(http, "/api/streams").json();

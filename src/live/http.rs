@@ -318,43 +318,48 @@ fn png_of(v: &View, x: usize, y: usize, w: usize, h: usize) -> Result<Vec<u8>, S
     Ok(png)
 }
 
+/// The current frame of stream `id` as a download `frame_SEQ.EXT`, encoded by `encode`
+/// on a blocking thread.
+async fn download(
+    hub: &Hub,
+    id: usize,
+    ext: &str,
+    mime: &'static str,
+    encode: fn(&View) -> Result<Vec<u8>, String>,
+) -> ApiResult<Response> {
+    let v = view_of(&*stream(hub, id)?).await?;
+    let name = format!("frame_{:06}.{ext}", v.frame.header.seq);
+    let body = blocking(move || encode(&v)).await?;
+    Ok(attachment(body, mime, name))
+}
+
 async fn frame_png(State(hub): State<Arc<Hub>>, Path(id): Path<usize>) -> ApiResult<Response> {
-    let v = view_of(&*stream(&hub, id)?).await?;
-    let name = format!("frame_{:06}.png", v.frame.header.seq);
-    let png = blocking(move || {
-        let (w, h) = (
-            v.frame.header.width as usize,
-            v.frame.header.height as usize,
-        );
-        png_of(&v, 0, 0, w, h)
+    download(&hub, id, "png", "image/png", |v| {
+        let h = &v.frame.header;
+        png_of(v, 0, 0, h.width as usize, h.height as usize)
     })
-    .await?;
-    Ok(attachment(png, "image/png", name))
+    .await
 }
 
 async fn frame_raw(State(hub): State<Arc<Hub>>, Path(id): Path<usize>) -> ApiResult<Response> {
-    let v = view_of(&*stream(&hub, id)?).await?;
-    let name = format!("frame_{:06}.raw", v.frame.header.seq);
-    let raw = blocking(move || {
+    download(&hub, id, "raw", "application/octet-stream", |v| {
+        // Received frames are already 16-bit little-endian; only a padded stride needs
+        // repacking.
         let r = v.frame.raw().map_err(|e| e.to_string())?;
-        Ok(r.to_vec()
-            .into_iter()
-            .flat_map(u16::to_le_bytes)
-            .collect::<Vec<u8>>())
+        if v.frame.payload.len() == r.width() * r.height() * 2 {
+            return Ok(v.frame.payload.to_vec());
+        }
+        Ok(r.to_vec().into_iter().flat_map(u16::to_le_bytes).collect())
     })
-    .await?;
-    Ok(attachment(raw, "application/octet-stream", name))
+    .await
 }
 
 async fn frame_dng(State(hub): State<Arc<Hub>>, Path(id): Path<usize>) -> ApiResult<Response> {
-    let v = view_of(&*stream(&hub, id)?).await?;
-    let name = format!("frame_{:06}.dng", v.frame.header.seq);
-    let dng = blocking(move || {
+    download(&hub, id, "dng", "image/x-adobe-dng", |v| {
         crate::sink::dng_of(&v.frame, v.recv_ns, &v.isp, Some(v.wb_gains))
             .map_err(|e| format!("{e:#}"))
     })
-    .await?;
-    Ok(attachment(dng, "image/x-adobe-dng", name))
+    .await
 }
 
 /// `crop.png?x=&y=&w=&h=`: a full-resolution region (1:1 zoom), clamped to the frame.
