@@ -25,46 +25,6 @@ use rayon::prelude::*;
 const B: usize = 6;
 const EPS: f32 = 1e-5;
 
-struct Padded {
-    w: usize,
-    h: usize,
-    pw: usize,
-}
-
-impl Padded {
-    #[inline(always)]
-    fn at(&self, y: usize, x: usize) -> usize {
-        (y + B) * self.pw + x + B
-    }
-}
-
-/// The image rows of a padded plane, in parallel: `(y, padded row)` for `y` in `0..h`.
-fn interior_rows<'a>(
-    p: &'a mut [f32],
-    g: &Padded,
-) -> impl IndexedParallelIterator<Item = (usize, &'a mut [f32])> + 'a {
-    p[B * g.pw..(B + g.h) * g.pw]
-        .par_chunks_mut(g.pw)
-        .enumerate()
-}
-
-/// Fills the border of a padded plane by reflect-101 from its interior.
-fn refill_border(p: &mut [f32], g: &Padded) {
-    let (w, h, pw) = (g.w, g.h, g.pw);
-    // Left and right margins of the interior rows.
-    for py in B..h + B {
-        let row = py * pw;
-        for px in (0..B).chain(w + B..w + 2 * B) {
-            p[row + px] = p[row + reflect(px as isize - B as isize, w) + B];
-        }
-    }
-    // Whole rows above and below, copied from their (now complete) mirror rows.
-    for py in (0..B).chain(h + B..h + 2 * B) {
-        let sy = reflect(py as isize - B as isize, h) + B;
-        p.copy_within(sy * pw..(sy + 1) * pw, py * pw);
-    }
-}
-
 /// Rows each strip outputs, and the extra rows of context computed above and below it.
 /// Every output pixel depends on source rows at most ~20 away through the passes, so
 /// with 24 halo rows strip results equal full-frame results exactly (tested).
@@ -106,236 +66,684 @@ pub fn demosaic_rcd(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage
     out
 }
 
+/// A padded `f32` plane split by column parity, so that every CFA site of one colour in
+/// a row is contiguous: `half[q]` holds padded columns `px` with `px % 2 == q`, at
+/// `py * hw + px / 2`. A tap at a fixed offset from a run of same-parity pixels is then a
+/// plain slice, and each step below is a loop over slices that the compiler vectorises
+/// (no strided access, no per-pixel test of the site's colour). `B` is even, so padded
+/// and image columns have the same parity.
+struct Split {
+    w: usize,
+    h: usize,
+    hw: usize,
+    half: [Vec<f32>; 2],
+}
+
+impl Split {
+    fn new(w: usize, h: usize, init: f32) -> Self {
+        let hw = (w + 2 * B).div_ceil(2);
+        let n = hw * (h + 2 * B);
+        Self {
+            w,
+            h,
+            hw,
+            half: [vec![init; n], vec![init; n]],
+        }
+    }
+
+    /// The `n` samples at offset (`dy`, `dx`) from image pixels `(y, xs), (y, xs + 2), …`.
+    #[inline(always)]
+    fn tap(&self, y: isize, xs: isize, dy: isize, dx: isize, n: usize) -> &[f32] {
+        let py = (y + dy + B as isize) as usize;
+        let px = (xs + dx + B as isize) as usize;
+        &self.half[px & 1][py * self.hw + px / 2..][..n]
+    }
+
+    #[inline(always)]
+    fn get(&self, py: usize, px: usize) -> f32 {
+        self.half[px & 1][py * self.hw + px / 2]
+    }
+
+    /// Image rows `y0..y1` (which may reach into the padding) in parallel, as
+    /// `(y, [even columns, odd columns])`.
+    fn par_rows(
+        &mut self,
+        y0: isize,
+        y1: isize,
+    ) -> impl IndexedParallelIterator<Item = (isize, [&mut [f32]; 2])> + '_ {
+        let hw = self.hw;
+        let (a, b) = (
+            (y0 + B as isize) as usize * hw,
+            (y1 + B as isize) as usize * hw,
+        );
+        let [e, o] = &mut self.half;
+        e[a..b]
+            .par_chunks_mut(hw)
+            .zip(o[a..b].par_chunks_mut(hw))
+            .enumerate()
+            .map(move |(k, (e, o))| (y0 + k as isize, [e, o]))
+    }
+
+    /// Fills the border by reflect-101 from the interior (parity is kept).
+    fn refill_border(&mut self) {
+        let (w, h, hw) = (self.w, self.h, self.hw);
+        for py in B..h + B {
+            for px in (0..B).chain(w + B..w + 2 * B) {
+                let v = self.get(py, reflect(px as isize - B as isize, w) + B);
+                self.half[px & 1][py * hw + px / 2] = v;
+            }
+        }
+        for py in (0..B).chain(h + B..h + 2 * B) {
+            let sy = reflect(py as isize - B as isize, h) + B;
+            for half in &mut self.half {
+                half.copy_within(sy * hw..(sy + 1) * hw, py * hw);
+            }
+        }
+    }
+}
+
+/// The pixels of parity `p` in image columns `xa..xb`: the first column and the count.
+fn span(xa: isize, xb: isize, p: usize) -> (isize, usize) {
+    let xs = xa + (p as isize - xa).rem_euclid(2);
+    (xs, ((xb - xs).max(0) as usize).div_ceil(2))
+}
+
+/// The output run of a row: samples `(xs + B) / 2 ..` of the half of `xs`'s parity.
+#[inline(always)]
+fn run<'a>(row: &'a mut [&mut [f32]; 2], xs: isize, n: usize) -> &'a mut [f32] {
+    let px = (xs + B as isize) as usize;
+    &mut row[px & 1][px / 2..][..n]
+}
+
+/// Where a row kernel works: image row `y`, pixels `xs, xs + 2, …`, `n` of them.
+#[derive(Clone, Copy)]
+struct At {
+    y: isize,
+    xs: isize,
+    n: usize,
+}
+
+impl At {
+    /// The plane `m` at offset (`dy`, `dx`) from every pixel of the run.
+    #[inline(always)]
+    fn tap<'a>(&self, m: &'a Split, dy: isize, dx: isize) -> &'a [f32] {
+        m.tap(self.y, self.xs, dy, dx, self.n)
+    }
+
+    /// `[m(-u), m(u), m(-2u), m(-3u), m(-4u)]` for the direction `u = (uy, ux)`.
+    #[inline(always)]
+    fn line<'a>(&self, m: &'a Split, uy: isize, ux: isize) -> [&'a [f32]; 5] {
+        [
+            self.tap(m, -uy, -ux),
+            self.tap(m, uy, ux),
+            self.tap(m, -2 * uy, -2 * ux),
+            self.tap(m, -3 * uy, -3 * ux),
+            self.tap(m, -4 * uy, -4 * ux),
+        ]
+    }
+
+    /// The 3×3 neighbourhood of `m`, row by row.
+    #[inline(always)]
+    fn box3<'a>(&self, m: &'a Split) -> [&'a [f32]; 9] {
+        [
+            self.tap(m, -1, -1),
+            self.tap(m, -1, 0),
+            self.tap(m, -1, 1),
+            self.tap(m, 0, -1),
+            self.tap(m, 0, 0),
+            self.tap(m, 0, 1),
+            self.tap(m, 1, -1),
+            self.tap(m, 1, 0),
+            self.tap(m, 1, 1),
+        ]
+    }
+}
+
+/// A direction map's value, or the mean of its four diagonal neighbours when that is
+/// further from 0.5 (more decided). `b` is the map's 3×3 neighbourhood.
+#[inline(always)]
+fn disc(b: &[&[f32]; 9], i: usize) -> f32 {
+    let central = b[4][i];
+    let neigh = 0.25 * (b[0][i] + b[2][i] + b[6][i] + b[8][i]);
+    if (0.5 - central).abs() < (0.5 - neigh).abs() {
+        neigh
+    } else {
+        central
+    }
+}
+
+/// Inverse-gradient blend of one axis of colour differences of `p` against green `g`,
+/// at pixel `i`: `fwd`/`back` are `At::line(p, ±u)`, `gf`/`gb` the same of the green
+/// plane, and `g0` the green at the pixel.
+#[inline(always)]
+fn axis(
+    fwd: &[&[f32]; 5],
+    back: &[&[f32]; 5],
+    gf: &[&[f32]; 5],
+    gb: &[&[f32]; 5],
+    g0: f32,
+    i: usize,
+) -> f32 {
+    let ga =
+        EPS + (fwd[0][i] - fwd[1][i]).abs() + (g0 - gf[2][i]).abs() + (fwd[0][i] - fwd[3][i]).abs();
+    let gbk = EPS
+        + (back[0][i] - back[1][i]).abs()
+        + (g0 - gb[2][i]).abs()
+        + (back[0][i] - back[3][i]).abs();
+    let ea = fwd[0][i] - gf[0][i];
+    let eb = back[0][i] - gb[0][i];
+    (gbk * ea + ga * eb) / (ga + gbk)
+}
+
+/// The taps of both axes' colour differences of `p` against green `g`: for each axis,
+/// the lines of `p` and of `g` along `u` and `-u`.
+struct Axes<'a> {
+    h: [[&'a [f32]; 5]; 4],
+    v: [[&'a [f32]; 5]; 4],
+}
+
+impl<'a> Axes<'a> {
+    #[inline(always)]
+    fn new(at: &At, p: &'a Split, g: &'a Split) -> Self {
+        let along = |uy: isize, ux: isize| {
+            [
+                at.line(p, uy, ux),
+                at.line(p, -uy, -ux),
+                at.line(g, uy, ux),
+                at.line(g, -uy, -ux),
+            ]
+        };
+        Self {
+            h: along(0, 1),
+            v: along(1, 0),
+        }
+    }
+
+    /// The horizontal and vertical colour differences at pixel `i` (`g0`: its green).
+    #[inline(always)]
+    fn at(&self, g0: f32, i: usize) -> (f32, f32) {
+        let [a, b, c, d] = &self.h;
+        let [e, f, g, h] = &self.v;
+        (axis(a, b, c, d, g0, i), axis(e, f, g, h, g0, i))
+    }
+}
+
+/// One row job of the algorithm: which step, its planes, and its output run.
+enum Job<'a> {
+    /// Step 1a: squared vertical and horizontal activity.
+    Activity {
+        c: &'a Split,
+        dv2: &'a mut [f32],
+        dh2: &'a mut [f32],
+    },
+    /// Step 1b: `vh = V / (V + H)` from the 3×3 sums of the squared activities.
+    Direction {
+        dv2: &'a Split,
+        dh2: &'a Split,
+        out: &'a mut [f32],
+    },
+    /// Step 2: green at R/B sites, four one-sided estimates blended by inverse
+    /// gradients, the axes by the step-1 direction.
+    Green {
+        c: &'a Split,
+        vh: &'a Split,
+        out: &'a mut [f32],
+    },
+    /// Step 3a: diagonal direction `P / (P + Q)` from squared diagonal activities.
+    Diagonal { c: &'a Split, out: &'a mut [f32] },
+    /// Step 3b: the missing one of R/B at B/R sites, from colour differences along the
+    /// diagonals.
+    Cross {
+        c: &'a Split,
+        gp: &'a Split,
+        pq: &'a Split,
+        out: &'a mut [f32],
+    },
+    /// Step 4: R or B (`p`) at green sites, `G + Δx·d + Δy·(1 − d)`.
+    AtGreen {
+        p: &'a Split,
+        g: &'a Split,
+        vh: &'a Split,
+        out: &'a mut [f32],
+    },
+    /// Step 5: green at R/B sites again, `C − (Δx·d + Δy·(1 − d))`, from the site's own
+    /// colour (now complete).
+    Refine {
+        own: &'a Split,
+        g: &'a Split,
+        vh: &'a Split,
+        c: &'a Split,
+        out: &'a mut [f32],
+    },
+    /// Output: both parities of one plane's row, scaled to codes and interleaved.
+    Codes {
+        src: &'a Split,
+        top: f32,
+        out: &'a mut [u16],
+    },
+}
+
+/// A job at a place, as a `pulp` kernel: [`Row::run`] compiles every step for each
+/// instruction set and picks the best at run time.
+struct Row<'a> {
+    at: At,
+    job: Job<'a>,
+}
+
+impl Row<'_> {
+    fn run(self) {
+        pulp::Arch::new().dispatch(self)
+    }
+}
+
+impl pulp::WithSimd for Row<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let at = self.at;
+        let n = at.n;
+        match self.job {
+            Job::Activity { c, dv2, dh2 } => {
+                let c0 = at.tap(c, 0, 0);
+                let (n1, s1, n2, s2) = (
+                    at.tap(c, -1, 0),
+                    at.tap(c, 1, 0),
+                    at.tap(c, -2, 0),
+                    at.tap(c, 2, 0),
+                );
+                let (w1, e1, w2, e2) = (
+                    at.tap(c, 0, -1),
+                    at.tap(c, 0, 1),
+                    at.tap(c, 0, -2),
+                    at.tap(c, 0, 2),
+                );
+                let (dv2, dh2) = (&mut dv2[..n], &mut dh2[..n]);
+                for i in 0..n {
+                    let dv = (n1[i] - s1[i]).abs() + (2.0 * c0[i] - n2[i] - s2[i]).abs();
+                    let dh = (w1[i] - e1[i]).abs() + (2.0 * c0[i] - w2[i] - e2[i]).abs();
+                    dv2[i] = dv * dv;
+                    dh2[i] = dh * dh;
+                }
+            }
+            Job::Direction { dv2, dh2, out } => {
+                let (a, b) = (at.box3(dv2), at.box3(dh2));
+                let out = &mut out[..n];
+                for i in 0..n {
+                    let v = EPS
+                        + (a[0][i]
+                            + a[1][i]
+                            + a[2][i]
+                            + a[3][i]
+                            + a[4][i]
+                            + a[5][i]
+                            + a[6][i]
+                            + a[7][i]
+                            + a[8][i]);
+                    let hh = EPS
+                        + (b[0][i]
+                            + b[1][i]
+                            + b[2][i]
+                            + b[3][i]
+                            + b[4][i]
+                            + b[5][i]
+                            + b[6][i]
+                            + b[7][i]
+                            + b[8][i]);
+                    out[i] = v / (v + hh);
+                }
+            }
+            Job::Green { c, vh, out } => {
+                let c0 = at.tap(c, 0, 0);
+                let (sn, ss) = (at.line(c, 1, 0), at.line(c, -1, 0));
+                let (sw, se) = (at.line(c, 0, 1), at.line(c, 0, -1));
+                let d = at.box3(vh);
+                let out = &mut out[..n];
+                for i in 0..n {
+                    let (ng, sg) = (green_grad(&sn, c0[i], i), green_grad(&ss, c0[i], i));
+                    let (wg, eg) = (green_grad(&sw, c0[i], i), green_grad(&se, c0[i], i));
+                    let v =
+                        (sg * green_est(&sn, c0[i], i) + ng * green_est(&ss, c0[i], i)) / (ng + sg);
+                    let hz =
+                        (eg * green_est(&sw, c0[i], i) + wg * green_est(&se, c0[i], i)) / (wg + eg);
+                    let d = disc(&d, i);
+                    out[i] = (hz * d + v * (1.0 - d)).clamp(0.0, 1.0);
+                }
+            }
+            Job::Diagonal { c, out } => {
+                let p = [
+                    diag_taps(&at, c, -1, -1, 1),
+                    diag_taps(&at, c, 0, 0, 1),
+                    diag_taps(&at, c, 1, 1, 1),
+                ];
+                let q = [
+                    diag_taps(&at, c, -1, 1, -1),
+                    diag_taps(&at, c, 0, 0, -1),
+                    diag_taps(&at, c, 1, -1, -1),
+                ];
+                let out = &mut out[..n];
+                for i in 0..n {
+                    let pp = diag_sq(&p[0], i) + diag_sq(&p[1], i) + diag_sq(&p[2], i) + EPS;
+                    let qq = diag_sq(&q[0], i) + diag_sq(&q[1], i) + diag_sq(&q[2], i) + EPS;
+                    out[i] = pp / (pp + qq);
+                }
+            }
+            Job::Cross { c, gp, pq, out } => {
+                let g0 = at.tap(gp, 0, 0);
+                let (nw, se, ne, sw) = (
+                    at.line(c, 1, 1),
+                    at.line(c, -1, -1),
+                    at.line(c, 1, -1),
+                    at.line(c, -1, 1),
+                );
+                let (gnw, gse, gne, gsw) = (
+                    at.line(gp, 1, 1),
+                    at.line(gp, -1, -1),
+                    at.line(gp, 1, -1),
+                    at.line(gp, -1, 1),
+                );
+                let d = at.box3(pq);
+                let out = &mut out[..n];
+                for i in 0..n {
+                    let (g_nw, g_se) = (
+                        cross_grad(&nw, &gnw, g0[i], i),
+                        cross_grad(&se, &gse, g0[i], i),
+                    );
+                    let (g_ne, g_sw) = (
+                        cross_grad(&ne, &gne, g0[i], i),
+                        cross_grad(&sw, &gsw, g0[i], i),
+                    );
+                    let p_est = (g_se * (nw[0][i] - gnw[0][i]) + g_nw * (se[0][i] - gse[0][i]))
+                        / (g_nw + g_se);
+                    let q_est = (g_sw * (ne[0][i] - gne[0][i]) + g_ne * (sw[0][i] - gsw[0][i]))
+                        / (g_ne + g_sw);
+                    let d = disc(&d, i);
+                    out[i] = (g0[i] + p_est * (1.0 - d) + q_est * d).clamp(0.0, 1.0);
+                }
+            }
+            Job::AtGreen { p, g, vh, out } => {
+                let g0 = at.tap(g, 0, 0);
+                let axes = Axes::new(&at, p, g);
+                let d = at.box3(vh);
+                let out = &mut out[..n];
+                for i in 0..n {
+                    let dsc = disc(&d, i);
+                    let (dx, dy) = axes.at(g0[i], i);
+                    out[i] = (g0[i] + dx * dsc + dy * (1.0 - dsc)).clamp(0.0, 1.0);
+                }
+            }
+            Job::Refine { own, g, vh, c, out } => {
+                let (g0, c0) = (at.tap(g, 0, 0), at.tap(c, 0, 0));
+                let axes = Axes::new(&at, own, g);
+                let d = at.box3(vh);
+                let out = &mut out[..n];
+                for i in 0..n {
+                    let dsc = disc(&d, i);
+                    let (dx, dy) = axes.at(g0[i], i);
+                    out[i] = (c0[i] - (dx * dsc + dy * (1.0 - dsc))).clamp(0.0, 1.0);
+                }
+            }
+            Job::Codes { src, top, out } => {
+                let w = out.len();
+                let even = src.tap(at.y, 0, 0, 0, w.div_ceil(2));
+                let odd = src.tap(at.y, 1, 0, 0, w / 2);
+                for (k, pair) in out.chunks_exact_mut(2).enumerate() {
+                    pair[0] = round_non_negative(even[k] * top) as u16;
+                    pair[1] = round_non_negative(odd[k] * top) as u16;
+                }
+                if w % 2 == 1 {
+                    out[w - 1] = round_non_negative(even[w / 2] * top) as u16;
+                }
+            }
+        }
+    }
+}
+
+/// Step 2's gradient along `u` (`s = At::line(c, u)`, `c0` the centre).
+#[inline(always)]
+fn green_grad(s: &[&[f32]; 5], c0: f32, i: usize) -> f32 {
+    EPS + (s[0][i] - s[1][i]).abs()
+        + (c0 - s[2][i]).abs()
+        + (s[0][i] - s[3][i]).abs()
+        + (s[2][i] - s[4][i]).abs()
+}
+
+/// Step 2's one-sided green estimate from the `-u` side.
+#[inline(always)]
+fn green_est(s: &[&[f32]; 5], c0: f32, i: usize) -> f32 {
+    s[0][i] + 0.5 * (c0 - s[2][i])
+}
+
+/// Step 3a's taps for the activity at offset (`oy`, `ox`) along the diagonal
+/// `(1, sx)`: `c(o − u), c(o + u), c(o), c(o − 2u), c(o + 2u)`.
+#[inline(always)]
+fn diag_taps<'a>(at: &At, c: &'a Split, oy: isize, ox: isize, sx: isize) -> [&'a [f32]; 5] {
+    [
+        at.tap(c, oy - 1, ox - sx),
+        at.tap(c, oy + 1, ox + sx),
+        at.tap(c, oy, ox),
+        at.tap(c, oy - 2, ox - 2 * sx),
+        at.tap(c, oy + 2, ox + 2 * sx),
+    ]
+}
+
+/// Squared diagonal activity `(|c(o − u) − c(o + u)| + |2c(o) − c(o − 2u) − c(o + 2u)|)²`.
+#[inline(always)]
+fn diag_sq(a: &[&[f32]; 5], i: usize) -> f32 {
+    let d = (a[0][i] - a[1][i]).abs() + (2.0 * a[2][i] - a[3][i] - a[4][i]).abs();
+    d * d
+}
+
+/// Step 3b's gradient along the diagonal `u` (`s = At::line(c, u)`, `g = At::line(gp, u)`).
+#[inline(always)]
+fn cross_grad(s: &[&[f32]; 5], g: &[&[f32]; 5], g0: f32, i: usize) -> f32 {
+    EPS + (s[0][i] - s[1][i]).abs() + (s[0][i] - s[3][i]).abs() + (g0 - g[2][i]).abs()
+}
+
+/// `f32::round` for non-negative values, in a form that vectorises: the fraction
+/// `x − trunc(x)` is exact, and ties go up (away from zero), as `round` does.
+#[inline(always)]
+fn round_non_negative(x: f32) -> f32 {
+    let t = x.trunc();
+    if x - t >= 0.5 {
+        t + 1.0
+    } else {
+        t
+    }
+}
+
 /// The whole-frame algorithm (also used per strip).
 fn rcd_full(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage {
     let (w, h) = (raw.width, raw.height);
     if w < 8 || h < 8 {
         return crate::stages::malvar::demosaic_malvar(raw, pattern, max);
     }
-    let g = Padded {
-        w,
-        h,
-        pw: w + 2 * B,
-    };
-    let n = g.pw * (h + 2 * B);
-    let pw = g.pw;
+    let (wi, hi) = (w as isize, h as isize);
     let scale = 1.0 / max.max(1) as f32;
     let cell = pattern.cell();
-    // Column parity of the green sites in row y; the other parity is R or B.
-    let green_col = |y: usize| if cell[y & 1][0] == Channel::G { 0 } else { 1 };
+    // Column parity of the green sites in image row y; the other parity is R or B.
+    let green_col = |y: isize| usize::from(cell[(y & 1) as usize][0] != Channel::G);
+    let site = |y: isize| cell[(y & 1) as usize][1 - green_col(y)];
 
-    // CFA, normalised and padded.
-    let mut cfa = vec![0f32; n];
-    cfa.par_chunks_mut(pw).enumerate().for_each(|(py, row)| {
-        let sy = reflect(py as isize - B as isize, h);
-        let src = &raw.data[sy * w..(sy + 1) * w];
-        for (px, d) in row.iter_mut().enumerate() {
-            *d = src[reflect(px as isize - B as isize, w)] as f32 * scale;
-        }
-    });
-    let c = &cfa;
-
-    // Step 1: vertical/horizontal direction at every pixel (interior ± 1): squared
-    // activities per pixel first (interior ± 2), then their 3×3 sums.
-    let mut dv2 = vec![0f32; n];
-    let mut dh2 = vec![0f32; n];
-    dv2.par_chunks_mut(pw)
-        .zip(dh2.par_chunks_mut(pw))
-        .enumerate()
-        .for_each(|(py, (vrow, hrow))| {
-            if py < B - 2 || py > h + B + 1 {
-                return;
-            }
-            for px in B - 2..w + B + 2 {
-                let i = py * pw + px;
-                let dv = (c[i - pw] - c[i + pw]).abs()
-                    + (2.0 * c[i] - c[i - 2 * pw] - c[i + 2 * pw]).abs();
-                let dh = (c[i - 1] - c[i + 1]).abs() + (2.0 * c[i] - c[i - 2] - c[i + 2]).abs();
-                vrow[px] = dv * dv;
-                hrow[px] = dh * dh;
+    // CFA, normalised, padded and split by parity.
+    let mut c = Split::new(w, h, 0.0);
+    c.par_rows(-(B as isize), hi + B as isize)
+        .for_each(|(y, row)| {
+            let src = &raw.data[reflect(y, h) * w..][..w];
+            for px in 0..w + 2 * B {
+                let sx = if (B..w + B).contains(&px) {
+                    px - B
+                } else {
+                    reflect(px as isize - B as isize, w)
+                };
+                row[px & 1][px / 2] = src[sx] as f32 * scale;
             }
         });
-    let box3 = |p: &[f32], i: usize| {
-        p[i - pw - 1]
-            + p[i - pw]
-            + p[i - pw + 1]
-            + p[i - 1]
-            + p[i]
-            + p[i + 1]
-            + p[i + pw - 1]
-            + p[i + pw]
-            + p[i + pw + 1]
-    };
-    let mut vh = vec![0.5f32; n];
-    vh.par_chunks_mut(pw).enumerate().for_each(|(py, vrow)| {
-        if py < B - 1 || py > h + B {
-            return;
-        }
-        for px in B - 1..w + B + 1 {
-            let i = py * pw + px;
-            let v = EPS + box3(&dv2, i);
-            let hh = EPS + box3(&dh2, i);
-            vrow[px] = v / (v + hh);
+    let c = &c;
+
+    // Step 1: vertical/horizontal direction at every pixel of the interior ± 1.
+    let mut dv2 = Split::new(w, h, 0.0);
+    let mut dh2 = Split::new(w, h, 0.0);
+    dv2.par_rows(-2, hi + 2)
+        .zip(dh2.par_rows(-2, hi + 2))
+        .for_each(|((y, mut v), (_, mut hh))| {
+            for p in 0..2 {
+                let (xs, n) = span(-2, wi + 2, p);
+                let (v, hh) = (run(&mut v, xs, n), run(&mut hh, xs, n));
+                Row {
+                    at: At { y, xs, n },
+                    job: Job::Activity { c, dv2: v, dh2: hh },
+                }
+                .run();
+            }
+        });
+    let mut vh = Split::new(w, h, 0.5);
+    vh.par_rows(-1, hi + 1).for_each(|(y, mut row)| {
+        for p in 0..2 {
+            let (xs, n) = span(-1, wi + 1, p);
+            let out = run(&mut row, xs, n);
+            Row {
+                at: At { y, xs, n },
+                job: Job::Direction {
+                    dv2: &dv2,
+                    dh2: &dh2,
+                    out,
+                },
+            }
+            .run();
         }
     });
     drop((dv2, dh2));
     let vh = &vh;
-    let disc = |map: &[f32], i: usize| {
-        let central = map[i];
-        let neigh = 0.25 * (map[i - pw - 1] + map[i - pw + 1] + map[i + pw - 1] + map[i + pw + 1]);
-        if (0.5 - central).abs() < (0.5 - neigh).abs() {
-            neigh
-        } else {
-            central
-        }
-    };
 
     // Step 2: green everywhere.
-    let mut gp = vec![0f32; n];
-    interior_rows(&mut gp, &g).for_each(|(y, row)| {
+    let mut gp = Split::new(w, h, 0.0);
+    gp.par_rows(0, hi).for_each(|(y, mut row)| {
         let gq = green_col(y);
-        for x in (gq..w).step_by(2) {
-            row[x + B] = c[g.at(y, x)];
+        let (xs, n) = span(0, wi, gq);
+        run(&mut row, xs, n).copy_from_slice(c.tap(y, xs, 0, 0, n));
+        let (xs, n) = span(0, wi, 1 - gq);
+        let out = run(&mut row, xs, n);
+        Row {
+            at: At { y, xs, n },
+            job: Job::Green { c, vh, out },
         }
-        for x in (1 - gq..w).step_by(2) {
-            let i = g.at(y, x);
-            let s = |k: isize| (i as isize + k) as usize;
-            let grad = |d: isize| {
-                EPS + (c[s(-d)] - c[s(d)]).abs()
-                    + (c[i] - c[s(-2 * d)]).abs()
-                    + (c[s(-d)] - c[s(-3 * d)]).abs()
-                    + (c[s(-2 * d)] - c[s(-4 * d)]).abs()
-            };
-            let est = |d: isize| c[s(-d)] + 0.5 * (c[i] - c[s(-2 * d)]);
-            let (pwi, one) = (pw as isize, 1isize);
-            let (ng, sg, wg, eg) = (grad(pwi), grad(-pwi), grad(one), grad(-one));
-            let v = (sg * est(pwi) + ng * est(-pwi)) / (ng + sg);
-            let hz = (eg * est(one) + wg * est(-one)) / (wg + eg);
-            let d = disc(vh, i);
-            row[x + B] = (hz * d + v * (1.0 - d)).clamp(0.0, 1.0);
-        }
+        .run();
     });
-    refill_border(&mut gp, &g);
+    gp.refill_border();
     let gp = &gp;
 
     // Step 3: R at B sites and B at R sites, along the diagonals.
-    let mut pq = vec![0.5f32; n];
-    pq.par_chunks_mut(pw).enumerate().for_each(|(py, row)| {
-        if py < B - 1 || py > h + B {
-            return;
-        }
-        for px in B - 1..w + B + 1 {
-            let i = py * pw + px;
-            let dp = |i: usize| {
-                (c[i - pw - 1] - c[i + pw + 1]).abs()
-                    + (2.0 * c[i] - c[i - 2 * pw - 2] - c[i + 2 * pw + 2]).abs()
-            };
-            let dq = |i: usize| {
-                (c[i - pw + 1] - c[i + pw - 1]).abs()
-                    + (2.0 * c[i] - c[i - 2 * pw + 2] - c[i + 2 * pw - 2]).abs()
-            };
-            let p = dp(i - pw - 1).powi(2) + dp(i).powi(2) + dp(i + pw + 1).powi(2) + EPS;
-            let q = dq(i - pw + 1).powi(2) + dq(i).powi(2) + dq(i + pw - 1).powi(2) + EPS;
-            row[px] = p / (p + q);
+    let mut pq = Split::new(w, h, 0.5);
+    pq.par_rows(-1, hi + 1).for_each(|(y, mut row)| {
+        for p in 0..2 {
+            let (xs, n) = span(-1, wi + 1, p);
+            let out = run(&mut row, xs, n);
+            Row {
+                at: At { y, xs, n },
+                job: Job::Diagonal { c, out },
+            }
+            .run();
         }
     });
     let pq = &pq;
-    let mut rp = vec![0f32; n];
-    let mut bp = vec![0f32; n];
-    rp.par_chunks_mut(pw)
-        .zip(bp.par_chunks_mut(pw))
-        .enumerate()
-        .for_each(|(py, (rrow, brow))| {
-            if py < B || py >= h + B {
-                return;
+    let mut rp = Split::new(w, h, 0.0);
+    let mut bp = Split::new(w, h, 0.0);
+    rp.par_rows(0, hi)
+        .zip(bp.par_rows(0, hi))
+        .for_each(|((y, mut rrow), (_, mut brow))| {
+            let (xs, n) = span(0, wi, 1 - green_col(y));
+            let (own, other) = if site(y) == Channel::R {
+                (run(&mut rrow, xs, n), run(&mut brow, xs, n))
+            } else {
+                (run(&mut brow, xs, n), run(&mut rrow, xs, n))
+            };
+            own.copy_from_slice(c.tap(y, xs, 0, 0, n));
+            Row {
+                at: At { y, xs, n },
+                job: Job::Cross {
+                    c,
+                    gp,
+                    pq,
+                    out: other,
+                },
             }
-            let y = py - B;
-            let gq = green_col(y);
-            let site = cell[y & 1][1 - gq];
-            for x in (1 - gq..w).step_by(2) {
-                let i = g.at(y, x);
-                let s = |k: isize| (i as isize + k) as usize;
-                let grad = |d: isize| {
-                    EPS + (c[s(-d)] - c[s(d)]).abs()
-                        + (c[s(-d)] - c[s(-3 * d)]).abs()
-                        + (gp[i] - gp[s(-2 * d)]).abs()
-                };
-                let est = |d: isize| c[s(-d)] - gp[s(-d)];
-                let (nw, ne) = (pw as isize + 1, pw as isize - 1);
-                let (g_nw, g_se, g_ne, g_sw) = (grad(nw), grad(-nw), grad(ne), grad(-ne));
-                let p_est = (g_se * est(nw) + g_nw * est(-nw)) / (g_nw + g_se);
-                let q_est = (g_sw * est(ne) + g_ne * est(-ne)) / (g_ne + g_sw);
-                let d = disc(pq, i);
-                let other = (gp[i] + p_est * (1.0 - d) + q_est * d).clamp(0.0, 1.0);
-                if site == Channel::R {
-                    rrow[x + B] = c[i];
-                    brow[x + B] = other;
-                } else {
-                    brow[x + B] = c[i];
-                    rrow[x + B] = other;
-                }
-            }
+            .run();
         });
-    refill_border(&mut rp, &g);
-    refill_border(&mut bp, &g);
+    rp.refill_border();
+    bp.refill_border();
 
     // Step 4: R and B at green sites, from colour differences at the axial neighbours.
-    let pwi = pw as isize;
-    let axis = |p: &[f32], gpl: &[f32], i: usize, d: isize| {
-        let s = |k: isize| (i as isize + k) as usize;
-        let grad = |d: isize| {
-            EPS + (p[s(-d)] - p[s(d)]).abs()
-                + (gpl[i] - gpl[s(-2 * d)]).abs()
-                + (p[s(-d)] - p[s(-3 * d)]).abs()
+    let fill_green_sites = |src: &Split, gpl: &Split| -> Split {
+        let mut out = Split {
+            w,
+            h,
+            hw: src.hw,
+            half: src.half.clone(),
         };
-        let est = |d: isize| p[s(-d)] - gpl[s(-d)];
-        let (ga, gb) = (grad(d), grad(-d));
-        (gb * est(d) + ga * est(-d)) / (ga + gb)
-    };
-    let fill_green_sites = |src: &[f32], gpl: &[f32]| -> Vec<f32> {
-        let mut out = src.to_vec();
-        interior_rows(&mut out, &g).for_each(|(y, row)| {
-            for x in (green_col(y)..w).step_by(2) {
-                let i = g.at(y, x);
-                let dsc = disc(vh, i);
-                let v = gpl[i] + axis(src, gpl, i, 1) * dsc + axis(src, gpl, i, pwi) * (1.0 - dsc);
-                row[x + B] = v.clamp(0.0, 1.0);
+        out.par_rows(0, hi).for_each(|(y, mut row)| {
+            let (xs, n) = span(0, wi, green_col(y));
+            let o = run(&mut row, xs, n);
+            Row {
+                at: At { y, xs, n },
+                job: Job::AtGreen {
+                    p: src,
+                    g: gpl,
+                    vh,
+                    out: o,
+                },
             }
+            .run();
         });
         out
     };
     let mut rf = fill_green_sites(&rp, gp);
     let mut bf = fill_green_sites(&bp, gp);
-    refill_border(&mut rf, &g);
-    refill_border(&mut bf, &g);
+    rf.refill_border();
+    bf.refill_border();
 
     // Step 5: refine green at R/B sites from the (now complete) colour differences of
     // its axial neighbours, along the same direction.
-    let mut g2 = gp.to_vec();
-    interior_rows(&mut g2, &g).for_each(|(y, row)| {
-        let gq = green_col(y);
-        let site = cell[y & 1][1 - gq];
-        for x in (1 - gq..w).step_by(2) {
-            let i = g.at(y, x);
-            let own = if site == Channel::R { &rf } else { &bf };
-            // axis() gives (own - G) differences; G = own - difference.
-            let dsc = disc(vh, i);
-            let d = axis(own, gp, i, 1) * dsc + axis(own, gp, i, pwi) * (1.0 - dsc);
-            row[x + B] = (c[i] - d).clamp(0.0, 1.0);
+    let mut g2 = Split {
+        w,
+        h,
+        hw: gp.hw,
+        half: gp.half.clone(),
+    };
+    g2.par_rows(0, hi).for_each(|(y, mut row)| {
+        let (xs, n) = span(0, wi, 1 - green_col(y));
+        let own = if site(y) == Channel::R { &rf } else { &bf };
+        let out = run(&mut row, xs, n);
+        Row {
+            at: At { y, xs, n },
+            job: Job::Refine {
+                own,
+                g: gp,
+                vh,
+                c,
+                out,
+            },
         }
+        .run();
     });
-    refill_border(&mut g2, &g);
+    g2.refill_border();
     let rf = fill_green_sites(&rf, &g2);
     let bf = fill_green_sites(&bf, &g2);
 
     let mut out = RgbImage::new(w, h);
     let top = max as f32;
-    out.par_rows_mut().for_each(|(y, [orow, grow, brow])| {
-        for x in 0..w {
-            let i = g.at(y, x);
-            orow[x] = (rf[i] * top).round() as u16;
-            grow[x] = (g2[i] * top).round() as u16;
-            brow[x] = (bf[i] * top).round() as u16;
+    out.par_rows_mut().for_each(|(y, rows)| {
+        let at = At {
+            y: y as isize,
+            xs: 0,
+            n: w,
+        };
+        for (out, src) in rows.into_iter().zip([&rf, &g2, &bf]) {
+            Row {
+                at,
+                job: Job::Codes { src, top, out },
+            }
+            .run();
         }
     });
     out
@@ -357,6 +765,296 @@ impl crate::DemosaicStage for Rcd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The previous formulation (whole padded planes, one index per tap, loops over
+    /// CFA parity with a stride of two): the oracle the split-plane kernels must equal
+    /// bit for bit.
+    mod oracle {
+        use super::super::{B, EPS};
+        use crate::stages::pad::reflect;
+        use crate::{RawPlane, RgbImage};
+        use rawlink_frame::{BayerPattern, Channel};
+        use rayon::prelude::*;
+
+        struct Padded {
+            w: usize,
+            h: usize,
+            pw: usize,
+        }
+
+        impl Padded {
+            #[inline(always)]
+            fn at(&self, y: usize, x: usize) -> usize {
+                (y + B) * self.pw + x + B
+            }
+        }
+
+        /// The image rows of a padded plane, in parallel: `(y, padded row)` for `y` in `0..h`.
+        fn interior_rows<'a>(
+            p: &'a mut [f32],
+            g: &Padded,
+        ) -> impl IndexedParallelIterator<Item = (usize, &'a mut [f32])> + 'a {
+            p[B * g.pw..(B + g.h) * g.pw]
+                .par_chunks_mut(g.pw)
+                .enumerate()
+        }
+
+        /// Fills the border of a padded plane by reflect-101 from its interior.
+        fn refill_border(p: &mut [f32], g: &Padded) {
+            let (w, h, pw) = (g.w, g.h, g.pw);
+            // Left and right margins of the interior rows.
+            for py in B..h + B {
+                let row = py * pw;
+                for px in (0..B).chain(w + B..w + 2 * B) {
+                    p[row + px] = p[row + reflect(px as isize - B as isize, w) + B];
+                }
+            }
+            // Whole rows above and below, copied from their (now complete) mirror rows.
+            for py in (0..B).chain(h + B..h + 2 * B) {
+                let sy = reflect(py as isize - B as isize, h) + B;
+                p.copy_within(sy * pw..(sy + 1) * pw, py * pw);
+            }
+        }
+
+        /// The whole-frame algorithm (also used per strip).
+        pub fn rcd_full(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage {
+            let (w, h) = (raw.width, raw.height);
+            if w < 8 || h < 8 {
+                return crate::stages::malvar::demosaic_malvar(raw, pattern, max);
+            }
+            let g = Padded {
+                w,
+                h,
+                pw: w + 2 * B,
+            };
+            let n = g.pw * (h + 2 * B);
+            let pw = g.pw;
+            let scale = 1.0 / max.max(1) as f32;
+            let cell = pattern.cell();
+            // Column parity of the green sites in row y; the other parity is R or B.
+            let green_col = |y: usize| if cell[y & 1][0] == Channel::G { 0 } else { 1 };
+
+            // CFA, normalised and padded.
+            let mut cfa = vec![0f32; n];
+            cfa.par_chunks_mut(pw).enumerate().for_each(|(py, row)| {
+                let sy = reflect(py as isize - B as isize, h);
+                let src = &raw.data[sy * w..(sy + 1) * w];
+                for (px, d) in row.iter_mut().enumerate() {
+                    *d = src[reflect(px as isize - B as isize, w)] as f32 * scale;
+                }
+            });
+            let c = &cfa;
+
+            // Step 1: vertical/horizontal direction at every pixel (interior ± 1): squared
+            // activities per pixel first (interior ± 2), then their 3×3 sums.
+            let mut dv2 = vec![0f32; n];
+            let mut dh2 = vec![0f32; n];
+            dv2.par_chunks_mut(pw)
+                .zip(dh2.par_chunks_mut(pw))
+                .enumerate()
+                .for_each(|(py, (vrow, hrow))| {
+                    if py < B - 2 || py > h + B + 1 {
+                        return;
+                    }
+                    for px in B - 2..w + B + 2 {
+                        let i = py * pw + px;
+                        let dv = (c[i - pw] - c[i + pw]).abs()
+                            + (2.0 * c[i] - c[i - 2 * pw] - c[i + 2 * pw]).abs();
+                        let dh =
+                            (c[i - 1] - c[i + 1]).abs() + (2.0 * c[i] - c[i - 2] - c[i + 2]).abs();
+                        vrow[px] = dv * dv;
+                        hrow[px] = dh * dh;
+                    }
+                });
+            let box3 = |p: &[f32], i: usize| {
+                p[i - pw - 1]
+                    + p[i - pw]
+                    + p[i - pw + 1]
+                    + p[i - 1]
+                    + p[i]
+                    + p[i + 1]
+                    + p[i + pw - 1]
+                    + p[i + pw]
+                    + p[i + pw + 1]
+            };
+            let mut vh = vec![0.5f32; n];
+            vh.par_chunks_mut(pw).enumerate().for_each(|(py, vrow)| {
+                if py < B - 1 || py > h + B {
+                    return;
+                }
+                for px in B - 1..w + B + 1 {
+                    let i = py * pw + px;
+                    let v = EPS + box3(&dv2, i);
+                    let hh = EPS + box3(&dh2, i);
+                    vrow[px] = v / (v + hh);
+                }
+            });
+            drop((dv2, dh2));
+            let vh = &vh;
+            let disc = |map: &[f32], i: usize| {
+                let central = map[i];
+                let neigh =
+                    0.25 * (map[i - pw - 1] + map[i - pw + 1] + map[i + pw - 1] + map[i + pw + 1]);
+                if (0.5 - central).abs() < (0.5 - neigh).abs() {
+                    neigh
+                } else {
+                    central
+                }
+            };
+
+            // Step 2: green everywhere.
+            let mut gp = vec![0f32; n];
+            interior_rows(&mut gp, &g).for_each(|(y, row)| {
+                let gq = green_col(y);
+                for x in (gq..w).step_by(2) {
+                    row[x + B] = c[g.at(y, x)];
+                }
+                for x in (1 - gq..w).step_by(2) {
+                    let i = g.at(y, x);
+                    let s = |k: isize| (i as isize + k) as usize;
+                    let grad = |d: isize| {
+                        EPS + (c[s(-d)] - c[s(d)]).abs()
+                            + (c[i] - c[s(-2 * d)]).abs()
+                            + (c[s(-d)] - c[s(-3 * d)]).abs()
+                            + (c[s(-2 * d)] - c[s(-4 * d)]).abs()
+                    };
+                    let est = |d: isize| c[s(-d)] + 0.5 * (c[i] - c[s(-2 * d)]);
+                    let (pwi, one) = (pw as isize, 1isize);
+                    let (ng, sg, wg, eg) = (grad(pwi), grad(-pwi), grad(one), grad(-one));
+                    let v = (sg * est(pwi) + ng * est(-pwi)) / (ng + sg);
+                    let hz = (eg * est(one) + wg * est(-one)) / (wg + eg);
+                    let d = disc(vh, i);
+                    row[x + B] = (hz * d + v * (1.0 - d)).clamp(0.0, 1.0);
+                }
+            });
+            refill_border(&mut gp, &g);
+            let gp = &gp;
+
+            // Step 3: R at B sites and B at R sites, along the diagonals.
+            let mut pq = vec![0.5f32; n];
+            pq.par_chunks_mut(pw).enumerate().for_each(|(py, row)| {
+                if py < B - 1 || py > h + B {
+                    return;
+                }
+                for px in B - 1..w + B + 1 {
+                    let i = py * pw + px;
+                    let dp = |i: usize| {
+                        (c[i - pw - 1] - c[i + pw + 1]).abs()
+                            + (2.0 * c[i] - c[i - 2 * pw - 2] - c[i + 2 * pw + 2]).abs()
+                    };
+                    let dq = |i: usize| {
+                        (c[i - pw + 1] - c[i + pw - 1]).abs()
+                            + (2.0 * c[i] - c[i - 2 * pw + 2] - c[i + 2 * pw - 2]).abs()
+                    };
+                    let p = dp(i - pw - 1).powi(2) + dp(i).powi(2) + dp(i + pw + 1).powi(2) + EPS;
+                    let q = dq(i - pw + 1).powi(2) + dq(i).powi(2) + dq(i + pw - 1).powi(2) + EPS;
+                    row[px] = p / (p + q);
+                }
+            });
+            let pq = &pq;
+            let mut rp = vec![0f32; n];
+            let mut bp = vec![0f32; n];
+            rp.par_chunks_mut(pw)
+                .zip(bp.par_chunks_mut(pw))
+                .enumerate()
+                .for_each(|(py, (rrow, brow))| {
+                    if py < B || py >= h + B {
+                        return;
+                    }
+                    let y = py - B;
+                    let gq = green_col(y);
+                    let site = cell[y & 1][1 - gq];
+                    for x in (1 - gq..w).step_by(2) {
+                        let i = g.at(y, x);
+                        let s = |k: isize| (i as isize + k) as usize;
+                        let grad = |d: isize| {
+                            EPS + (c[s(-d)] - c[s(d)]).abs()
+                                + (c[s(-d)] - c[s(-3 * d)]).abs()
+                                + (gp[i] - gp[s(-2 * d)]).abs()
+                        };
+                        let est = |d: isize| c[s(-d)] - gp[s(-d)];
+                        let (nw, ne) = (pw as isize + 1, pw as isize - 1);
+                        let (g_nw, g_se, g_ne, g_sw) = (grad(nw), grad(-nw), grad(ne), grad(-ne));
+                        let p_est = (g_se * est(nw) + g_nw * est(-nw)) / (g_nw + g_se);
+                        let q_est = (g_sw * est(ne) + g_ne * est(-ne)) / (g_ne + g_sw);
+                        let d = disc(pq, i);
+                        let other = (gp[i] + p_est * (1.0 - d) + q_est * d).clamp(0.0, 1.0);
+                        if site == Channel::R {
+                            rrow[x + B] = c[i];
+                            brow[x + B] = other;
+                        } else {
+                            brow[x + B] = c[i];
+                            rrow[x + B] = other;
+                        }
+                    }
+                });
+            refill_border(&mut rp, &g);
+            refill_border(&mut bp, &g);
+
+            // Step 4: R and B at green sites, from colour differences at the axial neighbours.
+            let pwi = pw as isize;
+            let axis = |p: &[f32], gpl: &[f32], i: usize, d: isize| {
+                let s = |k: isize| (i as isize + k) as usize;
+                let grad = |d: isize| {
+                    EPS + (p[s(-d)] - p[s(d)]).abs()
+                        + (gpl[i] - gpl[s(-2 * d)]).abs()
+                        + (p[s(-d)] - p[s(-3 * d)]).abs()
+                };
+                let est = |d: isize| p[s(-d)] - gpl[s(-d)];
+                let (ga, gb) = (grad(d), grad(-d));
+                (gb * est(d) + ga * est(-d)) / (ga + gb)
+            };
+            let fill_green_sites = |src: &[f32], gpl: &[f32]| -> Vec<f32> {
+                let mut out = src.to_vec();
+                interior_rows(&mut out, &g).for_each(|(y, row)| {
+                    for x in (green_col(y)..w).step_by(2) {
+                        let i = g.at(y, x);
+                        let dsc = disc(vh, i);
+                        let v = gpl[i]
+                            + axis(src, gpl, i, 1) * dsc
+                            + axis(src, gpl, i, pwi) * (1.0 - dsc);
+                        row[x + B] = v.clamp(0.0, 1.0);
+                    }
+                });
+                out
+            };
+            let mut rf = fill_green_sites(&rp, gp);
+            let mut bf = fill_green_sites(&bp, gp);
+            refill_border(&mut rf, &g);
+            refill_border(&mut bf, &g);
+
+            // Step 5: refine green at R/B sites from the (now complete) colour differences of
+            // its axial neighbours, along the same direction.
+            let mut g2 = gp.to_vec();
+            interior_rows(&mut g2, &g).for_each(|(y, row)| {
+                let gq = green_col(y);
+                let site = cell[y & 1][1 - gq];
+                for x in (1 - gq..w).step_by(2) {
+                    let i = g.at(y, x);
+                    let own = if site == Channel::R { &rf } else { &bf };
+                    // axis() gives (own - G) differences; G = own - difference.
+                    let dsc = disc(vh, i);
+                    let d = axis(own, gp, i, 1) * dsc + axis(own, gp, i, pwi) * (1.0 - dsc);
+                    row[x + B] = (c[i] - d).clamp(0.0, 1.0);
+                }
+            });
+            refill_border(&mut g2, &g);
+            let rf = fill_green_sites(&rf, &g2);
+            let bf = fill_green_sites(&bf, &g2);
+
+            let mut out = RgbImage::new(w, h);
+            let top = max as f32;
+            out.par_rows_mut().for_each(|(y, [orow, grow, brow])| {
+                for x in 0..w {
+                    let i = g.at(y, x);
+                    orow[x] = (rf[i] * top).round() as u16;
+                    grow[x] = (g2[i] * top).round() as u16;
+                    brow[x] = (bf[i] * top).round() as u16;
+                }
+            });
+            out
+        }
+    }
 
     /// FNV-1a over the output codes.
     fn digest(img: &RgbImage) -> u64 {
@@ -395,6 +1093,38 @@ mod tests {
             .map(|&p| digest(&rcd_full(&raw, p, 4095)))
             .collect();
         assert_eq!(got, GOLDEN, "{got:#x?}");
+    }
+
+    /// The split-plane kernels equal the previous formulation on every pattern, on odd
+    /// and even sizes down to the smallest RCD accepts, on noise with edges.
+    #[test]
+    fn split_planes_equal_the_strided_formulation() {
+        for (w, h) in [
+            (8usize, 8usize),
+            (9, 13),
+            (16, 11),
+            (33, 40),
+            (64, 31),
+            (127, 66),
+        ] {
+            let mut s = (w * 31 + h) as u32;
+            let data = (0..w * h)
+                .map(|i| {
+                    s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    let (x, y) = (i % w, i / w);
+                    let edge = if x * 2 + y * 3 > w + h { 3500 } else { 300 };
+                    (edge + (s >> 21) as usize).min(4095) as u16
+                })
+                .collect();
+            let raw = RawPlane::new(w, h, data).unwrap();
+            for p in BayerPattern::ALL {
+                assert_eq!(
+                    rcd_full(&raw, p, 4095),
+                    oracle::rcd_full(&raw, p, 4095),
+                    "{w}x{h} {p}"
+                );
+            }
+        }
     }
 
     const GOLDEN: [u64; 4] = [
