@@ -145,3 +145,29 @@ fn every_pattern_and_depth_gives_neutral_grey_on_a_flat_field() {
         }
     }
 }
+
+/// The table-driven 8-bit conversion equals the per-sample division for every code.
+#[test]
+fn rgb8_table_equals_the_division() {
+    for max in [255u16, 1023, 4095, 65535] {
+        let n = max as usize + 1;
+        let w = 97;
+        let h = n.div_ceil(w);
+        let mut img = RgbImage::new(w, h);
+        for (i, v) in img.planes[0].iter_mut().enumerate() {
+            *v = (i % n) as u16;
+        }
+        for (i, v) in img.planes[1].iter_mut().enumerate() {
+            *v = ((i * 7) % n) as u16;
+        }
+        let (trunc, round) = (img.to_rgb8(max), img.to_rgb8_rounded(max));
+        let m = max as u32;
+        for (i, px) in trunc.chunks_exact(3).enumerate() {
+            for (c, &got) in px.iter().enumerate() {
+                let v = img.planes[c][i] as u32;
+                assert_eq!(got, (v * 255 / m) as u8, "max {max} code {v}");
+                assert_eq!(round[3 * i + c], ((v * 255 + m / 2) / m) as u8);
+            }
+        }
+    }
+}

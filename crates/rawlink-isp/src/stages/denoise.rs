@@ -82,21 +82,160 @@ struct Scratch {
     /// Horizontally blurred chroma rows.
     hcr: Vec<f32>,
     hcb: Vec<f32>,
+    /// One output row of filtered luma and of vertically blurred chroma.
+    y2: Vec<f32>,
+    vcr: Vec<f32>,
+    vcb: Vec<f32>,
 }
 
 /// One row of the 5-tap horizontal binomial blur (reflect-101 at the ends), with the same
-/// arithmetic as [`blur5`].
+/// arithmetic as [`blur5`]. The interior is one branch-free loop; only the two samples at
+/// each end reflect.
+#[inline(always)]
 fn hblur_row(row: &[f32], out: &mut [f32]) {
     let w = row.len();
-    for (x, o) in out.iter_mut().enumerate() {
-        if x >= 2 && x + 2 < w {
-            *o = K5[0] * (row[x - 2] + row[x + 2])
-                + K5[1] * (row[x - 1] + row[x + 1])
-                + K5[2] * row[x];
-        } else {
-            *o = (0..5)
-                .map(|k| K5[k] * row[reflect(x as isize + k as isize - 2, w)])
-                .sum();
+    let edge = |x: usize| -> f32 {
+        (0..5)
+            .map(|k| K5[k] * row[reflect(x as isize + k as isize - 2, w)])
+            .sum()
+    };
+    if w < 5 {
+        for (x, o) in out.iter_mut().enumerate() {
+            *o = edge(x);
+        }
+        return;
+    }
+    let out = &mut out[..w];
+    for x in 2..w - 2 {
+        out[x] =
+            K5[0] * (row[x - 2] + row[x + 2]) + K5[1] * (row[x - 1] + row[x + 1]) + K5[2] * row[x];
+    }
+    for x in [0, 1, w - 2, w - 1] {
+        out[x] = edge(x);
+    }
+}
+
+/// One tap row of the vertical 5-tap binomial blur: rows `j - 2 ..= j + 2` of `p`.
+#[inline(always)]
+fn vblur_row(p: &[f32], j: usize, w: usize, o: &mut [f32]) {
+    let r = |d: usize| &p[(j + d - 2) * w..][..w];
+    let (a, b, c, d, e) = (r(0), r(1), r(2), r(3), r(4));
+    let o = &mut o[..w];
+    for x in 0..w {
+        o[x] = K5[0] * (a[x] + e[x]) + K5[1] * (b[x] + d[x]) + K5[2] * c[x];
+    }
+}
+
+/// One band's work, as a `pulp` kernel: compiled for AVX2 (and NEON) as well as the
+/// baseline and picked at run time; the same arithmetic on every path.
+struct Band<'a> {
+    stage: &'a LumaChroma,
+    range: &'a [f32],
+    src: [&'a [u16]; 3],
+    w: usize,
+    h: usize,
+    top: f32,
+    y0: usize,
+    sc: &'a mut Scratch,
+    out: [&'a mut [u16]; 3],
+}
+
+impl pulp::WithSimd for Band<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        self.run()
+    }
+}
+
+impl Band<'_> {
+    #[inline(always)]
+    fn run(self) {
+        const SP: [[f32; 3]; 3] = [[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]];
+        let Band {
+            stage,
+            range,
+            src: [pr, pg, pb],
+            w,
+            h,
+            top,
+            y0,
+            sc,
+            out: [o_r, o_g, o_b],
+        } = self;
+        let last = (range.len() - 1) as u32;
+        let luma_on = stage.luma_sigma > 0.0;
+        let k = stage.chroma;
+        let pw = w + 2;
+        let n = o_r.len() / w;
+        // Scratch row j holds virtual row y0 - HALO + j, i.e. source row
+        // reflect(y0 - HALO + j): the whole-frame version's reflected rows.
+        for j in 0..n + 2 * HALO {
+            let sy = reflect((y0 + j) as isize - HALO as isize, h);
+            let (r, g, b) = (&pr[sy * w..][..w], &pg[sy * w..][..w], &pb[sy * w..][..w]);
+            let yrow = &mut sc.y[j * pw..(j + 1) * pw];
+            let crow = &mut sc.cr[j * w..(j + 1) * w];
+            let brow = &mut sc.cb[j * w..(j + 1) * w];
+            for x in 0..w {
+                let (r, g, b) = (r[x] as f32, g[x] as f32, b[x] as f32);
+                let l = 0.25 * (r + 2.0 * g + b);
+                yrow[x + 1] = l;
+                crow[x] = r - l;
+                brow[x] = b - l;
+            }
+            yrow[0] = yrow[reflect(-1, w) + 1];
+            yrow[w + 1] = yrow[reflect(w as isize, w) + 1];
+            if k > 0.0 {
+                hblur_row(crow, &mut sc.hcr[j * w..(j + 1) * w]);
+                hblur_row(brow, &mut sc.hcb[j * w..(j + 1) * w]);
+            }
+        }
+        let Scratch { y2, vcr, vcb, .. } = sc;
+        for i in 0..n {
+            let j = i + HALO;
+            let ya = &sc.y[(j - 1) * pw..][..pw];
+            let yb = &sc.y[j * pw..][..pw];
+            let yc = &sc.y[(j + 1) * pw..][..pw];
+            let y2 = &mut y2[..w];
+            if luma_on {
+                for x in 0..w {
+                    let c = yb[x + 1];
+                    let (mut s, mut sw) = (0.0f32, 0.0f32);
+                    for (ry, r) in [ya, yb, yc].iter().enumerate() {
+                        for rx in 0..3 {
+                            let v = r[x + rx];
+                            // u32, not usize: the same value (|Δ| < 2^16), and a
+                            // conversion that vectorises.
+                            let d = (v - c).abs() as u32 >> 2;
+                            let wgt = SP[ry][rx] * range[d.min(last) as usize];
+                            s += wgt * v;
+                            sw += wgt;
+                        }
+                    }
+                    y2[x] = s / sw;
+                }
+            } else {
+                y2.copy_from_slice(&yb[1..w + 1]);
+            }
+            let cr = &sc.cr[j * w..][..w];
+            let cb = &sc.cb[j * w..][..w];
+            let (vcr, vcb) = (&mut vcr[..w], &mut vcb[..w]);
+            if k > 0.0 {
+                vblur_row(&sc.hcr, j, w, vcr);
+                vblur_row(&sc.hcb, j, w, vcb);
+            } else {
+                vcr.copy_from_slice(cr);
+                vcb.copy_from_slice(cb);
+            }
+            let (r, g, b) = (
+                &mut o_r[i * w..][..w],
+                &mut o_g[i * w..][..w],
+                &mut o_b[i * w..][..w],
+            );
+            for x in 0..w {
+                [r[x], g[x], b[x]] = combine(y2[x], [cr[x], cb[x]], [vcr[x], vcb[x]], k, top);
+            }
         }
     }
 }
@@ -114,15 +253,12 @@ impl RgbStage for LumaChroma {
         let (w, h) = (img.width, img.height);
         let top = ctx.max_value as f32;
         let range = range_table(self.luma_sigma, top);
-        let last = range.len() - 1;
-        let luma_on = self.luma_sigma > 0.0;
-        let k = self.chroma;
-        const SP: [[f32; 3]; 3] = [[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]];
         let rows = BAND + 2 * HALO;
         let pw = w + 2;
         let [pr, pg, pb] = &img.planes;
         let mut out = RgbImage::new(w, h);
         let [or, og, ob] = &mut out.planes;
+        let arch = pulp::Arch::new();
         or.par_chunks_mut(BAND * w)
             .zip(og.par_chunks_mut(BAND * w))
             .zip(ob.par_chunks_mut(BAND * w))
@@ -134,86 +270,22 @@ impl RgbStage for LumaChroma {
                     cb: vec![0.0; rows * w],
                     hcr: vec![0.0; rows * w],
                     hcb: vec![0.0; rows * w],
+                    y2: vec![0.0; w],
+                    vcr: vec![0.0; w],
+                    vcb: vec![0.0; w],
                 },
                 |sc, (band, ((o_r, o_g), o_b))| {
-                    let y0 = band * BAND;
-                    let n = o_r.len() / w;
-                    // Scratch row j holds virtual row y0 - HALO + j, i.e. source row
-                    // reflect(y0 - HALO + j): the whole-frame version's reflected rows.
-                    for j in 0..n + 2 * HALO {
-                        let sy = reflect((y0 + j) as isize - HALO as isize, h);
-                        let (r, g, b) =
-                            (&pr[sy * w..][..w], &pg[sy * w..][..w], &pb[sy * w..][..w]);
-                        let yrow = &mut sc.y[j * pw..(j + 1) * pw];
-                        let crow = &mut sc.cr[j * w..(j + 1) * w];
-                        let brow = &mut sc.cb[j * w..(j + 1) * w];
-                        for x in 0..w {
-                            let (r, g, b) = (r[x] as f32, g[x] as f32, b[x] as f32);
-                            let l = 0.25 * (r + 2.0 * g + b);
-                            yrow[x + 1] = l;
-                            crow[x] = r - l;
-                            brow[x] = b - l;
-                        }
-                        yrow[0] = yrow[reflect(-1, w) + 1];
-                        yrow[w + 1] = yrow[reflect(w as isize, w) + 1];
-                        if k > 0.0 {
-                            hblur_row(crow, &mut sc.hcr[j * w..(j + 1) * w]);
-                            hblur_row(brow, &mut sc.hcb[j * w..(j + 1) * w]);
-                        }
-                    }
-                    let mut y2 = vec![0f32; w];
-                    let mut vcr = vec![0f32; w];
-                    let mut vcb = vec![0f32; w];
-                    for i in 0..n {
-                        let j = i + HALO;
-                        let yr = |d: usize| &sc.y[(j + d - 1) * pw..(j + d) * pw];
-                        let (ya, yb, yc) = (yr(0), yr(1), yr(2));
-                        if luma_on {
-                            for x in 0..w {
-                                let c = yb[x + 1];
-                                let (mut s, mut sw) = (0.0f32, 0.0f32);
-                                for (ry, r) in [ya, yb, yc].iter().enumerate() {
-                                    for rx in 0..3 {
-                                        let v = r[x + rx];
-                                        let d = (v - c).abs() as usize >> 2;
-                                        let wgt = SP[ry][rx] * range[d.min(last)];
-                                        s += wgt * v;
-                                        sw += wgt;
-                                    }
-                                }
-                                y2[x] = s / sw;
-                            }
-                        } else {
-                            y2.copy_from_slice(&yb[1..w + 1]);
-                        }
-                        let cr = &sc.cr[j * w..(j + 1) * w];
-                        let cb = &sc.cb[j * w..(j + 1) * w];
-                        if k > 0.0 {
-                            let vblur = |p: &[f32], o: &mut [f32]| {
-                                let r = |d: usize| &p[(j + d - 2) * w..(j + d - 1) * w];
-                                let (a, b, c, d, e) = (r(0), r(1), r(2), r(3), r(4));
-                                for x in 0..w {
-                                    o[x] = K5[0] * (a[x] + e[x])
-                                        + K5[1] * (b[x] + d[x])
-                                        + K5[2] * c[x];
-                                }
-                            };
-                            vblur(&sc.hcr, &mut vcr);
-                            vblur(&sc.hcb, &mut vcb);
-                        } else {
-                            vcr.copy_from_slice(cr);
-                            vcb.copy_from_slice(cb);
-                        }
-                        let (r, g, b) = (
-                            &mut o_r[i * w..(i + 1) * w],
-                            &mut o_g[i * w..(i + 1) * w],
-                            &mut o_b[i * w..(i + 1) * w],
-                        );
-                        for x in 0..w {
-                            [r[x], g[x], b[x]] =
-                                combine(y2[x], [cr[x], cb[x]], [vcr[x], vcb[x]], k, top);
-                        }
-                    }
+                    arch.dispatch(Band {
+                        stage: self,
+                        range: &range,
+                        src: [pr, pg, pb],
+                        w,
+                        h,
+                        top,
+                        y0: band * BAND,
+                        sc,
+                        out: [o_r, o_g, o_b],
+                    })
                 },
             );
         out

@@ -49,74 +49,152 @@ impl RawStage for DefectivePixels {
         }
         let thr = (self.threshold * ctx.max_value as f32).max(1.0) as i32;
         let src = img.data.clone();
+        let arch = pulp::Arch::new();
         let fixed: usize = img
             .data
             .par_chunks_mut(w)
             .enumerate()
-            .map(|(y, out)| {
-                let rows = [-2isize, 0, 2].map(|d| &src[reflect(y as isize + d, h) * w..][..w]);
-                let mut count = 0;
-                for x in 0..w {
-                    let xs = [-2isize, 0, 2].map(|d| reflect(x as isize + d, w));
-                    let c = rows[1][x] as i32;
-                    let mut lo = i32::MAX;
-                    let mut hi = i32::MIN;
-                    for (ry, row) in rows.iter().enumerate() {
-                        for (rx, &xx) in xs.iter().enumerate() {
-                            if ry == 1 && rx == 1 {
-                                continue;
-                            }
-                            let v = row[xx] as i32;
-                            lo = lo.min(v);
-                            hi = hi.max(v);
-                        }
-                    }
-                    let hot = c > hi + thr;
-                    let dead = c < lo - thr;
-                    if !(hot || dead) {
-                        continue;
-                    }
-                    // Cross-colour confirmation: a real highlight or speck reaches the
-                    // adjacent pixels too (optics spread light over several pixels), so
-                    // they stand out from their own same-colour neighbours in the same
-                    // direction; next to a defect they do not.
-                    let elev = |yy: isize, xx: isize| -> i32 {
-                        let at = |dy: isize, dx: isize| {
-                            src[reflect(yy + dy, h) * w + reflect(xx + dx, w)] as i32
-                        };
-                        let m =
-                            median4([at(-2, 0), at(2, 0), at(0, -2), at(0, 2)].map(|v| v as u16));
-                        at(0, 0) - m as i32
-                    };
-                    let (yi, xi) = (y as isize, x as isize);
-                    let spread = [
-                        (-1, -1),
-                        (-1, 0),
-                        (-1, 1),
-                        (0, -1),
-                        (0, 1),
-                        (1, -1),
-                        (1, 0),
-                        (1, 1),
-                    ]
-                    .iter()
-                    .any(|&(dy, dx)| {
-                        let e = elev(yi + dy, xi + dx);
-                        if hot {
-                            e > thr / 2
-                        } else {
-                            e < -thr / 2
-                        }
+            .map_init(
+                || vec![0u8; w],
+                |flags, (y, out)| {
+                    let rows = [-2isize, 0, 2].map(|d| &src[reflect(y as isize + d, h) * w..][..w]);
+                    // Fast pass (vectorised): flag the samples outside their same-colour
+                    // neighbours' range by more than the threshold; the first and last
+                    // two columns (reflected neighbours) always take the full test.
+                    arch.dispatch(Outliers {
+                        rows,
+                        thr,
+                        flags: &mut flags[..],
                     });
-                    if !spread {
-                        out[x] = median4([rows[0][x], rows[2][x], rows[1][xs[0]], rows[1][xs[2]]]);
-                        count += 1;
+                    let mut count = 0;
+                    for x in 0..w {
+                        if flags[x] == 0 {
+                            continue;
+                        }
+                        if let Some(v) = self.repair(&src, w, h, &rows, thr, y, x) {
+                            out[x] = v;
+                            count += 1;
+                        }
                     }
-                }
-                count
-            })
+                    count
+                },
+            )
             .sum();
         ctx.stats.defective_pixels = fixed as u64;
+    }
+}
+
+impl DefectivePixels {
+    /// The full test of the sample at (`y`, `x`) (`rows`: rows `y - 2, y, y + 2`,
+    /// reflected); the replacement value when it is an isolated outlier.
+    #[allow(clippy::too_many_arguments)]
+    fn repair(
+        &self,
+        src: &[u16],
+        w: usize,
+        h: usize,
+        rows: &[&[u16]; 3],
+        thr: i32,
+        y: usize,
+        x: usize,
+    ) -> Option<u16> {
+        let xs = [-2isize, 0, 2].map(|d| reflect(x as isize + d, w));
+        let c = rows[1][x] as i32;
+        let mut lo = i32::MAX;
+        let mut hi = i32::MIN;
+        for (ry, row) in rows.iter().enumerate() {
+            for (rx, &xx) in xs.iter().enumerate() {
+                if ry == 1 && rx == 1 {
+                    continue;
+                }
+                let v = row[xx] as i32;
+                lo = lo.min(v);
+                hi = hi.max(v);
+            }
+        }
+        let hot = c > hi + thr;
+        let dead = c < lo - thr;
+        if !(hot || dead) {
+            return None;
+        }
+        // Cross-colour confirmation: a real highlight or speck reaches the
+        // adjacent pixels too (optics spread light over several pixels), so
+        // they stand out from their own same-colour neighbours in the same
+        // direction; next to a defect they do not.
+        let elev = |yy: isize, xx: isize| -> i32 {
+            let at =
+                |dy: isize, dx: isize| src[reflect(yy + dy, h) * w + reflect(xx + dx, w)] as i32;
+            let m = median4([at(-2, 0), at(2, 0), at(0, -2), at(0, 2)].map(|v| v as u16));
+            at(0, 0) - m as i32
+        };
+        let (yi, xi) = (y as isize, x as isize);
+        let spread = [
+            (-1, -1),
+            (-1, 0),
+            (-1, 1),
+            (0, -1),
+            (0, 1),
+            (1, -1),
+            (1, 0),
+            (1, 1),
+        ]
+        .iter()
+        .any(|&(dy, dx)| {
+            let e = elev(yi + dy, xi + dx);
+            if hot {
+                e > thr / 2
+            } else {
+                e < -thr / 2
+            }
+        });
+        if spread {
+            return None;
+        }
+        Some(median4([
+            rows[0][x],
+            rows[2][x],
+            rows[1][xs[0]],
+            rows[1][xs[2]],
+        ]))
+    }
+}
+
+/// The fast pass of one row, as a `pulp` kernel: `flags[x]` is 1 where the sample is
+/// outside the range of its 8 same-colour neighbours by more than `thr` (interior
+/// columns), and 1 in the first and last two columns.
+struct Outliers<'a> {
+    rows: [&'a [u16]; 3],
+    thr: i32,
+    flags: &'a mut [u8],
+}
+
+impl pulp::WithSimd for Outliers<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let Self { rows, thr, flags } = self;
+        let w = flags.len();
+        let [a, b, c] = rows.map(|r| &r[..w]);
+        flags.fill(1);
+        for x in 2..w - 2 {
+            let (n0, n1, n2, n3) = (
+                a[x - 2] as i32,
+                a[x] as i32,
+                a[x + 2] as i32,
+                b[x - 2] as i32,
+            );
+            let (n4, n5, n6, n7) = (
+                b[x + 2] as i32,
+                c[x - 2] as i32,
+                c[x] as i32,
+                c[x + 2] as i32,
+            );
+            let lo = n0.min(n1).min(n2).min(n3).min(n4).min(n5).min(n6).min(n7);
+            let hi = n0.max(n1).max(n2).max(n3).max(n4).max(n5).max(n6).max(n7);
+            let v = b[x] as i32;
+            flags[x] = u8::from((v > hi + thr) | (v < lo - thr));
+        }
     }
 }
 

@@ -58,15 +58,136 @@ impl RgbStage for Unsharp {
         }
         let top = ctx.max_value as f32;
         let thr = self.threshold * top;
+        let arch = pulp::Arch::new();
+        let mut luma = vec![0f32; w * h];
+        luma.par_chunks_mut(w).enumerate().for_each(|(y, out)| {
+            let src = [0, 1, 2].map(|c| &img.planes[c][y * w..][..w]);
+            arch.dispatch(LumaRow { src, out })
+        });
+        img.par_rows_mut().for_each(|(y, rgb)| {
+            arch.dispatch(UnsharpRow {
+                stage: self,
+                thr,
+                top,
+                up: &luma[y.saturating_sub(1) * w..][..w],
+                mid: &luma[y * w..][..w],
+                dn: &luma[(y + 1).min(h - 1) * w..][..w],
+                rgb,
+            })
+        });
+        img
+    }
+}
+
+/// `Y = (R + 2G + B) / 4` of one row, as a `pulp` kernel.
+struct LumaRow<'a> {
+    src: [&'a [u16]; 3],
+    out: &'a mut [f32],
+}
+
+impl pulp::WithSimd for LumaRow<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let [r, g, b] = self.src;
+        let n = self.out.len();
+        let (r, g, b) = (&r[..n], &g[..n], &b[..n]);
+        for (i, o) in self.out.iter_mut().enumerate() {
+            *o = 0.25 * (r[i] as f32 + 2.0 * g[i] as f32 + b[i] as f32);
+        }
+    }
+}
+
+/// One row of the unsharp mask, as a `pulp` kernel (compiled for AVX2/NEON too, picked
+/// at run time). The interior is one branch-free loop; the first and last columns clamp
+/// their neighbours to the edge.
+struct UnsharpRow<'a> {
+    stage: &'a Unsharp,
+    thr: f32,
+    top: f32,
+    up: &'a [f32],
+    mid: &'a [f32],
+    dn: &'a [f32],
+    rgb: [&'a mut [u16]; 3],
+}
+
+impl pulp::WithSimd for UnsharpRow<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let Self {
+            stage,
+            thr,
+            top,
+            up,
+            mid,
+            dn,
+            rgb: [r, g, b],
+        } = self;
+        let w = mid.len();
+        let (up, dn, r, g, b) = (&up[..w], &dn[..w], &mut r[..w], &mut g[..w], &mut b[..w]);
+        for x in 1..w - 1 {
+            let dl = sharpen_delta(stage.amount, thr, up, mid, dn, x, x - 1, x + 1);
+            r[x] = add_delta(r[x], dl, top);
+            g[x] = add_delta(g[x], dl, top);
+            b[x] = add_delta(b[x], dl, top);
+        }
+        for (x, l, rr) in [(0, 0, 1), (w - 1, w - 2, w - 1)] {
+            let dl = sharpen_delta(stage.amount, thr, up, mid, dn, x, l, rr);
+            r[x] = add_delta(r[x], dl, top);
+            g[x] = add_delta(g[x], dl, top);
+            b[x] = add_delta(b[x], dl, top);
+        }
+    }
+}
+
+/// The unsharp mask's luma change at column `x` (neighbours `l`, `rr`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn sharpen_delta(
+    amount: f32,
+    thr: f32,
+    up: &[f32],
+    mid: &[f32],
+    dn: &[f32],
+    x: usize,
+    l: usize,
+    rr: usize,
+) -> f32 {
+    let blur = (4.0 * mid[x]
+        + 2.0 * (mid[l] + mid[rr] + up[x] + dn[x])
+        + (up[l] + up[rr] + dn[l] + dn[rr]))
+        / 16.0;
+    let d = mid[x] - blur;
+    amount * (d.signum() * (d.abs() - thr).max(0.0))
+}
+
+/// A code plus a luma change, rounded and clamped to `[0, top]`.
+#[inline(always)]
+fn add_delta(v: u16, delta: f32, top: f32) -> u16 {
+    (v as f32 + delta + 0.5).clamp(0.0, top) as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rawlink_frame::BayerPattern;
+
+    /// The previous formulation (clamped neighbour indices per pixel, one full pass),
+    /// which the dispatched row kernel must equal bit for bit.
+    fn unsharp_oracle(st: &Unsharp, mut img: RgbImage, top: f32) -> RgbImage {
+        let (w, h) = (img.width, img.height);
+        let thr = st.threshold * top;
         let luma: Vec<f32> = (0..w * h)
-            .into_par_iter()
             .map(|i| {
                 0.25 * (img.planes[0][i] as f32
                     + 2.0 * img.planes[1][i] as f32
                     + img.planes[2][i] as f32)
             })
             .collect();
-        img.par_rows_mut().for_each(|(y, [r, g, b])| {
+        for y in 0..h {
             let up = &luma[y.saturating_sub(1) * w..][..w];
             let mid = &luma[y * w..][..w];
             let dn = &luma[(y + 1).min(h - 1) * w..][..w];
@@ -77,14 +198,33 @@ impl RgbStage for Unsharp {
                     + (up[l] + up[rr] + dn[l] + dn[rr]))
                     / 16.0;
                 let d = mid[x] - blur;
-                let soft = d.signum() * (d.abs() - thr).max(0.0);
-                let delta = self.amount * soft;
-                let add = |v: &mut u16| *v = (*v as f32 + delta + 0.5).clamp(0.0, top) as u16;
-                add(&mut r[x]);
-                add(&mut g[x]);
-                add(&mut b[x]);
+                let delta = st.amount * (d.signum() * (d.abs() - thr).max(0.0));
+                for p in img.planes.iter_mut() {
+                    let v = &mut p[y * w + x];
+                    *v = (*v as f32 + delta + 0.5).clamp(0.0, top) as u16;
+                }
             }
-        });
+        }
         img
+    }
+
+    #[test]
+    fn unsharp_rows_equal_the_per_pixel_formulation() {
+        let mut s = 5u32;
+        for (w, h) in [(3usize, 3usize), (4, 9), (37, 21), (64, 5)] {
+            let mut img = RgbImage::new(w, h);
+            for p in img.planes.iter_mut() {
+                for v in p.iter_mut() {
+                    s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    *v = (s >> 16) as u16;
+                }
+            }
+            for (amount, threshold) in [(0.6f32, 0.002f32), (1.5, 0.0)] {
+                let st = Unsharp { amount, threshold };
+                let mut ctx = FrameContext::new(BayerPattern::Rggb, 65535);
+                let want = unsharp_oracle(&st, img.clone(), 65535.0);
+                assert_eq!(st.apply(img.clone(), &mut ctx), want, "{w}x{h} {amount}");
+            }
+        }
     }
 }
