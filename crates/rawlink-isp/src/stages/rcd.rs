@@ -26,43 +26,37 @@ const B: usize = 6;
 const EPS: f32 = 1e-5;
 
 /// Rows each strip outputs, and the extra rows of context computed above and below it.
-/// Every output pixel depends on source rows at most ~20 away through the passes, so
-/// with 24 halo rows strip results equal full-frame results exactly (tested).
-const STRIP_ROWS: usize = 256;
-const HALO_ROWS: usize = 24;
+/// An output pixel depends on source rows at most 14 away through the passes (green:
+/// 4, then 2 more for each of steps 3, 4 and 5 and the final fill, 3 for the activity
+/// sums), so with 16 halo rows (even, to keep the CFA phase) strip results equal
+/// full-frame results exactly (tested).
+const STRIP_ROWS: usize = 64;
+const HALO_ROWS: usize = 16;
 
 /// RCD-style demosaic of `raw` (codes up to `max`), processed in horizontal strips in
-/// parallel: each strip's working planes stay small (cache-resident) and memory no
-/// longer grows with the frame.
+/// parallel, each written straight into its rows of the output: a strip's working
+/// planes stay small and memory does not grow with the frame beyond the output.
 pub fn demosaic_rcd(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage {
     let (w, h) = (raw.width, raw.height);
-    if h <= STRIP_ROWS + 2 * HALO_ROWS {
+    let (strip_rows, halo_rows) = (STRIP_ROWS, HALO_ROWS);
+    if w < 8 || h <= strip_rows + 2 * halo_rows {
         return rcd_full(raw, pattern, max);
     }
-    let starts: Vec<usize> = (0..h).step_by(STRIP_ROWS).collect();
-    let strips: Vec<(usize, RgbImage)> = starts
-        .par_iter()
-        .map(|&y0| {
-            let y1 = (y0 + STRIP_ROWS).min(h);
-            // Both bounds even, so the sub-image keeps the CFA phase.
-            let s0 = y0.saturating_sub(HALO_ROWS);
-            let s1 = (y1 + HALO_ROWS).min(h);
-            let sub = RawPlane {
-                width: w,
-                height: s1 - s0,
-                data: raw.data[s0 * w..s1 * w].to_vec(),
-            };
-            (y0 - s0, rcd_full(&sub, pattern, max))
-        })
-        .collect();
     let mut out = RgbImage::new(w, h);
-    for (&y0, (skip, img)) in starts.iter().zip(strips) {
-        let rows = (y0 + STRIP_ROWS).min(h) - y0;
-        for c in 0..3 {
-            out.planes[c][y0 * w..(y0 + rows) * w]
-                .copy_from_slice(&img.planes[c][skip * w..(skip + rows) * w]);
-        }
-    }
+    let [r, g, b] = &mut out.planes;
+    r.par_chunks_mut(strip_rows * w)
+        .zip(g.par_chunks_mut(strip_rows * w))
+        .zip(b.par_chunks_mut(strip_rows * w))
+        .enumerate()
+        .for_each(|(k, ((r, g), b))| {
+            let y0 = k * strip_rows;
+            let y1 = y0 + r.len() / w;
+            // Both bounds even, so the sub-image keeps the CFA phase.
+            let s0 = y0.saturating_sub(halo_rows);
+            let s1 = (y1 + halo_rows).min(h);
+            let sub = &raw.data[s0 * w..s1 * w];
+            rcd_rows(sub, w, s1 - s0, pattern, max, y0 - s0, [r, g, b]);
+        });
     out
 }
 
@@ -558,6 +552,23 @@ fn rcd_full(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage {
     if w < 8 || h < 8 {
         return crate::stages::malvar::demosaic_malvar(raw, pattern, max);
     }
+    let mut out = RgbImage::new(w, h);
+    let [r, g, b] = &mut out.planes;
+    rcd_rows(&raw.data, w, h, pattern, max, 0, [r, g, b]);
+    out
+}
+
+/// The algorithm on the `w`×`h` mosaic `data` (at least 8×8), writing image rows
+/// `skip..` into `out` (as many rows as `out` holds).
+fn rcd_rows(
+    data: &[u16],
+    w: usize,
+    h: usize,
+    pattern: BayerPattern,
+    max: u16,
+    skip: usize,
+    out: [&mut [u16]; 3],
+) {
     let (wi, hi) = (w as isize, h as isize);
     let scale = 1.0 / max.max(1) as f32;
     let cell = pattern.cell();
@@ -569,7 +580,7 @@ fn rcd_full(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage {
     let mut c = Split::new(w, h, 0.0);
     c.par_rows(-(B as isize), hi + B as isize)
         .for_each(|(y, row)| {
-            let src = &raw.data[reflect(y, h) * w..][..w];
+            let src = &data[reflect(y, h) * w..][..w];
             for px in 0..w + 2 * B {
                 let sx = if (B..w + B).contains(&px) {
                     px - B
@@ -730,23 +741,26 @@ fn rcd_full(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage {
     let rf = fill_green_sites(&rf, &g2);
     let bf = fill_green_sites(&bf, &g2);
 
-    let mut out = RgbImage::new(w, h);
     let top = max as f32;
-    out.par_rows_mut().for_each(|(y, rows)| {
-        let at = At {
-            y: y as isize,
-            xs: 0,
-            n: w,
-        };
-        for (out, src) in rows.into_iter().zip([&rf, &g2, &bf]) {
-            Row {
-                at,
-                job: Job::Codes { src, top, out },
+    let [or, og, ob] = out;
+    or.par_chunks_mut(w)
+        .zip(og.par_chunks_mut(w))
+        .zip(ob.par_chunks_mut(w))
+        .enumerate()
+        .for_each(|(k, ((r, g), b))| {
+            let at = At {
+                y: (skip + k) as isize,
+                xs: 0,
+                n: w,
+            };
+            for (out, src) in [r, g, b].into_iter().zip([&rf, &g2, &bf]) {
+                Row {
+                    at,
+                    job: Job::Codes { src, top, out },
+                }
+                .run();
             }
-            .run();
-        }
-    });
-    out
+        });
 }
 
 /// The RCD stage.
