@@ -884,11 +884,14 @@ fn isp(a: IspArgs) -> Result<ExitCode> {
             .with_context(|| format!("{}", a.input.display()))?;
         (plane, g.width, g.height)
     };
+    // The file's bytes are decoded; holding them through the pipeline would add the
+    // input's size again to the peak memory.
+    drop(bytes);
     let pipeline = Pipeline::new(&cfg)?;
     let t = Instant::now();
-    let out = pipeline.run(raw);
+    let mut out = pipeline.run(raw);
     let isp_ms = t.elapsed().as_secs_f64() * 1e3;
-    let png = sink::encode_png(&out, a.isp.png_depth, &[])?;
+    let png = sink::encode_png(&mut out, a.isp.png_depth, &[])?;
     let (dir, name) = sink::split_output(&a.output)?;
     sink::write_atomic(&dir, &name, &png)?;
     if a.timing {

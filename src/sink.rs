@@ -366,7 +366,7 @@ type PipelineKey = (rawlink_frame::BayerPattern, u8, u16, u16);
 
 /// Encodes a pipeline output as an 8- or 16-bit PNG with text metadata.
 pub fn encode_png(
-    out: &PipelineOutput,
+    out: &mut PipelineOutput,
     depth: u8,
     text: &[(&str, String)],
 ) -> Result<Vec<u8>, IspError> {
@@ -377,10 +377,16 @@ pub fn encode_png(
     );
     let mut png = Vec::new();
     let (w, h) = (out.image.width, out.image.height);
+    // The planes are released as soon as they are interleaved, so a frame is never held
+    // three times over (planes, interleaved samples, compressed bytes).
     if depth == 16 {
-        write_png_rgb16(&mut png, w, h, &out.to_rgb16(), &text)?;
+        let rgb = out.to_rgb16();
+        out.image.planes = Default::default();
+        write_png_rgb16(&mut png, w, h, &rgb, &text)?;
     } else {
-        write_png_rgb8(&mut png, w, h, &out.to_rgb8(), &text, PngSpeed::Fast)?;
+        let rgb = out.to_rgb8();
+        out.image.planes = Default::default();
+        write_png_rgb8(&mut png, w, h, &rgb, &text, PngSpeed::Fast)?;
     }
     Ok(png)
 }
@@ -511,9 +517,9 @@ fn run_isp(
     };
     let raw = job.frame.raw().context("frame payload")?;
     let plane = RawPlane::new(raw.width(), raw.height(), raw.to_vec())?;
-    let out = pipeline.run(plane);
+    let mut out = pipeline.run(plane);
     let png = encode_png(
-        &out,
+        &mut out,
         cfg.png_depth,
         &[
             ("rawlink.seq", h.seq.to_string()),

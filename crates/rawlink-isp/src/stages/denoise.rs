@@ -131,11 +131,11 @@ fn vblur_row(p: &[f32], j: usize, w: usize, o: &mut [f32]) {
 struct Band<'a> {
     stage: &'a LumaChroma,
     range: &'a [f32],
-    src: [&'a [u16]; 3],
+    /// The band's context rows outside it, as saved before any band was written: the
+    /// `HALO` rows above, then the `HALO` rows below, each as R, G, B rows of `w`.
+    halo: &'a [u16],
     w: usize,
-    h: usize,
     top: f32,
-    y0: usize,
     sc: &'a mut Scratch,
     out: [&'a mut [u16]; 3],
 }
@@ -156,11 +156,9 @@ impl Band<'_> {
         let Band {
             stage,
             range,
-            src: [pr, pg, pb],
+            halo,
             w,
-            h,
             top,
-            y0,
             sc,
             out: [o_r, o_g, o_b],
         } = self;
@@ -171,9 +169,21 @@ impl Band<'_> {
         let n = o_r.len() / w;
         // Scratch row j holds virtual row y0 - HALO + j, i.e. source row
         // reflect(y0 - HALO + j): the whole-frame version's reflected rows.
+        // In place: all of the band's reads (its own rows and the saved context rows)
+        // happen here, before its first output row is written.
         for j in 0..n + 2 * HALO {
-            let sy = reflect((y0 + j) as isize - HALO as isize, h);
-            let (r, g, b) = (&pr[sy * w..][..w], &pg[sy * w..][..w], &pb[sy * w..][..w]);
+            let (r, g, b) = if (HALO..n + HALO).contains(&j) {
+                let at = (j - HALO) * w;
+                (&o_r[at..][..w], &o_g[at..][..w], &o_b[at..][..w])
+            } else {
+                let slot = if j < HALO { j } else { j - n };
+                let at = slot * 3 * w;
+                (
+                    &halo[at..][..w],
+                    &halo[at + w..][..w],
+                    &halo[at + 2 * w..][..w],
+                )
+            };
             let yrow = &mut sc.y[j * pw..(j + 1) * pw];
             let crow = &mut sc.cr[j * w..(j + 1) * w];
             let brow = &mut sc.cb[j * w..(j + 1) * w];
@@ -255,14 +265,29 @@ impl RgbStage for LumaChroma {
         let range = range_table(self.luma_sigma, top);
         let rows = BAND + 2 * HALO;
         let pw = w + 2;
-        let [pr, pg, pb] = &img.planes;
-        let mut out = RgbImage::new(w, h);
-        let [or, og, ob] = &mut out.planes;
+        let mut img = img;
+        // Context rows of every band, saved before the bands overwrite the image.
+        let per_band = 2 * HALO * 3 * w;
+        let mut halo = vec![0u16; h.div_ceil(BAND) * per_band];
+        halo.par_chunks_mut(per_band)
+            .enumerate()
+            .for_each(|(band, saved)| {
+                let y0 = band * BAND;
+                let n = BAND.min(h - y0);
+                for (slot, rows) in saved.chunks_exact_mut(3 * w).enumerate() {
+                    let j = if slot < HALO { slot } else { n + slot };
+                    let sy = reflect((y0 + j) as isize - HALO as isize, h);
+                    for (c, dst) in rows.chunks_exact_mut(w).enumerate() {
+                        dst.copy_from_slice(&img.planes[c][sy * w..][..w]);
+                    }
+                }
+            });
+        let [or, og, ob] = &mut img.planes;
         let arch = pulp::Arch::new();
         or.par_chunks_mut(BAND * w)
             .zip(og.par_chunks_mut(BAND * w))
             .zip(ob.par_chunks_mut(BAND * w))
-            .enumerate()
+            .zip(halo.par_chunks(per_band))
             .for_each_init(
                 || Scratch {
                     y: vec![0.0; rows * pw],
@@ -274,21 +299,19 @@ impl RgbStage for LumaChroma {
                     vcr: vec![0.0; w],
                     vcb: vec![0.0; w],
                 },
-                |sc, (band, ((o_r, o_g), o_b))| {
+                |sc, (((o_r, o_g), o_b), halo)| {
                     arch.dispatch(Band {
                         stage: self,
                         range: &range,
-                        src: [pr, pg, pb],
+                        halo,
                         w,
-                        h,
                         top,
-                        y0: band * BAND,
                         sc,
                         out: [o_r, o_g, o_b],
                     })
                 },
             );
-        out
+        img
     }
 }
 

@@ -577,8 +577,9 @@ fn rcd_rows(
     let site = |y: isize| cell[(y & 1) as usize][1 - green_col(y)];
 
     // CFA, normalised, padded and split by parity.
-    let mut c = Split::new(w, h, 0.0);
-    c.par_rows(-(B as isize), hi + B as isize)
+    let mut c_plane = Split::new(w, h, 0.0);
+    c_plane
+        .par_rows(-(B as isize), hi + B as isize)
         .for_each(|(y, row)| {
             let src = &data[reflect(y, h) * w..][..w];
             for px in 0..w + 2 * B {
@@ -590,7 +591,7 @@ fn rcd_rows(
                 row[px & 1][px / 2] = src[sx] as f32 * scale;
             }
         });
-    let c = &c;
+    let c = &c_plane;
 
     // Step 1: vertical/horizontal direction at every pixel of the interior ± 1.
     let mut dv2 = Split::new(w, h, 0.0);
@@ -628,8 +629,8 @@ fn rcd_rows(
     let vh = &vh;
 
     // Step 2: green everywhere.
-    let mut gp = Split::new(w, h, 0.0);
-    gp.par_rows(0, hi).for_each(|(y, mut row)| {
+    let mut gp_plane = Split::new(w, h, 0.0);
+    gp_plane.par_rows(0, hi).for_each(|(y, mut row)| {
         let gq = green_col(y);
         let (xs, n) = span(0, wi, gq);
         run(&mut row, xs, n).copy_from_slice(c.tap(y, xs, 0, 0, n));
@@ -641,12 +642,12 @@ fn rcd_rows(
         }
         .run();
     });
-    gp.refill_border();
-    let gp = &gp;
+    gp_plane.refill_border();
+    let gp = &gp_plane;
 
     // Step 3: R at B sites and B at R sites, along the diagonals.
-    let mut pq = Split::new(w, h, 0.5);
-    pq.par_rows(-1, hi + 1).for_each(|(y, mut row)| {
+    let mut pq_plane = Split::new(w, h, 0.5);
+    pq_plane.par_rows(-1, hi + 1).for_each(|(y, mut row)| {
         for p in 0..2 {
             let (xs, n) = span(-1, wi + 1, p);
             let out = run(&mut row, xs, n);
@@ -657,7 +658,7 @@ fn rcd_rows(
             .run();
         }
     });
-    let pq = &pq;
+    let pq = &pq_plane;
     let mut rp = Split::new(w, h, 0.0);
     let mut bp = Split::new(w, h, 0.0);
     rp.par_rows(0, hi)
@@ -683,6 +684,9 @@ fn rcd_rows(
         });
     rp.refill_border();
     bp.refill_border();
+    // Planes are dropped as soon as the steps are done with them: a strip's peak memory
+    // is 7 planes, not 13.
+    drop(pq_plane);
 
     // Step 4: R and B at green sites, from colour differences at the axial neighbours.
     let fill_green_sites = |src: &Split, gpl: &Split| -> Split {
@@ -712,6 +716,7 @@ fn rcd_rows(
     let mut bf = fill_green_sites(&bp, gp);
     rf.refill_border();
     bf.refill_border();
+    drop((rp, bp));
 
     // Step 5: refine green at R/B sites from the (now complete) colour differences of
     // its axial neighbours, along the same direction.
@@ -738,8 +743,17 @@ fn rcd_rows(
         .run();
     });
     g2.refill_border();
-    let rf = fill_green_sites(&rf, &g2);
-    let bf = fill_green_sites(&bf, &g2);
+    drop((c_plane, gp_plane));
+    let rf = {
+        let done = fill_green_sites(&rf, &g2);
+        drop(rf);
+        done
+    };
+    let bf = {
+        let done = fill_green_sites(&bf, &g2);
+        drop(bf);
+        done
+    };
 
     let top = max as f32;
     let [or, og, ob] = out;
