@@ -86,6 +86,45 @@ struct Scratch {
     y2: Vec<f32>,
     vcr: Vec<f32>,
     vcb: Vec<f32>,
+    /// Range weights of the edges of one luma row (`pw - 1`) and of two row pairs
+    /// (vertical, down-right and down-left edges, `pw` each); see [`pair_weights`].
+    row_w: Vec<f32>,
+    pair_w: [Vec<f32>; 2],
+}
+
+/// The luma filter's range weight between two samples: by `|a − b|` in steps of 4
+/// codes. `|a − b| = |b − a|` exactly, so a weight serves both ends of an edge.
+#[inline(always)]
+fn weight(range: &[f32], last: u32, a: f32, b: f32) -> f32 {
+    // u32, not usize: the same value (|Δ| < 2^16), and a conversion that vectorises.
+    range[(((a - b).abs() as u32) >> 2).min(last) as usize]
+}
+
+/// Weights of the horizontal edges of a padded luma row: `out[k]` between `r[k]` and
+/// `r[k + 1]`.
+#[inline(always)]
+fn row_weights(range: &[f32], last: u32, r: &[f32], out: &mut [f32]) {
+    for (k, o) in out[..r.len() - 1].iter_mut().enumerate() {
+        *o = weight(range, last, r[k + 1], r[k]);
+    }
+}
+
+/// Weights of the edges between an upper row `u` and the lower row `l` below it, as
+/// three runs of `pw`: vertical `u[k]–l[k]`, down-right `u[k]–l[k + 1]`, down-left
+/// `u[k + 1]–l[k]`. Each edge is used by the output pixels at both of its ends, so the
+/// filter looks up 4 weights per pixel instead of 8.
+#[inline(always)]
+fn pair_weights(range: &[f32], last: u32, u: &[f32], l: &[f32], out: &mut [f32]) {
+    let pw = u.len();
+    let (v, rest) = out.split_at_mut(pw);
+    let (d, a) = rest.split_at_mut(pw);
+    for k in 0..pw {
+        v[k] = weight(range, last, u[k], l[k]);
+    }
+    for k in 0..pw - 1 {
+        d[k] = weight(range, last, u[k], l[k + 1]);
+        a[k] = weight(range, last, u[k + 1], l[k]);
+    }
 }
 
 /// One row of the 5-tap horizontal binomial blur (reflect-101 at the ends), with the same
@@ -201,7 +240,17 @@ impl Band<'_> {
                 hblur_row(brow, &mut sc.hcb[j * w..(j + 1) * w]);
             }
         }
-        let Scratch { y2, vcr, vcb, .. } = sc;
+        let Scratch {
+            y2,
+            vcr,
+            vcb,
+            row_w,
+            pair_w,
+            ..
+        } = sc;
+        // pair_w[upper] holds the weights between rows j - 1 and j, the other those
+        // between j and j + 1; the latter become the former for the next row.
+        let mut upper = 0;
         for i in 0..n {
             let j = i + HALO;
             let ya = &sc.y[(j - 1) * pw..][..pw];
@@ -209,22 +258,38 @@ impl Band<'_> {
             let yc = &sc.y[(j + 1) * pw..][..pw];
             let y2 = &mut y2[..w];
             if luma_on {
+                if i == 0 {
+                    pair_weights(range, last, ya, yb, &mut pair_w[upper]);
+                }
+                pair_weights(range, last, yb, yc, &mut pair_w[1 - upper]);
+                row_weights(range, last, yb, row_w);
+                let (ab, bc) = (&pair_w[upper], &pair_w[1 - upper]);
+                let (vab, dab, aab) = (&ab[..pw], &ab[pw..2 * pw], &ab[2 * pw..3 * pw]);
+                let (vbc, dbc, abc) = (&bc[..pw], &bc[pw..2 * pw], &bc[2 * pw..3 * pw]);
+                let hb = &row_w[..pw];
+                let r0 = range[0];
+                // The 9 taps in the whole-frame formulation's order, each weight the
+                // spatial factor times the range weight of the edge to the centre.
                 for x in 0..w {
-                    let c = yb[x + 1];
+                    let taps = [
+                        (SP[0][0] * dab[x], ya[x]),
+                        (SP[0][1] * vab[x + 1], ya[x + 1]),
+                        (SP[0][2] * aab[x + 1], ya[x + 2]),
+                        (SP[1][0] * hb[x], yb[x]),
+                        (SP[1][1] * r0, yb[x + 1]),
+                        (SP[1][2] * hb[x + 1], yb[x + 2]),
+                        (SP[2][0] * abc[x], yc[x]),
+                        (SP[2][1] * vbc[x + 1], yc[x + 1]),
+                        (SP[2][2] * dbc[x + 1], yc[x + 2]),
+                    ];
                     let (mut s, mut sw) = (0.0f32, 0.0f32);
-                    for (ry, r) in [ya, yb, yc].iter().enumerate() {
-                        for rx in 0..3 {
-                            let v = r[x + rx];
-                            // u32, not usize: the same value (|Δ| < 2^16), and a
-                            // conversion that vectorises.
-                            let d = (v - c).abs() as u32 >> 2;
-                            let wgt = SP[ry][rx] * range[d.min(last) as usize];
-                            s += wgt * v;
-                            sw += wgt;
-                        }
+                    for (wgt, v) in taps {
+                        s += wgt * v;
+                        sw += wgt;
                     }
                     y2[x] = s / sw;
                 }
+                upper = 1 - upper;
             } else {
                 y2.copy_from_slice(&yb[1..w + 1]);
             }
@@ -296,6 +361,8 @@ impl RgbStage for LumaChroma {
                     hcr: vec![0.0; rows * w],
                     hcb: vec![0.0; rows * w],
                     y2: vec![0.0; w],
+                    row_w: vec![0.0; pw],
+                    pair_w: [vec![0.0; 3 * pw], vec![0.0; 3 * pw]],
                     vcr: vec![0.0; w],
                     vcb: vec![0.0; w],
                 },
