@@ -647,16 +647,15 @@ fn rcd_rows(
 
     // Step 3: R at B sites and B at R sites, along the diagonals.
     let mut pq_plane = Split::new(w, h, 0.5);
+    // Read only at R/B sites (the centre and diagonal neighbours of one are R/B sites).
     pq_plane.par_rows(-1, hi + 1).for_each(|(y, mut row)| {
-        for p in 0..2 {
-            let (xs, n) = span(-1, wi + 1, p);
-            let out = run(&mut row, xs, n);
-            Row {
-                at: At { y, xs, n },
-                job: Job::Diagonal { c, out },
-            }
-            .run();
+        let (xs, n) = span(-1, wi + 1, 1 - green_col(y));
+        let out = run(&mut row, xs, n);
+        Row {
+            at: At { y, xs, n },
+            job: Job::Diagonal { c, out },
         }
+        .run();
     });
     let pq = &pq_plane;
     let mut rp = Split::new(w, h, 0.0);
@@ -690,13 +689,13 @@ fn rcd_rows(
 
     // Step 4: R and B at green sites, from colour differences at the axial neighbours.
     let fill_green_sites = |src: &Split, gpl: &Split| -> Split {
-        let mut out = Split {
-            w,
-            h,
-            hw: src.hw,
-            half: src.half.clone(),
-        };
+        // Not a copy of `src` with the green sites overwritten: each row copies its R/B
+        // sites while it computes its green ones (one pass instead of two). The border
+        // is not copied; callers that read it refill it.
+        let mut out = Split::new(w, h, 0.0);
         out.par_rows(0, hi).for_each(|(y, mut row)| {
+            let (xs, n) = span(0, wi, 1 - green_col(y));
+            run(&mut row, xs, n).copy_from_slice(src.tap(y, xs, 0, 0, n));
             let (xs, n) = span(0, wi, green_col(y));
             let o = run(&mut row, xs, n);
             Row {
@@ -720,13 +719,10 @@ fn rcd_rows(
 
     // Step 5: refine green at R/B sites from the (now complete) colour differences of
     // its axial neighbours, along the same direction.
-    let mut g2 = Split {
-        w,
-        h,
-        hw: gp.hw,
-        half: gp.half.clone(),
-    };
+    let mut g2 = Split::new(w, h, 0.0);
     g2.par_rows(0, hi).for_each(|(y, mut row)| {
+        let (xs, n) = span(0, wi, green_col(y));
+        run(&mut row, xs, n).copy_from_slice(gp.tap(y, xs, 0, 0, n));
         let (xs, n) = span(0, wi, 1 - green_col(y));
         let own = if site(y) == Channel::R { &rf } else { &bf };
         let out = run(&mut row, xs, n);
