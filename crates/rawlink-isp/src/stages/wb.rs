@@ -11,7 +11,7 @@
 
 use crate::config::WbMode;
 use crate::{FrameContext, RawPlane, RawStage};
-use rawlink_frame::Channel;
+use rawlink_frame::BayerPattern;
 use rayon::prelude::*;
 
 /// White-balance stage.
@@ -24,49 +24,63 @@ pub struct WhiteBalance {
 }
 
 /// Sums of (R, G, B) over 2×2 cells, and the cell count; `mid` restricts to mid-tones.
+/// Sums of the per-cell R, mean G and B over the cells (all, or with `mid` only those
+/// whose three values are unclipped mid-tones), and the number of cells summed.
+///
+/// The sums are exact: samples are integers, a cell's green mean a multiple of ½, and
+/// no sum reaches 2⁵³, so they are accumulated as integers (R, G1 + G2, B) in any order
+/// and converted at the end: the same values as summing the cells' `f32` values in
+/// `f64` one by one. The cell layout is a compile-time parameter of the row loop
+/// ([`row_sums`]), so no sample is tested for its colour.
 fn cell_sums(img: &RawPlane, ctx: &FrameContext, mid: bool) -> ([f64; 3], u64) {
     let (w, h) = (img.width, img.height);
-    let cell = ctx.pattern.cell();
     let lo = 0.02 * ctx.max_value as f32;
     let hi = 0.90 * ctx.max_value as f32;
-    (0..h / 2)
+    let row: fn(&[u16], &[u16], f32, f32, bool) -> [u64; 4] = match ctx.pattern {
+        BayerPattern::Rggb => row_sums::<0, 1, 2, 3>,
+        BayerPattern::Bggr => row_sums::<3, 1, 2, 0>,
+        BayerPattern::Grbg => row_sums::<1, 0, 3, 2>,
+        BayerPattern::Gbrg => row_sums::<2, 0, 3, 1>,
+    };
+    let [r, g2, b, n] = (0..h / 2)
         .into_par_iter()
         .map(|cy| {
             let r0 = &img.data[2 * cy * w..][..w];
             let r1 = &img.data[(2 * cy + 1) * w..][..w];
-            let mut s = [0f64; 3];
-            let mut n = 0u64;
-            for cx in 0..w / 2 {
-                let mut v = [0f32; 3];
-                for (dy, row) in [r0, r1].iter().enumerate() {
-                    for dx in 0..2 {
-                        let c = cell[dy][dx] as usize;
-                        let x = row[2 * cx + dx] as f32;
-                        v[c] += if c == Channel::G as usize { 0.5 * x } else { x };
-                    }
-                }
-                if mid && !v.iter().all(|&x| x >= lo && x <= hi) {
-                    continue;
-                }
-                for c in 0..3 {
-                    s[c] += v[c] as f64;
-                }
-                n += 1;
-            }
-            (s, n)
+            row(r0, r1, lo, hi, mid)
         })
         .reduce(
-            || ([0.0; 3], 0),
-            |a, b| {
-                (
-                    [a.0[0] + b.0[0], a.0[1] + b.0[1], a.0[2] + b.0[2]],
-                    a.1 + b.1,
-                )
-            },
-        )
+            || [0; 4],
+            |a, b| [a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3]],
+        );
+    ([r as f64, g2 as f64 * 0.5, b as f64], n)
 }
 
-/// Gray-world gains from channel sums, normalised to G = 1 and min gain 1.
+/// One row of cells: `[Σ R, Σ (G1 + G2), Σ B, cells]`. `R`, `G1`, `G2` and `B` are the
+/// sites' positions in the cell, `dy * 2 + dx`, the greens in scan order.
+fn row_sums<const R: usize, const G1: usize, const G2: usize, const B: usize>(
+    r0: &[u16],
+    r1: &[u16],
+    lo: f32,
+    hi: f32,
+    mid: bool,
+) -> [u64; 4] {
+    let inside = |x: f32| (x >= lo) & (x <= hi);
+    let mut acc = [0u64; 4];
+    for (p0, p1) in r0.chunks_exact(2).zip(r1.chunks_exact(2)) {
+        let cell = [p0[0], p0[1], p1[0], p1[1]];
+        let (r, g1, g2, b) = (cell[R], cell[G1], cell[G2], cell[B]);
+        let g = 0.5 * g1 as f32 + 0.5 * g2 as f32;
+        let keep = !mid | (inside(r as f32) & inside(g) & inside(b as f32));
+        let k = u64::from(keep);
+        acc[0] += k * r as u64;
+        acc[1] += k * (g1 as u64 + g2 as u64);
+        acc[2] += k * b as u64;
+        acc[3] += k;
+    }
+    acc
+}
+
 fn gains_from(s: [f64; 3]) -> [f32; 3] {
     let g = s[1].max(1e-9);
     let mut k = [g / s[0].max(1e-9), 1.0, g / s[2].max(1e-9)];
@@ -111,11 +125,14 @@ impl RawStage for WhiteBalance {
         img.data.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
             let k0 = gains[cell[y & 1][0] as usize];
             let k1 = gains[cell[y & 1][1] as usize];
-            for pair in row.chunks_mut(2) {
-                pair[0] = (pair[0] as f32 * k0 + 0.5).min(top) as u16;
-                if let Some(v) = pair.get_mut(1) {
-                    *v = (*v as f32 * k1 + 0.5).min(top) as u16;
-                }
+            let scale = |v: u16, k: f32| (v as f32 * k + 0.5).min(top) as u16;
+            let mut pairs = row.chunks_exact_mut(2);
+            for pair in &mut pairs {
+                pair[0] = scale(pair[0], k0);
+                pair[1] = scale(pair[1], k1);
+            }
+            if let [last] = pairs.into_remainder() {
+                *last = scale(*last, k0);
             }
         });
         ctx.stats.wb_gains = gains.map(|g| g as f64);
@@ -125,7 +142,7 @@ impl RawStage for WhiteBalance {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rawlink_frame::BayerPattern;
+    use rawlink_frame::Channel;
 
     fn grey_mosaic(p: BayerPattern, k: [f32; 3], clip_frac: f32) -> RawPlane {
         let (w, h) = (64, 48);
@@ -168,6 +185,89 @@ mod tests {
                 "gray world is pulled by the clipped area: {gw:?}"
             );
         }
+    }
+
+    /// The previous formulation, a branch on the site's colour per sample: the oracle.
+    fn cell_sums_oracle(img: &RawPlane, ctx: &FrameContext, mid: bool) -> ([f64; 3], u64) {
+        let (w, h) = (img.width, img.height);
+        let cell = ctx.pattern.cell();
+        let lo = 0.02 * ctx.max_value as f32;
+        let hi = 0.90 * ctx.max_value as f32;
+        (0..h / 2)
+            .into_par_iter()
+            .map(|cy| {
+                let r0 = &img.data[2 * cy * w..][..w];
+                let r1 = &img.data[(2 * cy + 1) * w..][..w];
+                let mut s = [0f64; 3];
+                let mut n = 0u64;
+                for cx in 0..w / 2 {
+                    let mut v = [0f32; 3];
+                    for (dy, row) in [r0, r1].iter().enumerate() {
+                        for dx in 0..2 {
+                            let c = cell[dy][dx] as usize;
+                            let x = row[2 * cx + dx] as f32;
+                            v[c] += if c == Channel::G as usize { 0.5 * x } else { x };
+                        }
+                    }
+                    if mid && !v.iter().all(|&x| x >= lo && x <= hi) {
+                        continue;
+                    }
+                    for c in 0..3 {
+                        s[c] += v[c] as f64;
+                    }
+                    n += 1;
+                }
+                (s, n)
+            })
+            .reduce(
+                || ([0.0; 3], 0),
+                |a, b| {
+                    (
+                        [a.0[0] + b.0[0], a.0[1] + b.0[1], a.0[2] + b.0[2]],
+                        a.1 + b.1,
+                    )
+                },
+            )
+    }
+
+    /// Gray-world gains from channel sums, normalised to G = 1 and min gain 1.
+
+    #[test]
+    fn cell_sums_equal_the_per_sample_formulation() {
+        let mut seed = 3u32;
+        for (w, h) in [(64usize, 48usize), (33, 17), (2, 2), (5, 9)] {
+            let data = (0..w * h)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (seed >> 16) as u16
+                })
+                .collect();
+            let img = RawPlane::new(w, h, data).unwrap();
+            for p in BayerPattern::ALL {
+                let ctx = FrameContext::new(p, 65535);
+                for mid in [false, true] {
+                    assert_eq!(
+                        cell_sums(&img, &ctx, mid),
+                        cell_sums_oracle(&img, &ctx, mid),
+                        "{w}x{h} {p} mid {mid}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn odd_widths_scale_the_last_sample_with_its_sites_gain() {
+        let img = RawPlane::new(3, 2, vec![100; 6]).unwrap();
+        let mut ctx = FrameContext::new(BayerPattern::Rggb, 65535);
+        let mut out = img.clone();
+        WhiteBalance {
+            mode: WbMode::Manual,
+            gains: Some([2.0, 1.0, 3.0]),
+        }
+        .apply(&mut out, &mut ctx);
+        // R G R / G B G
+        assert_eq!(out.data, vec![200, 100, 200, 100, 300, 100]);
     }
 
     #[test]
