@@ -36,7 +36,7 @@ fn cell_sums(img: &RawPlane, ctx: &FrameContext, mid: bool) -> ([f64; 3], u64) {
     let (w, h) = (img.width, img.height);
     let lo = 0.02 * ctx.max_value as f32;
     let hi = 0.90 * ctx.max_value as f32;
-    let row: fn(&[u16], &[u16], f32, f32, bool) -> [u64; 4] = match ctx.pattern {
+    let row: RowSums = match ctx.pattern {
         BayerPattern::Rggb => row_sums::<0, 1, 2, 3>,
         BayerPattern::Bggr => row_sums::<3, 1, 2, 0>,
         BayerPattern::Grbg => row_sums::<1, 0, 3, 2>,
@@ -55,6 +55,9 @@ fn cell_sums(img: &RawPlane, ctx: &FrameContext, mid: bool) -> ([f64; 3], u64) {
         );
     ([r as f64, g2 as f64 * 0.5, b as f64], n)
 }
+
+/// A [`row_sums`] instance: two mosaic rows, the mid-tone bounds, whether to apply them.
+type RowSums = fn(&[u16], &[u16], f32, f32, bool) -> [u64; 4];
 
 /// One row of cells: `[Σ R, Σ (G1 + G2), Σ B, cells]`. `R`, `G1`, `G2` and `B` are the
 /// sites' positions in the cell, `dy * 2 + dx`, the greens in scan order.
