@@ -26,12 +26,6 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// mimalloc keeps freed large buffers for reuse: the ISP allocates frame-sized buffers
-/// per frame, and with glibc's allocator their pages were faulted in and zeroed again
-/// every frame (see docs/BENCHMARKS.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.log);
