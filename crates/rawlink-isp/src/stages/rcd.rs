@@ -364,26 +364,8 @@ impl pulp::WithSimd for Row<'_> {
                 let (a, b) = (at.box3(dv2), at.box3(dh2));
                 let out = &mut out[..n];
                 for i in 0..n {
-                    let v = EPS
-                        + (a[0][i]
-                            + a[1][i]
-                            + a[2][i]
-                            + a[3][i]
-                            + a[4][i]
-                            + a[5][i]
-                            + a[6][i]
-                            + a[7][i]
-                            + a[8][i]);
-                    let hh = EPS
-                        + (b[0][i]
-                            + b[1][i]
-                            + b[2][i]
-                            + b[3][i]
-                            + b[4][i]
-                            + b[5][i]
-                            + b[6][i]
-                            + b[7][i]
-                            + b[8][i]);
+                    let v = EPS + sum9(&a, i);
+                    let hh = EPS + sum9(&b, i);
                     out[i] = v / (v + hh);
                 }
             }
@@ -491,6 +473,12 @@ impl pulp::WithSimd for Row<'_> {
             }
         }
     }
+}
+
+/// The sum of a 3×3 neighbourhood at pixel `i`, row by row, left to right.
+#[inline(always)]
+fn sum9(a: &[&[f32]; 9], i: usize) -> f32 {
+    a[0][i] + a[1][i] + a[2][i] + a[3][i] + a[4][i] + a[5][i] + a[6][i] + a[7][i] + a[8][i]
 }
 
 /// Step 2's gradient along `u` (`s = At::line(c, u)`, `c0` the centre).
