@@ -123,7 +123,9 @@ impl pulp::WithSimd for RowKernel<'_> {
                 }
                 // Pass 2: table lookups (a gather).
                 for x in 0..w {
-                    wgt[x] = range[dist[x] as usize] * sw;
+                    // u32 first: the same index (below the table length), and a conversion
+                    // that vectorises, where f32 to usize does not.
+                    wgt[x] = range[dist[x] as u32 as usize] * sw;
                 }
                 // Pass 3 (vectorises): accumulate tap by tap in the reference's order,
                 // multiply then add (no fused multiply-add).
