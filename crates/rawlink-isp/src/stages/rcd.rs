@@ -239,18 +239,22 @@ struct Axes<'a> {
 impl<'a> Axes<'a> {
     #[inline(always)]
     fn new(at: &At, p: &'a Split, g: &'a Split) -> Self {
-        let along = |uy: isize, ux: isize| {
-            [
-                at.line(p, uy, ux),
-                at.line(p, -uy, -ux),
-                at.line(g, uy, ux),
-                at.line(g, -uy, -ux),
-            ]
-        };
         Self {
-            h: along(0, 1),
-            v: along(1, 0),
+            h: Self::along(at, p, g, 0, 1),
+            v: Self::along(at, p, g, 1, 0),
         }
+    }
+
+    /// The lines of `p` and `g` along `u = (uy, ux)` and `-u`. A function, not a closure:
+    /// closures were compiled out of line, and the loops then lost the slices' lengths.
+    #[inline(always)]
+    fn along(at: &At, p: &'a Split, g: &'a Split, uy: isize, ux: isize) -> [[&'a [f32]; 5]; 4] {
+        [
+            at.line(p, uy, ux),
+            at.line(p, -uy, -ux),
+            at.line(g, uy, ux),
+            at.line(g, -uy, -ux),
+        ]
     }
 
     /// The horizontal and vertical colour differences at pixel `i` (`g0`: its green).
@@ -568,14 +572,21 @@ fn rcd_rows(
     let mut c_plane = Split::new(w, h, 0.0);
     c_plane
         .par_rows(-(B as isize), hi + B as isize)
-        .for_each(|(y, row)| {
+        .for_each(|(y, [even, odd])| {
             let src = &data[reflect(y, h) * w..][..w];
-            for px in 0..w + 2 * B {
-                let sx = if (B..w + B).contains(&px) {
-                    px - B
-                } else {
-                    reflect(px as isize - B as isize, w)
-                };
+            // Interior: a de-interleaving loop (image column x is padded column x + B,
+            // of the same parity since B is even); then the margins, reflected.
+            let (e, o) = (&mut even[B / 2..], &mut odd[B / 2..]);
+            for (k, pair) in src.chunks_exact(2).enumerate() {
+                e[k] = pair[0] as f32 * scale;
+                o[k] = pair[1] as f32 * scale;
+            }
+            if w % 2 == 1 {
+                e[w / 2] = src[w - 1] as f32 * scale;
+            }
+            let row = [even, odd];
+            for px in (0..B).chain(w + B..w + 2 * B) {
+                let sx = reflect(px as isize - B as isize, w);
                 row[px & 1][px / 2] = src[sx] as f32 * scale;
             }
         });
