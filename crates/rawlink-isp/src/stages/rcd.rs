@@ -73,15 +73,55 @@ struct Split {
     half: [Vec<f32>; 2],
 }
 
+thread_local! {
+    /// Plane buffers of finished strips, reused by the next strip on this thread (a 4K
+    /// frame is ~34 strips of 13 planes): no allocation, page faults or fill per plane.
+    static POOL: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Buffers kept per thread at most (the planes of one strip).
+const POOL_MAX: usize = 16;
+
+/// A buffer of `n` samples from this thread's pool (or new), contents unspecified.
+fn pooled(n: usize) -> Vec<f32> {
+    let mut v = POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+    if cfg!(debug_assertions) {
+        v.clear();
+        v.resize(n, f32::NAN);
+    } else if v.len() >= n {
+        v.truncate(n);
+    } else {
+        v.resize(n, 0.0);
+    }
+    v
+}
+
+impl Drop for Split {
+    fn drop(&mut self) {
+        POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            for half in &mut self.half {
+                if p.len() < POOL_MAX {
+                    p.push(std::mem::take(half));
+                }
+            }
+        });
+    }
+}
+
 impl Split {
-    fn new(w: usize, h: usize, init: f32) -> Self {
+    /// A plane whose samples are unspecified: every step writes each sample it (or a
+    /// later step) reads before reading it, so buffers are reused from this thread's
+    /// pool as they are. Debug builds fill them with NaN, so a read of a sample no step
+    /// wrote would poison the output and fail the bit-exact tests.
+    fn new(w: usize, h: usize) -> Self {
         let hw = (w + 2 * B).div_ceil(2);
         let n = hw * (h + 2 * B);
         Self {
             w,
             h,
             hw,
-            half: [vec![init; n], vec![init; n]],
+            half: [pooled(n), pooled(n)],
         }
     }
 
@@ -569,7 +609,7 @@ fn rcd_rows(
     let site = |y: isize| cell[(y & 1) as usize][1 - green_col(y)];
 
     // CFA, normalised, padded and split by parity.
-    let mut c_plane = Split::new(w, h, 0.0);
+    let mut c_plane = Split::new(w, h);
     c_plane
         .par_rows(-(B as isize), hi + B as isize)
         .for_each(|(y, [even, odd])| {
@@ -593,8 +633,8 @@ fn rcd_rows(
     let c = &c_plane;
 
     // Step 1: vertical/horizontal direction at every pixel of the interior ± 1.
-    let mut dv2 = Split::new(w, h, 0.0);
-    let mut dh2 = Split::new(w, h, 0.0);
+    let mut dv2 = Split::new(w, h);
+    let mut dh2 = Split::new(w, h);
     dv2.par_rows(-2, hi + 2)
         .zip(dh2.par_rows(-2, hi + 2))
         .for_each(|((y, mut v), (_, mut hh))| {
@@ -608,7 +648,7 @@ fn rcd_rows(
                 .run();
             }
         });
-    let mut vh = Split::new(w, h, 0.5);
+    let mut vh = Split::new(w, h);
     vh.par_rows(-1, hi + 1).for_each(|(y, mut row)| {
         for p in 0..2 {
             let (xs, n) = span(-1, wi + 1, p);
@@ -628,7 +668,7 @@ fn rcd_rows(
     let vh = &vh;
 
     // Step 2: green everywhere.
-    let mut gp_plane = Split::new(w, h, 0.0);
+    let mut gp_plane = Split::new(w, h);
     gp_plane.par_rows(0, hi).for_each(|(y, mut row)| {
         let gq = green_col(y);
         let (xs, n) = span(0, wi, gq);
@@ -645,7 +685,7 @@ fn rcd_rows(
     let gp = &gp_plane;
 
     // Step 3: R at B sites and B at R sites, along the diagonals.
-    let mut pq_plane = Split::new(w, h, 0.5);
+    let mut pq_plane = Split::new(w, h);
     // Read only at R/B sites (the centre and diagonal neighbours of one are R/B sites).
     pq_plane.par_rows(-1, hi + 1).for_each(|(y, mut row)| {
         let (xs, n) = span(-1, wi + 1, 1 - green_col(y));
@@ -657,8 +697,8 @@ fn rcd_rows(
         .run();
     });
     let pq = &pq_plane;
-    let mut rp = Split::new(w, h, 0.0);
-    let mut bp = Split::new(w, h, 0.0);
+    let mut rp = Split::new(w, h);
+    let mut bp = Split::new(w, h);
     rp.par_rows(0, hi)
         .zip(bp.par_rows(0, hi))
         .for_each(|((y, mut rrow), (_, mut brow))| {
@@ -691,7 +731,7 @@ fn rcd_rows(
         // Not a copy of `src` with the green sites overwritten: each row copies its R/B
         // sites while it computes its green ones (one pass instead of two). The border
         // is not copied; callers that read it refill it.
-        let mut out = Split::new(w, h, 0.0);
+        let mut out = Split::new(w, h);
         out.par_rows(0, hi).for_each(|(y, mut row)| {
             let (xs, n) = span(0, wi, 1 - green_col(y));
             run(&mut row, xs, n).copy_from_slice(src.tap(y, xs, 0, 0, n));
@@ -718,7 +758,7 @@ fn rcd_rows(
 
     // Step 5: refine green at R/B sites from the (now complete) colour differences of
     // its axial neighbours, along the same direction.
-    let mut g2 = Split::new(w, h, 0.0);
+    let mut g2 = Split::new(w, h);
     g2.par_rows(0, hi).for_each(|(y, mut row)| {
         let (xs, n) = span(0, wi, green_col(y));
         run(&mut row, xs, n).copy_from_slice(gp.tap(y, xs, 0, 0, n));
