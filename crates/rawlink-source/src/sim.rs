@@ -49,44 +49,30 @@ impl SimSource {
         })
     }
 
-    /// Renders frame `n` without pacing or timestamps.
-    ///
-    /// Row `i` of the driver's ramp is row 0 shifted by `i` samples, so the frame is
-    /// `height` copies out of one ramp of `width + height` samples: one write pass over
-    /// the frame, no zero-filling and no per-pixel arithmetic (4K frames come out at
-    /// memory bandwidth, which matters when measuring the transport).
+    /// Renders frame `n` without pacing or timestamps: the formula of
+    /// [`driver_sample`] written row by row (row `i` is the ramp from step `i + 10n`).
+    /// Streaming uses [`SimSource::frames_buffer`]; this is the independent
+    /// formulation its tests compare against.
     pub fn render(&self, n: u64) -> Vec<u8> {
-        self.render_with_crc(n).0
-    }
-
-    /// [`SimSource::render`], plus the frame's CRC32C, computed row by row while each
-    /// row is still in cache (a separate pass over a 16 MB frame costs as much again).
-    pub fn render_with_crc(&self, n: u64) -> (Vec<u8>, u32) {
-        let mut out = bytes::BytesMut::new();
-        let crc = self.render_into(n, &mut out);
-        (Vec::from(out), crc)
-    }
-
-    /// Renders frame `n` into `out` (cleared first, its capacity reused); returns its CRC32C.
-    fn render_into(&self, n: u64, out: &mut bytes::BytesMut) -> u32 {
         let (w, h) = (self.template.width as usize, self.template.height as usize);
-        let bits = self.template.format.bits;
-        let shift = bits - 8;
-        let mask = ((1u32 << bits) - 1) as u16;
-        // driver_sample(n, i, j) = ((i + j + 10n) << shift) & mask, in u16 arithmetic.
-        let base = n.wrapping_mul(10) as u16;
-        let ramp: Vec<u8> = (0..w + h)
-            .flat_map(|k| ((base.wrapping_add(k as u16) << shift) & mask).to_le_bytes())
-            .collect();
-        out.clear();
-        out.reserve(w * h * 2);
-        let mut crc = rawlink_frame::Crc32c::new();
+        let ramp = self.ramp(n.wrapping_mul(10), w + h);
+        let mut out = Vec::with_capacity(w * h * 2);
         for i in 0..h {
-            let row = &ramp[2 * i..2 * (i + w)];
-            out.extend_from_slice(row);
-            crc.update(row);
+            out.extend_from_slice(&ramp[2 * i..2 * (i + w)]);
         }
-        crc.value()
+        out
+    }
+
+    /// `len` samples of the driver's ramp from step `start`, little-endian:
+    /// `((start + k) << (bits - 8)) mod 2^bits`, in u16 arithmetic (2^16 is a multiple of
+    /// the ramp's period, so wrapping changes nothing).
+    fn ramp(&self, start: u64, len: usize) -> Vec<u8> {
+        let bits = self.template.format.bits;
+        let mask = ((1u32 << bits) - 1) as u16;
+        let start = start as u16;
+        (0..len)
+            .flat_map(|k| ((start.wrapping_add(k as u16) << (bits - 8)) & mask).to_le_bytes())
+            .collect()
     }
 
     /// All frames at once. Row `i` of frame `n` is the ramp from step `i + 10n`, and the
@@ -97,21 +83,15 @@ impl SimSource {
     /// quarter of a core when streaming 4K as fast as possible).
     fn frames_buffer(&mut self) -> Bytes {
         let (w, h) = (self.template.width as usize, self.template.height as usize);
-        let bits = self.template.format.bits;
-        self.all_frames
-            .get_or_insert_with(|| {
-                let shift = bits - 8;
-                let mask = ((1u32 << bits) - 1) as u16;
-                let ramp: Vec<u8> = (0..RAMP_PERIOD + h + w)
-                    .flat_map(|k| (((k as u16) << shift) & mask).to_le_bytes())
-                    .collect();
-                let mut all = Vec::with_capacity((RAMP_PERIOD + h) * w * 2);
-                for r in 0..RAMP_PERIOD + h {
-                    all.extend_from_slice(&ramp[2 * r..2 * (r + w)]);
-                }
-                Bytes::from(all)
-            })
-            .clone()
+        if self.all_frames.is_none() {
+            let ramp = self.ramp(0, RAMP_PERIOD + h + w);
+            let mut all = Vec::with_capacity((RAMP_PERIOD + h) * w * 2);
+            for r in 0..RAMP_PERIOD + h {
+                all.extend_from_slice(&ramp[2 * r..2 * (r + w)]);
+            }
+            self.all_frames = Some(Bytes::from(all));
+        }
+        self.all_frames.clone().unwrap_or_default()
     }
 
     /// Frame `n` as a slice of [`SimSource::frames_buffer`].
