@@ -145,6 +145,11 @@ pub struct RgbImage {
     pub planes: [Vec<u16>; 3],
 }
 
+/// Plane buffers handed back by [`RgbImage::recycle`], for [`RgbImage::for_overwrite`].
+static SPARE_PLANES: std::sync::Mutex<Vec<Vec<u16>>> = std::sync::Mutex::new(Vec::new());
+/// Spare planes kept at most (two frames' worth).
+const SPARE_PLANES_MAX: usize = 6;
+
 impl RgbImage {
     /// A black image.
     pub fn new(width: usize, height: usize) -> Self {
@@ -153,6 +158,51 @@ impl RgbImage {
             width,
             height,
             planes: [vec![0; n], vec![0; n], vec![0; n]],
+        }
+    }
+
+    /// An image whose samples are unspecified, for a producer that writes every one:
+    /// its planes are buffers an earlier frame handed back with [`RgbImage::recycle`]
+    /// where there are any, used without clearing, so a stream of frames does not
+    /// fault in and zero fresh memory for every frame. (Debug builds fill recycled
+    /// planes with `0xFFFF`, so a sample the producer missed shows in tests.)
+    pub fn for_overwrite(width: usize, height: usize) -> Self {
+        let n = width * height;
+        let mut spare = SPARE_PLANES.lock().unwrap_or_else(|e| e.into_inner());
+        let mut plane = || match spare.iter().position(|p| p.capacity() >= n) {
+            Some(i) => {
+                let mut p = spare.swap_remove(i);
+                if cfg!(debug_assertions) {
+                    p.clear();
+                }
+                p.resize(n, u16::MAX);
+                p.truncate(n);
+                p
+            }
+            None => vec![0; n],
+        };
+        let planes = [plane(), plane(), plane()];
+        Self {
+            width,
+            height,
+            planes,
+        }
+    }
+
+    /// Hands the planes back for reuse by a later [`RgbImage::for_overwrite`] in this
+    /// process (a few frames' worth are kept; the rest are freed). For callers that
+    /// process frame after frame; a one-shot caller simply drops the image.
+    pub fn recycle(self) {
+        Self::recycle_planes(self.planes);
+    }
+
+    /// [`RgbImage::recycle`] for planes already taken out of an image.
+    pub fn recycle_planes(planes: [Vec<u16>; 3]) {
+        let mut spare = SPARE_PLANES.lock().unwrap_or_else(|e| e.into_inner());
+        for p in planes {
+            if spare.len() < SPARE_PLANES_MAX && p.capacity() > 0 {
+                spare.push(p);
+            }
         }
     }
 
@@ -182,6 +232,14 @@ impl RgbImage {
     }
 
     fn to_rgb8_with(&self, max_value: u16, bias: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.to_rgb8_into(max_value, bias, &mut out);
+        out
+    }
+
+    /// Interleaved 8-bit RGB into `out` (resized to fit; its old contents are all
+    /// overwritten, so a buffer reused frame after frame needs no clearing).
+    fn to_rgb8_into(&self, max_value: u16, bias: u32, out: &mut Vec<u8>) {
         let m = max_value.max(1) as u32;
         let n = self.width * self.height;
         // One division per possible code instead of one per sample: the 8-bit value
@@ -189,7 +247,8 @@ impl RgbImage {
         let lut: Vec<u8> = (0..=u16::MAX as u32)
             .map(|v| ((v * 255 + bias) / m) as u8)
             .collect();
-        let mut out = vec![0u8; n * 3];
+        out.resize(n * 3, 0);
+        out.truncate(n * 3);
         let [r, g, b] = &self.planes;
         out.par_chunks_mut(3 * 4096)
             .enumerate()
@@ -203,7 +262,6 @@ impl RgbImage {
                     px[2] = lut[b[i] as usize];
                 }
             });
-        out
     }
 
     /// Interleaved 16-bit RGB scaled to the full `0..=65535` range.
@@ -305,11 +363,19 @@ pub struct PipelineOutput {
 impl PipelineOutput {
     /// Interleaved 8-bit RGB: the reference's truncating `v·255/max`, or rounded.
     pub fn to_rgb8(&self) -> Vec<u8> {
-        if self.round_8bit {
-            self.image.to_rgb8_rounded(self.max_value)
+        let mut out = Vec::new();
+        self.to_rgb8_into(&mut out);
+        out
+    }
+
+    /// [`PipelineOutput::to_rgb8`] into a buffer that may be reused from frame to frame.
+    pub fn to_rgb8_into(&self, out: &mut Vec<u8>) {
+        let bias = if self.round_8bit {
+            self.max_value.max(1) as u32 / 2
         } else {
-            self.image.to_rgb8(self.max_value)
-        }
+            0
+        };
+        self.image.to_rgb8_into(self.max_value, bias, out)
     }
 
     /// Interleaved 16-bit RGB, full range.

@@ -171,3 +171,47 @@ fn rgb8_table_equals_the_division() {
         }
     }
 }
+
+/// Recycled planes come back from `for_overwrite` (same buffers, right size); debug
+/// builds hand them out filled with 0xFFFF so a producer that skips a sample is caught.
+/// The size is one no other test asks `for_overwrite` for (RCD needs 8×8 at least).
+#[test]
+fn recycled_planes_are_reused_by_for_overwrite() {
+    let mut img = RgbImage::new(3, 2);
+    img.planes[1][4] = 7;
+    let ptrs: Vec<*const u16> = img.planes.iter().map(|p| p.as_ptr()).collect();
+    img.recycle();
+    let again = RgbImage::for_overwrite(2, 3);
+    assert_eq!((again.width, again.height), (2, 3));
+    for p in &again.planes {
+        assert_eq!(p.len(), 6);
+        assert!(
+            ptrs.contains(&p.as_ptr()),
+            "a recycled buffer was not reused"
+        );
+        if cfg!(debug_assertions) {
+            assert!(p.iter().all(|&v| v == u16::MAX));
+        }
+    }
+}
+
+/// Interleaving into a reused buffer gives the same bytes as a fresh one, whatever the
+/// buffer held before.
+#[test]
+fn rgb8_into_a_reused_buffer_equals_a_fresh_one() {
+    let raw = RawPlane::new(
+        64,
+        48,
+        (0..64 * 48).map(|i| (i * 37 % 4096) as u16).collect(),
+    )
+    .unwrap();
+    let mut cfg = IspConfig::new(Profile::Default, BayerPattern::Rggb, 12);
+    cfg.set_black_level(64);
+    let out = Pipeline::new(&cfg).unwrap().run(raw);
+    let mut buf = vec![0xAB; 5];
+    out.to_rgb8_into(&mut buf);
+    assert_eq!(buf, out.to_rgb8());
+    buf.resize(64 * 48 * 3 + 100, 0xCD);
+    out.to_rgb8_into(&mut buf);
+    assert_eq!(buf, out.to_rgb8());
+}

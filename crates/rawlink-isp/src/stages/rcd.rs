@@ -33,16 +33,39 @@ const EPS: f32 = 1e-5;
 const STRIP_ROWS: usize = 64;
 const HALO_ROWS: usize = 16;
 
+/// Output columns of each tile at most. Strips are cut into column tiles as well, with
+/// [`HALO_COLS`] columns of context on each inner side, so a tile's working planes stay
+/// small enough for the per-core caches (and the per-thread plane pool stays small).
+const TILE_COLS: usize = 1024;
+/// Context columns on each inner side of a tile: the horizontal dependency depth equals
+/// the vertical one (the steps are symmetric in x and y), and even keeps the CFA phase.
+const HALO_COLS: usize = HALO_ROWS;
+
 /// RCD-style demosaic of `raw` (codes up to `max`), processed in horizontal strips in
-/// parallel, each written straight into its rows of the output: a strip's working
-/// planes stay small and memory does not grow with the frame beyond the output.
+/// parallel, each cut into column tiles and written straight into the output: a tile's
+/// working planes stay small and memory does not grow with the frame beyond the output.
 pub fn demosaic_rcd(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage {
+    demosaic_rcd_tiled(raw, pattern, max, STRIP_ROWS, TILE_COLS)
+}
+
+/// [`demosaic_rcd`] with the strip height and tile width as parameters (tests use small
+/// ones to cover many tile edges).
+fn demosaic_rcd_tiled(
+    raw: &RawPlane,
+    pattern: BayerPattern,
+    max: u16,
+    strip_rows: usize,
+    tile_cols: usize,
+) -> RgbImage {
     let (w, h) = (raw.width, raw.height);
-    let (strip_rows, halo_rows) = (STRIP_ROWS, HALO_ROWS);
+    let halo_rows = HALO_ROWS;
     if w < 8 || h <= strip_rows + 2 * halo_rows {
         return rcd_full(raw, pattern, max);
     }
-    let mut out = RgbImage::new(w, h);
+    // Tiles of equal even width (the last takes the rest), so each keeps the CFA phase.
+    let n_tiles = w.div_ceil(tile_cols);
+    let tile_w = (w.div_ceil(n_tiles) + 1) & !1;
+    let mut out = RgbImage::for_overwrite(w, h);
     let [r, g, b] = &mut out.planes;
     r.par_chunks_mut(strip_rows * w)
         .zip(g.par_chunks_mut(strip_rows * w))
@@ -54,10 +77,37 @@ pub fn demosaic_rcd(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage
             // Both bounds even, so the sub-image keeps the CFA phase.
             let s0 = y0.saturating_sub(halo_rows);
             let s1 = (y1 + halo_rows).min(h);
-            let sub = &raw.data[s0 * w..s1 * w];
-            rcd_rows(sub, w, s1 - s0, pattern, max, y0 - s0, [r, g, b]);
+            for x0 in (0..w).step_by(tile_w) {
+                let x1 = (x0 + tile_w).min(w);
+                let c0 = x0.saturating_sub(HALO_COLS);
+                let c1 = (x1 + HALO_COLS).min(w);
+                let tile = Tile {
+                    data: &raw.data[s0 * w + c0..s1 * w],
+                    stride: w,
+                    w: c1 - c0,
+                    h: s1 - s0,
+                };
+                let cols = (x0 - c0, x1 - x0);
+                rcd_rows(
+                    tile,
+                    pattern,
+                    max,
+                    y0 - s0,
+                    cols,
+                    [&mut r[x0..], &mut g[x0..], &mut b[x0..]],
+                );
+            }
         });
     out
+}
+
+/// A `w`×`h` window of a mosaic whose rows are `stride` samples apart.
+#[derive(Clone, Copy)]
+struct Tile<'a> {
+    data: &'a [u16],
+    stride: usize,
+    w: usize,
+    h: usize,
 }
 
 /// A padded `f32` plane split by column parity, so that every CFA site of one colour in
@@ -353,7 +403,8 @@ enum Job<'a> {
         c: &'a Split,
         out: &'a mut [f32],
     },
-    /// Output: both parities of one plane's row, scaled to codes and interleaved.
+    /// Output: both parities of one plane's row from column `xs` (even), scaled to codes
+    /// and interleaved.
     Codes {
         src: &'a Split,
         top: f32,
@@ -505,8 +556,8 @@ impl pulp::WithSimd for Row<'_> {
             }
             Job::Codes { src, top, out } => {
                 let w = out.len();
-                let even = src.tap(at.y, 0, 0, 0, w.div_ceil(2));
-                let odd = src.tap(at.y, 1, 0, 0, w / 2);
+                let even = src.tap(at.y, at.xs, 0, 0, w.div_ceil(2));
+                let odd = src.tap(at.y, at.xs + 1, 0, 0, w / 2);
                 for (k, pair) in out.chunks_exact_mut(2).enumerate() {
                     pair[0] = round_non_negative(even[k] * top) as u16;
                     pair[1] = round_non_negative(odd[k] * top) as u16;
@@ -584,23 +635,30 @@ fn rcd_full(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage {
     if w < 8 || h < 8 {
         return crate::stages::malvar::demosaic_malvar(raw, pattern, max);
     }
-    let mut out = RgbImage::new(w, h);
+    let mut out = RgbImage::for_overwrite(w, h);
     let [r, g, b] = &mut out.planes;
-    rcd_rows(&raw.data, w, h, pattern, max, 0, [r, g, b]);
+    let tile = Tile {
+        data: &raw.data,
+        stride: w,
+        w,
+        h,
+    };
+    rcd_rows(tile, pattern, max, 0, (0, w), [r, g, b]);
     out
 }
 
-/// The algorithm on the `w`×`h` mosaic `data` (at least 8×8), writing image rows
-/// `skip..` into `out` (as many rows as `out` holds).
+/// The algorithm on the mosaic window `tile` (at least 8×8), writing its rows `skip..`,
+/// columns `cols.0..cols.0 + cols.1` (`cols.0` even) into `out`: rows `stride` apart,
+/// as many as `out` holds.
 fn rcd_rows(
-    data: &[u16],
-    w: usize,
-    h: usize,
+    tile: Tile,
     pattern: BayerPattern,
     max: u16,
     skip: usize,
+    cols: (usize, usize),
     out: [&mut [u16]; 3],
 ) {
+    let Tile { data, stride, w, h } = tile;
     let (wi, hi) = (w as isize, h as isize);
     let scale = 1.0 / max.max(1) as f32;
     let cell = pattern.cell();
@@ -613,7 +671,7 @@ fn rcd_rows(
     c_plane
         .par_rows(-(B as isize), hi + B as isize)
         .for_each(|(y, [even, odd])| {
-            let src = &data[reflect(y, h) * w..][..w];
+            let src = &data[reflect(y, h) * stride..][..w];
             // Interior: a de-interleaving loop (image column x is padded column x + B,
             // of the same parity since B is even); then the margins, reflected.
             let (e, o) = (&mut even[B / 2..], &mut odd[B / 2..]);
@@ -792,17 +850,21 @@ fn rcd_rows(
 
     let top = max as f32;
     let [or, og, ob] = out;
-    or.par_chunks_mut(w)
-        .zip(og.par_chunks_mut(w))
-        .zip(ob.par_chunks_mut(w))
+    let (x0, n) = cols;
+    or.par_chunks_mut(stride)
+        .zip(og.par_chunks_mut(stride))
+        .zip(ob.par_chunks_mut(stride))
         .enumerate()
         .for_each(|(k, ((r, g), b))| {
             let at = At {
                 y: (skip + k) as isize,
-                xs: 0,
-                n: w,
+                xs: x0 as isize,
+                n,
             };
-            for (out, src) in [r, g, b].into_iter().zip([&rf, &g2, &bf]) {
+            for (out, src) in [&mut r[..n], &mut g[..n], &mut b[..n]]
+                .into_iter()
+                .zip([&rf, &g2, &bf])
+            {
                 Row {
                     at,
                     job: Job::Codes { src, top, out },
@@ -1198,7 +1260,7 @@ mod tests {
     ];
 
     #[test]
-    fn strips_equal_the_whole_frame() {
+    fn strips_and_tiles_equal_the_whole_frame() {
         for (w, h) in [(97usize, 700usize), (64, 610)] {
             let mut s = 7u32;
             let data = (0..w * h)
@@ -1214,11 +1276,16 @@ mod tests {
                 .collect();
             let raw = RawPlane::new(w, h, data).unwrap();
             for p in BayerPattern::ALL {
-                assert_eq!(
-                    demosaic_rcd(&raw, p, 4095),
-                    rcd_full(&raw, p, 4095),
-                    "{w}x{h} {p}"
-                );
+                let whole = rcd_full(&raw, p, 4095);
+                assert_eq!(demosaic_rcd(&raw, p, 4095), whole, "{w}x{h} {p}");
+                // Narrow tiles: many tile edges, and a last tile narrower than the rest.
+                for tile_cols in [20, 32] {
+                    assert_eq!(
+                        demosaic_rcd_tiled(&raw, p, 4095, 64, tile_cols),
+                        whole,
+                        "{w}x{h} {p} tiles of {tile_cols}"
+                    );
+                }
             }
         }
     }

@@ -59,25 +59,62 @@ impl RgbStage for Unsharp {
         let top = ctx.max_value as f32;
         let thr = self.threshold * top;
         let arch = pulp::Arch::new();
-        let mut luma = vec![0f32; w * h];
-        luma.par_chunks_mut(w).enumerate().for_each(|(y, out)| {
-            let src = [0, 1, 2].map(|c| &img.planes[c][y * w..][..w]);
-            arch.dispatch(LumaRow { src, out })
-        });
-        img.par_rows_mut().for_each(|(y, rgb)| {
-            arch.dispatch(UnsharpRow {
-                stage: self,
-                thr,
-                top,
-                up: &luma[y.saturating_sub(1) * w..][..w],
-                mid: &luma[y * w..][..w],
-                dn: &luma[(y + 1).min(h - 1) * w..][..w],
-                rgb,
-            })
-        });
+        let luma_of =
+            |planes: [&[u16]; 3], out: &mut [f32]| arch.dispatch(LumaRow { src: planes, out });
+        // Band-wise and in place, without a full-frame luma plane: each band needs the
+        // luma of the row above and below it, which the neighbouring bands overwrite, so
+        // those are computed first (clamped to the edge, as the filter is).
+        let bands = h.div_ceil(BAND);
+        let mut halo = vec![0f32; bands * 2 * w];
+        halo.par_chunks_mut(2 * w)
+            .enumerate()
+            .for_each(|(k, rows)| {
+                let (y0, y1) = (k * BAND, ((k + 1) * BAND).min(h));
+                let (above, below) = rows.split_at_mut(w);
+                for (y, out) in [(y0.saturating_sub(1), above), (y1.min(h - 1), below)] {
+                    luma_of([0, 1, 2].map(|c| &img.planes[c][y * w..][..w]), out);
+                }
+            });
+        let [pr, pg, pb] = &mut img.planes;
+        pr.par_chunks_mut(BAND * w)
+            .zip(pg.par_chunks_mut(BAND * w))
+            .zip(pb.par_chunks_mut(BAND * w))
+            .zip(halo.par_chunks(2 * w))
+            .for_each_init(
+                || vec![0f32; (BAND + 2) * w],
+                |luma, (((r, g), b), halo)| {
+                    let n = r.len() / w;
+                    // Luma rows: the one above, the band's own (read before any is
+                    // written), the one below.
+                    luma[..w].copy_from_slice(&halo[..w]);
+                    for i in 0..n {
+                        let rows = [&r[i * w..][..w], &g[i * w..][..w], &b[i * w..][..w]];
+                        luma_of(rows, &mut luma[(i + 1) * w..][..w]);
+                    }
+                    luma[(n + 1) * w..(n + 2) * w].copy_from_slice(&halo[w..]);
+                    for i in 0..n {
+                        arch.dispatch(UnsharpRow {
+                            stage: self,
+                            thr,
+                            top,
+                            up: &luma[i * w..][..w],
+                            mid: &luma[(i + 1) * w..][..w],
+                            dn: &luma[(i + 2) * w..][..w],
+                            rgb: [
+                                &mut r[i * w..][..w],
+                                &mut g[i * w..][..w],
+                                &mut b[i * w..][..w],
+                            ],
+                        })
+                    }
+                },
+            );
         img
     }
 }
+
+/// Rows per band of the unsharp mask.
+const BAND: usize = 32;
 
 /// `Y = (R + 2G + B) / 4` of one row, as a `pulp` kernel.
 struct LumaRow<'a> {
@@ -211,7 +248,15 @@ mod tests {
     #[test]
     fn unsharp_rows_equal_the_per_pixel_formulation() {
         let mut s = 5u32;
-        for (w, h) in [(3usize, 3usize), (4, 9), (37, 21), (64, 5)] {
+        for (w, h) in [
+            (3usize, 3usize),
+            (4, 9),
+            (37, 21),
+            (64, 5),
+            (19, 70),
+            (8, 65),
+            (5, 33),
+        ] {
             let mut img = RgbImage::new(w, h);
             for p in img.planes.iter_mut() {
                 for v in p.iter_mut() {
