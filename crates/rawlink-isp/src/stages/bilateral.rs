@@ -16,6 +16,7 @@
 //! per pixel instead of 80 ([`TileKernel`]).
 
 use crate::expf::expf_glibc;
+use crate::stages::sat_u16;
 use crate::{FrameContext, RgbImage, RgbStage};
 use rayon::prelude::*;
 
@@ -409,7 +410,7 @@ impl pulp::WithSimd for TileKernel<'_> {
             let at = (y - y0) * w + x0;
             for (q, a) in [(&mut *o0, &*a0), (&mut *o1, &*a1), (&mut *o2, &*a2)] {
                 for (o, (&s, &sw)) in q[at..at + tw].iter_mut().zip(a.iter().zip(aw.iter())) {
-                    *o = (s / sw).clamp(0.0, top) as u16;
+                    *o = sat_u16((s / sw).clamp(0.0, top));
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! Colour correction (3×3 matrix with saturation folded in) and the tone curve.
 
 use crate::config::{ToneConfig, ToneCurve};
+use crate::stages::sat_u16;
 use crate::{FrameContext, RgbImage, RgbStage};
 use rayon::prelude::*;
 
@@ -47,16 +48,34 @@ impl RgbStage for ColorMatrix {
         }
         let top = ctx.max_value as f32;
         let m = self.m;
-        img.par_rows_mut().for_each(|(_, [r, g, b])| {
-            for x in 0..r.len() {
-                let v = [r[x] as f32, g[x] as f32, b[x] as f32];
-                let o = |k: usize| {
-                    (m[k][0] * v[0] + m[k][1] * v[1] + m[k][2] * v[2] + 0.5).clamp(0.0, top) as u16
-                };
-                (r[x], g[x], b[x]) = (o(0), o(1), o(2));
-            }
-        });
+        let arch = pulp::Arch::new();
+        img.par_rows_mut()
+            .for_each(|(_, rgb)| arch.dispatch(CcmRow { m, top, rgb }));
         img
+    }
+}
+
+/// One row through the matrix, rounded and clamped, as a `pulp` kernel.
+struct CcmRow<'a> {
+    m: [[f32; 3]; 3],
+    top: f32,
+    rgb: [&'a mut [u16]; 3],
+}
+
+impl pulp::WithSimd for CcmRow<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let Self { m, top, rgb } = self;
+        let [r, g, b] = rgb;
+        for x in 0..r.len() {
+            let v = [r[x] as f32, g[x] as f32, b[x] as f32];
+            let [o0, o1, o2] = m.map(|row| {
+                sat_u16((row[0] * v[0] + row[1] * v[1] + row[2] * v[2] + 0.5).clamp(0.0, top))
+            });
+            (r[x], g[x], b[x]) = (o0, o1, o2);
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //!   detail, and sensor noise is strongest there after white balance.
 
 use crate::stages::pad::reflect;
+use crate::stages::{sat_u16, whole_to_index};
 use crate::{FrameContext, RgbImage, RgbStage};
 use rayon::prelude::*;
 
@@ -46,17 +47,21 @@ const BAND: usize = 16;
 /// Halo rows: 2 for the 5-tap chroma blur (the 3×3 luma filter needs 1).
 const HALO: usize = 2;
 
-/// Range weights of the luma filter by `|Δluma| / 4`, out to where they vanish.
+/// Range weights of the luma filter by `|Δluma| / 4`, out to where they vanish, then
+/// the last weight repeated up to a power-of-two length (so a clamp to the last index
+/// reads the same weight, and a mask bounds the index for free).
 fn range_table(luma_sigma: f32, top: f32) -> Vec<f32> {
     let sigma = (luma_sigma * top).max(1e-3);
     let inv = -0.5 / (sigma * sigma);
     let steps = ((6.0 * sigma / 4.0) as usize + 2).min(16384);
-    (0..steps)
+    let mut t: Vec<f32> = (0..steps)
         .map(|k| {
             let d = k as f32 * 4.0;
             (d * d * inv).exp()
         })
-        .collect()
+        .collect();
+    t.resize(steps.next_power_of_two(), t[steps - 1]);
+    t
 }
 
 /// Luma plus the chroma differences mixed toward their blurred values by `k`, back to
@@ -66,9 +71,9 @@ fn combine(l: f32, [cr, cb]: [f32; 2], [cr2, cb2]: [f32; 2], k: f32, top: f32) -
     let c_r = cr + k * (cr2 - cr);
     let c_b = cb + k * (cb2 - cb);
     [
-        (l + c_r + 0.5).clamp(0.0, top) as u16,
-        (l - 0.5 * (c_r + c_b) + 0.5).clamp(0.0, top) as u16,
-        (l + c_b + 0.5).clamp(0.0, top) as u16,
+        sat_u16((l + c_r + 0.5).clamp(0.0, top)),
+        sat_u16((l - 0.5 * (c_r + c_b) + 0.5).clamp(0.0, top)),
+        sat_u16((l + c_b + 0.5).clamp(0.0, top)),
     ]
 }
 
@@ -95,15 +100,20 @@ struct Scratch {
 /// The luma filter's range weight between two samples: by `|a − b|` in steps of 4
 /// codes. `|a − b| = |b − a|` exactly, so a weight serves both ends of an edge.
 #[inline(always)]
-fn weight(range: &[f32], last: u32, a: f32, b: f32) -> f32 {
-    // u32, not usize: the same value (|Δ| < 2^16), and a conversion that vectorises.
-    range[(((a - b).abs() as u32) >> 2).min(last) as usize]
+fn weight(range: &[f32], last: f32, a: f32, b: f32) -> f32 {
+    // floor(|a − b| / 4), clamped to the last entry: the same index as
+    // `(|a − b| as u32 >> 2).min(last)` (floor(floor(x) / 4) = floor(x / 4), and the
+    // scaling by 1/4 is exact), in a form that vectorises. The table's length is a power
+    // of two, so the mask proves the index in bounds without changing it.
+    let mask = range.len() - 1;
+    let q = ((a - b).abs() * 0.25).floor().min(last);
+    range[..mask + 1][whole_to_index(q) & mask]
 }
 
 /// Weights of the horizontal edges of a padded luma row: `out[k]` between `r[k]` and
 /// `r[k + 1]`.
 #[inline(always)]
-fn row_weights(range: &[f32], last: u32, r: &[f32], out: &mut [f32]) {
+fn row_weights(range: &[f32], last: f32, r: &[f32], out: &mut [f32]) {
     for (k, o) in out[..r.len() - 1].iter_mut().enumerate() {
         *o = weight(range, last, r[k + 1], r[k]);
     }
@@ -114,7 +124,7 @@ fn row_weights(range: &[f32], last: u32, r: &[f32], out: &mut [f32]) {
 /// `u[k + 1]–l[k]`. Each edge is used by the output pixels at both of its ends, so the
 /// filter looks up 4 weights per pixel instead of 8.
 #[inline(always)]
-fn pair_weights(range: &[f32], last: u32, u: &[f32], l: &[f32], out: &mut [f32]) {
+fn pair_weights(range: &[f32], last: f32, u: &[f32], l: &[f32], out: &mut [f32]) {
     let pw = u.len();
     let (v, rest) = out.split_at_mut(pw);
     let (d, a) = rest.split_at_mut(pw);
@@ -201,7 +211,7 @@ impl Band<'_> {
             sc,
             out: [o_r, o_g, o_b],
         } = self;
-        let last = (range.len() - 1) as u32;
+        let last = (range.len() - 1) as f32;
         let luma_on = stage.luma_sigma > 0.0;
         let k = stage.chroma;
         let pw = w + 2;

@@ -18,6 +18,7 @@
 //! Works in `f32` on full planes with reflect-101 padding (CFA parity is kept).
 
 use crate::stages::pad::reflect;
+use crate::stages::sat_u16;
 use crate::{FrameContext, RawPlane, RgbImage};
 use rawlink_frame::{BayerPattern, Channel};
 use rayon::prelude::*;
@@ -559,11 +560,11 @@ impl pulp::WithSimd for Row<'_> {
                 let even = src.tap(at.y, at.xs, 0, 0, w.div_ceil(2));
                 let odd = src.tap(at.y, at.xs + 1, 0, 0, w / 2);
                 for (k, pair) in out.chunks_exact_mut(2).enumerate() {
-                    pair[0] = round_non_negative(even[k] * top) as u16;
-                    pair[1] = round_non_negative(odd[k] * top) as u16;
+                    pair[0] = sat_u16(round_non_negative(even[k] * top));
+                    pair[1] = sat_u16(round_non_negative(odd[k] * top));
                 }
                 if w % 2 == 1 {
-                    out[w - 1] = round_non_negative(even[w / 2] * top) as u16;
+                    out[w - 1] = sat_u16(round_non_negative(even[w / 2] * top));
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! The reference 3×3 sharpen: `5·c − up − down − left − right`, edge-clamped,
 //! clamped to `[0, max]`. Images narrower or shorter than 3 pixels pass unchanged.
 
+use crate::stages::sat_u16;
 use crate::{FrameContext, RgbImage, RgbStage};
 use rayon::prelude::*;
 
@@ -204,7 +205,7 @@ fn sharpen_delta(
 /// A code plus a luma change, rounded and clamped to `[0, top]`.
 #[inline(always)]
 fn add_delta(v: u16, delta: f32, top: f32) -> u16 {
-    (v as f32 + delta + 0.5).clamp(0.0, top) as u16
+    sat_u16((v as f32 + delta + 0.5).clamp(0.0, top))
 }
 
 #[cfg(test)]

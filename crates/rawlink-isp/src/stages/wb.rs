@@ -10,6 +10,7 @@
 //! stays white). Manual and metadata gains are applied as given.
 
 use crate::config::WbMode;
+use crate::stages::sat_u16;
 use crate::{FrameContext, RawPlane, RawStage};
 use rawlink_frame::BayerPattern;
 use rayon::prelude::*;
@@ -125,21 +126,45 @@ impl RawStage for WhiteBalance {
         let cell = ctx.pattern.cell();
         let top = ctx.max_value as f32;
         let w = img.width;
+        let arch = pulp::Arch::new();
         img.data.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
-            let k0 = gains[cell[y & 1][0] as usize];
-            let k1 = gains[cell[y & 1][1] as usize];
-            let scale = |v: u16, k: f32| (v as f32 * k + 0.5).min(top) as u16;
-            let mut pairs = row.chunks_exact_mut(2);
-            for pair in &mut pairs {
-                pair[0] = scale(pair[0], k0);
-                pair[1] = scale(pair[1], k1);
-            }
-            if let [last] = pairs.into_remainder() {
-                *last = scale(*last, k0);
-            }
+            let k = [0, 1].map(|i| gains[cell[y & 1][i] as usize]);
+            arch.dispatch(GainRow { row, k, top });
         });
         ctx.stats.wb_gains = gains.map(|g| g as f64);
     }
+}
+
+/// One mosaic row times its two sites' gains, rounded and clamped to `top`, as a
+/// `pulp` kernel (so the conversion back to codes vectorises with the CPU's rounding
+/// instructions).
+struct GainRow<'a> {
+    row: &'a mut [u16],
+    k: [f32; 2],
+    top: f32,
+}
+
+impl pulp::WithSimd for GainRow<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let Self { row, k, top } = self;
+        let mut pairs = row.chunks_exact_mut(2);
+        for pair in &mut pairs {
+            pair[0] = gain(pair[0], k[0], top);
+            pair[1] = gain(pair[1], k[1], top);
+        }
+        if let [last] = pairs.into_remainder() {
+            *last = gain(*last, k[0], top);
+        }
+    }
+}
+
+/// A code times a gain, rounded, at most `top`.
+#[inline(always)]
+fn gain(v: u16, k: f32, top: f32) -> u16 {
+    sat_u16((v as f32 * k + 0.5).min(top))
 }
 
 #[cfg(test)]
