@@ -97,26 +97,39 @@ struct Scratch {
     pair_w: [Vec<f32>; 2],
 }
 
-/// The luma filter's range weight between two samples: by `|a − b|` in steps of 4
-/// codes. `|a − b| = |b − a|` exactly, so a weight serves both ends of an edge.
+/// The table index of the luma filter's range weight between two samples (by `|a − b|`
+/// in steps of 4 codes), as a float's bits; [`lookup`] turns it into the weight. Two
+/// passes because the index arithmetic vectorises and the table lookup does not.
+/// `|a − b| = |b − a|` exactly, so a weight serves both ends of an edge.
 #[inline(always)]
-fn weight(range: &[f32], last: f32, a: f32, b: f32) -> f32 {
+fn weight_index(last: f32, a: f32, b: f32) -> f32 {
     // floor(|a − b| / 4), clamped to the last entry: the same index as
     // `(|a − b| as u32 >> 2).min(last)` (floor(floor(x) / 4) = floor(x / 4), and the
-    // scaling by 1/4 is exact), in a form that vectorises. The table's length is a power
-    // of two, so the mask proves the index in bounds without changing it.
-    let mask = range.len() - 1;
+    // scaling by 1/4 is exact), in a form that vectorises.
     let q = ((a - b).abs() * 0.25).floor().min(last);
-    range[..mask + 1][whole_to_index(q) & mask]
+    f32::from_bits(whole_to_index(q) as u32)
+}
+
+/// Replaces each index from [`weight_index`] by its weight. The table's length is a
+/// power of two, so the mask proves the index in bounds without changing it.
+#[inline(always)]
+fn lookup(range: &[f32], out: &mut [f32]) {
+    let mask = range.len() - 1;
+    let range = &range[..mask + 1];
+    for o in out {
+        *o = range[o.to_bits() as usize & mask];
+    }
 }
 
 /// Weights of the horizontal edges of a padded luma row: `out[k]` between `r[k]` and
 /// `r[k + 1]`.
 #[inline(always)]
 fn row_weights(range: &[f32], last: f32, r: &[f32], out: &mut [f32]) {
-    for (k, o) in out[..r.len() - 1].iter_mut().enumerate() {
-        *o = weight(range, last, r[k + 1], r[k]);
+    let out = &mut out[..r.len() - 1];
+    for (k, o) in out.iter_mut().enumerate() {
+        *o = weight_index(last, r[k + 1], r[k]);
     }
+    lookup(range, out);
 }
 
 /// Weights of the edges between an upper row `u` and the lower row `l` below it, as
@@ -129,12 +142,15 @@ fn pair_weights(range: &[f32], last: f32, u: &[f32], l: &[f32], out: &mut [f32])
     let (v, rest) = out.split_at_mut(pw);
     let (d, a) = rest.split_at_mut(pw);
     for k in 0..pw {
-        v[k] = weight(range, last, u[k], l[k]);
+        v[k] = weight_index(last, u[k], l[k]);
     }
     for k in 0..pw - 1 {
-        d[k] = weight(range, last, u[k], l[k + 1]);
-        a[k] = weight(range, last, u[k + 1], l[k]);
+        d[k] = weight_index(last, u[k], l[k + 1]);
+        a[k] = weight_index(last, u[k + 1], l[k]);
     }
+    lookup(range, v);
+    lookup(range, &mut d[..pw - 1]);
+    lookup(range, &mut a[..pw - 1]);
 }
 
 /// One row of the 5-tap horizontal binomial blur (reflect-101 at the ends), with the same
