@@ -19,22 +19,72 @@ impl RgbStage for Sharpen3x3 {
             return img;
         }
         let maxv = ctx.max_value as i32;
-        let mut out = RgbImage::new(w, h);
+        let mut out = RgbImage::for_overwrite(w, h);
+        let arch = pulp::Arch::new();
         for (src, dst) in img.planes.iter().zip(out.planes.iter_mut()) {
-            dst.par_chunks_mut(w).enumerate().for_each(|(y, orow)| {
-                let row = &src[y * w..(y + 1) * w];
+            dst.par_chunks_mut(w).enumerate().for_each(|(y, out)| {
+                let mid = &src[y * w..(y + 1) * w];
                 let up = &src[y.saturating_sub(1) * w..][..w];
                 let dn = &src[(y + 1).min(h - 1) * w..][..w];
-                for x in 0..w {
-                    let l = row[x.saturating_sub(1)] as i32;
-                    let r = row[(x + 1).min(w - 1)] as i32;
-                    let v = 5 * row[x] as i32 - up[x] as i32 - dn[x] as i32 - l - r;
-                    orow[x] = v.clamp(0, maxv) as u16;
-                }
+                arch.dispatch(CrossRow {
+                    up,
+                    mid,
+                    dn,
+                    maxv,
+                    out,
+                })
             });
         }
         out
     }
+}
+
+/// One row of the reference sharpen, as a `pulp` kernel: the interior as one loop over
+/// shifted slices (no per-pixel edge test), then the two edge pixels, clamped.
+struct CrossRow<'a> {
+    up: &'a [u16],
+    mid: &'a [u16],
+    dn: &'a [u16],
+    maxv: i32,
+    out: &'a mut [u16],
+}
+
+impl pulp::WithSimd for CrossRow<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let Self {
+            up,
+            mid,
+            dn,
+            maxv,
+            out,
+        } = self;
+        let w = mid.len();
+        let n = w - 2;
+        let (c, u, d) = (&mid[1..][..n], &up[1..][..n], &dn[1..][..n]);
+        let (l, r) = (&mid[..n], &mid[2..][..n]);
+        for (k, o) in out[1..][..n].iter_mut().enumerate() {
+            *o = cross(c[k], u[k], d[k], l[k], r[k], maxv);
+        }
+        out[0] = cross(mid[0], up[0], dn[0], mid[0], mid[1], maxv);
+        out[w - 1] = cross(
+            mid[w - 1],
+            up[w - 1],
+            dn[w - 1],
+            mid[w - 2],
+            mid[w - 1],
+            maxv,
+        );
+    }
+}
+
+/// `5·c − u − d − l − r`, clamped to `[0, maxv]`.
+#[inline(always)]
+fn cross(c: u16, u: u16, d: u16, l: u16, r: u16, maxv: i32) -> u16 {
+    let v = 5 * c as i32 - u as i32 - d as i32 - l as i32 - r as i32;
+    v.clamp(0, maxv) as u16
 }
 
 /// Unsharp mask on luma: `Y' = Y + amount · soft_threshold(Y − blur3×3(Y))`, with the
