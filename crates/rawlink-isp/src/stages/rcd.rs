@@ -26,18 +26,20 @@ use rayon::prelude::*;
 const B: usize = 6;
 const EPS: f32 = 1e-5;
 
-/// Rows each strip outputs, and the extra rows of context computed above and below it.
-/// An output pixel depends on source rows at most 14 away through the passes (green:
-/// 4, then 2 more for each of steps 3, 4 and 5 and the final fill, 3 for the activity
-/// sums), so with 16 halo rows (even, to keep the CFA phase) strip results equal
-/// full-frame results exactly (tested).
-const STRIP_ROWS: usize = 64;
+/// Rows each strip outputs at most, and the extra rows of context computed above and
+/// below it. An output pixel depends on source rows at most 14 away through the passes
+/// (green: 4, then 2 more for each of steps 3, 4 and 5 and the final fill, 3 for the
+/// activity sums), so with 16 halo rows (even, to keep the CFA phase) strip results
+/// equal full-frame results exactly (tested). The halo is recomputed by both strips it
+/// borders, so taller strips do less extra work (64 rows: 1.5× the rows, 128: 1.25×)
+/// but hold larger planes; see `NOTES.md` for the measurements.
+const STRIP_ROWS: usize = 128;
 const HALO_ROWS: usize = 16;
 
 /// Output columns of each tile at most. Strips are cut into column tiles as well, with
 /// [`HALO_COLS`] columns of context on each inner side, so a tile's working planes stay
 /// small enough for the per-core caches (and the per-thread plane pool stays small).
-const TILE_COLS: usize = 1024;
+const TILE_COLS: usize = 768;
 /// Context columns on each inner side of a tile: the horizontal dependency depth equals
 /// the vertical one (the steps are symmetric in x and y), and even keeps the CFA phase.
 const HALO_COLS: usize = HALO_ROWS;
@@ -46,7 +48,12 @@ const HALO_COLS: usize = HALO_ROWS;
 /// parallel, each cut into column tiles and written straight into the output: a tile's
 /// working planes stay small and memory does not grow with the frame beyond the output.
 pub fn demosaic_rcd(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage {
-    demosaic_rcd_tiled(raw, pattern, max, STRIP_ROWS, TILE_COLS)
+    // As many strips as `STRIP_ROWS` needs, rounded up to a multiple of the threads so
+    // they share the strips evenly, of an even height each.
+    let threads = rayon::current_num_threads().max(1);
+    let strips = raw.height.div_ceil(STRIP_ROWS).next_multiple_of(threads);
+    let strip_rows = (raw.height.div_ceil(strips) + 1) & !1;
+    demosaic_rcd_tiled(raw, pattern, max, strip_rows.max(2), TILE_COLS)
 }
 
 /// [`demosaic_rcd`] with the strip height and tile width as parameters (tests use small
