@@ -44,3 +44,26 @@ for profile in reference default; do
     awk -v s="$s" -v e="$e" 'BEGIN {print (e - s) * 1000}'
   done | median | xargs printf "rawlink isp --profile $profile, whole command (read, ISP, PNG, write): median %.1f ms\n"
 done
+
+# 4. Sustained throughput, unpaced sim through TCP to RAW + PNG + JSON on disk (the ISP
+#    speed issue's end-to-end figures): 600 frames at 640x480, 200 at 1920x1080.
+for geom in "640 480 600" "1920 1080 200"; do
+  set -- $geom
+  for i in $(seq "$RUNS"); do
+    $BIN demo --frames "$3" --interval-ms 0 --no-http --width "$1" --height "$2" \
+      --out "$TMP/thr-$1-$i" 2>/dev/null | sed -n 's/.* fps=\([0-9.]*\).*/\1/p'
+    rm -rf "$TMP/thr-$1-$i"
+  done | median | xargs printf "demo --frames $3 --interval-ms 0 --no-http, $1x$2: median %.1f frames/s over $RUNS runs\n"
+done
+
+# 5. Peak RSS of `rawlink isp` on a 4K RAW12 frame, default profile (the memory target:
+#    2.5 x (16.6 MB in + 24.9 MB 8-bit RGB out) = 103.7 MB = 101 250 KiB).
+python3 -c "
+import numpy as np
+rng = np.random.default_rng(1)
+y, x = np.mgrid[0:2160, 0:3840]
+v = 200 + 3000 * (x / 3840) * (0.5 + 0.5 * np.sin(y / 50.0)) + rng.normal(0, 20, (2160, 3840))
+v.clip(0, 4095).astype('<u2').tofile('$TMP/f4k.raw')"
+for i in $(seq "$RUNS"); do
+  /usr/bin/time -f %M $BIN isp "$TMP/f4k.raw" -o "$TMP/f4k.png" --width 3840 --height 2160 2>&1 >/dev/null | tail -1
+done | median | xargs printf "rawlink isp, 3840x2160 default profile: peak RSS median %.0f KiB over $RUNS runs (target 101250)\n"

@@ -398,9 +398,8 @@ fn encode_png_in(
     let mut png = Vec::new();
     let (w, h) = (out.image.width, out.image.height);
     // The planes are released as soon as they are interleaved, so a frame is never held
-    // three times over (planes, interleaved samples, compressed bytes).
-    // The planes go back to the ISP for the next frame where a worker reuses buffers;
-    // otherwise they are freed here.
+    // three times over (planes, interleaved samples, compressed bytes): handed back to
+    // the ISP for the next frame where a worker reuses buffers, freed otherwise.
     let reuse = scratch.is_some();
     let release = |out: &mut PipelineOutput| {
         let planes = std::mem::take(&mut out.image.planes);
