@@ -499,17 +499,18 @@ fn process(
     };
     let wb = isp.as_ref().map(|i| i.wb_gains);
     // The first file written claims the frame's name.
-    let (first_ext, first_bytes): (&str, Vec<u8>) = if cfg.save.raw {
-        ("raw", job.frame.payload.to_vec())
+    // Borrowed where the bytes exist already (the payload, the encoded PNG): no
+    // frame-sized copy just to name the file.
+    let dng;
+    let (first_ext, first_bytes): (&str, &[u8]) = if cfg.save.raw {
+        ("raw", &job.frame.payload)
     } else if cfg.save.dng {
-        ("dng", dng_bytes(job, cfg, wb)?)
+        dng = dng_bytes(job, cfg, wb)?;
+        ("dng", &dng)
     } else {
-        (
-            "png",
-            isp.as_ref().map(|i| i.png.clone()).unwrap_or_default(),
-        )
+        ("png", isp.as_ref().map(|i| &i.png[..]).unwrap_or_default())
     };
-    let (stem, claimed) = claim_stem(&cfg.out, job.frame.header.seq, first_ext, &first_bytes)?;
+    let (stem, claimed) = claim_stem(&cfg.out, job.frame.header.seq, first_ext, first_bytes)?;
     let mut written = vec![claimed];
     let res = finish_frame(job, cfg, isp, t0, &stem, first_ext, &mut written);
     if let Err(e) = &res {
