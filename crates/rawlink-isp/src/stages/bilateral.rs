@@ -24,12 +24,18 @@ use rayon::prelude::*;
 #[derive(Debug, Clone)]
 pub struct Bilateral {
     radius: usize,
+    /// Spatial weights of the window, dy-major (the kernel reads them through `fwd`;
+    /// the test oracle reads them directly).
+    #[cfg(test)]
     spatial: Vec<f32>,
     /// Range weights by integer distance, zero-padded to a power-of-two length so a
     /// masked index needs no bounds check.
     range: Vec<f32>,
     /// Entries of `range` up to and including the first zero.
     used: usize,
+    /// The forward taps, and where each window tap finds its weight ([`tap_plan`]).
+    fwd: Vec<Forward>,
+    plan: Vec<TapWeight>,
 }
 
 impl Bilateral {
@@ -58,11 +64,15 @@ impl Bilateral {
         // below 2^32 for any table shorter than 2^30 (σr below ~70 000 code values).
         assert!(used <= 1 << 30, "range sigma {sigma_r} is too large");
         range.resize(used.next_power_of_two(), 0.0);
+        let (fwd, plan) = tap_plan(&spatial, radius, range[0]);
         Self {
             radius,
+            #[cfg(test)]
             spatial,
             range,
             used,
+            fwd,
+            plan,
         }
     }
 
@@ -473,7 +483,6 @@ impl Bilateral {
     ) -> RgbImage {
         let (w, r) = (out.width, self.radius);
         let pw = w + 2 * r;
-        let (fwd, plan) = tap_plan(&self.spatial, r, self.range[0]);
         let n_tiles = w.div_ceil(tile_cols);
         let tile_w = w.div_ceil(n_tiles);
         // Runtime dispatch: the kernel is compiled for AVX2/AVX-512 too and the best is
@@ -491,8 +500,8 @@ impl Bilateral {
                 for x0 in (0..w).step_by(tile_w) {
                     arch.dispatch(TileKernel {
                         filter: self,
-                        fwd: &fwd,
-                        plan: &plan,
+                        fwd: &self.fwd,
+                        plan: &self.plan,
                         padded: [&padded[0], &padded[1], &padded[2]],
                         pw,
                         rows: (y0, y1),
