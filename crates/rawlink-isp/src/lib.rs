@@ -145,6 +145,12 @@ pub struct RgbImage {
     pub planes: [Vec<u16>; 3],
 }
 
+/// Rows a row-parallel stage hands to one rayon task at least: about 8 K samples, so
+/// narrow frames are not split into tasks too small to pay for their scheduling.
+pub(crate) fn rows_per_task(width: usize) -> usize {
+    (8192 / width.max(1)).max(1)
+}
+
 /// An 8-bit conversion table over every code, keyed by (max, rounding bias).
 type Rgb8Lut = ((u32, u32), Box<[u8; 1 << 16]>);
 
@@ -225,6 +231,7 @@ impl RgbImage {
         r.par_chunks_mut(w)
             .zip(g.par_chunks_mut(w))
             .zip(b.par_chunks_mut(w))
+            .with_min_len(rows_per_task(w))
             .map(|((r, g), b)| [r, g, b])
             .enumerate()
     }

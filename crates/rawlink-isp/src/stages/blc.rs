@@ -65,16 +65,20 @@ impl RawStage for Normalize {
     }
     fn apply(&self, img: &mut RawPlane, ctx: &mut FrameContext) {
         let w = img.width;
-        img.data.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
-            let [l0, l1] = &self.luts[y & 1];
-            let last = l0.len() - 1;
-            for pair in row.chunks_mut(2) {
-                pair[0] = l0[(pair[0] as usize).min(last)];
-                if let Some(v) = pair.get_mut(1) {
-                    *v = l1[(*v as usize).min(last)];
+        img.data
+            .par_chunks_mut(w)
+            .with_min_len(crate::rows_per_task(w))
+            .enumerate()
+            .for_each(|(y, row)| {
+                let [l0, l1] = &self.luts[y & 1];
+                let last = l0.len() - 1;
+                for pair in row.chunks_mut(2) {
+                    pair[0] = l0[(pair[0] as usize).min(last)];
+                    if let Some(v) = pair.get_mut(1) {
+                        *v = l1[(*v as usize).min(last)];
+                    }
                 }
-            }
-        });
+            });
         ctx.max_value = FULL_SCALE;
     }
 }

@@ -53,6 +53,7 @@ impl RawStage for DefectivePixels {
         let fixed: usize = img
             .data
             .par_chunks_mut(w)
+            .with_min_len(crate::rows_per_task(w))
             .enumerate()
             .map_init(
                 || vec![0u8; w],

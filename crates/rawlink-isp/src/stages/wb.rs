@@ -127,10 +127,14 @@ impl RawStage for WhiteBalance {
         let top = ctx.max_value as f32;
         let w = img.width;
         let arch = pulp::Arch::new();
-        img.data.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
-            let k = [0, 1].map(|i| gains[cell[y & 1][i] as usize]);
-            arch.dispatch(GainRow { row, k, top });
-        });
+        img.data
+            .par_chunks_mut(w)
+            .with_min_len(crate::rows_per_task(w))
+            .enumerate()
+            .for_each(|(y, row)| {
+                let k = [0, 1].map(|i| gains[cell[y & 1][i] as usize]);
+                arch.dispatch(GainRow { row, k, top });
+            });
         ctx.stats.wb_gains = gains.map(|g| g as f64);
     }
 }
