@@ -48,16 +48,17 @@ impl RawStage for DefectivePixels {
             return;
         }
         let thr = (self.threshold * ctx.max_value as f32).max(1.0) as i32;
-        let src = img.data.clone();
         let arch = pulp::Arch::new();
-        let fixed: usize = img
-            .data
-            .par_chunks_mut(w)
+        // Every test reads the mosaic as it came in, so the repairs are found first (in
+        // parallel, reading only) and written after: no copy of the frame, and defects
+        // are rare, so the list is short.
+        let src = &img.data;
+        let repairs: Vec<(usize, u16)> = (0..h)
+            .into_par_iter()
             .with_min_len(crate::rows_per_task(w))
-            .enumerate()
             .map_init(
                 || vec![0u8; w],
-                |flags, (y, out)| {
+                |flags, y| {
                     let rows = [-2isize, 0, 2].map(|d| &src[reflect(y as isize + d, h) * w..][..w]);
                     // Fast pass (vectorised): flag the samples outside their same-colour
                     // neighbours' range by more than the threshold; the first and last
@@ -67,20 +68,24 @@ impl RawStage for DefectivePixels {
                         thr,
                         flags: &mut flags[..],
                     });
-                    let mut count = 0;
+                    let mut found = Vec::new();
                     for x in 0..w {
                         if flags[x] == 0 {
                             continue;
                         }
-                        if let Some(v) = self.repair(&src, w, h, &rows, thr, y, x) {
-                            out[x] = v;
-                            count += 1;
+                        if let Some(v) = self.repair(src, w, h, &rows, thr, y, x) {
+                            found.push((y * w + x, v));
                         }
                     }
-                    count
+                    found
                 },
             )
-            .sum();
+            .flatten()
+            .collect();
+        for &(i, v) in &repairs {
+            img.data[i] = v;
+        }
+        let fixed = repairs.len();
         ctx.stats.defective_pixels = fixed as u64;
     }
 }
