@@ -77,6 +77,12 @@ fn combine(l: f32, [cr, cb]: [f32; 2], [cr2, cb2]: [f32; 2], k: f32, top: f32) -
     ]
 }
 
+/// Saved row triple `k` (R, G, B rows of `w` each, one after another) of `buf`.
+fn rgb_rows(buf: &[u16], k: usize, w: usize) -> [&[u16]; 3] {
+    let row = &buf[k * 3 * w..][..3 * w];
+    [&row[..w], &row[w..2 * w], &row[2 * w..]]
+}
+
 /// Per-thread working rows of one band.
 struct Scratch {
     /// Luma rows, each padded by one reflected sample on both sides (`w + 2`).
@@ -429,7 +435,6 @@ impl LumaChroma {
                 |(sc, halo, carry), (g, (((gr, gg), gb), saved))| {
                     let g0 = g * group_rows;
                     let g1 = g0 + gr.len() / w;
-                    let saved_rows: Vec<usize> = context(g0, g1 - g0).collect();
                     let (mut gr, mut gg, mut gb) = (gr, gg, gb);
                     let mut y0 = g0;
                     while y0 < g1 {
@@ -439,14 +444,10 @@ impl LumaChroma {
                         let (o_b, rest_b) = std::mem::take(&mut gb).split_at_mut(n * w);
                         for (rows, sy) in halo.chunks_exact_mut(row3).zip(context(y0, n)) {
                             let src: [&[u16]; 3] = if !(g0..g1).contains(&sy) {
-                                let k = saved_rows.iter().position(|&r| r == sy);
-                                let at = k.expect("a row outside the group is saved") * row3;
-                                let row = &saved[at..][..row3];
-                                [&row[..w], &row[w..2 * w], &row[2 * w..]]
+                                let k = context(g0, g1 - g0).position(|r| r == sy);
+                                rgb_rows(saved, k.expect("a row outside the group is saved"), w)
                             } else if sy < y0 {
-                                let at = (sy + HALO - y0) * row3;
-                                let row = &carry[at..][..row3];
-                                [&row[..w], &row[w..2 * w], &row[2 * w..]]
+                                rgb_rows(carry, sy + HALO - y0, w)
                             } else if sy < y0 + n {
                                 let at = (sy - y0) * w;
                                 [&o_r[at..][..w], &o_g[at..][..w], &o_b[at..][..w]]
