@@ -15,7 +15,8 @@
 //! 4. **R and B at green sites.** Colour differences at the four axial neighbours (all
 //!    now known), blended with the step-1 direction.
 //!
-//! Works in `f32` on full planes with reflect-101 padding (CFA parity is kept).
+//! Works in `f32` with reflect-101 padding (CFA parity is kept), row by row over
+//! planes of a few rows each (see `rcd_rows`).
 
 use crate::stages::pad::reflect;
 use crate::stages::sat_u16;
@@ -31,9 +32,10 @@ const EPS: f32 = 1e-5;
 /// (green: 4, then 2 more for each of steps 3, 4 and 5 and the final fill, 3 for the
 /// activity sums), so with 16 halo rows (even, to keep the CFA phase) strip results
 /// equal full-frame results exactly (tested). The halo is recomputed by both strips it
-/// borders, so taller strips do less extra work (64 rows: 1.5× the rows, 128: 1.25×)
-/// but hold larger planes; see `NOTES.md` for the measurements.
-const STRIP_ROWS: usize = 128;
+/// borders, so taller strips do less extra work; a tile's planes are rings of a few
+/// rows (see [`Lag`]), so their size does not grow with the strip. 512 rows: 4K, 1080p
+/// and 640×480 get 6, 4 and 2 strips on 2 threads (see `NOTES.md`).
+const STRIP_ROWS: usize = 512;
 const HALO_ROWS: usize = 16;
 
 /// Output columns of each tile at most. Strips are cut into column tiles as well, with
@@ -120,25 +122,34 @@ struct Tile<'a> {
 
 /// A padded `f32` plane split by column parity, so that every CFA site of one colour in
 /// a row is contiguous: `half[q]` holds padded columns `px` with `px % 2 == q`, at
-/// `py * hw + px / 2`. A tap at a fixed offset from a run of same-parity pixels is then a
-/// plain slice, and each step below is a loop over slices that the compiler vectorises
+/// `slot * hw + px / 2`. A tap at a fixed offset from a run of same-parity pixels is then
+/// a plain slice, and each step below is a loop over slices that the compiler vectorises
 /// (no strided access, no per-pixel test of the site's colour). `B` is even, so padded
 /// and image columns have the same parity.
+///
+/// Only the last `mask + 1` rows (a power of two) are kept, as a ring: row `y` lives in
+/// slot `(y + B) & mask`. The steps run row by row, each a fixed number of rows behind
+/// the one it reads (see [`Lag`]), so a plane needs only the rows between its newest
+/// write and its consumers' oldest read, and every plane of a tile stays in the core's
+/// cache. Planes whose border rows are mirror images of their interior (`mirror`) do not
+/// store those rows: a read of row `y` outside `0..h` reads row `reflect(y)`.
 struct Split {
     w: usize,
     h: usize,
     hw: usize,
+    mask: usize,
+    mirror: bool,
     half: [Vec<f32>; 2],
 }
 
 thread_local! {
-    /// Plane buffers of finished strips, reused by the next strip on this thread (a 4K
-    /// frame is ~34 strips of 13 planes): no allocation, page faults or fill per plane.
+    /// Plane buffers of finished tiles, reused by the next tile on this thread: no
+    /// allocation, page faults or fill per plane.
     static POOL: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Buffers kept per thread at most (the planes of one strip).
-const POOL_MAX: usize = 16;
+/// Buffers kept per thread at most (the planes of one tile).
+const POOL_MAX: usize = 32;
 
 /// A buffer of `n` samples from this thread's pool (or new), contents unspecified.
 fn pooled(n: usize) -> Vec<f32> {
@@ -168,68 +179,61 @@ impl Drop for Split {
 }
 
 impl Split {
-    /// A plane whose samples are unspecified: every step writes each sample it (or a
-    /// later step) reads before reading it, so buffers are reused from this thread's
-    /// pool as they are. Debug builds fill them with NaN, so a read of a sample no step
-    /// wrote would poison the output and fail the bit-exact tests.
-    fn new(w: usize, h: usize) -> Self {
+    /// A plane of `w`×`h` pixels keeping at least `rows` rows (`mirror`: see the type).
+    /// Its samples are unspecified: every step writes each sample it (or a later step)
+    /// reads before reading it, so buffers are reused from this thread's pool as they
+    /// are. Debug builds fill them with NaN, so a read of a sample no step wrote would
+    /// poison the output and fail the bit-exact tests.
+    fn new(w: usize, h: usize, rows: usize, mirror: bool) -> Self {
         let hw = (w + 2 * B).div_ceil(2);
-        let n = hw * (h + 2 * B);
+        let rows = rows.next_power_of_two();
         Self {
             w,
             h,
             hw,
-            half: [pooled(n), pooled(n)],
+            mask: rows - 1,
+            mirror,
+            half: [pooled(hw * rows), pooled(hw * rows)],
         }
+    }
+
+    /// The offset of image row `y`'s slot in each half.
+    #[inline(always)]
+    fn row_at(&self, y: isize) -> usize {
+        let h = self.h as isize;
+        let y = if !self.mirror || (0..h).contains(&y) {
+            y
+        } else if y < 0 {
+            -y
+        } else {
+            2 * h - 2 - y
+        };
+        // Two's complement: `& mask` is the remainder for negative rows as well.
+        ((y + B as isize) as usize & self.mask) * self.hw
     }
 
     /// The `n` samples at offset (`dy`, `dx`) from image pixels `(y, xs), (y, xs + 2), …`.
     #[inline(always)]
     fn tap(&self, y: isize, xs: isize, dy: isize, dx: isize, n: usize) -> &[f32] {
-        let py = (y + dy + B as isize) as usize;
         let px = (xs + dx + B as isize) as usize;
-        &self.half[px & 1][py * self.hw + px / 2..][..n]
+        &self.half[px & 1][self.row_at(y + dy) + px / 2..][..n]
     }
 
-    #[inline(always)]
-    fn get(&self, py: usize, px: usize) -> f32 {
-        self.half[px & 1][py * self.hw + px / 2]
+    /// Image row `y` (which may be a padding row) as `[even columns, odd columns]`.
+    fn row_mut(&mut self, y: isize) -> [&mut [f32]; 2] {
+        let (o, hw) = (self.row_at(y), self.hw);
+        let [e, od] = &mut self.half;
+        [&mut e[o..o + hw], &mut od[o..o + hw]]
     }
 
-    /// Image rows `y0..y1` (which may reach into the padding) in parallel, as
-    /// `(y, [even columns, odd columns])`.
-    fn par_rows(
-        &mut self,
-        y0: isize,
-        y1: isize,
-    ) -> impl IndexedParallelIterator<Item = (isize, [&mut [f32]; 2])> + '_ {
-        let hw = self.hw;
-        let (a, b) = (
-            (y0 + B as isize) as usize * hw,
-            (y1 + B as isize) as usize * hw,
-        );
-        let [e, o] = &mut self.half;
-        e[a..b]
-            .par_chunks_mut(hw)
-            .zip(o[a..b].par_chunks_mut(hw))
-            .enumerate()
-            .map(move |(k, (e, o))| (y0 + k as isize, [e, o]))
-    }
-
-    /// Fills the border by reflect-101 from the interior (parity is kept).
-    fn refill_border(&mut self) {
-        let (w, h, hw) = (self.w, self.h, self.hw);
-        for py in B..h + B {
-            for px in (0..B).chain(w + B..w + 2 * B) {
-                let v = self.get(py, reflect(px as isize - B as isize, w) + B);
-                self.half[px & 1][py * hw + px / 2] = v;
-            }
-        }
-        for py in (0..B).chain(h + B..h + 2 * B) {
-            let sy = reflect(py as isize - B as isize, h) + B;
-            for half in &mut self.half {
-                half.copy_within(sy * hw..(sy + 1) * hw, py * hw);
-            }
+    /// Fills row `y`'s left and right padding by reflect-101 (parity is kept).
+    fn fill_cols(&mut self, y: isize) {
+        let w = self.w;
+        let row = self.row_mut(y);
+        for px in (0..B).chain(w + B..w + 2 * B) {
+            let sx = reflect(px as isize - B as isize, w) + B;
+            let v = row[sx & 1][sx / 2];
+            row[px & 1][px / 2] = v;
         }
     }
 }
@@ -408,7 +412,6 @@ enum Job<'a> {
         own: &'a Split,
         g: &'a Split,
         vh: &'a Split,
-        c: &'a Split,
         out: &'a mut [f32],
     },
     /// Output: both parities of one plane's row from column `xs` (even), scaled to codes
@@ -551,8 +554,9 @@ impl pulp::WithSimd for Row<'_> {
                     out[i] = (g0[i] + dx * dsc + dy * (1.0 - dsc)).clamp(0.0, 1.0);
                 }
             }
-            Job::Refine { own, g, vh, c, out } => {
-                let (g0, c0) = (at.tap(g, 0, 0), at.tap(c, 0, 0));
+            Job::Refine { own, g, vh, out } => {
+                // The site's own colour: `own` holds the CFA sample there.
+                let (g0, c0) = (at.tap(g, 0, 0), at.tap(own, 0, 0));
                 let axes = Axes::new(&at, own, g);
                 let d = at.box3(vh);
                 let out = &mut out[..n];
@@ -566,9 +570,11 @@ impl pulp::WithSimd for Row<'_> {
                 let w = out.len();
                 let even = src.tap(at.y, at.xs, 0, 0, w.div_ceil(2));
                 let odd = src.tap(at.y, at.xs + 1, 0, 0, w / 2);
-                for (k, pair) in out.chunks_exact_mut(2).enumerate() {
-                    pair[0] = sat_u16(round_non_negative(even[k] * top));
-                    pair[1] = sat_u16(round_non_negative(odd[k] * top));
+                let half = w / 2;
+                let (pairs, (e, o)) = (&mut out[..2 * half], (&even[..half], &odd[..half]));
+                for ((pair, &e), &o) in pairs.chunks_exact_mut(2).zip(e).zip(o) {
+                    pair[0] = sat_u16(round_non_negative(e * top));
+                    pair[1] = sat_u16(round_non_negative(o * top));
                 }
                 if w % 2 == 1 {
                     out[w - 1] = sat_u16(round_non_negative(even[w / 2] * top));
@@ -655,9 +661,44 @@ fn rcd_full(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage {
     out
 }
 
+/// How many rows each step runs behind the input: at time `t` the tile's loop converts
+/// input row `t` and runs each step on row `t − lag`. A step reads its inputs at most
+/// 4 rows away (1 for the direction maps, 2 or 3 for the activities), so each lag is
+/// its input's lag plus that reach: whatever it reads is already written.
+struct Lag;
+
+impl Lag {
+    const ACTIVITY: isize = 2;
+    const DIRECTION: isize = 3;
+    const DIAGONAL: isize = 3;
+    const GREEN: isize = 4;
+    const CROSS: isize = 8;
+    const FILL: isize = 12;
+    const REFINE: isize = 16;
+    const OUT: isize = 20;
+
+    /// Rows a plane written at lag `written` must keep for consumers whose oldest read is
+    /// `last` rows behind the input.
+    const fn ring(written: isize, last: isize) -> usize {
+        (last - written + 1) as usize
+    }
+}
+
+/// The row a step at `lag` works on at time `t`, if it is in its `rows`.
+#[inline(always)]
+fn due(rows: &std::ops::Range<isize>, t: isize, lag: isize) -> Option<isize> {
+    Some(t - lag).filter(|y| rows.contains(y))
+}
+
 /// The algorithm on the mosaic window `tile` (at least 8×8), writing its rows `skip..`,
 /// columns `cols.0..cols.0 + cols.1` (`cols.0` even) into `out`: rows `stride` apart,
 /// as many as `out` holds.
+///
+/// The steps run interleaved, row by row (see [`Lag`]), on ring planes of a few rows
+/// each; each step computes only the rows that lead to output rows (the reach of each
+/// step's reads, summed from the output back), so the halo rows of a strip cost less the
+/// later the step. Every computed sample is the same as in a whole-tile, step-by-step
+/// run (the strip and golden tests).
 fn rcd_rows(
     tile: Tile,
     pattern: BayerPattern,
@@ -674,11 +715,68 @@ fn rcd_rows(
     let green_col = |y: isize| usize::from(cell[(y & 1) as usize][0] != Channel::G);
     let site = |y: isize| cell[(y & 1) as usize][1 - green_col(y)];
 
-    // CFA, normalised, padded and split by parity.
-    let mut c_plane = Split::new(w, h);
-    c_plane
-        .par_rows(-(B as isize), hi + B as isize)
-        .for_each(|(y, [even, odd])| {
+    // Output rows, and the rows each step must compute for them: its consumers' rows
+    // widened by how far they read (4 rows for most, 1 for the direction maps, 2 or 3
+    // for the activities), within the rows the step covers.
+    let [or, og, ob] = out;
+    let (lo, hi_out) = (skip as isize, (skip + or.len().div_ceil(stride)) as isize);
+    let need = |reach: isize, a: isize, b: isize| (lo - reach).max(a)..(hi_out + reach).min(b);
+    let bi = B as isize;
+    let r_out = need(0, 0, hi);
+    let r_refine = need(4, 0, hi);
+    let r_fill = need(8, 0, hi);
+    let r_cross = need(12, 0, hi);
+    let r_diag = need(13, -1, hi + 1);
+    let r_green = need(16, 0, hi);
+    let r_dir = need(17, -1, hi + 1);
+    let r_act = need(18, -2, hi + 2);
+    let r_c = need(20, -bi, hi + bi);
+
+    // The planes, each keeping the rows between its writer and its last reader.
+    // CFA, normalised, padded and split by parity: read last by step 3b.
+    let mut c = Split::new(w, h, Lag::ring(0, Lag::CROSS + 4), false);
+    // Step 1: squared activities, and the direction map (read last by the output's fill).
+    let mut dv2 = Split::new(w, h, Lag::ring(Lag::ACTIVITY, Lag::DIRECTION + 1), false);
+    let mut dh2 = Split::new(w, h, Lag::ring(Lag::ACTIVITY, Lag::DIRECTION + 1), false);
+    let mut vh = Split::new(w, h, Lag::ring(Lag::DIRECTION, Lag::OUT + 1), false);
+    // Step 2: green everywhere.
+    let mut gp = Split::new(w, h, Lag::ring(Lag::GREEN, Lag::REFINE + 4), true);
+    // Step 3: diagonal direction, then R and B at R/B sites.
+    let mut pq = Split::new(w, h, Lag::ring(Lag::DIAGONAL, Lag::CROSS + 1), false);
+    let mut rp = Split::new(w, h, Lag::ring(Lag::CROSS, Lag::FILL + 4), true);
+    let mut bp = Split::new(w, h, Lag::ring(Lag::CROSS, Lag::FILL + 4), true);
+    // Step 4: R and B everywhere.
+    let mut rf = Split::new(w, h, Lag::ring(Lag::FILL, Lag::OUT + 4), true);
+    let mut bf = Split::new(w, h, Lag::ring(Lag::FILL, Lag::OUT + 4), true);
+    // Step 5: green refined; then R and B at green sites again, from it.
+    let mut g2 = Split::new(w, h, Lag::ring(Lag::REFINE, Lag::OUT + 4), true);
+    let mut rf2 = Split::new(w, h, 1, false);
+    let mut bf2 = Split::new(w, h, 1, false);
+
+    // R or B (`src`) at the green sites of row `y`, from `src`'s colour differences
+    // against `g`, into `dst`, which takes `src`'s R/B sites as they are.
+    let fill_green_sites = |dst: &mut Split, src: &Split, g: &Split, vh: &Split, y: isize| {
+        let mut row = dst.row_mut(y);
+        let (xs, n) = span(0, wi, 1 - green_col(y));
+        run(&mut row, xs, n).copy_from_slice(src.tap(y, xs, 0, 0, n));
+        let (xs, n) = span(0, wi, green_col(y));
+        Row {
+            at: At { y, xs, n },
+            job: Job::AtGreen {
+                p: src,
+                g,
+                vh,
+                out: run(&mut row, xs, n),
+            },
+        }
+        .run();
+    };
+
+    let top = max as f32;
+    let (x0, n_cols) = cols;
+    for t in r_c.start..r_out.end + Lag::OUT {
+        if let Some(y) = due(&r_c, t, 0) {
+            let [even, odd] = c.row_mut(y);
             let src = &data[reflect(y, h) * stride..][..w];
             // Interior: a de-interleaving loop (image column x is padded column x + B,
             // of the same parity since B is even); then the margins, reflected.
@@ -692,82 +790,73 @@ fn rcd_rows(
             }
             let row = [even, odd];
             for px in (0..B).chain(w + B..w + 2 * B) {
-                let sx = reflect(px as isize - B as isize, w);
+                let sx = reflect(px as isize - bi, w);
                 row[px & 1][px / 2] = src[sx] as f32 * scale;
             }
-        });
-    let c = &c_plane;
-
-    // Step 1: vertical/horizontal direction at every pixel of the interior ± 1.
-    let mut dv2 = Split::new(w, h);
-    let mut dh2 = Split::new(w, h);
-    dv2.par_rows(-2, hi + 2)
-        .zip(dh2.par_rows(-2, hi + 2))
-        .for_each(|((y, mut v), (_, mut hh))| {
+        }
+        if let Some(y) = due(&r_act, t, Lag::ACTIVITY) {
+            let (mut v, mut hh) = (dv2.row_mut(y), dh2.row_mut(y));
             for p in 0..2 {
                 let (xs, n) = span(-2, wi + 2, p);
-                let (v, hh) = (run(&mut v, xs, n), run(&mut hh, xs, n));
                 Row {
                     at: At { y, xs, n },
-                    job: Job::Activity { c, dv2: v, dh2: hh },
+                    job: Job::Activity {
+                        c: &c,
+                        dv2: run(&mut v, xs, n),
+                        dh2: run(&mut hh, xs, n),
+                    },
                 }
                 .run();
             }
-        });
-    let mut vh = Split::new(w, h);
-    vh.par_rows(-1, hi + 1).for_each(|(y, mut row)| {
-        for p in 0..2 {
-            let (xs, n) = span(-1, wi + 1, p);
-            let out = run(&mut row, xs, n);
+        }
+        if let Some(y) = due(&r_dir, t, Lag::DIRECTION) {
+            let mut row = vh.row_mut(y);
+            for p in 0..2 {
+                let (xs, n) = span(-1, wi + 1, p);
+                Row {
+                    at: At { y, xs, n },
+                    job: Job::Direction {
+                        dv2: &dv2,
+                        dh2: &dh2,
+                        out: run(&mut row, xs, n),
+                    },
+                }
+                .run();
+            }
+        }
+        if let Some(y) = due(&r_diag, t, Lag::DIAGONAL) {
+            // Read only at R/B sites (the centre and diagonal neighbours of one are R/B
+            // sites).
+            let mut row = pq.row_mut(y);
+            let (xs, n) = span(-1, wi + 1, 1 - green_col(y));
             Row {
                 at: At { y, xs, n },
-                job: Job::Direction {
-                    dv2: &dv2,
-                    dh2: &dh2,
-                    out,
+                job: Job::Diagonal {
+                    c: &c,
+                    out: run(&mut row, xs, n),
                 },
             }
             .run();
         }
-    });
-    drop((dv2, dh2));
-    let vh = &vh;
-
-    // Step 2: green everywhere.
-    let mut gp_plane = Split::new(w, h);
-    gp_plane.par_rows(0, hi).for_each(|(y, mut row)| {
-        let gq = green_col(y);
-        let (xs, n) = span(0, wi, gq);
-        run(&mut row, xs, n).copy_from_slice(c.tap(y, xs, 0, 0, n));
-        let (xs, n) = span(0, wi, 1 - gq);
-        let out = run(&mut row, xs, n);
-        Row {
-            at: At { y, xs, n },
-            job: Job::Green { c, vh, out },
+        if let Some(y) = due(&r_green, t, Lag::GREEN) {
+            let mut row = gp.row_mut(y);
+            let gq = green_col(y);
+            let (xs, n) = span(0, wi, gq);
+            run(&mut row, xs, n).copy_from_slice(c.tap(y, xs, 0, 0, n));
+            let (xs, n) = span(0, wi, 1 - gq);
+            Row {
+                at: At { y, xs, n },
+                job: Job::Green {
+                    c: &c,
+                    vh: &vh,
+                    out: run(&mut row, xs, n),
+                },
+            }
+            .run();
+            gp.fill_cols(y);
         }
-        .run();
-    });
-    gp_plane.refill_border();
-    let gp = &gp_plane;
-
-    // Step 3: R at B sites and B at R sites, along the diagonals.
-    let mut pq_plane = Split::new(w, h);
-    // Read only at R/B sites (the centre and diagonal neighbours of one are R/B sites).
-    pq_plane.par_rows(-1, hi + 1).for_each(|(y, mut row)| {
-        let (xs, n) = span(-1, wi + 1, 1 - green_col(y));
-        let out = run(&mut row, xs, n);
-        Row {
-            at: At { y, xs, n },
-            job: Job::Diagonal { c, out },
-        }
-        .run();
-    });
-    let pq = &pq_plane;
-    let mut rp = Split::new(w, h);
-    let mut bp = Split::new(w, h);
-    rp.par_rows(0, hi)
-        .zip(bp.par_rows(0, hi))
-        .for_each(|((y, mut rrow), (_, mut brow))| {
+        if let Some(y) = due(&r_cross, t, Lag::CROSS) {
+            let (mut rrow, mut brow) = (rp.row_mut(y), bp.row_mut(y));
             let (xs, n) = span(0, wi, 1 - green_col(y));
             let (own, other) = if site(y) == Channel::R {
                 (run(&mut rrow, xs, n), run(&mut brow, xs, n))
@@ -778,108 +867,67 @@ fn rcd_rows(
             Row {
                 at: At { y, xs, n },
                 job: Job::Cross {
-                    c,
-                    gp,
-                    pq,
+                    c: &c,
+                    gp: &gp,
+                    pq: &pq,
                     out: other,
                 },
             }
             .run();
-        });
-    rp.refill_border();
-    bp.refill_border();
-    // Planes are dropped as soon as the steps are done with them: a strip's peak memory
-    // is 7 planes, not 13.
-    drop(pq_plane);
-
-    // Step 4: R and B at green sites, from colour differences at the axial neighbours.
-    let fill_green_sites = |src: &Split, gpl: &Split| -> Split {
-        // Not a copy of `src` with the green sites overwritten: each row copies its R/B
-        // sites while it computes its green ones (one pass instead of two). The border
-        // is not copied; callers that read it refill it.
-        let mut out = Split::new(w, h);
-        out.par_rows(0, hi).for_each(|(y, mut row)| {
-            let (xs, n) = span(0, wi, 1 - green_col(y));
-            run(&mut row, xs, n).copy_from_slice(src.tap(y, xs, 0, 0, n));
+            rp.fill_cols(y);
+            bp.fill_cols(y);
+        }
+        if let Some(y) = due(&r_fill, t, Lag::FILL) {
+            fill_green_sites(&mut rf, &rp, &gp, &vh, y);
+            fill_green_sites(&mut bf, &bp, &gp, &vh, y);
+            rf.fill_cols(y);
+            bf.fill_cols(y);
+        }
+        if let Some(y) = due(&r_refine, t, Lag::REFINE) {
+            // Green at R/B sites again, from the (now complete) colour differences of
+            // its axial neighbours, along the same direction.
+            let mut row = g2.row_mut(y);
             let (xs, n) = span(0, wi, green_col(y));
-            let o = run(&mut row, xs, n);
+            run(&mut row, xs, n).copy_from_slice(gp.tap(y, xs, 0, 0, n));
+            let (xs, n) = span(0, wi, 1 - green_col(y));
+            let own = if site(y) == Channel::R { &rf } else { &bf };
             Row {
                 at: At { y, xs, n },
-                job: Job::AtGreen {
-                    p: src,
-                    g: gpl,
-                    vh,
-                    out: o,
+                job: Job::Refine {
+                    own,
+                    g: &gp,
+                    vh: &vh,
+                    out: run(&mut row, xs, n),
                 },
             }
             .run();
-        });
-        out
-    };
-    let mut rf = fill_green_sites(&rp, gp);
-    let mut bf = fill_green_sites(&bp, gp);
-    rf.refill_border();
-    bf.refill_border();
-    drop((rp, bp));
-
-    // Step 5: refine green at R/B sites from the (now complete) colour differences of
-    // its axial neighbours, along the same direction.
-    let mut g2 = Split::new(w, h);
-    g2.par_rows(0, hi).for_each(|(y, mut row)| {
-        let (xs, n) = span(0, wi, green_col(y));
-        run(&mut row, xs, n).copy_from_slice(gp.tap(y, xs, 0, 0, n));
-        let (xs, n) = span(0, wi, 1 - green_col(y));
-        let own = if site(y) == Channel::R { &rf } else { &bf };
-        let out = run(&mut row, xs, n);
-        Row {
-            at: At { y, xs, n },
-            job: Job::Refine {
-                own,
-                g: gp,
-                vh,
-                c,
-                out,
-            },
+            g2.fill_cols(y);
         }
-        .run();
-    });
-    g2.refill_border();
-    drop((c_plane, gp_plane));
-    let rf = {
-        let done = fill_green_sites(&rf, &g2);
-        drop(rf);
-        done
-    };
-    let bf = {
-        let done = fill_green_sites(&bf, &g2);
-        drop(bf);
-        done
-    };
-
-    let top = max as f32;
-    let [or, og, ob] = out;
-    let (x0, n) = cols;
-    or.par_chunks_mut(stride)
-        .zip(og.par_chunks_mut(stride))
-        .zip(ob.par_chunks_mut(stride))
-        .enumerate()
-        .for_each(|(k, ((r, g), b))| {
+        if let Some(y) = due(&r_out, t, Lag::OUT) {
+            fill_green_sites(&mut rf2, &rf, &g2, &vh, y);
+            fill_green_sites(&mut bf2, &bf, &g2, &vh, y);
             let at = At {
-                y: (skip + k) as isize,
+                y,
                 xs: x0 as isize,
-                n,
+                n: n_cols,
             };
-            for (out, src) in [&mut r[..n], &mut g[..n], &mut b[..n]]
+            let k = (y - lo) as usize * stride;
+            for (out, src) in [&mut or[k..], &mut og[k..], &mut ob[k..]]
                 .into_iter()
-                .zip([&rf, &g2, &bf])
+                .zip([&rf2, &g2, &bf2])
             {
                 Row {
                     at,
-                    job: Job::Codes { src, top, out },
+                    job: Job::Codes {
+                        src,
+                        top,
+                        out: &mut out[..n_cols],
+                    },
                 }
                 .run();
             }
-        });
+        }
+    }
 }
 
 /// The RCD stage.
