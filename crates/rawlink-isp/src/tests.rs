@@ -215,3 +215,31 @@ fn rgb8_into_a_reused_buffer_equals_a_fresh_one() {
     out.to_rgb8_into(&mut buf);
     assert_eq!(buf, out.to_rgb8());
 }
+
+#[test]
+fn full_scale_8bit_arithmetic_equals_the_division() {
+    for bias in [0u32, 32767] {
+        for v in 0..=u16::MAX {
+            let want = ((v as u32 * 255 + bias) / 65535) as u8;
+            assert_eq!(super::full_scale_to_8bit(v, bias), want, "{v} {bias}");
+        }
+    }
+    // Both conversion paths (arithmetic at the full scale, the table below it) agree
+    // with the per-sample division on an image.
+    for max in [65535u16, 65534, 4095] {
+        let mut img = RgbImage::new(3, 2);
+        img.planes = [
+            vec![0, 1, 257, 32767, 32768, max],
+            vec![max, max / 2, max / 3, 7, 65, 128],
+            vec![12, 4000, max - 1, 2, 3, 4],
+        ];
+        let m = max as u32;
+        for (bias, got) in [(0, img.to_rgb8(max)), (m / 2, img.to_rgb8_rounded(max))] {
+            let want: Vec<u8> = (0..6)
+                .flat_map(|i| img.planes.iter().map(move |p| p[i]))
+                .map(|v| ((v as u32 * 255 + bias) / m) as u8)
+                .collect();
+            assert_eq!(got, want, "max {max} bias {bias}");
+        }
+    }
+}

@@ -83,6 +83,7 @@ impl pulp::WithSimd for CcmRow<'_> {
 #[derive(Debug, Clone)]
 pub struct ToneLut {
     lut: Vec<u16>,
+    map: crate::stages::gamma::CodeMap,
 }
 
 impl ToneLut {
@@ -108,13 +109,19 @@ impl ToneLut {
                 let y = y - contrast * y * (1.0 - y) * (1.0 - 2.0 * y);
                 (y.clamp(0.0, 1.0) * m).round() as u16
             })
-            .collect();
-        Self { lut }
+            .collect::<Vec<u16>>();
+        let map = crate::stages::gamma::CodeMap::new(&lut);
+        Self { lut, map }
     }
 
     /// The table.
     pub fn table(&self) -> &[u16] {
         &self.lut
+    }
+
+    /// The table over every `u16` code.
+    pub fn map(&self) -> &crate::stages::gamma::CodeMap {
+        &self.map
     }
 }
 
@@ -123,7 +130,7 @@ impl RgbStage for ToneLut {
         "tone"
     }
     fn apply(&self, mut img: RgbImage, _ctx: &mut FrameContext) -> RgbImage {
-        crate::stages::gamma::apply_lut(&mut img, &self.lut);
+        self.map.apply(&mut img);
         img
     }
 }

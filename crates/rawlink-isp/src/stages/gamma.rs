@@ -7,6 +7,7 @@ use rayon::prelude::*;
 #[derive(Debug, Clone)]
 pub struct GammaLut {
     lut: Vec<u16>,
+    map: CodeMap,
 }
 
 impl GammaLut {
@@ -16,8 +17,9 @@ impl GammaLut {
         let m = max_value as f64;
         let lut = (0..=max_value as u32)
             .map(|i| ((i as f64 / m).powf(inv) * m) as u16)
-            .collect();
-        Self { lut }
+            .collect::<Vec<u16>>();
+        let map = CodeMap::new(&lut);
+        Self { lut, map }
     }
 
     /// The table.
@@ -31,27 +33,73 @@ impl RgbStage for GammaLut {
         "tone"
     }
     fn apply(&self, mut img: RgbImage, _ctx: &mut FrameContext) -> RgbImage {
-        apply_lut(&mut img, &self.lut);
+        self.map.apply(&mut img);
         img
     }
 }
 
-/// Maps every code of every plane through `lut` (codes past its end take the last
-/// entry), in parallel chunks.
-pub(crate) fn apply_lut(img: &mut RgbImage, lut: &[u16]) {
-    let last = lut.len() - 1;
-    for plane in img.planes.iter_mut() {
-        plane.par_chunks_mut(64 * 1024).for_each(|chunk| {
-            for v in chunk {
-                *v = lut[(*v as usize).min(last)];
-            }
-        });
+/// A per-code table over every `u16` code: a curve's table padded with its last entry
+/// (codes past the curve's end take it, as a clamped lookup would), so a lookup needs
+/// neither a clamp nor a bounds check.
+#[derive(Clone)]
+pub struct CodeMap(Box<[u16; 1 << 16]>);
+
+impl std::fmt::Debug for CodeMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CodeMap")
+    }
+}
+
+impl CodeMap {
+    /// The map of `lut` (at least one entry; entries past 2^16 are never reached).
+    pub fn new(lut: &[u16]) -> Self {
+        let last = lut.last().copied().unwrap_or(0);
+        let mut map = Box::new([last; 1 << 16]);
+        let n = lut.len().min(1 << 16);
+        map[..n].copy_from_slice(&lut[..n]);
+        Self(map)
+    }
+
+    /// The code `v` maps to.
+    #[inline(always)]
+    pub fn get(&self, v: u16) -> u16 {
+        self.0[v as usize]
+    }
+
+    /// Maps every code of `row` in place.
+    #[inline]
+    pub fn apply_row(&self, row: &mut [u16]) {
+        for v in row {
+            *v = self.0[*v as usize];
+        }
+    }
+
+    /// Maps every code of every plane, in parallel chunks.
+    pub fn apply(&self, img: &mut RgbImage) {
+        for plane in img.planes.iter_mut() {
+            plane
+                .par_chunks_mut(64 * 1024)
+                .for_each(|chunk| self.apply_row(chunk));
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn code_map_clamps_past_the_table() {
+        let m = CodeMap::new(&[5, 7, 9]);
+        assert_eq!(
+            [m.get(0), m.get(1), m.get(2), m.get(3), m.get(65535)],
+            [5, 7, 9, 9, 9]
+        );
+        let mut img = RgbImage::new(2, 1);
+        img.planes = [vec![0, 2], vec![1, 40000], vec![3, 1]];
+        m.apply(&mut img);
+        assert_eq!(img.planes, [vec![5, 9], vec![7, 9], vec![9, 7]]);
+    }
 
     #[test]
     fn lut_endpoints_and_monotonic() {

@@ -18,6 +18,7 @@
 //! Works in `f32` with reflect-101 padding (CFA parity is kept), row by row over
 //! planes of a few rows each (see `rcd_rows`).
 
+use crate::stages::gamma::CodeMap;
 use crate::stages::pad::reflect;
 use crate::stages::sat_u16;
 use crate::{FrameContext, RawPlane, RgbImage};
@@ -50,12 +51,24 @@ const HALO_COLS: usize = HALO_ROWS;
 /// parallel, each cut into column tiles and written straight into the output: a tile's
 /// working planes stay small and memory does not grow with the frame beyond the output.
 pub fn demosaic_rcd(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage {
+    demosaic_rcd_mapped(raw, pattern, max, None)
+}
+
+/// [`demosaic_rcd`] with every output code then mapped through `curve`, row by row as
+/// the rows are written (the same result as mapping the finished image, without a
+/// second pass over it).
+pub fn demosaic_rcd_mapped(
+    raw: &RawPlane,
+    pattern: BayerPattern,
+    max: u16,
+    curve: Option<&CodeMap>,
+) -> RgbImage {
     // As many strips as `STRIP_ROWS` needs, rounded up to a multiple of the threads so
     // they share the strips evenly, of an even height each.
     let threads = rayon::current_num_threads().max(1);
     let strips = raw.height.div_ceil(STRIP_ROWS).next_multiple_of(threads);
     let strip_rows = (raw.height.div_ceil(strips) + 1) & !1;
-    demosaic_rcd_tiled(raw, pattern, max, strip_rows.max(2), TILE_COLS)
+    demosaic_rcd_tiled(raw, pattern, max, strip_rows.max(2), TILE_COLS, curve)
 }
 
 /// [`demosaic_rcd`] with the strip height and tile width as parameters (tests use small
@@ -66,11 +79,16 @@ fn demosaic_rcd_tiled(
     max: u16,
     strip_rows: usize,
     tile_cols: usize,
+    curve: Option<&CodeMap>,
 ) -> RgbImage {
     let (w, h) = (raw.width, raw.height);
     let halo_rows = HALO_ROWS;
     if w < 8 || h <= strip_rows + 2 * halo_rows {
-        return rcd_full(raw, pattern, max);
+        let mut img = rcd_full(raw, pattern, max);
+        if let Some(c) = curve {
+            c.apply(&mut img);
+        }
+        return img;
     }
     // Tiles of equal even width (the last takes the rest), so each keeps the CFA phase.
     let n_tiles = w.div_ceil(tile_cols);
@@ -105,6 +123,7 @@ fn demosaic_rcd_tiled(
                     y0 - s0,
                     cols,
                     [&mut r[x0..], &mut g[x0..], &mut b[x0..]],
+                    curve,
                 );
             }
         });
@@ -370,6 +389,13 @@ impl<'a> Axes<'a> {
 
 /// One row job of the algorithm: which step, its planes, and its output run.
 enum Job<'a> {
+    /// The input row `src`, scaled to `0..=1` and split into its even and odd columns.
+    Input {
+        src: &'a [u16],
+        scale: f32,
+        even: &'a mut [f32],
+        odd: &'a mut [f32],
+    },
     /// Step 1a: squared vertical and horizontal activity.
     Activity {
         c: &'a Split,
@@ -444,6 +470,21 @@ impl pulp::WithSimd for Row<'_> {
         let at = self.at;
         let n = at.n;
         match self.job {
+            Job::Input {
+                src,
+                scale,
+                even,
+                odd,
+            } => {
+                let pairs = src.chunks_exact(2);
+                if let [last] = pairs.remainder() {
+                    even[src.len() / 2] = *last as f32 * scale;
+                }
+                for ((pair, e), o) in pairs.zip(even.iter_mut()).zip(odd.iter_mut()) {
+                    *e = pair[0] as f32 * scale;
+                    *o = pair[1] as f32 * scale;
+                }
+            }
             Job::Activity { c, dv2, dh2 } => {
                 let c0 = at.tap(c, 0, 0);
                 let (n1, s1, n2, s2) = (
@@ -657,7 +698,7 @@ fn rcd_full(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage {
         w,
         h,
     };
-    rcd_rows(tile, pattern, max, 0, (0, w), [r, g, b]);
+    rcd_rows(tile, pattern, max, 0, (0, w), [r, g, b], None);
     out
 }
 
@@ -706,6 +747,7 @@ fn rcd_rows(
     skip: usize,
     cols: (usize, usize),
     out: [&mut [u16]; 3],
+    curve: Option<&CodeMap>,
 ) {
     let Tile { data, stride, w, h } = tile;
     let (wi, hi) = (w as isize, h as isize);
@@ -780,14 +822,16 @@ fn rcd_rows(
             let src = &data[reflect(y, h) * stride..][..w];
             // Interior: a de-interleaving loop (image column x is padded column x + B,
             // of the same parity since B is even); then the margins, reflected.
-            let (e, o) = (&mut even[B / 2..], &mut odd[B / 2..]);
-            for (k, pair) in src.chunks_exact(2).enumerate() {
-                e[k] = pair[0] as f32 * scale;
-                o[k] = pair[1] as f32 * scale;
+            Row {
+                at: At { y, xs: 0, n: w },
+                job: Job::Input {
+                    src,
+                    scale,
+                    even: &mut even[B / 2..],
+                    odd: &mut odd[B / 2..],
+                },
             }
-            if w % 2 == 1 {
-                e[w / 2] = src[w - 1] as f32 * scale;
-            }
+            .run();
             let row = [even, odd];
             for px in (0..B).chain(w + B..w + 2 * B) {
                 let sx = reflect(px as isize - bi, w);
@@ -916,30 +960,34 @@ fn rcd_rows(
                 .into_iter()
                 .zip([&rf2, &g2, &bf2])
             {
+                let out = &mut out[..n_cols];
                 Row {
                     at,
-                    job: Job::Codes {
-                        src,
-                        top,
-                        out: &mut out[..n_cols],
-                    },
+                    job: Job::Codes { src, top, out },
                 }
                 .run();
+                if let Some(c) = curve {
+                    c.apply_row(out);
+                }
             }
         }
     }
 }
 
 /// The RCD stage.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Rcd;
+#[derive(Debug, Clone, Default)]
+pub struct Rcd {
+    /// A per-code curve folded into the output (the pipeline puts the tone curve here
+    /// when nothing runs between the two).
+    pub curve: Option<CodeMap>,
+}
 
 impl crate::DemosaicStage for Rcd {
     fn name(&self) -> &'static str {
         "demosaic"
     }
     fn apply(&self, raw: &RawPlane, ctx: &mut FrameContext) -> RgbImage {
-        demosaic_rcd(raw, ctx.pattern, ctx.max_value)
+        demosaic_rcd_mapped(raw, ctx.pattern, ctx.max_value, self.curve.as_ref())
     }
 }
 
@@ -1308,6 +1356,27 @@ mod tests {
         }
     }
 
+    /// A curve folded into the output equals the curve applied to the finished image,
+    /// on the strip path and the small-image path.
+    #[test]
+    fn folded_curve_equals_a_separate_pass() {
+        let table: Vec<u16> = (0..4096u32).map(|v| ((v * 7919) % 4096) as u16).collect();
+        let curve = CodeMap::new(&table);
+        for (w, h) in [(96usize, 300usize), (12, 10)] {
+            let data = (0..w * h)
+                .map(|i| ((i * 37 + (i / w) * 11) % 4096) as u16)
+                .collect();
+            let raw = RawPlane::new(w, h, data).unwrap();
+            let mut want = demosaic_rcd(&raw, BayerPattern::Grbg, 4095);
+            curve.apply(&mut want);
+            assert_eq!(
+                demosaic_rcd_tiled(&raw, BayerPattern::Grbg, 4095, 64, 32, Some(&curve)),
+                want,
+                "{w}x{h}"
+            );
+        }
+    }
+
     const GOLDEN: [u64; 4] = [
         0x1376_4d24_fe71_5691,
         0xdc5e_588a_754a_dc95,
@@ -1337,7 +1406,7 @@ mod tests {
                 // Narrow tiles: many tile edges, and a last tile narrower than the rest.
                 for tile_cols in [20, 32] {
                     assert_eq!(
-                        demosaic_rcd_tiled(&raw, p, 4095, 64, tile_cols),
+                        demosaic_rcd_tiled(&raw, p, 4095, 64, tile_cols, None),
                         whole,
                         "{w}x{h} {p} tiles of {tile_cols}"
                     );
