@@ -39,10 +39,13 @@ const EPS: f32 = 1e-5;
 const STRIP_ROWS: usize = 512;
 const HALO_ROWS: usize = 16;
 
-/// Output columns of each tile at most. Strips are cut into column tiles as well, with
-/// [`HALO_COLS`] columns of context on each inner side, so a tile's working planes stay
-/// small enough for the per-core caches (and the per-thread plane pool stays small).
-const TILE_COLS: usize = 768;
+/// Output columns of each tile at most. Strips wider than this are cut into column
+/// tiles, with [`HALO_COLS`] columns of context on each inner side, so a tile's ring
+/// planes stay a few MB at any width. Up to 4K no frame is cut: each step's per-row
+/// setup (its taps' slices) costs the same at any width, so long rows are cheaper per
+/// pixel, and the ring planes of a 4K row (~3 MB) fit the caches well enough (see
+/// `NOTES.md`: 768-column tiles were 15 % slower).
+const TILE_COLS: usize = 4096;
 /// Context columns on each inner side of a tile: the horizontal dependency depth equals
 /// the vertical one (the steps are symmetric in x and y), and even keeps the CFA phase.
 const HALO_COLS: usize = HALO_ROWS;
@@ -457,8 +460,9 @@ struct Row<'a> {
 }
 
 impl Row<'_> {
-    fn run(self) {
-        pulp::Arch::new().dispatch(self)
+    /// Runs the job with the instruction set `arch` picked (detected once per tile).
+    fn run(self, arch: pulp::Arch) {
+        arch.dispatch(self)
     }
 }
 
@@ -797,6 +801,7 @@ fn rcd_rows(
 
     // R or B (`src`) at the green sites of row `y`, from `src`'s colour differences
     // against `g`, into `dst`, which takes `src`'s R/B sites as they are.
+    let arch = pulp::Arch::new();
     let fill_green_sites = |dst: &mut Split, src: &Split, g: &Split, vh: &Split, y: isize| {
         let mut row = dst.row_mut(y);
         let (xs, n) = span(0, wi, 1 - green_col(y));
@@ -811,7 +816,7 @@ fn rcd_rows(
                 out: run(&mut row, xs, n),
             },
         }
-        .run();
+        .run(arch);
     };
 
     let top = max as f32;
@@ -831,7 +836,7 @@ fn rcd_rows(
                     odd: &mut odd[B / 2..],
                 },
             }
-            .run();
+            .run(arch);
             let row = [even, odd];
             for px in (0..B).chain(w + B..w + 2 * B) {
                 let sx = reflect(px as isize - bi, w);
@@ -850,7 +855,7 @@ fn rcd_rows(
                         dh2: run(&mut hh, xs, n),
                     },
                 }
-                .run();
+                .run(arch);
             }
         }
         if let Some(y) = due(&r_dir, t, Lag::DIRECTION) {
@@ -865,7 +870,7 @@ fn rcd_rows(
                         out: run(&mut row, xs, n),
                     },
                 }
-                .run();
+                .run(arch);
             }
         }
         if let Some(y) = due(&r_diag, t, Lag::DIAGONAL) {
@@ -880,7 +885,7 @@ fn rcd_rows(
                     out: run(&mut row, xs, n),
                 },
             }
-            .run();
+            .run(arch);
         }
         if let Some(y) = due(&r_green, t, Lag::GREEN) {
             let mut row = gp.row_mut(y);
@@ -896,7 +901,7 @@ fn rcd_rows(
                     out: run(&mut row, xs, n),
                 },
             }
-            .run();
+            .run(arch);
             gp.fill_cols(y);
         }
         if let Some(y) = due(&r_cross, t, Lag::CROSS) {
@@ -917,7 +922,7 @@ fn rcd_rows(
                     out: other,
                 },
             }
-            .run();
+            .run(arch);
             rp.fill_cols(y);
             bp.fill_cols(y);
         }
@@ -944,7 +949,7 @@ fn rcd_rows(
                     out: run(&mut row, xs, n),
                 },
             }
-            .run();
+            .run(arch);
             g2.fill_cols(y);
         }
         if let Some(y) = due(&r_out, t, Lag::OUT) {
@@ -965,7 +970,7 @@ fn rcd_rows(
                     at,
                     job: Job::Codes { src, top, out },
                 }
-                .run();
+                .run(arch);
                 if let Some(c) = curve {
                     c.apply_row(out);
                 }
