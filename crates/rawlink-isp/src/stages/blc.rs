@@ -5,6 +5,7 @@
 //! mapping black to 0 and white to full scale 65535 (the 16-bit working range of every
 //! later stage). It is a lookup table per CFA site, built once per configuration.
 
+use crate::stages::gamma::CodeMap;
 use crate::{FrameContext, RawPlane, RawStage, FULL_SCALE};
 use rawlink_frame::{BayerPattern, Channel};
 use rayon::prelude::*;
@@ -31,23 +32,25 @@ impl RawStage for BlackLevel {
 /// Per-colour black level and white level, normalised to 16-bit full scale.
 #[derive(Debug, Clone)]
 pub struct Normalize {
-    /// LUT per CFA site, indexed `[row & 1][col & 1]`, each `max_code + 1` long.
-    luts: [[Vec<u16>; 2]; 2],
+    /// Table per CFA site, indexed `[row & 1][col & 1]`, over codes `0..=max_code`
+    /// (codes above take the last entry).
+    luts: [[CodeMap; 2]; 2],
 }
 
 impl Normalize {
     /// Builds the tables. `black` is per colour (R, G, B); codes above `max_code` clip.
     pub fn new(pattern: BayerPattern, black: [u16; 3], white: u16, max_code: u16) -> Self {
-        let lut = |c: Channel| -> Vec<u16> {
+        let lut = |c: Channel| -> CodeMap {
             let b = black[c as usize] as f64;
             let range = (white as f64 - b).max(1.0);
-            (0..=max_code as u32)
+            let lut = (0..=max_code as u32)
                 .map(|v| {
                     (((v as f64 - b) / range) * FULL_SCALE as f64)
                         .round()
                         .clamp(0.0, FULL_SCALE as f64) as u16
                 })
-                .collect()
+                .collect::<Vec<u16>>();
+            CodeMap::new(&lut)
         };
         let cell = pattern.cell();
         Self {
@@ -71,12 +74,13 @@ impl RawStage for Normalize {
             .enumerate()
             .for_each(|(y, row)| {
                 let [l0, l1] = &self.luts[y & 1];
-                let last = l0.len() - 1;
-                for pair in row.chunks_mut(2) {
-                    pair[0] = l0[(pair[0] as usize).min(last)];
-                    if let Some(v) = pair.get_mut(1) {
-                        *v = l1[(*v as usize).min(last)];
-                    }
+                let mut pairs = row.chunks_exact_mut(2);
+                for pair in &mut pairs {
+                    pair[0] = l0.get(pair[0]);
+                    pair[1] = l1.get(pair[1]);
+                }
+                if let [v] = pairs.into_remainder() {
+                    *v = l0.get(*v);
                 }
             });
         ctx.max_value = FULL_SCALE;
