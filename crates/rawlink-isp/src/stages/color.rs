@@ -82,7 +82,6 @@ impl pulp::WithSimd for CcmRow<'_> {
 /// A tone curve as a lookup table over every code.
 #[derive(Debug, Clone)]
 pub struct ToneLut {
-    lut: Vec<u16>,
     map: crate::stages::gamma::CodeMap,
 }
 
@@ -110,13 +109,14 @@ impl ToneLut {
                 (y.clamp(0.0, 1.0) * m).round() as u16
             })
             .collect::<Vec<u16>>();
-        let map = crate::stages::gamma::CodeMap::new(&lut);
-        Self { lut, map }
+        Self {
+            map: crate::stages::gamma::CodeMap::new(&lut),
+        }
     }
 
     /// The table.
     pub fn table(&self) -> &[u16] {
-        &self.lut
+        self.map.table()
     }
 
     /// The table over every `u16` code.

@@ -6,7 +6,6 @@ use rayon::prelude::*;
 /// Power-law gamma applied with a truncating LUT over the full code range.
 #[derive(Debug, Clone)]
 pub struct GammaLut {
-    lut: Vec<u16>,
     map: CodeMap,
 }
 
@@ -18,13 +17,14 @@ impl GammaLut {
         let lut = (0..=max_value as u32)
             .map(|i| ((i as f64 / m).powf(inv) * m) as u16)
             .collect::<Vec<u16>>();
-        let map = CodeMap::new(&lut);
-        Self { lut, map }
+        Self {
+            map: CodeMap::new(&lut),
+        }
     }
 
     /// The table.
     pub fn table(&self) -> &[u16] {
-        &self.lut
+        self.map.table()
     }
 }
 
@@ -42,7 +42,11 @@ impl RgbStage for GammaLut {
 /// (codes past the curve's end take it, as a clamped lookup would), so a lookup needs
 /// neither a clamp nor a bounds check.
 #[derive(Clone)]
-pub struct CodeMap(Box<[u16; 1 << 16]>);
+pub struct CodeMap {
+    map: Box<[u16; 1 << 16]>,
+    /// Entries of the curve's own table.
+    len: usize,
+}
 
 impl std::fmt::Debug for CodeMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -55,22 +59,27 @@ impl CodeMap {
     pub fn new(lut: &[u16]) -> Self {
         let last = lut.last().copied().unwrap_or(0);
         let mut map = Box::new([last; 1 << 16]);
-        let n = lut.len().min(1 << 16);
-        map[..n].copy_from_slice(&lut[..n]);
-        Self(map)
+        let len = lut.len().min(1 << 16);
+        map[..len].copy_from_slice(&lut[..len]);
+        Self { map, len }
+    }
+
+    /// The curve's own table (without the padding).
+    pub fn table(&self) -> &[u16] {
+        &self.map[..self.len]
     }
 
     /// The code `v` maps to.
     #[inline(always)]
     pub fn get(&self, v: u16) -> u16 {
-        self.0[v as usize]
+        self.map[v as usize]
     }
 
     /// Maps every code of `row` in place.
     #[inline]
     pub fn apply_row(&self, row: &mut [u16]) {
         for v in row {
-            *v = self.0[*v as usize];
+            *v = self.map[*v as usize];
         }
     }
 
