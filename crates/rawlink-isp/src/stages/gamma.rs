@@ -104,6 +104,7 @@ mod tests {
             [m.get(0), m.get(1), m.get(2), m.get(3), m.get(65535)],
             [5, 7, 9, 9, 9]
         );
+        assert_eq!(m.table(), [5, 7, 9]);
         let mut img = RgbImage::new(2, 1);
         img.planes = [vec![0, 2], vec![1, 40000], vec![3, 1]];
         m.apply(&mut img);
