@@ -156,11 +156,13 @@ struct Tile<'a> {
 /// cache. Planes whose border rows are mirror images of their interior (`mirror`) do not
 /// store those rows: a read of row `y` outside `0..h` reads row `reflect(y)`.
 struct Split {
-    w: usize,
     h: usize,
     hw: usize,
     mask: usize,
     mirror: bool,
+    /// Each padding column with the image column it mirrors, both as padded columns
+    /// (the same for every row, so worked out once).
+    border: [(usize, usize); 2 * B],
     half: [Vec<f32>; 2],
 }
 
@@ -209,12 +211,16 @@ impl Split {
     fn new(w: usize, h: usize, rows: usize, mirror: bool) -> Self {
         let hw = (w + 2 * B).div_ceil(2);
         let rows = rows.next_power_of_two();
+        let mut border = [(0, 0); 2 * B];
+        for (b, px) in border.iter_mut().zip((0..B).chain(w + B..w + 2 * B)) {
+            *b = (px, reflect(px as isize - B as isize, w) + B);
+        }
         Self {
-            w,
             h,
             hw,
             mask: rows - 1,
             mirror,
+            border,
             half: [pooled(hw * rows), pooled(hw * rows)],
         }
     }
@@ -250,10 +256,9 @@ impl Split {
 
     /// Fills row `y`'s left and right padding by reflect-101 (parity is kept).
     fn fill_cols(&mut self, y: isize) {
-        let w = self.w;
+        let border = self.border;
         let row = self.row_mut(y);
-        for px in (0..B).chain(w + B..w + 2 * B) {
-            let sx = reflect(px as isize - B as isize, w) + B;
+        for (px, sx) in border {
             let v = row[sx & 1][sx / 2];
             row[px & 1][px / 2] = v;
         }
@@ -300,6 +305,37 @@ impl At {
         ]
     }
 
+    /// `[m(-u), m(u), m(-3u)]`: the taps of a colour's line that the colour-difference
+    /// steps read (only the taps a step reads are built: each costs its slice's setup
+    /// once per row).
+    #[inline(always)]
+    fn colour_line<'a>(&self, m: &'a Split, uy: isize, ux: isize) -> [&'a [f32]; 3] {
+        [
+            self.tap(m, -uy, -ux),
+            self.tap(m, uy, ux),
+            self.tap(m, -3 * uy, -3 * ux),
+        ]
+    }
+
+    /// `[g(-u), g(-2u)]`: the green taps the colour-difference steps read.
+    #[inline(always)]
+    fn green_line<'a>(&self, g: &'a Split, uy: isize, ux: isize) -> [&'a [f32]; 2] {
+        [self.tap(g, -uy, -ux), self.tap(g, -2 * uy, -2 * ux)]
+    }
+
+    /// The centre and the four diagonal neighbours of a direction map (what [`disc`]
+    /// reads).
+    #[inline(always)]
+    fn diag5<'a>(&self, m: &'a Split) -> [&'a [f32]; 5] {
+        [
+            self.tap(m, 0, 0),
+            self.tap(m, -1, -1),
+            self.tap(m, -1, 1),
+            self.tap(m, 1, -1),
+            self.tap(m, 1, 1),
+        ]
+    }
+
     /// The 3×3 neighbourhood of `m`, row by row.
     #[inline(always)]
     fn box3<'a>(&self, m: &'a Split) -> [&'a [f32]; 9] {
@@ -318,11 +354,11 @@ impl At {
 }
 
 /// A direction map's value, or the mean of its four diagonal neighbours when that is
-/// further from 0.5 (more decided). `b` is the map's 3×3 neighbourhood.
+/// further from 0.5 (more decided). `b` is [`At::diag5`] of the map.
 #[inline(always)]
-fn disc(b: &[&[f32]; 9], i: usize) -> f32 {
-    let central = b[4][i];
-    let neigh = 0.25 * (b[0][i] + b[2][i] + b[6][i] + b[8][i]);
+fn disc(b: &[&[f32]; 5], i: usize) -> f32 {
+    let central = b[0][i];
+    let neigh = 0.25 * (b[1][i] + b[2][i] + b[3][i] + b[4][i]);
     if (0.5 - central).abs() < (0.5 - neigh).abs() {
         neigh
     } else {
@@ -331,33 +367,35 @@ fn disc(b: &[&[f32]; 9], i: usize) -> f32 {
 }
 
 /// Inverse-gradient blend of one axis of colour differences of `p` against green `g`,
-/// at pixel `i`: `fwd`/`back` are `At::line(p, ±u)`, `gf`/`gb` the same of the green
-/// plane, and `g0` the green at the pixel.
+/// at pixel `i`: `fwd`/`back` are `At::colour_line(p, ±u)`, `gf`/`gb`
+/// `At::green_line(g, ±u)`, and `g0` the green at the pixel.
 #[inline(always)]
 fn axis(
-    fwd: &[&[f32]; 5],
-    back: &[&[f32]; 5],
-    gf: &[&[f32]; 5],
-    gb: &[&[f32]; 5],
+    fwd: &[&[f32]; 3],
+    back: &[&[f32]; 3],
+    gf: &[&[f32]; 2],
+    gb: &[&[f32]; 2],
     g0: f32,
     i: usize,
 ) -> f32 {
     let ga =
-        EPS + (fwd[0][i] - fwd[1][i]).abs() + (g0 - gf[2][i]).abs() + (fwd[0][i] - fwd[3][i]).abs();
+        EPS + (fwd[0][i] - fwd[1][i]).abs() + (g0 - gf[1][i]).abs() + (fwd[0][i] - fwd[2][i]).abs();
     let gbk = EPS
         + (back[0][i] - back[1][i]).abs()
-        + (g0 - gb[2][i]).abs()
-        + (back[0][i] - back[3][i]).abs();
+        + (g0 - gb[1][i]).abs()
+        + (back[0][i] - back[2][i]).abs();
     let ea = fwd[0][i] - gf[0][i];
     let eb = back[0][i] - gb[0][i];
     (gbk * ea + ga * eb) / (ga + gbk)
 }
 
-/// The taps of both axes' colour differences of `p` against green `g`: for each axis,
-/// the lines of `p` and of `g` along `u` and `-u`.
+/// The lines of `p` and of `g` along `u` and `-u`, for one axis.
+type AxisTaps<'a> = ([[&'a [f32]; 3]; 2], [[&'a [f32]; 2]; 2]);
+
+/// The taps of both axes' colour differences of `p` against green `g`.
 struct Axes<'a> {
-    h: [[&'a [f32]; 5]; 4],
-    v: [[&'a [f32]; 5]; 4],
+    h: AxisTaps<'a>,
+    v: AxisTaps<'a>,
 }
 
 impl<'a> Axes<'a> {
@@ -372,20 +410,18 @@ impl<'a> Axes<'a> {
     /// The lines of `p` and `g` along `u = (uy, ux)` and `-u`. A function, not a closure:
     /// closures were compiled out of line, and the loops then lost the slices' lengths.
     #[inline(always)]
-    fn along(at: &At, p: &'a Split, g: &'a Split, uy: isize, ux: isize) -> [[&'a [f32]; 5]; 4] {
-        [
-            at.line(p, uy, ux),
-            at.line(p, -uy, -ux),
-            at.line(g, uy, ux),
-            at.line(g, -uy, -ux),
-        ]
+    fn along(at: &At, p: &'a Split, g: &'a Split, uy: isize, ux: isize) -> AxisTaps<'a> {
+        (
+            [at.colour_line(p, uy, ux), at.colour_line(p, -uy, -ux)],
+            [at.green_line(g, uy, ux), at.green_line(g, -uy, -ux)],
+        )
     }
 
     /// The horizontal and vertical colour differences at pixel `i` (`g0`: its green).
     #[inline(always)]
     fn at(&self, g0: f32, i: usize) -> (f32, f32) {
-        let [a, b, c, d] = &self.h;
-        let [e, f, g, h] = &self.v;
+        let ([a, b], [c, d]) = &self.h;
+        let ([e, f], [g, h]) = &self.v;
         (axis(a, b, c, d, g0, i), axis(e, f, g, h, g0, i))
     }
 }
@@ -524,7 +560,7 @@ impl pulp::WithSimd for Row<'_> {
                 let c0 = at.tap(c, 0, 0);
                 let (sn, ss) = (at.line(c, 1, 0), at.line(c, -1, 0));
                 let (sw, se) = (at.line(c, 0, 1), at.line(c, 0, -1));
-                let d = at.box3(vh);
+                let d = at.diag5(vh);
                 let out = &mut out[..n];
                 for i in 0..n {
                     let (ng, sg) = (green_grad(&sn, c0[i], i), green_grad(&ss, c0[i], i));
@@ -558,18 +594,18 @@ impl pulp::WithSimd for Row<'_> {
             Job::Cross { c, gp, pq, out } => {
                 let g0 = at.tap(gp, 0, 0);
                 let (nw, se, ne, sw) = (
-                    at.line(c, 1, 1),
-                    at.line(c, -1, -1),
-                    at.line(c, 1, -1),
-                    at.line(c, -1, 1),
+                    at.colour_line(c, 1, 1),
+                    at.colour_line(c, -1, -1),
+                    at.colour_line(c, 1, -1),
+                    at.colour_line(c, -1, 1),
                 );
                 let (gnw, gse, gne, gsw) = (
-                    at.line(gp, 1, 1),
-                    at.line(gp, -1, -1),
-                    at.line(gp, 1, -1),
-                    at.line(gp, -1, 1),
+                    at.green_line(gp, 1, 1),
+                    at.green_line(gp, -1, -1),
+                    at.green_line(gp, 1, -1),
+                    at.green_line(gp, -1, 1),
                 );
-                let d = at.box3(pq);
+                let d = at.diag5(pq);
                 let out = &mut out[..n];
                 for i in 0..n {
                     let (g_nw, g_se) = (
@@ -591,7 +627,7 @@ impl pulp::WithSimd for Row<'_> {
             Job::AtGreen { p, g, vh, out } => {
                 let g0 = at.tap(g, 0, 0);
                 let axes = Axes::new(&at, p, g);
-                let d = at.box3(vh);
+                let d = at.diag5(vh);
                 let out = &mut out[..n];
                 for i in 0..n {
                     let dsc = disc(&d, i);
@@ -603,7 +639,7 @@ impl pulp::WithSimd for Row<'_> {
                 // The site's own colour: `own` holds the CFA sample there.
                 let (g0, c0) = (at.tap(g, 0, 0), at.tap(own, 0, 0));
                 let axes = Axes::new(&at, own, g);
-                let d = at.box3(vh);
+                let d = at.diag5(vh);
                 let out = &mut out[..n];
                 for i in 0..n {
                     let dsc = disc(&d, i);
@@ -670,10 +706,11 @@ fn diag_sq(a: &[&[f32]; 5], i: usize) -> f32 {
     d * d
 }
 
-/// Step 3b's gradient along the diagonal `u` (`s = At::line(c, u)`, `g = At::line(gp, u)`).
+/// Step 3b's gradient along the diagonal `u` (`s = At::colour_line(c, u)`,
+/// `g = At::green_line(gp, u)`).
 #[inline(always)]
-fn cross_grad(s: &[&[f32]; 5], g: &[&[f32]; 5], g0: f32, i: usize) -> f32 {
-    EPS + (s[0][i] - s[1][i]).abs() + (s[0][i] - s[3][i]).abs() + (g0 - g[2][i]).abs()
+fn cross_grad(s: &[&[f32]; 3], g: &[&[f32]; 2], g0: f32, i: usize) -> f32 {
+    EPS + (s[0][i] - s[1][i]).abs() + (s[0][i] - s[2][i]).abs() + (g0 - g[1][i]).abs()
 }
 
 /// `f32::round` for non-negative values, in a form that vectorises: the fraction
@@ -823,6 +860,7 @@ fn rcd_rows(
     let (x0, n_cols) = cols;
     for t in r_c.start..r_out.end + Lag::OUT {
         if let Some(y) = due(&r_c, t, 0) {
+            let border = c.border;
             let [even, odd] = c.row_mut(y);
             let src = &data[reflect(y, h) * stride..][..w];
             // Interior: a de-interleaving loop (image column x is padded column x + B,
@@ -838,9 +876,8 @@ fn rcd_rows(
             }
             .run(arch);
             let row = [even, odd];
-            for px in (0..B).chain(w + B..w + 2 * B) {
-                let sx = reflect(px as isize - bi, w);
-                row[px & 1][px / 2] = src[sx] as f32 * scale;
+            for (px, sx) in border {
+                row[px & 1][px / 2] = src[sx - B] as f32 * scale;
             }
         }
         if let Some(y) = due(&r_act, t, Lag::ACTIVITY) {
