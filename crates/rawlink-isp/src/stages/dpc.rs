@@ -68,13 +68,20 @@ impl RawStage for DefectivePixels {
                         thr,
                         flags: &mut flags[..],
                     });
+                    // Flags are rare: skip 32 at a time when none is set (an OR over the
+                    // chunk, which vectorises, instead of a test per sample).
                     let mut found = Vec::new();
-                    for x in 0..w {
-                        if flags[x] == 0 {
+                    for (k, chunk) in flags.chunks(32).enumerate() {
+                        if chunk.iter().fold(0, |a, &f| a | f) == 0 {
                             continue;
                         }
-                        if let Some(v) = self.repair(src, w, h, &rows, thr, y, x) {
-                            found.push((y * w + x, v));
+                        for (j, &f) in chunk.iter().enumerate() {
+                            let x = k * 32 + j;
+                            if f != 0 {
+                                if let Some(v) = self.repair(src, w, h, &rows, thr, y, x) {
+                                    found.push((y * w + x, v));
+                                }
+                            }
                         }
                     }
                     found
@@ -225,6 +232,23 @@ mod tests {
         img.data[10 * w + 12] = 0;
         DefectivePixels { threshold: 0.1 }.apply(&mut img, &mut c);
         assert_eq!(c.stats.defective_pixels, 2);
+        assert_eq!(img.data, data);
+    }
+
+    /// Defects on both sides of the 32-sample chunks the flag scan skips by, and in the
+    /// last, partial chunk of a row.
+    #[test]
+    fn defects_at_chunk_edges_are_found() {
+        let (w, h) = (70, 12);
+        let data: Vec<u16> = (0..w * h).map(|i| (1000 + (i % w) * 5) as u16).collect();
+        let mut img = RawPlane::new(w, h, data.clone()).unwrap();
+        let at = [(3, 31), (4, 32), (6, 63), (7, 64), (8, 66)];
+        for (k, &(y, x)) in at.iter().enumerate() {
+            img.data[y * w + x] = if k % 2 == 0 { 4095 } else { 0 };
+        }
+        let mut c = ctx();
+        DefectivePixels { threshold: 0.1 }.apply(&mut img, &mut c);
+        assert_eq!(c.stats.defective_pixels, at.len() as u64);
         assert_eq!(img.data, data);
     }
 }
