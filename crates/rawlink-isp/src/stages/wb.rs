@@ -61,7 +61,8 @@ fn cell_sums(img: &RawPlane, ctx: &FrameContext, mid: bool) -> ([f64; 3], u64) {
 type RowSums = fn(&[u16], &[u16], f32, f32, bool) -> [u64; 4];
 
 /// One row of cells: `[Σ R, Σ (G1 + G2), Σ B, cells]`. `R`, `G1`, `G2` and `B` are the
-/// sites' positions in the cell, `dy * 2 + dx`, the greens in scan order.
+/// sites' positions in the cell, `dy * 2 + dx`, the greens in scan order. Dispatched at
+/// run time (AVX2 where present), see [`RowSumsKernel`].
 fn row_sums<const R: usize, const G1: usize, const G2: usize, const B: usize>(
     r0: &[u16],
     r1: &[u16],
@@ -69,20 +70,69 @@ fn row_sums<const R: usize, const G1: usize, const G2: usize, const B: usize>(
     hi: f32,
     mid: bool,
 ) -> [u64; 4] {
-    let inside = |x: f32| (x >= lo) & (x <= hi);
-    let mut acc = [0u64; 4];
-    for (p0, p1) in r0.chunks_exact(2).zip(r1.chunks_exact(2)) {
-        let cell = [p0[0], p0[1], p1[0], p1[1]];
-        let (r, g1, g2, b) = (cell[R], cell[G1], cell[G2], cell[B]);
-        let g = 0.5 * g1 as f32 + 0.5 * g2 as f32;
-        let keep = !mid | (inside(r as f32) & inside(g) & inside(b as f32));
-        let k = u64::from(keep);
-        acc[0] += k * r as u64;
-        acc[1] += k * (g1 as u64 + g2 as u64);
-        acc[2] += k * b as u64;
-        acc[3] += k;
+    pulp::Arch::new().dispatch(RowSumsKernel::<R, G1, G2, B> {
+        r0,
+        r1,
+        lo,
+        hi,
+        mid,
+    })
+}
+
+/// Cells summed per `u32` accumulator before it is added to the `u64` totals: 16 384
+/// cells of at most 2 × 65 535 stay below 2^32. `u32` lanes vectorise; `u64` sums and
+/// the multiply by the keep flag did not.
+const CELLS_PER_U32: usize = 16_384;
+
+/// [`row_sums`] as a `pulp` kernel.
+struct RowSumsKernel<'a, const R: usize, const G1: usize, const G2: usize, const B: usize> {
+    r0: &'a [u16],
+    r1: &'a [u16],
+    lo: f32,
+    hi: f32,
+    mid: bool,
+}
+
+impl<const R: usize, const G1: usize, const G2: usize, const B: usize> pulp::WithSimd
+    for RowSumsKernel<'_, R, G1, G2, B>
+{
+    type Output = [u64; 4];
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) -> [u64; 4] {
+        let Self {
+            r0,
+            r1,
+            lo,
+            hi,
+            mid,
+        } = self;
+        let inside = |x: f32| (x >= lo) & (x <= hi);
+        let mut acc = [0u64; 4];
+        let n = r0.len().min(r1.len()) / 2 * 2;
+        for (c0, c1) in r0[..n]
+            .chunks(2 * CELLS_PER_U32)
+            .zip(r1[..n].chunks(2 * CELLS_PER_U32))
+        {
+            let mut a = [0u32; 4];
+            for (p0, p1) in c0.chunks_exact(2).zip(c1.chunks_exact(2)) {
+                let cell = [p0[0], p0[1], p1[0], p1[1]];
+                let (r, g1, g2, b) = (cell[R], cell[G1], cell[G2], cell[B]);
+                let g = 0.5 * g1 as f32 + 0.5 * g2 as f32;
+                let keep = !mid | (inside(r as f32) & inside(g) & inside(b as f32));
+                // All ones or zero: the kept cell's values, or nothing.
+                let m = u32::from(keep).wrapping_neg();
+                a[0] += r as u32 & m;
+                a[1] += (g1 as u32 + g2 as u32) & m;
+                a[2] += b as u32 & m;
+                a[3] += u32::from(keep);
+            }
+            for (t, v) in acc.iter_mut().zip(a) {
+                *t += v as u64;
+            }
+        }
+        acc
     }
-    acc
 }
 
 fn gains_from(s: [f64; 3]) -> [f32; 3] {
@@ -286,6 +336,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A row pair wider than one `u32` accumulator's share, at full scale: without the
+    /// flush to `u64` every 16 384 cells the green sum would overflow.
+    #[test]
+    fn wide_full_scale_rows_do_not_overflow() {
+        let w = 4 * CELLS_PER_U32 + 6;
+        let img = RawPlane::new(w, 2, vec![65535; 2 * w]).unwrap();
+        let ctx = FrameContext::new(BayerPattern::Rggb, 65535);
+        let got = cell_sums(&img, &ctx, false);
+        assert_eq!(got, cell_sums_oracle(&img, &ctx, false));
+        assert_eq!(got.1, (w / 2) as u64);
+        assert_eq!(got.0[1], 65535.0 * (w / 2) as f64);
     }
 
     #[test]
