@@ -799,22 +799,26 @@ fn rcd_rows(
     let green_col = |y: isize| usize::from(cell[(y & 1) as usize][0] != Channel::G);
     let site = |y: isize| cell[(y & 1) as usize][1 - green_col(y)];
 
-    // Output rows, and the rows each step must compute for them: its consumers' rows
-    // widened by how far they read (4 rows for most, 1 for the direction maps, 2 or 3
-    // for the activities), within the rows the step covers.
+    // Output rows, and the rows each step must compute for them, within the rows the
+    // step covers: the output's rows widened by the step's distance from the output,
+    // `Lag::OUT − lag`. A reader's lag is at least its input's lag plus how far it reads,
+    // so that distance covers every row its readers reach.
     let [or, og, ob] = out;
     let (lo, hi_out) = (skip as isize, (skip + or.len().div_ceil(stride)) as isize);
-    let need = |reach: isize, a: isize, b: isize| (lo - reach).max(a)..(hi_out + reach).min(b);
+    let need = |lag: isize, a: isize, b: isize| {
+        let reach = Lag::OUT - lag;
+        (lo - reach).max(a)..(hi_out + reach).min(b)
+    };
     let bi = B as isize;
-    let r_out = need(0, 0, hi);
-    let r_refine = need(4, 0, hi);
-    let r_fill = need(8, 0, hi);
-    let r_cross = need(12, 0, hi);
-    let r_diag = need(13, -1, hi + 1);
-    let r_green = need(16, 0, hi);
-    let r_dir = need(17, -1, hi + 1);
-    let r_act = need(18, -2, hi + 2);
-    let r_c = need(20, -bi, hi + bi);
+    let r_out = need(Lag::OUT, 0, hi);
+    let r_refine = need(Lag::REFINE, 0, hi);
+    let r_fill = need(Lag::FILL, 0, hi);
+    let r_cross = need(Lag::CROSS, 0, hi);
+    let r_diag = need(Lag::DIAGONAL, -1, hi + 1);
+    let r_green = need(Lag::GREEN, 0, hi);
+    let r_dir = need(Lag::DIRECTION, -1, hi + 1);
+    let r_act = need(Lag::ACTIVITY, -2, hi + 2);
+    let r_c = need(0, -bi, hi + bi);
 
     // The planes, each keeping the rows between its writer and its last reader.
     // CFA, normalised, padded and split by parity: read last by step 3b.
