@@ -250,10 +250,9 @@ fn tap_plan(spatial: &[f32], r: usize, range0: f32) -> (Vec<Forward>, Vec<TapWei
 /// Per-thread buffers of [`TileKernel`].
 #[derive(Default)]
 struct TileScratch {
-    /// Pair weights: per forward tap, a ring of `r + 1` rows of `tile width + 2r`.
+    /// Pair weights: per forward tap, a ring of `r + 1` rows of `tile width + 2r`, and
+    /// one row of the centre tap's weight.
     ring: Vec<f32>,
-    /// Colour sums and weight sum of one output row.
-    acc: Vec<f32>,
     /// Squared colour distances of one pair row.
     dist: Vec<u32>,
 }
@@ -302,8 +301,9 @@ impl Pairs<'_> {
         }
         let at =
             (t * (self.r + 1) + py % (self.r + 1)) * self.rw + (lo - x0 as isize + ri) as usize;
+        // Range weights only: the spatial factor is applied where they are summed.
         for (g, &d) in ring[at..][..n].iter_mut().zip(dist.iter()) {
-            *g = range[d as usize & mask] * f.spatial;
+            *g = range[d as usize & mask];
         }
     }
 }
@@ -352,10 +352,9 @@ impl pulp::WithSimd for TileKernel<'_> {
         let tw = x1 - x0;
         let rw = tw + 2 * r;
         let slots = r + 1;
-        sc.ring.resize(fwd.len() * slots * rw, 0.0);
-        sc.acc.resize(4 * tw, 0.0);
+        sc.ring.resize((fwd.len() * slots + 1) * rw, 0.0);
         sc.dist.resize(rw, 0);
-        let TileScratch { ring, acc, dist } = sc;
+        let TileScratch { ring, dist } = sc;
 
         let pairs = Pairs {
             fwd,
@@ -376,53 +375,117 @@ impl pulp::WithSimd for TileKernel<'_> {
             }
         }
         let [o0, o1, o2] = out;
+        let side = 2 * r + 1;
+        // The centre tap's weight as one more ring row, so that every tap reads its
+        // weights the same way.
+        let centre_at = fwd.len() * slots * rw;
+        let centre = plan.iter().find_map(|t| match *t {
+            TapWeight::Centre(c) => Some(c),
+            _ => None,
+        });
+        ring[centre_at..].fill(centre.unwrap_or(0.0));
         for y in y0..y1 {
             let py = y + r;
             for t in 0..fwd.len() {
                 pairs.row(py, t, ring, dist);
             }
-            acc.fill(0.0);
-            let (a0, rest) = acc.split_at_mut(tw);
-            let (a1, rest) = rest.split_at_mut(tw);
-            let (a2, aw) = rest.split_at_mut(tw);
-            for (k, tap) in plan.iter().enumerate() {
-                let (dy, dx) = (k / (2 * r + 1), k % (2 * r + 1));
-                let off = (y + dy) * pw + x0 + dx;
-                let [n0, n1, n2] = padded.map(|p| &p[off..][..tw]);
-                let wrow = match *tap {
-                    TapWeight::Centre(c) => {
-                        for x in 0..tw {
-                            a0[x] += c * n0[x] as f32;
-                            a1[x] += c * n1[x] as f32;
-                            a2[x] += c * n2[x] as f32;
-                            aw[x] += c;
-                        }
-                        continue;
-                    }
-                    TapWeight::Forward(t) => &ring[(t * slots + py % slots) * rw + r..][..tw],
-                    TapWeight::Backward(t) => {
-                        let f = fwd[t];
-                        // Row y − a; column x − b, i.e. ring index (x − x0) − b + r.
-                        let at = (t * slots + (py - f.a) % slots) * rw;
-                        &ring[at + (ri - f.b) as usize..][..tw]
-                    }
-                };
-                // Accumulate in the reference's order, multiply then add (no fused
-                // multiply-add).
-                for x in 0..tw {
-                    let wv = wrow[x];
-                    a0[x] += wv * n0[x] as f32;
-                    a1[x] += wv * n1[x] as f32;
-                    a2[x] += wv * n2[x] as f32;
-                    aw[x] += wv;
-                }
-            }
             let at = (y - y0) * w + x0;
-            for (q, a) in [(&mut *o0, &*a0), (&mut *o1, &*a1), (&mut *o2, &*a2)] {
-                for (o, (&s, &sw)) in q[at..at + tw].iter_mut().zip(a.iter().zip(aw.iter())) {
-                    *o = sat_u16((s / sw).clamp(0.0, top));
-                }
+            let outs = [
+                &mut o0[at..at + tw],
+                &mut o1[at..at + tw],
+                &mut o2[at..at + tw],
+            ];
+            // Per tap, in the reference's order: its weights (from the ring) and its
+            // samples (from the planes) over the tile's row.
+            let rows: Vec<TapRow> = plan
+                .iter()
+                .enumerate()
+                .map(|(k, tap)| {
+                    let (dy, dx) = (k / side, k % side);
+                    let (wo, sp) = match *tap {
+                        TapWeight::Centre(_) => (centre_at, 1.0),
+                        TapWeight::Forward(t) => {
+                            ((t * slots + py % slots) * rw + r, fwd[t].spatial)
+                        }
+                        TapWeight::Backward(t) => {
+                            // Row y − a; column x − b, i.e. ring index (x − x0) − b + r.
+                            let f = fwd[t];
+                            let at = (t * slots + (py - f.a) % slots) * rw;
+                            (at + (ri - f.b) as usize, f.spatial)
+                        }
+                    };
+                    let no = (y + dy) * pw + x0 + dx;
+                    let [n0, n1, n2] = padded.map(|p| &p[no..][..tw]);
+                    (&ring[wo..][..tw], sp, n0, n1, n2)
+                })
+                .collect();
+            accumulate_row(&rows, top, outs);
+        }
+    }
+}
+
+/// One tap's weights and samples over a tile row.
+type TapRow<'a> = (&'a [f32], f32, &'a [u16], &'a [u16], &'a [u16]);
+
+/// Pixels per block of [`accumulate_row`]: four sums of this many lanes stay in
+/// registers (two AVX2 vectors each) across the 81 taps.
+const BLOCK: usize = 16;
+
+/// Every pixel of one output row of a tile: the sums over all taps, in the reference's
+/// order, then the quotient. The row is done in blocks of [`BLOCK`] pixels, each block
+/// running through every tap with its sums in registers (the last block overlaps the
+/// one before it when the width is not a multiple; its pixels come out the same).
+/// Narrower rows go tap by tap over the whole row.
+#[inline(always)]
+fn accumulate_row(taps: &[TapRow], top: f32, outs: [&mut [u16]; 3]) {
+    let [o0, o1, o2] = outs;
+    let tw = o0.len();
+    if tw < BLOCK {
+        let mut acc = [[0f32; BLOCK]; 4];
+        for &(rv, sp, n0, n1, n2) in taps {
+            for x in 0..tw {
+                let wv = rv[x] * sp;
+                acc[0][x] += wv * n0[x] as f32;
+                acc[1][x] += wv * n1[x] as f32;
+                acc[2][x] += wv * n2[x] as f32;
+                acc[3][x] += wv;
             }
+        }
+        for (q, a) in [(o0, &acc[0]), (o1, &acc[1]), (o2, &acc[2])] {
+            for (x, o) in q.iter_mut().enumerate() {
+                *o = sat_u16((a[x] / acc[3][x]).clamp(0.0, top));
+            }
+        }
+        return;
+    }
+    let mut xb = 0;
+    while xb < tw {
+        let x = xb.min(tw - BLOCK);
+        xb += BLOCK;
+        let mut a0 = [0f32; BLOCK];
+        let mut a1 = [0f32; BLOCK];
+        let mut a2 = [0f32; BLOCK];
+        let mut aw = [0f32; BLOCK];
+        for &(rv, sp, n0, n1, n2) in taps {
+            let (rv, n0, n1, n2) = (
+                &rv[x..x + BLOCK],
+                &n0[x..x + BLOCK],
+                &n1[x..x + BLOCK],
+                &n2[x..x + BLOCK],
+            );
+            // Multiply then add (no fused multiply-add), as the reference rounds.
+            for i in 0..BLOCK {
+                let wv = rv[i] * sp;
+                a0[i] += wv * n0[i] as f32;
+                a1[i] += wv * n1[i] as f32;
+                a2[i] += wv * n2[i] as f32;
+                aw[i] += wv;
+            }
+        }
+        for i in 0..BLOCK {
+            o0[x + i] = sat_u16((a0[i] / aw[i]).clamp(0.0, top));
+            o1[x + i] = sat_u16((a1[i] / aw[i]).clamp(0.0, top));
+            o2[x + i] = sat_u16((a2[i] / aw[i]).clamp(0.0, top));
         }
     }
 }

@@ -26,6 +26,11 @@ impl GammaLut {
     pub fn table(&self) -> &[u16] {
         self.map.table()
     }
+
+    /// The table as a map over every code.
+    pub fn map(&self) -> &CodeMap {
+        &self.map
+    }
 }
 
 impl RgbStage for GammaLut {
