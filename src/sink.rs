@@ -500,13 +500,28 @@ fn worker(
     use std::sync::atomic::Ordering;
     let mut pipelines: HashMap<PipelineKey, Pipeline> = HashMap::new();
     let mut scratch = EncodeScratch::default();
-    for job in rx {
+    // A one-thread pool for frames that have others queued behind them: then every
+    // worker runs a whole frame on one thread, in parallel with the others, with no
+    // fork-join inside the frame. A frame with none behind it uses every thread (the
+    // lowest latency).
+    let solo = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .thread_name(|_| "sink-isp".into())
+        .build()
+        .ok();
+    while let Ok(job) = rx.recv() {
         let seq = job.frame.header.seq;
         if stopped.load(Ordering::SeqCst) {
             lock(&report).abandoned += 1;
             continue;
         }
-        match process(&job, &cfg, &mut pipelines, &mut scratch) {
+        let backlog = !rx.is_empty();
+        let mut run = || process(&job, &cfg, &mut pipelines, &mut scratch);
+        let result = match &solo {
+            Some(pool) if backlog => pool.install(run),
+            _ => run(),
+        };
+        match result {
             Ok((latency, processing)) => {
                 let mut r = lock(&report);
                 r.written += 1;
