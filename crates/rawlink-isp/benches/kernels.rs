@@ -3,7 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rawlink_frame::BayerPattern;
-use rawlink_isp::stages::{bilateral, demosaic, malvar, rcd};
+use rawlink_isp::stages::{awb, bilateral, demosaic, denoise, malvar, rcd, sharpen};
 use rawlink_isp::{FrameContext, IspConfig, Pipeline, Profile, RawPlane, RgbStage};
 
 /// A deterministic noisy mosaic with edges (no dependency on the source crate).
@@ -53,6 +53,32 @@ fn kernels(c: &mut Criterion) {
             )
         })
     });
+    g.finish();
+
+    // The RGB stages of both profiles, each on a fresh copy of one demosaicked frame.
+    let ctx = || FrameContext::new(BayerPattern::Rggb, 4095);
+    let mut g = c.benchmark_group("rgb_stages_640x480");
+    g.throughput(Throughput::Elements((w * h) as u64));
+    let gray = awb::GrayWorld::default();
+    g.bench_function("gray_world", |b| {
+        b.iter(|| gray.apply(rgb.clone(), &mut ctx()))
+    });
+    let lc = denoise::LumaChroma {
+        luma_sigma: 0.02,
+        chroma: 0.5,
+    };
+    g.bench_function("luma_chroma_denoise", |b| {
+        b.iter(|| lc.apply(rgb.clone(), &mut ctx()))
+    });
+    let us = sharpen::Unsharp {
+        amount: 0.6,
+        threshold: 0.0,
+    };
+    g.bench_function("unsharp", |b| b.iter(|| us.apply(rgb.clone(), &mut ctx())));
+    g.bench_function("sharpen_3x3", |b| {
+        b.iter(|| sharpen::Sharpen3x3.apply(rgb.clone(), &mut ctx()))
+    });
+    g.bench_function("to_rgb8", |b| b.iter(|| rgb.to_rgb8(4095)));
     g.finish();
 }
 
