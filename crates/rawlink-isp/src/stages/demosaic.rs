@@ -40,8 +40,8 @@ pub fn demosaic_bilinear(raw: &RawPlane, pattern: BayerPattern) -> RgbImage {
     let mut out = RgbImage::for_overwrite(w, h);
     let cell = pattern.cell();
     let arch = pulp::Arch::new();
-    // Per row: 3 source rows × 2 parities of `half + 1`, and 3 channels × 2 parities
-    // of `half` results.
+    // Per row: 3 source rows × 2 parities of `half + 1` samples, and 2 passes × 3
+    // results of `half`.
     let half = w.div_ceil(2);
     out.par_rows_mut().for_each_init(
         || vec![0u16; 6 * (half + 1) + 6 * half],
@@ -145,19 +145,10 @@ impl pulp::WithSimd for BilinearRow<'_> {
         split_padded(rows[0], ue, uo);
         split_padded(rows[1], me, mo);
         split_padded(rows[2], de, dox);
+        // Per pass (even, odd output columns): its own colour and the two it interpolates.
         let mut res = res.chunks_exact_mut(ne);
-        let mut results: [[&mut [u16]; 3]; 2] = [
-            [
-                res.next().expect("r"),
-                res.next().expect("r"),
-                res.next().expect("r"),
-            ],
-            [
-                res.next().expect("r"),
-                res.next().expect("r"),
-                res.next().expect("r"),
-            ],
-        ];
+        let mut results: [[&mut [u16]; 3]; 2] =
+            std::array::from_fn(|_| std::array::from_fn(|_| res.next().expect("six result rows")));
         // Which channel each pass's outputs (own, a, b) are.
         let chans = |q: usize| -> [usize; 3] {
             match sites[q] {
