@@ -40,11 +40,11 @@ pub fn demosaic_bilinear(raw: &RawPlane, pattern: BayerPattern) -> RgbImage {
     let mut out = RgbImage::for_overwrite(w, h);
     let cell = pattern.cell();
     let arch = pulp::Arch::new();
-    // Per row: 3 source rows × 2 parities of `half + 1` samples, and 2 passes × 3
-    // results of `half`.
+    // Per row: 3 source rows × 2 parities of `half + 1` samples, and 2 passes × 2
+    // interpolated colours of `half`.
     let half = w.div_ceil(2);
     out.par_rows_mut().for_each_init(
-        || vec![0u16; 6 * (half + 1) + 6 * half],
+        || vec![0u16; 6 * (half + 1) + 4 * half],
         |scratch, (y, planes)| {
             let row = |yy: usize| &raw.data[yy * w..(yy + 1) * w];
             arch.dispatch(BilinearRow {
@@ -89,26 +89,23 @@ fn split_padded(row: &[u16], even: &mut [u16], odd: &mut [u16]) {
     odd[half] = row[w - 1];
 }
 
-/// Outputs of one pass: the site's own colour and the two it interpolates.
+/// The two colours one pass interpolates (its own colour is the centre row itself).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn site_pass(
     green_site: bool,
-    c: &[u16],
     l: &[u16],
     r: &[u16],
     u: &[u16],
     d: &[u16],
     diag: [&[u16]; 4],
-    own: &mut [u16],
     a: &mut [u16],
     b: &mut [u16],
 ) {
-    let n = own.len();
-    let (c, l, r, u, d) = (&c[..n], &l[..n], &r[..n], &u[..n], &d[..n]);
+    let n = a.len();
+    let (l, r, u, d) = (&l[..n], &r[..n], &u[..n], &d[..n]);
     let [ul, ur, dl, dr] = diag.map(|s| &s[..n]);
-    let (a, b) = (&mut a[..n], &mut b[..n]);
-    own.copy_from_slice(c);
+    let b = &mut b[..n];
     if green_site {
         // a: the colour sharing the row (left, right); b: sharing the column.
         for k in 0..n {
@@ -139,17 +136,17 @@ impl pulp::WithSimd for BilinearRow<'_> {
         let w = rows[1].len();
         let (ne, no) = (w.div_ceil(2), w / 2);
         let (src, res) = scratch.split_at_mut(6 * (ne + 1));
+        let (res_e, res_o) = res.split_at_mut(2 * ne);
         let mut split = src.chunks_exact_mut(ne + 1);
         let mut take = || split.next().expect("six rows");
         let (ue, uo, me, mo, de, dox) = (take(), take(), take(), take(), take(), take());
         split_padded(rows[0], ue, uo);
         split_padded(rows[1], me, mo);
         split_padded(rows[2], de, dox);
-        // Per pass (even, odd output columns): its own colour and the two it interpolates.
-        let mut res = res.chunks_exact_mut(ne);
-        let mut results: [[&mut [u16]; 3]; 2] =
-            std::array::from_fn(|_| std::array::from_fn(|_| res.next().expect("six result rows")));
-        // Which channel each pass's outputs (own, a, b) are.
+        // Per pass (even, odd output columns): the two colours it interpolates.
+        let (ae, be) = res_e.split_at_mut(ne);
+        let (ao, bo) = res_o.split_at_mut(ne);
+        // Which channel each pass's colours (own, a, b) are.
         let chans = |q: usize| -> [usize; 3] {
             match sites[q] {
                 Channel::G => [1, sites[1 - q] as usize, other[q] as usize],
@@ -157,43 +154,34 @@ impl pulp::WithSimd for BilinearRow<'_> {
             }
         };
         // Even output columns 2k: centre odd[k], left even[k], right even[k + 1].
-        {
-            let [own, a, b] = &mut results[0];
-            site_pass(
-                sites[0] == Channel::G,
-                &mo[..ne],
-                &me[..ne],
-                &me[1..],
-                &uo[..ne],
-                &dox[..ne],
-                [&ue[..ne], &ue[1..], &de[..ne], &de[1..]],
-                &mut own[..ne],
-                a,
-                b,
-            );
-        }
+        site_pass(
+            sites[0] == Channel::G,
+            &me[..ne],
+            &me[1..],
+            &uo[..ne],
+            &dox[..ne],
+            [&ue[..ne], &ue[1..], &de[..ne], &de[1..]],
+            &mut ae[..ne],
+            be,
+        );
         // Odd output columns 2k + 1: centre even[k + 1], left odd[k], right odd[k + 1].
-        {
-            let [own, a, b] = &mut results[1];
-            site_pass(
-                sites[1] == Channel::G,
-                &me[1..],
-                &mo[..no],
-                &mo[1..],
-                &ue[1..],
-                &de[1..],
-                [&uo[..no], &uo[1..], &dox[..no], &dox[1..]],
-                &mut own[..no],
-                a,
-                b,
-            );
-        }
+        site_pass(
+            sites[1] == Channel::G,
+            &mo[..no],
+            &mo[1..],
+            &ue[1..],
+            &de[1..],
+            [&uo[..no], &uo[1..], &dox[..no], &dox[1..]],
+            &mut ao[..no],
+            bo,
+        );
+        let results: [[&[u16]; 3]; 2] = [[&mo[..ne], ae, be], [&me[1..], ao, bo]];
         let [ce, co] = [chans(0), chans(1)];
         for (ch, plane) in out.into_iter().enumerate() {
             let je = ce.iter().position(|&c| c == ch).expect("every channel");
             let jo = co.iter().position(|&c| c == ch).expect("every channel");
-            let even = &*results[0][je];
-            let odd = &*results[1][jo];
+            let even = results[0][je];
+            let odd = results[1][jo];
             for ((pair, &e), &o) in plane.chunks_exact_mut(2).zip(even).zip(odd) {
                 pair[0] = e;
                 pair[1] = o;
