@@ -14,6 +14,11 @@ use crate::stages::gamma::CodeMap;
 use crate::{FrameContext, RgbImage, RgbStage};
 use rayon::prelude::*;
 
+thread_local! {
+    /// The last per-code map this thread built, for the next frame to refill.
+    static MAP: std::cell::RefCell<Option<CodeMap>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Reference gray-world AWB.
 #[derive(Debug, Clone, Default)]
 pub struct GrayWorld {
@@ -53,10 +58,18 @@ impl RgbStage for GrayWorld {
                     self.then.as_ref().map_or(b, |m| m.get(b))
                 })
                 .collect();
-            let map = CodeMap::new(&table);
+            // The 2^16-entry map is kept per thread and refilled, not allocated per frame.
+            let map = match MAP.with(|m| m.borrow_mut().take()) {
+                Some(mut m) => {
+                    m.refill(&table);
+                    m
+                }
+                None => CodeMap::new(&table),
+            };
             plane
                 .par_chunks_mut(64 * 1024)
                 .for_each(|chunk| map.apply_row(chunk));
+            MAP.with(|m| *m.borrow_mut() = Some(map));
         }
         ctx.stats.channel_means = [means[0], means[1], means[2]];
         ctx.stats.wb_gains = gains;

@@ -69,6 +69,18 @@ impl CodeMap {
         Self { map, len }
     }
 
+    /// Makes this the map of `lut` in place (the buffer is reused; the padding is
+    /// written only where the curve's length or its last entry changed).
+    pub fn refill(&mut self, lut: &[u16]) {
+        let last = lut.last().copied().unwrap_or(0);
+        let len = lut.len().min(1 << 16);
+        self.map[..len].copy_from_slice(&lut[..len]);
+        if len < self.len || self.map.get(len).is_some_and(|&p| p != last) {
+            self.map[len..].fill(last);
+        }
+        self.len = len;
+    }
+
     /// The curve's own table (without the padding).
     pub fn table(&self) -> &[u16] {
         &self.map[..self.len]
@@ -110,6 +122,13 @@ mod tests {
             [5, 7, 9, 9, 9]
         );
         assert_eq!(m.table(), [5, 7, 9]);
+        // Refilled in place: longer, then shorter with a different last entry.
+        let mut r = m.clone();
+        r.refill(&[1, 2, 3, 4]);
+        assert_eq!([r.get(3), r.get(4), r.get(65535)], [4, 4, 4]);
+        r.refill(&[8, 6]);
+        assert_eq!([r.get(1), r.get(2), r.get(3), r.get(65535)], [6, 6, 6, 6]);
+        assert_eq!(r.table(), [8, 6]);
         let mut img = RgbImage::new(2, 1);
         img.planes = [vec![0, 2], vec![1, 40000], vec![3, 1]];
         m.apply(&mut img);
