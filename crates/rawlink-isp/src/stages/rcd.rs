@@ -448,11 +448,16 @@ enum Job<'a> {
         dh2: &'a Split,
         out: &'a mut [f32],
     },
+    /// Step 1c: the direction each later step blends its axes by: `vh`, or the mean of
+    /// its four diagonal neighbours when that is more decided ([`disc`]). Every step
+    /// that reads the direction reads it at its own pixel, so it is worked out once per
+    /// pixel here rather than in each of them (up to four times per green site).
+    Decided { vh: &'a Split, out: &'a mut [f32] },
     /// Step 2: green at R/B sites, four one-sided estimates blended by inverse
     /// gradients, the axes by the step-1 direction.
     Green {
         c: &'a Split,
-        vh: &'a Split,
+        d: &'a Split,
         out: &'a mut [f32],
     },
     /// Step 3a: diagonal direction `P / (P + Q)` from squared diagonal activities.
@@ -469,7 +474,7 @@ enum Job<'a> {
     AtGreen {
         p: &'a Split,
         g: &'a Split,
-        vh: &'a Split,
+        d: &'a Split,
         out: &'a mut [f32],
     },
     /// Step 5: green at R/B sites again, `C − (Δx·d + Δy·(1 − d))`, from the site's own
@@ -477,7 +482,7 @@ enum Job<'a> {
     Refine {
         own: &'a Split,
         g: &'a Split,
-        vh: &'a Split,
+        d: &'a Split,
         out: &'a mut [f32],
     },
     /// Output: both parities of one plane's row from column `xs` (even), scaled to codes
@@ -557,11 +562,18 @@ impl pulp::WithSimd for Row<'_> {
                     out[i] = v / (v + hh);
                 }
             }
-            Job::Green { c, vh, out } => {
+            Job::Decided { vh, out } => {
+                let d = at.diag5(vh);
+                let out = &mut out[..n];
+                for i in 0..n {
+                    out[i] = disc(&d, i);
+                }
+            }
+            Job::Green { c, d, out } => {
                 let c0 = at.tap(c, 0, 0);
                 let (sn, ss) = (at.line(c, 1, 0), at.line(c, -1, 0));
                 let (sw, se) = (at.line(c, 0, 1), at.line(c, 0, -1));
-                let d = at.diag5(vh);
+                let d = &at.tap(d, 0, 0)[..n];
                 let out = &mut out[..n];
                 for i in 0..n {
                     let (ng, sg) = (green_grad(&sn, c0[i], i), green_grad(&ss, c0[i], i));
@@ -570,7 +582,7 @@ impl pulp::WithSimd for Row<'_> {
                         (sg * green_est(&sn, c0[i], i) + ng * green_est(&ss, c0[i], i)) / (ng + sg);
                     let hz =
                         (eg * green_est(&sw, c0[i], i) + wg * green_est(&se, c0[i], i)) / (wg + eg);
-                    let d = disc(&d, i);
+                    let d = d[i];
                     out[i] = (hz * d + v * (1.0 - d)).clamp(0.0, 1.0);
                 }
             }
@@ -625,25 +637,25 @@ impl pulp::WithSimd for Row<'_> {
                     out[i] = (g0[i] + p_est * (1.0 - d) + q_est * d).clamp(0.0, 1.0);
                 }
             }
-            Job::AtGreen { p, g, vh, out } => {
+            Job::AtGreen { p, g, d, out } => {
                 let g0 = at.tap(g, 0, 0);
                 let axes = Axes::new(&at, p, g);
-                let d = at.diag5(vh);
+                let d = &at.tap(d, 0, 0)[..n];
                 let out = &mut out[..n];
                 for i in 0..n {
-                    let dsc = disc(&d, i);
+                    let dsc = d[i];
                     let (dx, dy) = axes.at(g0[i], i);
                     out[i] = (g0[i] + dx * dsc + dy * (1.0 - dsc)).clamp(0.0, 1.0);
                 }
             }
-            Job::Refine { own, g, vh, out } => {
+            Job::Refine { own, g, d, out } => {
                 // The site's own colour: `own` holds the CFA sample there.
                 let (g0, c0) = (at.tap(g, 0, 0), at.tap(own, 0, 0));
                 let axes = Axes::new(&at, own, g);
-                let d = at.diag5(vh);
+                let d = &at.tap(d, 0, 0)[..n];
                 let out = &mut out[..n];
                 for i in 0..n {
-                    let dsc = disc(&d, i);
+                    let dsc = d[i];
                     let (dx, dy) = axes.at(g0[i], i);
                     out[i] = (c0[i] - (dx * dsc + dy * (1.0 - dsc))).clamp(0.0, 1.0);
                 }
@@ -754,6 +766,9 @@ impl Lag {
     const ACTIVITY: isize = 2;
     const DIRECTION: isize = 3;
     const DIAGONAL: isize = 3;
+    /// The decided direction reads `vh` one row away; the green step, at the same lag,
+    /// reads it at its own row only, and runs after it in each turn of the loop.
+    const DECIDED: isize = 4;
     const GREEN: isize = 4;
     const CROSS: isize = 8;
     const FILL: isize = 12;
@@ -817,16 +832,19 @@ fn rcd_rows(
     let r_diag = need(Lag::DIAGONAL, -1, hi + 1);
     let r_green = need(Lag::GREEN, 0, hi);
     let r_dir = need(Lag::DIRECTION, -1, hi + 1);
+    let r_decided = need(Lag::DECIDED, 0, hi);
     let r_act = need(Lag::ACTIVITY, -2, hi + 2);
     let r_c = need(0, -bi, hi + bi);
 
     // The planes, each keeping the rows between its writer and its last reader.
     // CFA, normalised, padded and split by parity: read last by step 3b.
     let mut c = Split::new(w, h, Lag::ring(0, Lag::CROSS + 4), false);
-    // Step 1: squared activities, and the direction map (read last by the output's fill).
+    // Step 1: squared activities, the direction map, and the decided direction (read
+    // last by the output's fill).
     let mut dv2 = Split::new(w, h, Lag::ring(Lag::ACTIVITY, Lag::DIRECTION + 1), false);
     let mut dh2 = Split::new(w, h, Lag::ring(Lag::ACTIVITY, Lag::DIRECTION + 1), false);
-    let mut vh = Split::new(w, h, Lag::ring(Lag::DIRECTION, Lag::OUT + 1), false);
+    let mut vh = Split::new(w, h, Lag::ring(Lag::DIRECTION, Lag::DECIDED + 1), false);
+    let mut dd = Split::new(w, h, Lag::ring(Lag::DECIDED, Lag::OUT), false);
     // Step 2: green everywhere.
     let mut gp = Split::new(w, h, Lag::ring(Lag::GREEN, Lag::REFINE + 4), true);
     // Step 3: diagonal direction, then R and B at R/B sites.
@@ -844,7 +862,7 @@ fn rcd_rows(
     // R or B (`src`) at the green sites of row `y`, from `src`'s colour differences
     // against `g`, into `dst`, which takes `src`'s R/B sites as they are.
     let arch = pulp::Arch::new();
-    let fill_green_sites = |dst: &mut Split, src: &Split, g: &Split, vh: &Split, y: isize| {
+    let fill_green_sites = |dst: &mut Split, src: &Split, g: &Split, d: &Split, y: isize| {
         let mut row = dst.row_mut(y);
         let (xs, n) = span(0, wi, 1 - green_col(y));
         run(&mut row, xs, n).copy_from_slice(src.tap(y, xs, 0, 0, n));
@@ -854,7 +872,7 @@ fn rcd_rows(
             job: Job::AtGreen {
                 p: src,
                 g,
-                vh,
+                d,
                 out: run(&mut row, xs, n),
             },
         }
@@ -929,6 +947,20 @@ fn rcd_rows(
             }
             .run(arch);
         }
+        if let Some(y) = due(&r_decided, t, Lag::DECIDED) {
+            let mut row = dd.row_mut(y);
+            for p in 0..2 {
+                let (xs, n) = span(0, wi, p);
+                Row {
+                    at: At { y, xs, n },
+                    job: Job::Decided {
+                        vh: &vh,
+                        out: run(&mut row, xs, n),
+                    },
+                }
+                .run(arch);
+            }
+        }
         if let Some(y) = due(&r_green, t, Lag::GREEN) {
             let mut row = gp.row_mut(y);
             let gq = green_col(y);
@@ -939,7 +971,7 @@ fn rcd_rows(
                 at: At { y, xs, n },
                 job: Job::Green {
                     c: &c,
-                    vh: &vh,
+                    d: &dd,
                     out: run(&mut row, xs, n),
                 },
             }
@@ -969,8 +1001,8 @@ fn rcd_rows(
             bp.fill_cols(y);
         }
         if let Some(y) = due(&r_fill, t, Lag::FILL) {
-            fill_green_sites(&mut rf, &rp, &gp, &vh, y);
-            fill_green_sites(&mut bf, &bp, &gp, &vh, y);
+            fill_green_sites(&mut rf, &rp, &gp, &dd, y);
+            fill_green_sites(&mut bf, &bp, &gp, &dd, y);
             rf.fill_cols(y);
             bf.fill_cols(y);
         }
@@ -987,7 +1019,7 @@ fn rcd_rows(
                 job: Job::Refine {
                     own,
                     g: &gp,
-                    vh: &vh,
+                    d: &dd,
                     out: run(&mut row, xs, n),
                 },
             }
@@ -995,8 +1027,8 @@ fn rcd_rows(
             g2.fill_cols(y);
         }
         if let Some(y) = due(&r_out, t, Lag::OUT) {
-            fill_green_sites(&mut rf2, &rf, &g2, &vh, y);
-            fill_green_sites(&mut bf2, &bf, &g2, &vh, y);
+            fill_green_sites(&mut rf2, &rf, &g2, &dd, y);
+            fill_green_sites(&mut bf2, &bf, &g2, &dd, y);
             let at = At {
                 y,
                 xs: x0 as isize,
