@@ -460,8 +460,21 @@ enum Job<'a> {
         d: &'a Split,
         out: &'a mut [f32],
     },
-    /// Step 3a: diagonal direction `P / (P + Q)` from squared diagonal activities.
-    Diagonal { c: &'a Split, out: &'a mut [f32] },
+    /// Step 3a, first half: the squared activity along each diagonal at R/B sites. Each
+    /// site's is read by three sites of step 3a (its own and two diagonal neighbours'),
+    /// so it is computed once here.
+    DiagActivity {
+        c: &'a Split,
+        p: &'a mut [f32],
+        q: &'a mut [f32],
+    },
+    /// Step 3a: diagonal direction `P / (P + Q)` from the squared diagonal activities of
+    /// the site and its two neighbours along each diagonal.
+    Diagonal {
+        pa: &'a Split,
+        qa: &'a Split,
+        out: &'a mut [f32],
+    },
     /// Step 3b: the missing one of R/B at B/R sites, from colour differences along the
     /// diagonals.
     Cross {
@@ -586,21 +599,22 @@ impl pulp::WithSimd for Row<'_> {
                     out[i] = (hz * d + v * (1.0 - d)).clamp(0.0, 1.0);
                 }
             }
-            Job::Diagonal { c, out } => {
-                let p = [
-                    diag_taps(&at, c, -1, -1, 1),
-                    diag_taps(&at, c, 0, 0, 1),
-                    diag_taps(&at, c, 1, 1, 1),
-                ];
-                let q = [
-                    diag_taps(&at, c, -1, 1, -1),
-                    diag_taps(&at, c, 0, 0, -1),
-                    diag_taps(&at, c, 1, -1, -1),
-                ];
+            Job::DiagActivity { c, p, q } => {
+                let (tp, tq) = (diag_taps(&at, c, 1), diag_taps(&at, c, -1));
+                let (p, q) = (&mut p[..n], &mut q[..n]);
+                for i in 0..n {
+                    p[i] = diag_sq(&tp, i);
+                    q[i] = diag_sq(&tq, i);
+                }
+            }
+            Job::Diagonal { pa, qa, out } => {
+                // Along (1, 1) and (1, −1): the neighbour before, the site, the one after.
+                let p = [at.tap(pa, -1, -1), at.tap(pa, 0, 0), at.tap(pa, 1, 1)];
+                let q = [at.tap(qa, -1, 1), at.tap(qa, 0, 0), at.tap(qa, 1, -1)];
                 let out = &mut out[..n];
                 for i in 0..n {
-                    let pp = diag_sq(&p[0], i) + diag_sq(&p[1], i) + diag_sq(&p[2], i) + EPS;
-                    let qq = diag_sq(&q[0], i) + diag_sq(&q[1], i) + diag_sq(&q[2], i) + EPS;
+                    let pp = p[0][i] + p[1][i] + p[2][i] + EPS;
+                    let qq = q[0][i] + q[1][i] + q[2][i] + EPS;
                     out[i] = pp / (pp + qq);
                 }
             }
@@ -699,16 +713,16 @@ fn green_est(s: &[&[f32]; 5], c0: f32, i: usize) -> f32 {
     s[0][i] + 0.5 * (c0 - s[2][i])
 }
 
-/// Step 3a's taps for the activity at offset (`oy`, `ox`) along the diagonal
-/// `(1, sx)`: `c(o − u), c(o + u), c(o), c(o − 2u), c(o + 2u)`.
+/// Step 3a's taps for the activity along the diagonal `u = (1, sx)`:
+/// `c(−u), c(u), c(0), c(−2u), c(2u)`.
 #[inline(always)]
-fn diag_taps<'a>(at: &At, c: &'a Split, oy: isize, ox: isize, sx: isize) -> [&'a [f32]; 5] {
+fn diag_taps<'a>(at: &At, c: &'a Split, sx: isize) -> [&'a [f32]; 5] {
     [
-        at.tap(c, oy - 1, ox - sx),
-        at.tap(c, oy + 1, ox + sx),
-        at.tap(c, oy, ox),
-        at.tap(c, oy - 2, ox - 2 * sx),
-        at.tap(c, oy + 2, ox + 2 * sx),
+        at.tap(c, -1, -sx),
+        at.tap(c, 1, sx),
+        at.tap(c, 0, 0),
+        at.tap(c, -2, -2 * sx),
+        at.tap(c, 2, 2 * sx),
     ]
 }
 
@@ -765,6 +779,7 @@ struct Lag;
 impl Lag {
     const ACTIVITY: isize = 2;
     const DIRECTION: isize = 3;
+    const DIAG_ACTIVITY: isize = 2;
     const DIAGONAL: isize = 3;
     /// The decided direction reads `vh` one row away; the green step, at the same lag,
     /// reads it at its own row only, and runs after it in each turn of the loop.
@@ -830,6 +845,7 @@ fn rcd_rows(
     let r_fill = need(Lag::FILL, 0, hi);
     let r_cross = need(Lag::CROSS, 0, hi);
     let r_diag = need(Lag::DIAGONAL, -1, hi + 1);
+    let r_dact = need(Lag::DIAG_ACTIVITY, -2, hi + 2);
     let r_green = need(Lag::GREEN, 0, hi);
     let r_dir = need(Lag::DIRECTION, -1, hi + 1);
     let r_decided = need(Lag::DECIDED, 0, hi);
@@ -847,7 +863,19 @@ fn rcd_rows(
     let mut dd = Split::new(w, h, Lag::ring(Lag::DECIDED, Lag::OUT), false);
     // Step 2: green everywhere.
     let mut gp = Split::new(w, h, Lag::ring(Lag::GREEN, Lag::REFINE + 4), true);
-    // Step 3: diagonal direction, then R and B at R/B sites.
+    // Step 3: diagonal activities and direction, then R and B at R/B sites.
+    let mut pa = Split::new(
+        w,
+        h,
+        Lag::ring(Lag::DIAG_ACTIVITY, Lag::DIAGONAL + 1),
+        false,
+    );
+    let mut qa = Split::new(
+        w,
+        h,
+        Lag::ring(Lag::DIAG_ACTIVITY, Lag::DIAGONAL + 1),
+        false,
+    );
     let mut pq = Split::new(w, h, Lag::ring(Lag::DIAGONAL, Lag::CROSS + 1), false);
     let mut rp = Split::new(w, h, Lag::ring(Lag::CROSS, Lag::FILL + 4), true);
     let mut bp = Split::new(w, h, Lag::ring(Lag::CROSS, Lag::FILL + 4), true);
@@ -933,6 +961,20 @@ fn rcd_rows(
                 .run(arch);
             }
         }
+        if let Some(y) = due(&r_dact, t, Lag::DIAG_ACTIVITY) {
+            // At the R/B sites of the rows and columns that step 3a reads.
+            let (mut p, mut q) = (pa.row_mut(y), qa.row_mut(y));
+            let (xs, n) = span(-2, wi + 2, 1 - green_col(y));
+            Row {
+                at: At { y, xs, n },
+                job: Job::DiagActivity {
+                    c: &c,
+                    p: run(&mut p, xs, n),
+                    q: run(&mut q, xs, n),
+                },
+            }
+            .run(arch);
+        }
         if let Some(y) = due(&r_diag, t, Lag::DIAGONAL) {
             // Read only at R/B sites (the centre and diagonal neighbours of one are R/B
             // sites).
@@ -941,7 +983,8 @@ fn rcd_rows(
             Row {
                 at: At { y, xs, n },
                 job: Job::Diagonal {
-                    c: &c,
+                    pa: &pa,
+                    qa: &qa,
                     out: run(&mut row, xs, n),
                 },
             }
