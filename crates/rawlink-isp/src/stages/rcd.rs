@@ -379,12 +379,10 @@ fn axis(
     g0: f32,
     i: usize,
 ) -> f32 {
-    let ga =
-        EPS + (fwd[0][i] - fwd[1][i]).abs() + (g0 - gf[1][i]).abs() + (fwd[0][i] - fwd[2][i]).abs();
-    let gbk = EPS
-        + (back[0][i] - back[1][i]).abs()
-        + (g0 - gb[1][i]).abs()
-        + (back[0][i] - back[2][i]).abs();
+    // `|p(−u) − p(u)|` starts both gradients (`|a − b| = |b − a|` exactly).
+    let across = (fwd[0][i] - fwd[1][i]).abs();
+    let ga = EPS + across + (g0 - gf[1][i]).abs() + (fwd[0][i] - fwd[2][i]).abs();
+    let gbk = EPS + across + (g0 - gb[1][i]).abs() + (back[0][i] - back[2][i]).abs();
     let ea = fwd[0][i] - gf[0][i];
     let eb = back[0][i] - gb[0][i];
     (gbk * ea + ga * eb) / (ga + gbk)
@@ -589,8 +587,10 @@ impl pulp::WithSimd for Row<'_> {
                 let d = &at.tap(d, 0, 0)[..n];
                 let out = &mut out[..n];
                 for i in 0..n {
-                    let (ng, sg) = (green_grad(&sn, c0[i], i), green_grad(&ss, c0[i], i));
-                    let (wg, eg) = (green_grad(&sw, c0[i], i), green_grad(&se, c0[i], i));
+                    // Each axis's two gradients start with the same term.
+                    let (v0, h0) = ((sn[0][i] - sn[1][i]).abs(), (sw[0][i] - sw[1][i]).abs());
+                    let (ng, sg) = (green_grad(&sn, v0, c0[i], i), green_grad(&ss, v0, c0[i], i));
+                    let (wg, eg) = (green_grad(&sw, h0, c0[i], i), green_grad(&se, h0, c0[i], i));
                     let v =
                         (sg * green_est(&sn, c0[i], i) + ng * green_est(&ss, c0[i], i)) / (ng + sg);
                     let hz =
@@ -635,13 +635,15 @@ impl pulp::WithSimd for Row<'_> {
                 let d = at.diag5(pq);
                 let out = &mut out[..n];
                 for i in 0..n {
+                    // Each diagonal's two gradients start with the same term.
+                    let (p0, q0) = ((nw[0][i] - nw[1][i]).abs(), (ne[0][i] - ne[1][i]).abs());
                     let (g_nw, g_se) = (
-                        cross_grad(&nw, &gnw, g0[i], i),
-                        cross_grad(&se, &gse, g0[i], i),
+                        cross_grad(&nw, &gnw, p0, g0[i], i),
+                        cross_grad(&se, &gse, p0, g0[i], i),
                     );
                     let (g_ne, g_sw) = (
-                        cross_grad(&ne, &gne, g0[i], i),
-                        cross_grad(&sw, &gsw, g0[i], i),
+                        cross_grad(&ne, &gne, q0, g0[i], i),
+                        cross_grad(&sw, &gsw, q0, g0[i], i),
                     );
                     let p_est = (g_se * (nw[0][i] - gnw[0][i]) + g_nw * (se[0][i] - gse[0][i]))
                         / (g_nw + g_se);
@@ -698,13 +700,11 @@ fn sum9(a: &[&[f32]; 9], i: usize) -> f32 {
     a[0][i] + a[1][i] + a[2][i] + a[3][i] + a[4][i] + a[5][i] + a[6][i] + a[7][i] + a[8][i]
 }
 
-/// Step 2's gradient along `u` (`s = At::line(c, u)`, `c0` the centre).
+/// Step 2's gradient along `u` (`s = At::line(c, u)`, `c0` the centre, `across` =
+/// `|s[0] − s[1]|`, the same for `u` and `−u`, so the caller works it out once).
 #[inline(always)]
-fn green_grad(s: &[&[f32]; 5], c0: f32, i: usize) -> f32 {
-    EPS + (s[0][i] - s[1][i]).abs()
-        + (c0 - s[2][i]).abs()
-        + (s[0][i] - s[3][i]).abs()
-        + (s[2][i] - s[4][i]).abs()
+fn green_grad(s: &[&[f32]; 5], across: f32, c0: f32, i: usize) -> f32 {
+    EPS + across + (c0 - s[2][i]).abs() + (s[0][i] - s[3][i]).abs() + (s[2][i] - s[4][i]).abs()
 }
 
 /// Step 2's one-sided green estimate from the `-u` side.
@@ -734,10 +734,10 @@ fn diag_sq(a: &[&[f32]; 5], i: usize) -> f32 {
 }
 
 /// Step 3b's gradient along the diagonal `u` (`s = At::colour_line(c, u)`,
-/// `g = At::green_line(gp, u)`).
+/// `g = At::green_line(gp, u)`, `across` = `|s[0] − s[1]|`, the same for `u` and `−u`).
 #[inline(always)]
-fn cross_grad(s: &[&[f32]; 3], g: &[&[f32]; 2], g0: f32, i: usize) -> f32 {
-    EPS + (s[0][i] - s[1][i]).abs() + (s[0][i] - s[2][i]).abs() + (g0 - g[1][i]).abs()
+fn cross_grad(s: &[&[f32]; 3], g: &[&[f32]; 2], across: f32, g0: f32, i: usize) -> f32 {
+    EPS + across + (s[0][i] - s[2][i]).abs() + (g0 - g[1][i]).abs()
 }
 
 /// `f32::round` for non-negative values, in a form that vectorises: the fraction
