@@ -507,7 +507,8 @@ impl RgbStage for Bilateral16 {
     }
 }
 
-/// A stage whose work an earlier stage does (the tone curve, folded into RCD's output).
+/// A stage whose work an earlier stage does (the tone curve, folded into RCD's output;
+/// the unsharp mask, fused into the luma/chroma denoise).
 /// It stays in the stage list and the timings, where its time is near zero and counted
 /// in the stage that does the work.
 struct Folded(&'static str);
@@ -616,29 +617,44 @@ impl Pipeline {
                     Some(t) => rgb_stages.push(Box::new(t)),
                     None => {}
                 }
-                if on(StageName::Denoise) {
-                    match config.denoise.method {
-                        DenoiseMethod::Lumachroma => {
-                            rgb_stages.push(Box::new(stages::denoise::LumaChroma {
-                                luma_sigma: config.denoise.luma_sigma,
-                                chroma: config.denoise.chroma,
-                            }))
-                        }
-                        DenoiseMethod::Bilateral => rgb_stages.push(Box::new(Bilateral16(
-                            stages::bilateral::Bilateral::new(2.0, 30.0),
-                        ))),
+                let denoise = on(StageName::Denoise).then_some(config.denoise.method);
+                let sharpen = on(StageName::Sharpen).then_some(config.sharpen.method);
+                let lumachroma = stages::denoise::LumaChroma {
+                    luma_sigma: config.denoise.luma_sigma,
+                    chroma: config.denoise.chroma,
+                };
+                let unsharp = stages::sharpen::Unsharp {
+                    amount: config.sharpen.amount,
+                    threshold: config.sharpen.threshold,
+                };
+                match denoise {
+                    // The unsharp mask runs on the denoised rows as they come: the
+                    // denoised frame is never written out and read back. `sharpen`
+                    // stays in the stage list and the timings (~0 ms, its time counted
+                    // in `denoise`).
+                    Some(DenoiseMethod::Lumachroma) if sharpen == Some(SharpenMethod::Unsharp) => {
+                        rgb_stages.push(Box::new(stages::denoise::DenoiseSharpen {
+                            denoise: lumachroma,
+                            sharpen: unsharp,
+                        }));
+                        rgb_stages.push(Box::new(Folded("sharpen")));
                     }
-                }
-                if on(StageName::Sharpen) {
-                    match config.sharpen.method {
-                        SharpenMethod::Unsharp => {
-                            rgb_stages.push(Box::new(stages::sharpen::Unsharp {
-                                amount: config.sharpen.amount,
-                                threshold: config.sharpen.threshold,
-                            }))
+                    _ => {
+                        match denoise {
+                            Some(DenoiseMethod::Lumachroma) => {
+                                rgb_stages.push(Box::new(lumachroma))
+                            }
+                            Some(DenoiseMethod::Bilateral) => rgb_stages.push(Box::new(
+                                Bilateral16(stages::bilateral::Bilateral::new(2.0, 30.0)),
+                            )),
+                            None => {}
                         }
-                        SharpenMethod::Kernel3x3 => {
-                            rgb_stages.push(Box::new(stages::sharpen::Sharpen3x3))
+                        match sharpen {
+                            Some(SharpenMethod::Unsharp) => rgb_stages.push(Box::new(unsharp)),
+                            Some(SharpenMethod::Kernel3x3) => {
+                                rgb_stages.push(Box::new(stages::sharpen::Sharpen3x3))
+                            }
+                            None => {}
                         }
                     }
                 }

@@ -7,6 +7,7 @@
 //!   detail, and sensor noise is strongest there after white balance.
 
 use crate::stages::pad::reflect;
+use crate::stages::sharpen::{LumaRow, Unsharp, UnsharpRow};
 use crate::stages::{sat_u16, whole_to_index};
 use crate::{FrameContext, RgbImage, RgbStage};
 use rayon::prelude::*;
@@ -244,13 +245,32 @@ struct Group<'a> {
     stage: &'a LumaChroma,
     range: &'a [f32],
     /// The group's context rows outside it, as saved before any group was written: the
-    /// `HALO` rows above, then the `HALO` rows below, each as R, G, B rows of `w`.
+    /// `ctx` rows above, then the `ctx` rows below, each as R, G, B rows of `w`.
     halo: &'a [u16],
+    ctx: usize,
     w: usize,
     top: f32,
     sc: &'a mut Scratch,
     out: [&'a mut [u16]; 3],
+    /// The unsharp mask fused after the denoise, if any.
+    sharpen: Option<Fused<'a>>,
 }
+
+/// An unsharp mask run on a group's denoised rows as they come (see [`Group::run`]).
+struct Fused<'a> {
+    stage: &'a Unsharp,
+    /// Threshold in codes.
+    thr: f32,
+    /// Whether image rows lie above and below the group (else its edge rows clamp).
+    above: bool,
+    below: bool,
+    /// Rings of [`SHARP_RING`] denoised rows (R, G, B rows of `w` each) and their luma.
+    rgb: &'a mut [u16],
+    luma: &'a mut [f32],
+}
+
+/// Denoised rows kept for the fused unsharp mask: the 3 it reads, and the newest.
+const SHARP_RING: usize = 4;
 
 impl pulp::WithSimd for Group<'_> {
     type Output = ();
@@ -262,11 +282,16 @@ impl pulp::WithSimd for Group<'_> {
 }
 
 impl Group<'_> {
-    /// Streams over the group's rows: ring row `j` holds virtual row `j − HALO` (the
-    /// whole-frame version's reflected rows at the group's ends). Output row `i` is
-    /// computed once rows `i − HALO ..= i + HALO` are in the ring, and written in place:
-    /// every image row is read into the ring before the output row it feeds is
-    /// written, two rows ahead.
+    /// Streams over the group's rows. Source row `v` of the group (`−ctx ≤ v < n + ctx`;
+    /// outside `0..n`, a saved context row) is converted into ring row `v + ctx` two
+    /// rows before the denoised row `v − 2` that needs it last; every image row is
+    /// therefore read before any output row at or below it is written.
+    ///
+    /// Without a fused unsharp mask, denoised row `r` is written in place. With one, it
+    /// goes into a small ring with its luma, and the unsharp mask of row `r − 1` (which
+    /// reads the luma of rows `r − 2 ..= r`) writes the image row; the group then also
+    /// denoises the row just above and just below it (from three saved context rows,
+    /// `ctx` = 3), which the mask reads, without writing them.
     #[inline(always)]
     fn run(self) {
         const SP: [[f32; 3]; 3] = [[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]];
@@ -274,10 +299,12 @@ impl Group<'_> {
             stage,
             range,
             halo,
+            ctx,
             w,
             top,
             sc,
             out: [o_r, o_g, o_b],
+            mut sharpen,
         } = self;
         let last = (range.len() - 1) as f32;
         let luma_on = stage.luma_sigma > 0.0;
@@ -285,15 +312,30 @@ impl Group<'_> {
         let pw = w + 2;
         let n = o_r.len() / w;
         let mask = RING - 1;
-        for j in 0..2 * HALO {
-            fill(sc, [&*o_r, &*o_g, &*o_b], halo, n, j, w, k);
+        let c = ctx as isize;
+        // Denoised rows: the group's, and with a mask the rows just outside it.
+        let (r0, r1) = match &sharpen {
+            Some(f) => (-isize::from(f.above), n as isize + isize::from(f.below)),
+            None => (0, n as isize),
+        };
+        for v in r0 - HALO as isize..r0 + HALO as isize {
+            fill(
+                sc,
+                [&*o_r, &*o_g, &*o_b],
+                halo,
+                ctx,
+                n,
+                (v + c) as usize,
+                w,
+                k,
+            );
         }
-        // pair_w[upper] holds the weights between rows j - 1 and j, the other those
-        // between j and j + 1; the latter become the former for the next row.
+        // pair_w[upper] holds the weights between rows r - 1 and r, the other those
+        // between r and r + 1; the latter become the former for the next row.
         let mut upper = 0;
-        for i in 0..n {
-            let j = i + HALO;
-            fill(sc, [&*o_r, &*o_g, &*o_b], halo, n, j + HALO, w, k);
+        for r in r0..r1 {
+            let j = (r + c) as usize;
+            fill(sc, [&*o_r, &*o_g, &*o_b], halo, ctx, n, j + HALO, w, k);
             let Scratch {
                 y,
                 cr,
@@ -311,7 +353,7 @@ impl Group<'_> {
             let yc = &y[((j + 1) & mask) * pw..][..pw];
             let y2 = &mut y2[..w];
             if luma_on {
-                if i == 0 {
+                if r == r0 {
                     pair_weights(range, last, ya, yb, &mut pair_w[upper]);
                 }
                 pair_weights(range, last, yb, yc, &mut pair_w[1 - upper]);
@@ -320,7 +362,7 @@ impl Group<'_> {
                 let (vab, dab, aab) = (&ab[..pw], &ab[pw..2 * pw], &ab[2 * pw..3 * pw]);
                 let (vbc, dbc, abc) = (&bc[..pw], &bc[pw..2 * pw], &bc[2 * pw..3 * pw]);
                 let hb = &row_w[..pw];
-                let r0 = range[0];
+                let w0 = range[0];
                 // The 9 taps in the whole-frame formulation's order, each weight the
                 // spatial factor times the range weight of the edge to the centre.
                 for x in 0..w {
@@ -329,7 +371,7 @@ impl Group<'_> {
                         (SP[0][1] * vab[x + 1], ya[x + 1]),
                         (SP[0][2] * aab[x + 1], ya[x + 2]),
                         (SP[1][0] * hb[x], yb[x]),
-                        (SP[1][1] * r0, yb[x + 1]),
+                        (SP[1][1] * w0, yb[x + 1]),
                         (SP[1][2] * hb[x + 1], yb[x + 2]),
                         (SP[2][0] * abc[x], yc[x]),
                         (SP[2][1] * vbc[x + 1], yc[x + 1]),
@@ -356,29 +398,107 @@ impl Group<'_> {
                 vcr.copy_from_slice(cr);
                 vcb.copy_from_slice(cb);
             }
-            let (r, g, b) = (
-                &mut o_r[i * w..][..w],
-                &mut o_g[i * w..][..w],
-                &mut o_b[i * w..][..w],
-            );
+            let [dr, dg, db] = match &mut sharpen {
+                None => {
+                    let at = r as usize * w;
+                    [
+                        &mut o_r[at..][..w],
+                        &mut o_g[at..][..w],
+                        &mut o_b[at..][..w],
+                    ]
+                }
+                Some(f) => sharp_rows(f.rgb, r, w),
+            };
             for x in 0..w {
-                [r[x], g[x], b[x]] = combine(y2[x], [cr[x], cb[x]], [vcr[x], vcb[x]], k, top);
+                [dr[x], dg[x], db[x]] = combine(y2[x], [cr[x], cb[x]], [vcr[x], vcb[x]], k, top);
+            }
+            if let Some(f) = &mut sharpen {
+                let slot = r.rem_euclid(SHARP_RING as isize) as usize;
+                let [dr, dg, db] = sharp_rows(f.rgb, r, w);
+                LumaRow {
+                    src: [&*dr, &*dg, &*db],
+                    out: &mut f.luma[slot * w..][..w],
+                }
+                .run();
+                if r > 0 {
+                    // Row r − 1 has its rows above and below now (at the top of the
+                    // image, row 0 is its own row above).
+                    let up = if r - 2 >= r0 { r - 2 } else { r - 1 };
+                    sharpen_row(f, [&mut *o_r, &mut *o_g, &mut *o_b], [up, r - 1, r], w, top);
+                }
+            }
+        }
+        if let Some(f) = &mut sharpen {
+            // The group's last row, when no image row lies below it: its own row below.
+            if !f.below && n > 0 {
+                let s = n as isize - 1;
+                let up = if s > r0 { s - 1 } else { s };
+                sharpen_row(f, [&mut *o_r, &mut *o_g, &mut *o_b], [up, s, s], w, top);
             }
         }
     }
 }
 
-/// Ring row `j` of a group of `n` rows: an image row of the group `o` (not yet written)
-/// or one of its saved context rows `halo`. A function, not a closure: closures are
-/// compiled outside the `pulp` dispatch (scalar, with bounds checks).
+/// Denoised row `r` of a group's ring of [`SHARP_RING`] rows, as R, G, B rows.
+#[inline(always)]
+fn sharp_rows(ring: &mut [u16], r: isize, w: usize) -> [&mut [u16]; 3] {
+    let slot = r.rem_euclid(SHARP_RING as isize) as usize;
+    let row = &mut ring[slot * 3 * w..][..3 * w];
+    let (a, rest) = row.split_at_mut(w);
+    let (b, c) = rest.split_at_mut(w);
+    [a, b, c]
+}
+
+/// The unsharp mask of a group's denoised row `s` (`rows` = `[up, s, dn]`, the rows
+/// whose luma it reads), written into the group's image row `s`.
+#[inline(always)]
+fn sharpen_row(f: &mut Fused<'_>, out: [&mut [u16]; 3], rows: [isize; 3], w: usize, top: f32) {
+    let [up, s, dn] = rows;
+    let at = s as usize * w;
+    let [o_r, o_g, o_b] = out;
+    let (o_r, o_g, o_b) = (
+        &mut o_r[at..][..w],
+        &mut o_g[at..][..w],
+        &mut o_b[at..][..w],
+    );
+    let [sr, sg, sb] = sharp_rows(f.rgb, s, w);
+    o_r.copy_from_slice(sr);
+    o_g.copy_from_slice(sg);
+    o_b.copy_from_slice(sb);
+    let slot = |r: isize| r.rem_euclid(SHARP_RING as isize) as usize * w;
+    UnsharpRow {
+        stage: f.stage,
+        thr: f.thr,
+        top,
+        up: &f.luma[slot(up)..][..w],
+        mid: &f.luma[slot(s)..][..w],
+        dn: &f.luma[slot(dn)..][..w],
+        rgb: [o_r, o_g, o_b],
+    }
+    .run();
+}
+
+/// Ring row `j` of a group of `n` rows with `ctx` context rows on each side: source row
+/// `j − ctx` of the group, an image row of the group `o` (not yet written) or one of its
+/// saved context rows `halo`. A function, not a closure: closures are compiled outside
+/// the `pulp` dispatch (scalar, with bounds checks).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn fill(sc: &mut Scratch, o: [&[u16]; 3], halo: &[u16], n: usize, j: usize, w: usize, k: f32) {
-    let src = if (HALO..n + HALO).contains(&j) {
-        let at = (j - HALO) * w;
+fn fill(
+    sc: &mut Scratch,
+    o: [&[u16]; 3],
+    halo: &[u16],
+    ctx: usize,
+    n: usize,
+    j: usize,
+    w: usize,
+    k: f32,
+) {
+    let src = if (ctx..n + ctx).contains(&j) {
+        let at = (j - ctx) * w;
         o.map(|p| &p[at..][..w])
     } else {
-        rgb_rows(halo, if j < HALO { j } else { j - n }, w)
+        rgb_rows(halo, if j < ctx { j } else { j - n }, w)
     };
     sc.fill(j & (RING - 1), src, w, k);
 }
@@ -393,15 +513,17 @@ impl RgbStage for LumaChroma {
     /// write its output rows in place. Bit-identical to the whole-frame formulation
     /// (tested): the same operations in the same order.
     fn apply(&self, img: RgbImage, ctx: &mut FrameContext) -> RgbImage {
-        let h = img.height;
-        // Only the context rows outside each group are saved before any group writes;
-        // a group recomputes its 2 · HALO context rows, so groups are tall, but there
-        // are enough of them to balance the threads.
-        let group_rows = h
-            .div_ceil(GROUPS_PER_THREAD * rayon::current_num_threads())
-            .max(MIN_GROUP_ROWS);
-        self.apply_in_groups(img, ctx, group_rows)
+        let rows = group_rows(img.height);
+        self.apply_in_groups(img, ctx, rows, None)
     }
+}
+
+/// Rows per group of a frame `h` rows high. Only the context rows outside each group
+/// are saved before any group writes, and a group recomputes its context rows, so
+/// groups are tall; but there are enough of them to balance the threads.
+fn group_rows(h: usize) -> usize {
+    h.div_ceil(GROUPS_PER_THREAD * rayon::current_num_threads())
+        .max(MIN_GROUP_ROWS)
 }
 
 /// Groups per thread: two, so that a thread that starts late does not hold up the
@@ -412,25 +534,62 @@ const GROUPS_PER_THREAD: usize = 2;
 /// The fewest rows per group: the context rows recomputed are at most 4/32 of the work.
 const MIN_GROUP_ROWS: usize = 32;
 
+/// The luma/chroma denoise followed by the unsharp mask, in one pass: each group's
+/// denoised rows are sharpened as they come, so the denoised frame is never written
+/// out and read back. The same output as the two stages one after the other (tested).
+#[derive(Debug, Clone)]
+pub struct DenoiseSharpen {
+    /// The denoise.
+    pub denoise: LumaChroma,
+    /// The unsharp mask after it.
+    pub sharpen: Unsharp,
+}
+
+impl RgbStage for DenoiseSharpen {
+    fn name(&self) -> &'static str {
+        "denoise"
+    }
+
+    fn apply(&self, img: RgbImage, ctx: &mut FrameContext) -> RgbImage {
+        let rows = group_rows(img.height);
+        self.apply_in_groups(img, ctx, rows)
+    }
+}
+
+impl DenoiseSharpen {
+    /// [`RgbStage::apply`] with groups of `rows` rows.
+    fn apply_in_groups(&self, img: RgbImage, ctx: &FrameContext, rows: usize) -> RgbImage {
+        let sharpen = (img.width >= 3 && img.height >= 3 && self.sharpen.amount != 0.0)
+            .then_some(&self.sharpen);
+        // Otherwise the mask leaves the frame as it is.
+        self.denoise.apply_in_groups(img, ctx, rows, sharpen)
+    }
+}
+
 impl LumaChroma {
     /// [`RgbStage::apply`] with groups of `group_rows` rows (any height gives the same
-    /// output; tests try several).
+    /// output; tests try several), with `sharpen` fused after it if given (frames at
+    /// least 3×3).
     fn apply_in_groups(
         &self,
         mut img: RgbImage,
         ctx: &FrameContext,
         group_rows: usize,
+        sharpen: Option<&Unsharp>,
     ) -> RgbImage {
         let (w, h) = (img.width, img.height);
         let top = ctx.max_value as f32;
         let range = range_table(self.luma_sigma, top);
+        // Context rows on each side of a group: one more with the mask (it reads the
+        // denoised rows just outside the group).
+        let c = HALO + usize::from(sharpen.is_some());
         let row3 = 3 * w;
-        let per_group = 2 * HALO * row3;
-        // Context rows of every group: the `HALO` above it, then the `HALO` below it.
+        let per_group = 2 * c * row3;
+        // Context rows of every group: the `c` above it, then the `c` below it.
         let context = |y0: usize, n: usize| {
-            (0..2 * HALO).map(move |slot| {
-                let j = if slot < HALO { slot } else { n + slot };
-                reflect((y0 + j) as isize - HALO as isize, h)
+            (0..2 * c).map(move |slot| {
+                let j = if slot < c { slot } else { n + slot };
+                reflect((y0 + j) as isize - c as isize, h)
             })
         };
         let mut saved = vec![0u16; h.div_ceil(group_rows) * per_group];
@@ -450,21 +609,41 @@ impl LumaChroma {
             });
         let [or, og, ob] = &mut img.planes;
         let arch = pulp::Arch::new();
+        let thr = sharpen.map_or(0.0, |s| s.threshold * top);
         or.par_chunks_mut(group_rows * w)
             .zip(og.par_chunks_mut(group_rows * w))
             .zip(ob.par_chunks_mut(group_rows * w))
             .zip(saved.par_chunks(per_group))
+            .enumerate()
             .for_each_init(
-                || Scratch::new(w),
-                |sc, (((o_r, o_g), o_b), halo)| {
+                || {
+                    let rings = sharpen
+                        .map(|_| (vec![0u16; SHARP_RING * row3], vec![0f32; SHARP_RING * w]));
+                    (Scratch::new(w), rings)
+                },
+                |(sc, rings), (g, (((o_r, o_g), o_b), halo))| {
+                    let y0 = g * group_rows;
+                    let y1 = y0 + o_r.len() / w;
+                    let sharpen = sharpen
+                        .zip(rings.as_mut())
+                        .map(|(stage, (rgb, luma))| Fused {
+                            stage,
+                            thr,
+                            above: y0 > 0,
+                            below: y1 < h,
+                            rgb,
+                            luma,
+                        });
                     arch.dispatch(Group {
                         stage: self,
                         range: &range,
                         halo,
+                        ctx: c,
                         w,
                         top,
                         sc,
                         out: [o_r, o_g, o_b],
+                        sharpen,
                     })
                 },
             );
@@ -602,7 +781,7 @@ mod tests {
             let want = st.apply_whole_frame(img.clone(), &mut ctx);
             for group_rows in [1, 2, 3, 5, 32, 64, 96] {
                 assert_eq!(
-                    st.apply_in_groups(img.clone(), &ctx, group_rows),
+                    st.apply_in_groups(img.clone(), &ctx, group_rows, None),
                     want,
                     "{w}x{h} sigma {sigma} chroma {chroma}, {group_rows} rows per group"
                 );
@@ -612,6 +791,53 @@ mod tests {
                 want,
                 "{w}x{h} sigma {sigma} chroma {chroma}"
             );
+        }
+    }
+
+    #[test]
+    fn fused_sharpen_equals_the_two_stages_bit_for_bit() {
+        let mut s = 17u32;
+        for (w, h) in [
+            (37usize, 53usize),
+            (3, 3),
+            (5, 4),
+            (2, 9),
+            (9, 2),
+            (40, 40),
+            (23, 97),
+            (64, 7),
+        ] {
+            let mut img = RgbImage::new(w, h);
+            for p in img.planes.iter_mut() {
+                for (i, v) in p.iter_mut().enumerate() {
+                    s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    // A ramp across the row plus noise, so the threshold matters.
+                    *v = ((i % w) * 1500 + (s >> 22) as usize).min(65535) as u16;
+                }
+            }
+            for (amount, threshold, chroma) in [
+                (0.6f32, 0.002f32, 1.0f32),
+                (1.5, 0.0, 0.0),
+                (0.0, 0.002, 1.0),
+            ] {
+                let denoise = LumaChroma {
+                    luma_sigma: 0.02,
+                    chroma,
+                };
+                let sharpen = Unsharp { amount, threshold };
+                let mut ctx = FrameContext::new(BayerPattern::Rggb, 65535);
+                let want =
+                    sharpen.apply(denoise.apply_whole_frame(img.clone(), &mut ctx), &mut ctx);
+                let fused = DenoiseSharpen { denoise, sharpen };
+                for rows in [1, 2, 3, 5, 32, 200] {
+                    assert_eq!(
+                        fused.apply_in_groups(img.clone(), &ctx, rows),
+                        want,
+                        "{w}x{h} amount {amount} threshold {threshold}, {rows} rows per group"
+                    );
+                }
+                assert_eq!(fused.apply(img.clone(), &mut ctx), want, "{w}x{h}");
+            }
         }
     }
 

@@ -168,9 +168,9 @@ impl RgbStage for Unsharp {
 const BAND: usize = 32;
 
 /// `Y = (R + 2G + B) / 4` of one row, as a `pulp` kernel.
-struct LumaRow<'a> {
-    src: [&'a [u16]; 3],
-    out: &'a mut [f32],
+pub(crate) struct LumaRow<'a> {
+    pub(crate) src: [&'a [u16]; 3],
+    pub(crate) out: &'a mut [f32],
 }
 
 impl pulp::WithSimd for LumaRow<'_> {
@@ -178,6 +178,14 @@ impl pulp::WithSimd for LumaRow<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        self.run()
+    }
+}
+
+impl LumaRow<'_> {
+    /// The row's luma (inlined into the caller's dispatched kernel, if any).
+    #[inline(always)]
+    pub(crate) fn run(self) {
         let [r, g, b] = self.src;
         let n = self.out.len();
         let (r, g, b) = (&r[..n], &g[..n], &b[..n]);
@@ -190,14 +198,17 @@ impl pulp::WithSimd for LumaRow<'_> {
 /// One row of the unsharp mask, as a `pulp` kernel (compiled for AVX2/NEON too, picked
 /// at run time). The interior is one branch-free loop; the first and last columns clamp
 /// their neighbours to the edge.
-struct UnsharpRow<'a> {
-    stage: &'a Unsharp,
-    thr: f32,
-    top: f32,
-    up: &'a [f32],
-    mid: &'a [f32],
-    dn: &'a [f32],
-    rgb: [&'a mut [u16]; 3],
+pub(crate) struct UnsharpRow<'a> {
+    pub(crate) stage: &'a Unsharp,
+    /// Threshold in codes.
+    pub(crate) thr: f32,
+    pub(crate) top: f32,
+    /// Luma of the rows above, of this row and below (edge rows clamped).
+    pub(crate) up: &'a [f32],
+    pub(crate) mid: &'a [f32],
+    pub(crate) dn: &'a [f32],
+    /// The row's R, G, B, sharpened in place.
+    pub(crate) rgb: [&'a mut [u16]; 3],
 }
 
 impl pulp::WithSimd for UnsharpRow<'_> {
@@ -205,6 +216,14 @@ impl pulp::WithSimd for UnsharpRow<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        self.run()
+    }
+}
+
+impl UnsharpRow<'_> {
+    /// The row's unsharp mask (inlined into the caller's dispatched kernel, if any).
+    #[inline(always)]
+    pub(crate) fn run(self) {
         let Self {
             stage,
             thr,
