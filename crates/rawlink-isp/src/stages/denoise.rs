@@ -5,6 +5,9 @@
 //!   by much more than `luma_sigma` get almost no weight, so edges stay sharp;
 //! - chroma: a 5×5 binomial blur, mixed in by `chroma`. The eye barely resolves chroma
 //!   detail, and sensor noise is strongest there after white balance.
+//!
+//! [`DenoiseSharpen`] runs the unsharp mask on the denoised rows as they come, in the
+//! same pass (the pipeline's default when `lumachroma` is followed by `unsharp`).
 
 use crate::stages::pad::reflect;
 use crate::stages::sharpen::{LumaRow, Unsharp, UnsharpRow};
@@ -531,7 +534,8 @@ fn group_rows(h: usize) -> usize {
 /// denoise ms at 640×480 / 1080p / 4K): 8 per thread 0.87 / 5.61 / 21.2, 4 0.85 / 5.52 /
 /// 20.9, 2 0.81 / 5.43 / 20.9, 1 0.80 / 5.40 / –.
 const GROUPS_PER_THREAD: usize = 2;
-/// The fewest rows per group: the context rows recomputed are at most 4/32 of the work.
+/// The fewest rows per group: a group converts its 2 · HALO context rows again (with the
+/// fused mask, 2 more, and denoises 2 rows outside it), a small share of 32 rows.
 const MIN_GROUP_ROWS: usize = 32;
 
 /// The luma/chroma denoise followed by the unsharp mask, in one pass: each group's
