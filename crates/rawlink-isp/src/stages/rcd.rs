@@ -452,7 +452,7 @@ enum Job<'a> {
     /// pixel here rather than in each of them (up to four times per green site).
     Decided { vh: &'a Split, out: &'a mut [f32] },
     /// Step 2: green at R/B sites, four one-sided estimates blended by inverse
-    /// gradients, the axes by the step-1 direction.
+    /// gradients, the axes by the decided direction (step 1c).
     Green {
         c: &'a Split,
         d: &'a Split,
@@ -772,22 +772,26 @@ fn rcd_full(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage {
 
 /// How many rows each step runs behind the input: at time `t` the tile's loop converts
 /// input row `t` and runs each step on row `t − lag`. A step reads its inputs at most
-/// 4 rows away (1 for the direction maps, 2 or 3 for the activities), so each lag is
-/// its input's lag plus that reach: whatever it reads is already written.
+/// 4 rows away (the CFA plane up to 4, the colour planes 3, green 2, the direction maps
+/// and activities 1), so a step's lag is at least each input's lag plus that reach:
+/// whatever it reads is already written. The lags are set from the output back, each
+/// the least of its readers' lags minus their reach, so that the rows each step computes
+/// for a strip (its output rows widened by `OUT − lag`, see `rcd_rows`) are exactly the
+/// rows its readers reach, no more.
 struct Lag;
 
 impl Lag {
-    const ACTIVITY: isize = 2;
-    const DIRECTION: isize = 3;
-    const DIAG_ACTIVITY: isize = 2;
-    const DIAGONAL: isize = 3;
+    const ACTIVITY: isize = 8;
+    const DIRECTION: isize = 9;
+    const DIAG_ACTIVITY: isize = 10;
+    const DIAGONAL: isize = 11;
     /// The decided direction reads `vh` one row away; the green step, at the same lag,
     /// reads it at its own row only, and runs after it in each turn of the loop.
-    const DECIDED: isize = 4;
-    const GREEN: isize = 4;
-    const CROSS: isize = 8;
-    const FILL: isize = 12;
-    const REFINE: isize = 16;
+    const DECIDED: isize = 10;
+    const GREEN: isize = 10;
+    const CROSS: isize = 12;
+    const FILL: isize = 15;
+    const REFINE: isize = 18;
     const OUT: isize = 20;
 
     /// Rows a plane written at lag `written` must keep for consumers whose oldest read is
@@ -808,9 +812,9 @@ fn due(rows: &std::ops::Range<isize>, t: isize, lag: isize) -> Option<isize> {
 /// as many as `out` holds.
 ///
 /// The steps run interleaved, row by row (see [`Lag`]), on ring planes of a few rows
-/// each; each step computes only the rows that lead to output rows (the reach of each
-/// step's reads, summed from the output back), so the halo rows of a strip cost less the
-/// later the step. Every computed sample is the same as in a whole-tile, step-by-step
+/// each; each step computes only the rows that lead to output rows (its output rows
+/// widened by its distance from the output, `OUT − lag`, which the lags make equal to
+/// the reach of its readers), so the halo rows of a strip cost less the later the step. Every computed sample is the same as in a whole-tile, step-by-step
 /// run (the strip and golden tests).
 fn rcd_rows(
     tile: Tile,
@@ -854,7 +858,9 @@ fn rcd_rows(
 
     // The planes, each keeping the rows between its writer and its last reader.
     // CFA, normalised, padded and split by parity: read last by step 3b.
-    let mut c = Split::new(w, h, Lag::ring(0, Lag::CROSS + 4), false);
+    // (Step 3b reads it 3 rows behind its own lag, 15 behind the input; step 2, 4
+    // behind its lag, 14.)
+    let mut c = Split::new(w, h, Lag::ring(0, Lag::CROSS + 3), false);
     // Step 1: squared activities, the direction map, and the decided direction (read
     // last by the output's fill).
     let mut dv2 = Split::new(w, h, Lag::ring(Lag::ACTIVITY, Lag::DIRECTION + 1), false);
