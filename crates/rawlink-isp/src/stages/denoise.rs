@@ -272,7 +272,8 @@ struct Fused<'a> {
     luma: &'a mut [f32],
 }
 
-/// Denoised rows kept for the fused unsharp mask: the 3 it reads, and the newest.
+/// Denoised rows kept for the fused unsharp mask: the 3 it reads (the newest among
+/// them), rounded up to a power of two.
 const SHARP_RING: usize = 4;
 
 impl pulp::WithSimd for Group<'_> {
@@ -286,9 +287,10 @@ impl pulp::WithSimd for Group<'_> {
 
 impl Group<'_> {
     /// Streams over the group's rows. Source row `v` of the group (`−ctx ≤ v < n + ctx`;
-    /// outside `0..n`, a saved context row) is converted into ring row `v + ctx` two
-    /// rows before the denoised row `v − 2` that needs it last; every image row is
-    /// therefore read before any output row at or below it is written.
+    /// outside `0..n`, a saved context row) is converted into ring row `v + ctx` just
+    /// before denoised row `v − 2`, its first reader (rows `v − 2 ..= v + 2` read it);
+    /// every image row is therefore read before any output row at or below it is
+    /// written.
     ///
     /// Without a fused unsharp mask, denoised row `r` is written in place. With one, it
     /// goes into a small ring with its luma, and the unsharp mask of row `r − 1` (which
@@ -433,7 +435,7 @@ impl Group<'_> {
         }
         if let Some(f) = &mut sharpen {
             // The group's last row, when no image row lies below it: its own row below.
-            if !f.below && n > 0 {
+            if !f.below {
                 let s = n as isize - 1;
                 let up = if s > r0 { s - 1 } else { s };
                 sharpen_row(f, [&mut *o_r, &mut *o_g, &mut *o_b], [up, s, s], w, top);
@@ -769,6 +771,8 @@ mod tests {
             (23, 97, 0.02, 1.0),
             (9, 81, 0.05, 0.7),
             (23, 200, 0.02, 1.0),
+            (7, 1, 0.02, 1.0),
+            (1, 1, 0.02, 1.0),
         ] {
             let mut img = RgbImage::new(w, h);
             for p in img.planes.iter_mut() {
@@ -819,15 +823,13 @@ mod tests {
                     *v = ((i % w) * 1500 + (s >> 22) as usize).min(65535) as u16;
                 }
             }
-            for (amount, threshold, chroma) in [
-                (0.6f32, 0.002f32, 1.0f32),
-                (1.5, 0.0, 0.0),
-                (0.0, 0.002, 1.0),
+            for (amount, threshold, chroma, luma_sigma) in [
+                (0.6f32, 0.002f32, 1.0f32, 0.02f32),
+                (1.5, 0.0, 0.0, 0.02),
+                (0.0, 0.002, 1.0, 0.02),
+                (0.6, 0.002, 0.5, 0.0),
             ] {
-                let denoise = LumaChroma {
-                    luma_sigma: 0.02,
-                    chroma,
-                };
+                let denoise = LumaChroma { luma_sigma, chroma };
                 let sharpen = Unsharp { amount, threshold };
                 let mut ctx = FrameContext::new(BayerPattern::Rggb, 65535);
                 let want =
