@@ -384,6 +384,8 @@ impl pulp::WithSimd for TileKernel<'_> {
             _ => None,
         });
         ring[centre_at..].fill(centre.unwrap_or(0.0));
+        // One allocation for the per-row tap list, reused row after row.
+        let mut store: Vec<TapRow> = Vec::with_capacity(plan.len());
         for y in y0..y1 {
             let py = y + r;
             for t in 0..fwd.len() {
@@ -397,35 +399,39 @@ impl pulp::WithSimd for TileKernel<'_> {
             ];
             // Per tap, in the reference's order: its weights (from the ring) and its
             // samples (from the planes) over the tile's row.
-            let rows: Vec<TapRow> = plan
-                .iter()
-                .enumerate()
-                .map(|(k, tap)| {
-                    let (dy, dx) = (k / side, k % side);
-                    let (wo, sp) = match *tap {
-                        TapWeight::Centre(_) => (centre_at, 1.0),
-                        TapWeight::Forward(t) => {
-                            ((t * slots + py % slots) * rw + r, fwd[t].spatial)
-                        }
-                        TapWeight::Backward(t) => {
-                            // Row y − a; column x − b, i.e. ring index (x − x0) − b + r.
-                            let f = fwd[t];
-                            let at = (t * slots + (py - f.a) % slots) * rw;
-                            (at + (ri - f.b) as usize, f.spatial)
-                        }
-                    };
-                    let no = (y + dy) * pw + x0 + dx;
-                    let [n0, n1, n2] = padded.map(|p| &p[no..][..tw]);
-                    (&ring[wo..][..tw], sp, n0, n1, n2)
-                })
-                .collect();
+            let mut rows = recycle(std::mem::take(&mut store));
+            rows.extend(plan.iter().enumerate().map(|(k, tap)| {
+                let (dy, dx) = (k / side, k % side);
+                let (wo, sp) = match *tap {
+                    TapWeight::Centre(_) => (centre_at, 1.0),
+                    TapWeight::Forward(t) => ((t * slots + py % slots) * rw + r, fwd[t].spatial),
+                    TapWeight::Backward(t) => {
+                        // Row y − a; column x − b, i.e. ring index (x − x0) − b + r.
+                        let f = fwd[t];
+                        let at = (t * slots + (py - f.a) % slots) * rw;
+                        (at + (ri - f.b) as usize, f.spatial)
+                    }
+                };
+                let no = (y + dy) * pw + x0 + dx;
+                let [n0, n1, n2] = padded.map(|p| &p[no..][..tw]);
+                (&ring[wo..][..tw], sp, n0, n1, n2)
+            }));
             accumulate_row(&rows, top, outs);
+            store = recycle(rows);
         }
     }
 }
 
 /// One tap's weights and samples over a tile row.
 type TapRow<'a> = (&'a [f32], f32, &'a [u16], &'a [u16], &'a [u16]);
+
+/// `v` emptied, as a vector of tap rows of another lifetime (those of the next output
+/// row, after the ring they borrow is written): `collect` from the emptied vector's own
+/// iterator reuses its allocation, so no row allocates.
+fn recycle<'b>(mut v: Vec<TapRow<'_>>) -> Vec<TapRow<'b>> {
+    v.clear();
+    v.into_iter().filter_map(|_| None).collect()
+}
 
 /// Pixels per block of [`accumulate_row`]: four sums of this many lanes stay in
 /// registers (two AVX2 vectors each) across the 81 taps.
@@ -611,6 +617,18 @@ const TILE_COLS: usize = 512;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recycled_tap_rows_keep_their_allocation() {
+        let (w, n) = ([1f32; 4], [2u16; 4]);
+        let v: Vec<TapRow> = (0..81)
+            .map(|_| (&w[..], 1.0, &n[..], &n[..], &n[..]))
+            .collect();
+        let cap = v.capacity();
+        let r = recycle(v);
+        assert!(r.is_empty());
+        assert_eq!(r.capacity(), cap, "the buffer is reused, not reallocated");
+    }
 
     /// Pair-shared weights in row chunks and column tiles equal the per-pixel weights of
     /// the previous traversal bit for bit: chunks and tiles of several sizes (down to
