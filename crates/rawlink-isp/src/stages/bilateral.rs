@@ -428,6 +428,8 @@ type TapRow<'a> = (&'a [f32], f32, &'a [u16], &'a [u16], &'a [u16]);
 /// `v` emptied, as a vector of tap rows of another lifetime (those of the next output
 /// row, after the ring they borrow is written): `collect` from the emptied vector's own
 /// iterator reuses its allocation, so no row allocates.
+// `filter_map` because it changes the element type (the lifetime) without a value.
+#[allow(clippy::unnecessary_filter_map)]
 fn recycle<'b>(mut v: Vec<TapRow<'_>>) -> Vec<TapRow<'b>> {
     v.clear();
     v.into_iter().filter_map(|_| None).collect()
