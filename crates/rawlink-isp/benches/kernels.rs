@@ -3,7 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rawlink_frame::BayerPattern;
-use rawlink_isp::stages::{awb, bilateral, demosaic, denoise, malvar, rcd, sharpen};
+use rawlink_isp::stages::{awb, bilateral, demosaic, denoise, gamma, malvar, rcd, sharpen};
 use rawlink_isp::{FrameContext, IspConfig, Pipeline, Profile, RawPlane, RgbStage};
 
 /// A deterministic noisy mosaic with edges (no dependency on the source crate).
@@ -63,6 +63,13 @@ fn kernels(c: &mut Criterion) {
     g.bench_function("gray_world", |b| {
         b.iter(|| gray.apply(rgb.clone(), &mut ctx()))
     });
+    // The reference profile's: the gamma table folded into the gains' table.
+    let gray_gamma = awb::GrayWorld {
+        then: Some(gamma::GammaLut::new(2.2, 4095).map().clone()),
+    };
+    g.bench_function("gray_world_gamma", |b| {
+        b.iter(|| gray_gamma.apply(rgb.clone(), &mut ctx()))
+    });
     let lc = denoise::LumaChroma {
         luma_sigma: 0.02,
         chroma: 0.5,
@@ -75,6 +82,14 @@ fn kernels(c: &mut Criterion) {
         threshold: 0.0,
     };
     g.bench_function("unsharp", |b| b.iter(|| us.apply(rgb.clone(), &mut ctx())));
+    // The default profile's: the mask run on the denoise's rows as they come.
+    let fused = denoise::DenoiseSharpen {
+        denoise: lc.clone(),
+        sharpen: us,
+    };
+    g.bench_function("denoise_then_unsharp_fused", |b| {
+        b.iter(|| fused.apply(rgb.clone(), &mut ctx()))
+    });
     g.bench_function("sharpen_3x3", |b| {
         b.iter(|| sharpen::Sharpen3x3.apply(rgb.clone(), &mut ctx()))
     });
