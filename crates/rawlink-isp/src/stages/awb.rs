@@ -52,20 +52,16 @@ impl RgbStage for GrayWorld {
         for (c, plane) in img.planes.iter_mut().enumerate() {
             let gain = reference / means[c];
             gains[c] = gain;
-            let table: Vec<u16> = (0..=max)
-                .map(|v| {
-                    let b = (v as f64 * gain).min(maxval) as u16;
-                    self.then.as_ref().map_or(b, |m| m.get(b))
-                })
-                .collect();
-            // The 2^16-entry map is kept per thread and refilled, not allocated per frame.
-            let map = match MAP.with(|m| m.borrow_mut().take()) {
-                Some(mut m) => {
-                    m.refill(&table);
-                    m
-                }
-                None => CodeMap::new(&table),
+            let entry = |v: usize| {
+                let b = (v as f64 * gain).min(maxval) as u16;
+                self.then.as_ref().map_or(b, |m| m.get(b))
             };
+            // The 2^16-entry map is kept per thread and refilled in place, not allocated
+            // per frame.
+            let mut map = MAP
+                .with(|m| m.borrow_mut().take())
+                .unwrap_or_else(|| CodeMap::new(&[0]));
+            map.refill_with(max as usize + 1, entry);
             plane
                 .par_chunks_mut(64 * 1024)
                 .for_each(|chunk| map.apply_row(chunk));

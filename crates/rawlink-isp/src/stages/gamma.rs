@@ -72,9 +72,17 @@ impl CodeMap {
     /// Makes this the map of `lut` in place (the buffer is reused; the padding is
     /// written only where the curve's length or its last entry changed).
     pub fn refill(&mut self, lut: &[u16]) {
-        let last = lut.last().copied().unwrap_or(0);
-        let len = lut.len().min(1 << 16);
-        self.map[..len].copy_from_slice(&lut[..len]);
+        self.refill_with(lut.len(), |v| lut[v]);
+    }
+
+    /// [`CodeMap::refill`] with the curve's `len` entries (at most 2^16 are used) given
+    /// by `entry`, written straight into the map (no table in between).
+    pub fn refill_with(&mut self, len: usize, entry: impl Fn(usize) -> u16) {
+        let len = len.min(1 << 16);
+        for (v, m) in self.map[..len].iter_mut().enumerate() {
+            *m = entry(v);
+        }
+        let last = len.checked_sub(1).map_or(0, |i| self.map[i]);
         if len < self.len || self.map.get(len).is_some_and(|&p| p != last) {
             self.map[len..].fill(last);
         }
