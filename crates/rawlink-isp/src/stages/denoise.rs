@@ -10,8 +10,8 @@
 //! same pass (the pipeline's default when `lumachroma` is followed by `unsharp`).
 
 use crate::stages::pad::reflect;
+use crate::stages::sat_u16;
 use crate::stages::sharpen::{LumaRow, Unsharp, UnsharpRow};
-use crate::stages::{sat_u16, whole_to_index};
 use crate::{FrameContext, RgbImage, RgbStage};
 use rayon::prelude::*;
 
@@ -50,21 +50,39 @@ const HALO: usize = 2;
 /// row reads, rounded up to a power of two (row `j` lives in slot `j & (RING − 1)`).
 const RING: usize = 8;
 
-/// Range weights of the luma filter by `|Δluma| / 4`, out to where they vanish, then
-/// the last weight repeated up to a power-of-two length (so a clamp to the last index
-/// reads the same weight, and a mask bounds the index for free).
-fn range_table(luma_sigma: f32, top: f32) -> Vec<f32> {
+/// The luma filter's range kernel: the weight of a neighbour whose luma differs by `d`
+/// is `exp(−d² / 2σ²)`, computed as `2^(k·d²)` with `k = −log2(e) / 2σ²` by
+/// [`exp2_neg`], in arithmetic that vectorises (a table lookup per weight does not).
+fn range_coef(luma_sigma: f32, top: f32) -> f32 {
     let sigma = (luma_sigma * top).max(1e-3);
-    let inv = -0.5 / (sigma * sigma);
-    let steps = ((6.0 * sigma / 4.0) as usize + 2).min(16384);
-    let mut t: Vec<f32> = (0..steps)
-        .map(|k| {
-            let d = k as f32 * 4.0;
-            (d * d * inv).exp()
-        })
-        .collect();
-    t.resize(steps.next_power_of_two(), t[steps - 1]);
-    t
+    -std::f32::consts::LOG2_E * 0.5 / (sigma * sigma)
+}
+
+/// `2^t` for `t ≤ 0`, to a relative error of about 3·10⁻⁶; below −60 (a weight under
+/// 10⁻¹⁸, nothing next to the centre's 1) it is `2^−60`. Branch-free: `t` is rounded
+/// to a whole `n` by adding 1.5·2²³ (the float's low mantissa bits then hold `n`),
+/// `2^(t − n)` on `[−½, ½]` is a degree-5 polynomial, and `2^n` is those same bits
+/// shifted into the exponent. `2^0` is exactly 1.
+#[inline(always)]
+fn exp2_neg(t: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
+    let t = t.max(-60.0);
+    let m = t + MAGIC;
+    let f = t - (m - MAGIC);
+    let p = 1.0
+        + f * (std::f32::consts::LN_2
+            + f * (0.240_226_5 + f * (0.055_504_11 + f * (0.009_618_129 + f * 0.001_333_356))));
+    // The low mantissa bits of `m` are n (two's complement); `(n + 127) << 23` is 2^n,
+    // and the shift drops every other bit of `m`.
+    p * f32::from_bits(m.to_bits().wrapping_add(127) << 23)
+}
+
+/// The range weight between luma samples `a` and `b`; `weight(k, a, b) = weight(k, b, a)`
+/// bit for bit, so one weight serves both ends of an edge.
+#[inline(always)]
+fn weight(k: f32, a: f32, b: f32) -> f32 {
+    let d = a - b;
+    exp2_neg(k * (d * d))
 }
 
 /// Luma plus the chroma differences mixed toward their blurred values by `k`, back to
@@ -148,60 +166,33 @@ impl Scratch {
     }
 }
 
-/// The table index of the luma filter's range weight between two samples (by `|a − b|`
-/// in steps of 4 codes), as a float's bits; [`lookup`] turns it into the weight. Two
-/// passes because the index arithmetic vectorises and the table lookup does not.
-/// `|a − b| = |b − a|` exactly, so a weight serves both ends of an edge.
-#[inline(always)]
-fn weight_index(last: f32, a: f32, b: f32) -> f32 {
-    // floor(|a − b| / 4), clamped to the last entry: the same index as
-    // `(|a − b| as u32 >> 2).min(last)` (floor(floor(x) / 4) = floor(x / 4), and the
-    // scaling by 1/4 is exact), in a form that vectorises.
-    let q = ((a - b).abs() * 0.25).floor().min(last);
-    f32::from_bits(whole_to_index(q) as u32)
-}
-
-/// Replaces each index from [`weight_index`] by its weight. The table's length is a
-/// power of two, so the mask proves the index in bounds without changing it.
-#[inline(always)]
-fn lookup(range: &[f32], out: &mut [f32]) {
-    let mask = range.len() - 1;
-    let range = &range[..mask + 1];
-    for o in out {
-        *o = range[o.to_bits() as usize & mask];
-    }
-}
-
 /// Weights of the horizontal edges of a padded luma row: `out[k]` between `r[k]` and
 /// `r[k + 1]`.
 #[inline(always)]
-fn row_weights(range: &[f32], last: f32, r: &[f32], out: &mut [f32]) {
+fn row_weights(kc: f32, r: &[f32], out: &mut [f32]) {
     let out = &mut out[..r.len() - 1];
     for (k, o) in out.iter_mut().enumerate() {
-        *o = weight_index(last, r[k + 1], r[k]);
+        *o = weight(kc, r[k + 1], r[k]);
     }
-    lookup(range, out);
 }
 
 /// Weights of the edges between an upper row `u` and the lower row `l` below it, as
 /// three runs of `pw`: vertical `u[k]–l[k]`, down-right `u[k]–l[k + 1]`, down-left
 /// `u[k + 1]–l[k]`. Each edge is used by the output pixels at both of its ends, so the
-/// filter looks up 4 weights per pixel instead of 8.
+/// filter computes 4 weights per pixel instead of 8.
 #[inline(always)]
-fn pair_weights(range: &[f32], last: f32, u: &[f32], l: &[f32], out: &mut [f32]) {
+fn pair_weights(kc: f32, u: &[f32], l: &[f32], out: &mut [f32]) {
     let pw = u.len();
     let (v, rest) = out.split_at_mut(pw);
     let (d, a) = rest.split_at_mut(pw);
+    let l = &l[..pw];
     for k in 0..pw {
-        v[k] = weight_index(last, u[k], l[k]);
+        v[k] = weight(kc, u[k], l[k]);
     }
     for k in 0..pw - 1 {
-        d[k] = weight_index(last, u[k], l[k + 1]);
-        a[k] = weight_index(last, u[k + 1], l[k]);
+        d[k] = weight(kc, u[k], l[k + 1]);
+        a[k] = weight(kc, u[k + 1], l[k]);
     }
-    lookup(range, v);
-    lookup(range, &mut d[..pw - 1]);
-    lookup(range, &mut a[..pw - 1]);
 }
 
 /// One row of the 5-tap horizontal binomial blur (reflect-101 at the ends), with the same
@@ -246,7 +237,8 @@ fn vblur_row(p: &[f32], j: usize, w: usize, o: &mut [f32]) {
 /// baseline and picked at run time; the same arithmetic on every path.
 struct Group<'a> {
     stage: &'a LumaChroma,
-    range: &'a [f32],
+    /// The range kernel's coefficient ([`range_coef`]).
+    kc: f32,
     /// The group's context rows outside it, as saved before any group was written: the
     /// `ctx` rows above, then the `ctx` rows below, each as R, G, B rows of `w`.
     halo: &'a [u16],
@@ -302,7 +294,7 @@ impl Group<'_> {
         const SP: [[f32; 3]; 3] = [[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]];
         let Group {
             stage,
-            range,
+            kc,
             halo,
             ctx,
             w,
@@ -311,7 +303,6 @@ impl Group<'_> {
             out: [o_r, o_g, o_b],
             mut sharpen,
         } = self;
-        let last = (range.len() - 1) as f32;
         let luma_on = stage.luma_sigma > 0.0;
         let k = stage.chroma;
         let pw = w + 2;
@@ -359,15 +350,15 @@ impl Group<'_> {
             let y2 = &mut y2[..w];
             if luma_on {
                 if r == r0 {
-                    pair_weights(range, last, ya, yb, &mut pair_w[upper]);
+                    pair_weights(kc, ya, yb, &mut pair_w[upper]);
                 }
-                pair_weights(range, last, yb, yc, &mut pair_w[1 - upper]);
-                row_weights(range, last, yb, row_w);
+                pair_weights(kc, yb, yc, &mut pair_w[1 - upper]);
+                row_weights(kc, yb, row_w);
                 let (ab, bc) = (&pair_w[upper], &pair_w[1 - upper]);
                 let (vab, dab, aab) = (&ab[..pw], &ab[pw..2 * pw], &ab[2 * pw..3 * pw]);
                 let (vbc, dbc, abc) = (&bc[..pw], &bc[pw..2 * pw], &bc[2 * pw..3 * pw]);
                 let hb = &row_w[..pw];
-                let w0 = range[0];
+                let w0 = weight(kc, 0.0, 0.0);
                 // The 9 taps in the whole-frame formulation's order, each weight the
                 // spatial factor times the range weight of the edge to the centre.
                 for x in 0..w {
@@ -585,7 +576,7 @@ impl LumaChroma {
     ) -> RgbImage {
         let (w, h) = (img.width, img.height);
         let top = ctx.max_value as f32;
-        let range = range_table(self.luma_sigma, top);
+        let kc = range_coef(self.luma_sigma, top);
         // Context rows on each side of a group: one more with the mask (it reads the
         // denoised rows just outside the group).
         let c = HALO + usize::from(sharpen.is_some());
@@ -642,7 +633,7 @@ impl LumaChroma {
                         });
                     arch.dispatch(Group {
                         stage: self,
-                        range: &range,
+                        kc,
                         halo,
                         ctx: c,
                         w,
@@ -683,9 +674,8 @@ impl LumaChroma {
                     bb[x] = b - l;
                 }
             });
-        // Luma: 3×3 range-weighted mean; range weights by |Δluma| in steps of 4 codes.
-        let range = range_table(self.luma_sigma, top);
-        let last = range.len() - 1;
+        // Luma: 3×3 range-weighted mean, Gaussian range weights of |Δluma|.
+        let kc = range_coef(self.luma_sigma, top);
         let mut y2 = vec![0f32; n];
         if self.luma_sigma > 0.0 {
             y2.par_chunks_mut(w).enumerate().for_each(|(row, out)| {
@@ -697,8 +687,7 @@ impl LumaChroma {
                     for (ry, r) in rows.iter().enumerate() {
                         for (rx, &xx) in xs.iter().enumerate() {
                             let sp = [1.0, 2.0, 1.0][ry] * [1.0, 2.0, 1.0][rx];
-                            let d = (r[xx] - c).abs() as usize >> 2;
-                            let wgt = sp * range[d.min(last)];
+                            let wgt = sp * weight(kc, r[xx], c);
                             s += wgt * r[xx];
                             sw += wgt;
                         }
@@ -756,6 +745,35 @@ mod tests {
             .collect();
         let m = vals.iter().sum::<f32>() / vals.len() as f32;
         (vals.iter().map(|x| (x - m).powi(2)).sum::<f32>() / vals.len() as f32).sqrt()
+    }
+
+    #[test]
+    fn exp2_neg_is_accurate_and_monotonic() {
+        assert_eq!(exp2_neg(0.0), 1.0);
+        assert_eq!(exp2_neg(-1.0), 0.5);
+        let mut prev = f32::INFINITY;
+        let mut worst = 0f64;
+        for i in 0..=600_000 {
+            let t = -(i as f32) * 1e-4;
+            let got = exp2_neg(t);
+            let want = (t as f64).exp2();
+            worst = worst.max((got as f64 / want - 1.0).abs());
+            assert!(got <= prev, "not monotonic at {t}: {got} > {prev}");
+            prev = got;
+        }
+        assert!(worst < 5e-6, "relative error {worst:e}");
+        // Past −60 the weight stays at 2^−60: positive, so no weight sum is ever 0.
+        assert_eq!(exp2_neg(-1e30), exp2_neg(-60.0));
+        assert!(exp2_neg(-60.0) > 0.0);
+        // The range weight is the Gaussian of the difference, and symmetric.
+        let k = range_coef(0.02, 65535.0);
+        let sigma = 0.02 * 65535.0f64;
+        for d in [0.0f32, 1.0, 100.0, 1310.7, 5000.0] {
+            let want = (-(d as f64).powi(2) / (2.0 * sigma * sigma)).exp();
+            let got = weight(k, 1000.0 + d, 1000.0) as f64;
+            assert!((got - want).abs() <= 1e-5 * want, "d {d}: {got} vs {want}");
+            assert_eq!(weight(k, 1000.0 + d, 1000.0), weight(k, 1000.0, 1000.0 + d));
+        }
     }
 
     #[test]
