@@ -310,6 +310,10 @@ pub struct ReceiveArgs {
     /// Worker threads running the ISP and writing files.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub workers: u32,
+    /// How frame files are written: direct (`O_DIRECT`, bypassing the page cache, where
+    /// the file system supports it; else buffered) or buffered (through the page cache).
+    #[arg(long, default_value = "direct", value_parser = parse_file_io)]
+    pub io: crate::sink::FileIo,
     /// Frames waiting for a worker before new ones are dropped (and counted).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub queue: u32,
@@ -411,6 +415,13 @@ pub struct DemoArgs {
     /// Source: sim or sim:scene.
     #[arg(long, default_value = "sim")]
     pub source: String,
+    /// Receiver worker threads running the ISP and writing files.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub workers: u32,
+    /// How frame files are written: direct (`O_DIRECT`, where the file system supports
+    /// it) or buffered.
+    #[arg(long, default_value = "direct", value_parser = parse_file_io)]
+    pub io: crate::sink::FileIo,
     #[command(flatten)]
     pub isp: IspOpts,
     /// Do not print a line per frame.
@@ -426,4 +437,8 @@ fn parse_png_depth(s: &str) -> Result<u8, String> {
         "16" => Ok(16),
         _ => Err(format!("{s:?} is not a PNG depth (8 or 16)")),
     }
+}
+
+fn parse_file_io(s: &str) -> Result<crate::sink::FileIo, String> {
+    s.parse()
 }
