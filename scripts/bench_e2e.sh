@@ -50,16 +50,18 @@ done
 #    Each run's files are deleted after it (disk space), then the script syncs and waits
 #    10 s: ext4 scans past inodes deleted in the last ~5 s when it allocates new ones
 #    (`recently_deleted` in perf, ~15 % of the CPU when runs follow deletions at once),
-#    which is the harness's cost, not the receiver's.
-for geom in "640 480 600" "1920 1080 200"; do
+#    which is the harness's cost, not the receiver's. The last line is 1080p again with
+#    every file written through the page cache (`--io buffered`), for comparison with
+#    the default (direct I/O for files of 1 MiB and more).
+for geom in "640 480 600 direct" "1920 1080 200 direct" "1920 1080 200 buffered"; do
   set -- $geom
   for i in $(seq "$RUNS"); do
-    $BIN demo --frames "$3" --interval-ms 0 --no-http --width "$1" --height "$2" \
+    $BIN demo --frames "$3" --interval-ms 0 --no-http --width "$1" --height "$2" --io "$4" \
       --out "$TMP/thr-$1-$i" 2>/dev/null | sed -n 's/.* fps=\([0-9.]*\).*/\1/p'
     rm -rf "$TMP/thr-$1-$i"
     sync
     sleep 10
-  done | median | xargs printf "demo --frames $3 --interval-ms 0 --no-http, $1x$2: median %.1f frames/s over $RUNS runs\n"
+  done | median | xargs printf "demo --frames $3 --interval-ms 0 --no-http --io $4, $1x$2: median %.1f frames/s over $RUNS runs\n"
 done
 
 # 5. Peak RSS of `rawlink isp` on a 4K RAW12 frame, default profile (the memory target:
