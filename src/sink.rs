@@ -53,8 +53,8 @@ pub struct SinkConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FileIo {
     /// Files of 1 MiB and more straight to the device (`O_DIRECT`), bypassing the page
-    /// cache; smaller files, and any where the file system does not support direct
-    /// I/O, through the page cache.
+    /// cache; smaller files, and files on a file system without direct I/O or without
+    /// unnamed temporary files (`O_TMPFILE`), through the page cache.
     #[default]
     Direct,
     /// Through the page cache.
