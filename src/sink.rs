@@ -981,18 +981,23 @@ mod tests {
         // Lengths around the block size, empty, and several blocks plus a tail: each
         // file holds exactly its bytes (the padding to whole blocks is cut off).
         let d = tempfile::tempdir().unwrap();
-        for (k, len) in [0usize, 1, 4095, 4096, 4097, 3 * 4096 + 17, 614_400]
+        let m = DIRECT_MIN;
+        for (k, len) in [0usize, 1, 4097, m - 1, m, m + 1, m + 4095, 3 * m + 4096]
             .into_iter()
             .enumerate()
         {
             let bytes: Vec<u8> = (0..len).map(|i| (i * 31 + k) as u8).collect();
             let name = format!("f{k}.bin");
             write_new(d.path(), &name, &bytes, FileIo::Direct).unwrap();
-            assert_eq!(
-                std::fs::read(d.path().join(&name)).unwrap(),
-                bytes,
-                "{len} bytes"
-            );
+            let back = std::fs::read(d.path().join(&name)).unwrap();
+            assert!(back == bytes, "{len} bytes");
+            // The direct path itself, on a file of any length.
+            let mut f = tempfile::tempfile_in(d.path()).unwrap();
+            write_direct(&mut f, &bytes).unwrap();
+            let mut back = Vec::new();
+            std::io::Seek::rewind(&mut f).unwrap();
+            std::io::Read::read_to_end(&mut f, &mut back).unwrap();
+            assert!(back == bytes, "{len} bytes, direct path");
         }
         assert!("direct".parse::<FileIo>() == Ok(FileIo::Direct));
         assert!("buffered".parse::<FileIo>() == Ok(FileIo::Buffered));

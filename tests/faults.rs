@@ -424,9 +424,8 @@ fn disk_full(policy: &str) -> (std::process::Output, bool, tempfile::TempDir) {
     (o, status.success(), copy)
 }
 
-#[test]
-fn disk_full_stop_keeps_whole_frames_and_exits_with_the_error() {
-    let (o, _, copy) = disk_full("stop");
+/// The receiver failed, and its last line is the one-line full-disk error.
+fn assert_stopped_by_a_full_disk(o: &std::process::Output) {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{stderr}");
     let last = stderr.lines().last().unwrap_or_default();
@@ -435,11 +434,66 @@ fn disk_full_stop_keeps_whole_frames_and_exits_with_the_error() {
             && last.contains("disk is full"),
         "{last}"
     );
+}
+
+#[test]
+fn disk_full_stop_keeps_whole_frames_and_exits_with_the_error() {
+    let (o, _, copy) = disk_full("stop");
+    assert_stopped_by_a_full_disk(&o);
     let line = summary_of(&o);
     let kept = complete_sets(copy.path());
     assert!(!kept.is_empty() && kept.len() < 10, "{kept:?}");
     assert_eq!(field(&line, "written"), kept.len() as u64, "{line}");
     assert!(field(&line, "disk_errors") >= 1, "{line}");
+}
+
+/// A full disk under direct I/O: frames of 1000×750 (a 1.43 MiB RAW file, not a whole
+/// number of blocks, written with `O_DIRECT`) into an 8 MiB tmpfs. The same one-line
+/// error, and only whole frames kept.
+#[test]
+fn disk_full_under_direct_io_keeps_whole_frames() {
+    let server = sim(20, 10, 1, &["--width", "1000", "--height", "750"]);
+    let copy = tempfile::tempdir().unwrap();
+    let o = receive_on_tmpfs(
+        "8m",
+        &server.addr.to_string(),
+        copy.path(),
+        "--on-disk-error stop --io direct",
+    );
+    let _ = server.wait(T);
+    assert_stopped_by_a_full_disk(&o);
+    let line = summary_of(&o);
+    // Whole sets only: every stem has its three files, the RAW is the sim's frame for
+    // its seq byte for byte, the PNG decodes at full size, the JSON names the seq.
+    let all = names(copy.path());
+    let stems: BTreeSet<String> = all
+        .iter()
+        .filter_map(|n| n.strip_suffix(".json").map(str::to_string))
+        .collect();
+    let want: Vec<String> = stems
+        .iter()
+        .flat_map(|s| ["json", "png", "raw"].map(|e| format!("{s}.{e}")))
+        .collect();
+    assert_eq!(all, want, "only whole frame sets are kept");
+    assert!(!stems.is_empty() && stems.len() < 10, "{stems:?}");
+    assert_eq!(field(&line, "written"), stems.len() as u64, "{line}");
+    for s in &stems {
+        let seq: u64 = s[6..12].parse().unwrap();
+        let frame: Vec<u8> = (0..750u64)
+            .flat_map(|i| (0..1000u64).map(move |j| (((i + j + seq * 10) * 16) % 4096) as u16))
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        assert!(
+            std::fs::read(copy.path().join(format!("{s}.raw"))).unwrap() == frame,
+            "{s}.raw is not the sim's frame {seq}"
+        );
+        let (w, h, _, _) = read_png(&copy.path().join(format!("{s}.png")));
+        assert_eq!((w, h), (1000, 750));
+        let j: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(copy.path().join(format!("{s}.json"))).unwrap())
+                .unwrap();
+        assert_eq!(j["seq"], seq);
+    }
 }
 
 #[test]
