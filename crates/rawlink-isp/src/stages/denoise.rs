@@ -55,7 +55,8 @@ const RING: usize = 8;
 /// `exp(−d²/2σ²)`: within 0.018 of it everywhere, exactly 1 at `d = 0`, falling
 /// monotonically to exactly 0 at `d ≈ 5.7σ`. A multiply-add, a clamp and four
 /// squarings, all of which vectorise (a table lookup per weight does not, and an
-/// accurate `exp` costs twice as much; see NOTES.md). This returns `−1/32σ²`.
+/// accurate `exp` takes about twice the operations; see NOTES.md). This returns
+/// `−1/32σ²`.
 fn range_coef(luma_sigma: f32, top: f32) -> f32 {
     let sigma = (luma_sigma * top).max(1e-3);
     -1.0 / (32.0 * sigma * sigma)
