@@ -310,9 +310,10 @@ pub struct ReceiveArgs {
     /// Worker threads running the ISP and writing files.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub workers: u32,
-    /// How frame files are written: direct (`O_DIRECT`, bypassing the page cache, where
-    /// the file system supports it; else buffered) or buffered (through the page cache).
-    #[arg(long, default_value = "direct", value_parser = parse_file_io)]
+    /// How frame files are written: direct (files of 1 MiB and more with `O_DIRECT`,
+    /// bypassing the page cache where the file system allows it; smaller ones buffered)
+    /// or buffered (everything through the page cache).
+    #[arg(long, default_value = "direct")]
     pub io: crate::sink::FileIo,
     /// Frames waiting for a worker before new ones are dropped (and counted).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
@@ -418,9 +419,10 @@ pub struct DemoArgs {
     /// Receiver worker threads running the ISP and writing files.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub workers: u32,
-    /// How frame files are written: direct (`O_DIRECT`, where the file system supports
-    /// it) or buffered.
-    #[arg(long, default_value = "direct", value_parser = parse_file_io)]
+    /// How frame files are written: direct (files of 1 MiB and more with `O_DIRECT`,
+    /// bypassing the page cache where the file system allows it; smaller ones buffered)
+    /// or buffered (everything through the page cache).
+    #[arg(long, default_value = "direct")]
     pub io: crate::sink::FileIo,
     #[command(flatten)]
     pub isp: IspOpts,
@@ -437,8 +439,4 @@ fn parse_png_depth(s: &str) -> Result<u8, String> {
         "16" => Ok(16),
         _ => Err(format!("{s:?} is not a PNG depth (8 or 16)")),
     }
-}
-
-fn parse_file_io(s: &str) -> Result<crate::sink::FileIo, String> {
-    s.parse()
 }

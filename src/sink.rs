@@ -67,7 +67,7 @@ impl std::str::FromStr for FileIo {
         match s {
             "direct" => Ok(Self::Direct),
             "buffered" => Ok(Self::Buffered),
-            _ => Err(format!("--io must be direct or buffered, got {s:?}")),
+            _ => Err(format!("expected direct or buffered, got {s:?}")),
         }
     }
 }
