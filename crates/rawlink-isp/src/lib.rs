@@ -388,6 +388,39 @@ pub struct FrameContext {
     pub meta: FrameMeta,
     /// Statistics filled in by the stages.
     pub stats: FrameStats,
+    /// Per-sample work left to the demosaic's input loop (see
+    /// [`stages::blc::Normalize::deferred`]): the mosaic is still in raw codes.
+    pub(crate) deferred: Option<Deferred>,
+}
+
+/// The normalisation and white-balance gains still to apply to the mosaic's samples,
+/// per colour (R, G, B): `gain(norm(v))`, as [`stages::blc::Normalize`] and
+/// [`stages::wb::WhiteBalance`] would have written them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Deferred {
+    pub(crate) norm: [stages::blc::NormCode; 3],
+    pub(crate) gains: [f32; 3],
+}
+
+impl Deferred {
+    /// The code `v` of a sample of colour `c` becomes (top: the working range's).
+    #[inline(always)]
+    pub(crate) fn code(&self, c: usize, v: u16) -> u16 {
+        stages::wb::gain(self.norm[c].code(v), self.gains[c], FULL_SCALE as f32)
+    }
+
+    /// Applies it to every sample of `img` (a copy: for the small frames that RCD
+    /// hands to its whole-frame fallbacks).
+    pub(crate) fn apply_to(&self, img: &RawPlane, pattern: BayerPattern) -> RawPlane {
+        let cell = pattern.cell();
+        let mut out = img.clone();
+        for (y, row) in out.data.chunks_mut(img.width.max(1)).enumerate() {
+            for (x, v) in row.iter_mut().enumerate() {
+                *v = self.code(cell[y & 1][x & 1] as usize, *v);
+            }
+        }
+        out
+    }
 }
 
 impl FrameContext {
@@ -398,6 +431,7 @@ impl FrameContext {
             max_value,
             meta: FrameMeta::default(),
             stats: FrameStats::default(),
+            deferred: None,
         }
     }
 }
@@ -574,12 +608,17 @@ impl Pipeline {
                 } else {
                     ([0; 3], max)
                 };
-                raw_stages.push(Box::new(stages::blc::Normalize::new(
-                    config.pattern,
-                    black,
-                    white,
-                    max,
-                )));
+                let normalize = stages::blc::Normalize::new(config.pattern, black, white, max);
+                // RCD's input loop normalises and white-balances each sample as it reads
+                // it (the white balance's statistics normalise as they read too): two
+                // passes over the mosaic less. Not with lens shading in between.
+                let defer =
+                    matches!(config.demosaic.method, DemosaicMethod::Rcd) && !on(StageName::Lsc);
+                raw_stages.push(Box::new(if defer {
+                    normalize.deferred()
+                } else {
+                    normalize
+                }));
                 if on(StageName::Lsc) {
                     let map = match &config.lsc.map {
                         Some(p) => stages::lsc::GainMap::from_file(p)?,

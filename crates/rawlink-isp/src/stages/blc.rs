@@ -6,6 +6,7 @@
 //! later stage). It is a lookup table per CFA site, built once per configuration.
 
 use crate::stages::gamma::CodeMap;
+use crate::stages::whole_to_index;
 use crate::{FrameContext, RawPlane, RawStage, FULL_SCALE};
 use rawlink_frame::{BayerPattern, Channel};
 use rayon::prelude::*;
@@ -35,22 +36,57 @@ pub struct Normalize {
     /// Table per CFA site, indexed `[row & 1][col & 1]`, over codes `0..=max_code`
     /// (codes above take the last entry).
     luts: [[CodeMap; 2]; 2],
+    /// The formula of the tables, per colour (R, G, B).
+    norm: [NormCode; 3],
+    /// Leave the data as it is and hand the formula to the demosaic instead
+    /// ([`Normalize::deferred`]).
+    defer: bool,
+}
+
+/// One colour's normalisation: `(min(v, max_code) − black) · k + ½`, with
+/// `k = 65535 / (white − black)`, clamped to `0..=65535` and truncated, in `f32`. The
+/// tables of [`Normalize`] are built from it, and the demosaic's input loop and the
+/// white balance's statistics evaluate it per sample when the stage is deferred: the
+/// same `f32` operations in the same order, so the same codes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct NormCode {
+    max_code: u16,
+    black: f32,
+    k: f32,
+}
+
+impl NormCode {
+    fn new(max_code: u16, black: u16, white: u16) -> Self {
+        let range = (white as i32 - black as i32).max(1);
+        Self {
+            max_code,
+            black: black as f32,
+            k: FULL_SCALE as f32 / range as f32,
+        }
+    }
+
+    /// The normalised code of `v`, as a float (a whole number in `0..=65535`).
+    #[inline(always)]
+    pub(crate) fn code_f32(self, v: u16) -> f32 {
+        let x = (v.min(self.max_code) as f32 - self.black) * self.k + 0.5;
+        x.clamp(0.0, FULL_SCALE as f32).floor()
+    }
+
+    /// The normalised code of `v`.
+    #[inline(always)]
+    pub(crate) fn code(self, v: u16) -> u16 {
+        whole_to_index(self.code_f32(v)) as u16
+    }
 }
 
 impl Normalize {
     /// Builds the tables. `black` is per colour (R, G, B); codes above `max_code` clip.
     pub fn new(pattern: BayerPattern, black: [u16; 3], white: u16, max_code: u16) -> Self {
+        let norm = [Channel::R, Channel::G, Channel::B]
+            .map(|c| NormCode::new(max_code, black[c as usize], white));
         let lut = |c: Channel| -> CodeMap {
-            let b = black[c as usize] as f64;
-            let range = (white as f64 - b).max(1.0);
-            let lut = (0..=max_code as u32)
-                .map(|v| {
-                    (((v as f64 - b) / range) * FULL_SCALE as f64)
-                        .round()
-                        .clamp(0.0, FULL_SCALE as f64) as u16
-                })
-                .collect::<Vec<u16>>();
-            CodeMap::new(&lut)
+            let n = norm[c as usize];
+            CodeMap::new(&(0..=max_code).map(|v| n.code(v)).collect::<Vec<u16>>())
         };
         let cell = pattern.cell();
         Self {
@@ -58,7 +94,19 @@ impl Normalize {
                 [lut(cell[0][0]), lut(cell[0][1])],
                 [lut(cell[1][0]), lut(cell[1][1])],
             ],
+            norm,
+            defer: false,
         }
+    }
+
+    /// This stage with the normalisation left to the demosaic: the stage then only
+    /// records it in the frame context, and the white balance's statistics and the RCD demosaic's input
+    /// loop apply it to each sample as they read it, so the mosaic is neither
+    /// rewritten here nor by the white balance. Only for a pipeline whose next stages
+    /// are white balance (or none) and RCD.
+    pub fn deferred(mut self) -> Self {
+        self.defer = true;
+        self
     }
 }
 
@@ -67,6 +115,14 @@ impl RawStage for Normalize {
         "blc"
     }
     fn apply(&self, img: &mut RawPlane, ctx: &mut FrameContext) {
+        if self.defer {
+            ctx.deferred = Some(crate::Deferred {
+                norm: self.norm,
+                gains: [1.0; 3],
+            });
+            ctx.max_value = FULL_SCALE;
+            return;
+        }
         let w = img.width;
         img.data
             .par_chunks_mut(w)

@@ -18,15 +18,18 @@
 //! Works in `f32` with reflect-101 padding (CFA parity is kept), row by row over
 //! planes of a few rows each (see `rcd_rows`).
 
+use crate::stages::blc::NormCode;
 use crate::stages::gamma::CodeMap;
 use crate::stages::pad::reflect;
 use crate::stages::sat_u16;
-use crate::{FrameContext, RawPlane, RgbImage};
+use crate::{Deferred, FrameContext, RawPlane, RgbImage, FULL_SCALE};
 use rawlink_frame::{BayerPattern, Channel};
 use rayon::prelude::*;
 
 const B: usize = 6;
 const EPS: f32 = 1e-5;
+/// The working range's top code, as the white balance's clamp.
+const FULL: f32 = FULL_SCALE as f32;
 
 /// Rows each strip outputs at most, and the extra rows of context computed above and
 /// below it. An output pixel depends on source rows at most 14 away through the passes
@@ -67,12 +70,24 @@ pub fn demosaic_rcd_mapped(
     max: u16,
     curve: Option<&CodeMap>,
 ) -> RgbImage {
+    demosaic_rcd_prepared(raw, pattern, max, curve, None)
+}
+
+/// [`demosaic_rcd_mapped`] of the mosaic `pre` makes of `raw` (its samples mapped as
+/// the input loop reads them).
+fn demosaic_rcd_prepared(
+    raw: &RawPlane,
+    pattern: BayerPattern,
+    max: u16,
+    curve: Option<&CodeMap>,
+    pre: Option<&Deferred>,
+) -> RgbImage {
     // As many strips as `STRIP_ROWS` needs, rounded up to a multiple of the threads so
     // they share the strips evenly, of an even height each.
     let threads = rayon::current_num_threads().max(1);
     let strips = raw.height.div_ceil(STRIP_ROWS).next_multiple_of(threads);
     let strip_rows = (raw.height.div_ceil(strips) + 1) & !1;
-    demosaic_rcd_tiled(raw, pattern, max, strip_rows.max(2), TILE_COLS, curve)
+    demosaic_rcd_tiled(raw, pattern, max, strip_rows.max(2), TILE_COLS, curve, pre)
 }
 
 /// [`demosaic_rcd`] with the strip height and tile width as parameters (tests use small
@@ -84,11 +99,15 @@ fn demosaic_rcd_tiled(
     strip_rows: usize,
     tile_cols: usize,
     curve: Option<&CodeMap>,
+    pre: Option<&Deferred>,
 ) -> RgbImage {
     let (w, h) = (raw.width, raw.height);
     let halo_rows = HALO_ROWS;
     if w < 8 || h <= strip_rows + 2 * halo_rows {
-        let mut img = rcd_full(raw, pattern, max);
+        let mut img = match pre {
+            Some(p) => rcd_full(&p.apply_to(raw, pattern), pattern, max),
+            None => rcd_full(raw, pattern, max),
+        };
         if let Some(c) = curve {
             c.apply(&mut img);
         }
@@ -128,6 +147,7 @@ fn demosaic_rcd_tiled(
                     cols,
                     [&mut r[x0..], &mut g[x0..], &mut b[x0..]],
                     curve,
+                    pre,
                 );
             }
         });
@@ -433,6 +453,8 @@ enum Job<'a> {
         scale: f32,
         even: &'a mut [f32],
         odd: &'a mut [f32],
+        /// The deferred normalisation and gains of the row's even and odd sites.
+        pre: Option<[(NormCode, f32); 2]>,
     },
     /// Step 1a: squared vertical and horizontal activity.
     Activity {
@@ -532,6 +554,23 @@ impl pulp::WithSimd for Row<'_> {
                 scale,
                 even,
                 odd,
+                pre: Some([(n0, k0), (n1, k1)]),
+            } => {
+                let pairs = src.chunks_exact(2);
+                if let [last] = pairs.remainder() {
+                    even[src.len() / 2] = prepared(n0, k0, *last) * scale;
+                }
+                for ((pair, e), o) in pairs.zip(even.iter_mut()).zip(odd.iter_mut()) {
+                    *e = prepared(n0, k0, pair[0]) * scale;
+                    *o = prepared(n1, k1, pair[1]) * scale;
+                }
+            }
+            Job::Input {
+                src,
+                scale,
+                even,
+                odd,
+                pre: None,
             } => {
                 let pairs = src.chunks_exact(2);
                 if let [last] = pairs.remainder() {
@@ -766,7 +805,7 @@ fn rcd_full(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage {
         w,
         h,
     };
-    rcd_rows(tile, pattern, max, 0, (0, w), [r, g, b], None);
+    rcd_rows(tile, pattern, max, 0, (0, w), [r, g, b], None, None);
     out
 }
 
@@ -809,13 +848,17 @@ fn due(rows: &std::ops::Range<isize>, t: isize, lag: isize) -> Option<isize> {
 
 /// The algorithm on the mosaic window `tile` (at least 8×8), writing its rows `skip..`,
 /// columns `cols.0..cols.0 + cols.1` (`cols.0` even) into `out`: rows `stride` apart,
-/// as many as `out` holds.
+/// as many as `out` holds. `curve` maps the output codes as they are written; `pre`
+/// maps each mosaic sample as the input loop reads it (the deferred normalisation and
+/// white-balance gains).
 ///
 /// The steps run interleaved, row by row (see [`Lag`]), on ring planes of a few rows
 /// each; each step computes only the rows that lead to output rows (its output rows
 /// widened by its distance from the output, `OUT − lag`, which the lags make equal to
-/// the reach of its readers), so the halo rows of a strip cost less the later the step. Every computed sample is the same as in a whole-tile, step-by-step
-/// run (the strip and golden tests).
+/// the reach of its readers), so the halo rows of a strip cost less the later the
+/// step. Every computed sample is the same as in a whole-tile, step-by-step run (the
+/// strip and golden tests).
+#[allow(clippy::too_many_arguments)] // the tile, where its output goes, and two optional maps
 fn rcd_rows(
     tile: Tile,
     pattern: BayerPattern,
@@ -824,6 +867,7 @@ fn rcd_rows(
     cols: (usize, usize),
     out: [&mut [u16]; 3],
     curve: Option<&CodeMap>,
+    pre: Option<&Deferred>,
 ) {
     let Tile { data, stride, w, h } = tile;
     let (wi, hi) = (w as isize, h as isize);
@@ -919,7 +963,15 @@ fn rcd_rows(
         if let Some(y) = due(&r_c, t, 0) {
             let border = c.border;
             let [even, odd] = c.row_mut(y);
-            let src = &data[reflect(y, h) * stride..][..w];
+            let sy = reflect(y, h);
+            let src = &data[sy * stride..][..w];
+            // The tile starts on an even row and column, so its CFA phase is the frame's.
+            let pre = pre.map(|p| {
+                [0, 1].map(|x| {
+                    let ch = cell[sy & 1][x] as usize;
+                    (p.norm[ch], p.gains[ch])
+                })
+            });
             // Interior: a de-interleaving loop (image column x is padded column x + B,
             // of the same parity since B is even); then the margins, reflected.
             Row {
@@ -929,12 +981,21 @@ fn rcd_rows(
                     scale,
                     even: &mut even[B / 2..],
                     odd: &mut odd[B / 2..],
+                    pre,
                 },
             }
             .run(arch);
             let row = [even, odd];
             for (px, sx) in border {
-                row[px & 1][px / 2] = src[sx - B] as f32 * scale;
+                let v = src[sx - B];
+                let v = match pre {
+                    Some(p) => {
+                        let (n, k) = p[(sx - B) & 1];
+                        prepared(n, k, v)
+                    }
+                    None => v as f32,
+                };
+                row[px & 1][px / 2] = v * scale;
             }
         }
         if let Some(y) = due(&r_act, t, Lag::ACTIVITY) {
@@ -1102,6 +1163,17 @@ fn rcd_rows(
     }
 }
 
+/// A raw code normalised and white-balanced (the codes [`crate::stages::blc::Normalize`]
+/// and [`crate::stages::wb::WhiteBalance`] would have written), as a float.
+/// `gain(n.code(v), k, 65535) as f32`, without the round trip through an integer: the
+/// code is a whole float already, and `gain`'s clamp and truncation of a float are
+/// `max`, `min` and `floor` (its `min` with the top first, as there, for NaN).
+#[inline(always)]
+#[allow(clippy::manual_clamp)] // `clamp` would keep a NaN (a NaN gain); `gain` maps it to the top
+fn prepared(n: NormCode, k: f32, v: u16) -> f32 {
+    (n.code_f32(v) * k + 0.5).min(FULL).max(0.0).floor()
+}
+
 /// The RCD stage.
 #[derive(Debug, Clone, Default)]
 pub struct Rcd {
@@ -1115,7 +1187,8 @@ impl crate::DemosaicStage for Rcd {
         "demosaic"
     }
     fn apply(&self, raw: &RawPlane, ctx: &mut FrameContext) -> RgbImage {
-        demosaic_rcd_mapped(raw, ctx.pattern, ctx.max_value, self.curve.as_ref())
+        let pre = ctx.deferred.as_ref();
+        demosaic_rcd_prepared(raw, ctx.pattern, ctx.max_value, self.curve.as_ref(), pre)
     }
 }
 
@@ -1498,7 +1571,7 @@ mod tests {
             let mut want = demosaic_rcd(&raw, BayerPattern::Grbg, 4095);
             curve.apply(&mut want);
             assert_eq!(
-                demosaic_rcd_tiled(&raw, BayerPattern::Grbg, 4095, 64, 32, Some(&curve)),
+                demosaic_rcd_tiled(&raw, BayerPattern::Grbg, 4095, 64, 32, Some(&curve), None),
                 want,
                 "{w}x{h}"
             );
@@ -1534,10 +1607,82 @@ mod tests {
                 // Narrow tiles: many tile edges, and a last tile narrower than the rest.
                 for tile_cols in [20, 32] {
                     assert_eq!(
-                        demosaic_rcd_tiled(&raw, p, 4095, 64, tile_cols, None),
+                        demosaic_rcd_tiled(&raw, p, 4095, 64, tile_cols, None, None),
                         whole,
                         "{w}x{h} {p} tiles of {tile_cols}"
                     );
+                }
+            }
+        }
+    }
+    /// The normalisation and white balance left to RCD's input loop (and the white
+    /// balance's statistics) give the codes, gains and image of the two stages run on
+    /// the mosaic first: every pattern, grey-world, robust and manual gains, codes
+    /// above the white level and the largest code, odd sizes, many strip and tile
+    /// edges, and frames small enough for the whole-frame fallbacks.
+    #[test]
+    fn deferred_normalisation_and_gains_equal_the_stages() {
+        use crate::config::WbMode;
+        use crate::stages::blc::Normalize;
+        use crate::stages::wb::WhiteBalance;
+        use crate::RawStage;
+        for (w, h) in [(97usize, 300usize), (64, 161), (21, 13), (7, 5)] {
+            let mut s = 11u32;
+            let data = (0..w * h)
+                .map(|i| {
+                    s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    let base = if (i % w) * 2 + (i / w) > 60 {
+                        2400
+                    } else {
+                        300
+                    };
+                    // Now and then past the 12-bit range: clamped as the table clamps.
+                    if s >> 28 == 0 {
+                        4095 + (s >> 20) as u16
+                    } else {
+                        (base + (s >> 22)) as u16
+                    }
+                })
+                .collect();
+            let raw = RawPlane::new(w, h, data).unwrap();
+            for p in BayerPattern::ALL {
+                for (mode, gains) in [
+                    (WbMode::Grayworld, None),
+                    (WbMode::Robust, None),
+                    (WbMode::Manual, Some([1.9, 1.0, 0.6])),
+                ] {
+                    let wb = WhiteBalance { mode, gains };
+                    let norm = Normalize::new(p, [64, 60, 75], 3900, 4095);
+                    let mut staged = raw.clone();
+                    let mut want_ctx = FrameContext::new(p, 4095);
+                    norm.apply(&mut staged, &mut want_ctx);
+                    wb.apply(&mut staged, &mut want_ctx);
+                    let mut ctx = FrameContext::new(p, 4095);
+                    let mut untouched = raw.clone();
+                    norm.clone().deferred().apply(&mut untouched, &mut ctx);
+                    wb.apply(&mut untouched, &mut ctx);
+                    let what = format!("{w}x{h} {p} {mode:?}");
+                    assert_eq!(untouched, raw, "{what}: the mosaic is left as it is");
+                    assert_eq!(ctx.stats.wb_gains, want_ctx.stats.wb_gains, "{what}");
+                    assert_eq!(ctx.max_value, want_ctx.max_value, "{what}");
+                    let pre = ctx.deferred.expect("deferred");
+                    for (strip_rows, tile_cols) in [(64, 20), (64, 32), (300, 4096)] {
+                        assert_eq!(
+                            demosaic_rcd_tiled(
+                                &raw,
+                                p,
+                                65535,
+                                strip_rows,
+                                tile_cols,
+                                None,
+                                Some(&pre)
+                            ),
+                            demosaic_rcd_tiled(
+                                &staged, p, 65535, strip_rows, tile_cols, None, None
+                            ),
+                            "{what}, strips {strip_rows}, tiles {tile_cols}"
+                        );
+                    }
                 }
             }
         }

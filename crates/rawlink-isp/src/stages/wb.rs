@@ -10,6 +10,7 @@
 //! stays white). Manual and metadata gains are applied as given.
 
 use crate::config::WbMode;
+use crate::stages::blc::NormCode;
 use crate::stages::sat_u16;
 use crate::{FrameContext, RawPlane, RawStage};
 use rawlink_frame::BayerPattern;
@@ -33,10 +34,18 @@ pub struct WhiteBalance {
 /// and converted at the end: the same values as summing the cells' `f32` values in
 /// `f64` one by one. The cell layout is a compile-time parameter of the row loop
 /// ([`row_sums`]), so no sample is tested for its colour.
+///
+/// With a normalisation deferred to the demosaic ([`crate::Deferred`]), each sample is
+/// normalised as it is read: the sums are those of the normalised mosaic.
 fn cell_sums(img: &RawPlane, ctx: &FrameContext, mid: bool) -> ([f64; 3], u64) {
     let (w, h) = (img.width, img.height);
     let lo = 0.02 * ctx.max_value as f32;
     let hi = 0.90 * ctx.max_value as f32;
+    // Each cell position's colour, for its normalisation.
+    let cell = ctx.pattern.cell();
+    let norm = ctx
+        .deferred
+        .map(|d| [cell[0][0], cell[0][1], cell[1][0], cell[1][1]].map(|c| d.norm[c as usize]));
     let row: RowSums = match ctx.pattern {
         BayerPattern::Rggb => row_sums::<0, 1, 2, 3>,
         BayerPattern::Bggr => row_sums::<3, 1, 2, 0>,
@@ -48,7 +57,7 @@ fn cell_sums(img: &RawPlane, ctx: &FrameContext, mid: bool) -> ([f64; 3], u64) {
         .map(|cy| {
             let r0 = &img.data[2 * cy * w..][..w];
             let r1 = &img.data[(2 * cy + 1) * w..][..w];
-            row(r0, r1, lo, hi, mid)
+            row(r0, r1, lo, hi, mid, norm)
         })
         .reduce(
             || [0; 4],
@@ -57,8 +66,9 @@ fn cell_sums(img: &RawPlane, ctx: &FrameContext, mid: bool) -> ([f64; 3], u64) {
     ([r as f64, g2 as f64 * 0.5, b as f64], n)
 }
 
-/// A [`row_sums`] instance: two mosaic rows, the mid-tone bounds, whether to apply them.
-type RowSums = fn(&[u16], &[u16], f32, f32, bool) -> [u64; 4];
+/// A [`row_sums`] instance: two mosaic rows, the mid-tone bounds, whether to apply them,
+/// and the normalisation of each cell position's samples, if deferred.
+type RowSums = fn(&[u16], &[u16], f32, f32, bool, Option<[NormCode; 4]>) -> [u64; 4];
 
 /// One row of cells: `[Σ R, Σ (G1 + G2), Σ B, cells]`. `R`, `G1`, `G2` and `B` are the
 /// sites' positions in the cell, `dy * 2 + dx`, the greens in scan order. Dispatched at
@@ -69,14 +79,50 @@ fn row_sums<const R: usize, const G1: usize, const G2: usize, const B: usize>(
     lo: f32,
     hi: f32,
     mid: bool,
+    norm: Option<[NormCode; 4]>,
 ) -> [u64; 4] {
-    pulp::Arch::new().dispatch(RowSumsKernel::<R, G1, G2, B> {
-        r0,
-        r1,
-        lo,
-        hi,
-        mid,
-    })
+    let arch = pulp::Arch::new();
+    match norm {
+        None => arch.dispatch(RowSumsKernel::<R, G1, G2, B, _> {
+            r0,
+            r1,
+            lo,
+            hi,
+            mid,
+            map: AsIs,
+        }),
+        Some(n) => arch.dispatch(RowSumsKernel::<R, G1, G2, B, _> {
+            r0,
+            r1,
+            lo,
+            hi,
+            mid,
+            map: n,
+        }),
+    }
+}
+
+/// How [`RowSumsKernel`] reads a cell's four samples (by position in the cell).
+trait CellMap: Copy {
+    fn map(self, i: usize, v: u16) -> u16;
+}
+
+/// The samples as they are.
+#[derive(Clone, Copy)]
+struct AsIs;
+
+impl CellMap for AsIs {
+    #[inline(always)]
+    fn map(self, _i: usize, v: u16) -> u16 {
+        v
+    }
+}
+
+impl CellMap for [NormCode; 4] {
+    #[inline(always)]
+    fn map(self, i: usize, v: u16) -> u16 {
+        self[i].code(v)
+    }
 }
 
 /// Cells summed per `u32` accumulator before it is added to the `u64` totals: 16 384
@@ -85,16 +131,24 @@ fn row_sums<const R: usize, const G1: usize, const G2: usize, const B: usize>(
 const CELLS_PER_U32: usize = 16_384;
 
 /// [`row_sums`] as a `pulp` kernel.
-struct RowSumsKernel<'a, const R: usize, const G1: usize, const G2: usize, const B: usize> {
+struct RowSumsKernel<
+    'a,
+    const R: usize,
+    const G1: usize,
+    const G2: usize,
+    const B: usize,
+    M: CellMap,
+> {
     r0: &'a [u16],
     r1: &'a [u16],
     lo: f32,
     hi: f32,
     mid: bool,
+    map: M,
 }
 
-impl<const R: usize, const G1: usize, const G2: usize, const B: usize> pulp::WithSimd
-    for RowSumsKernel<'_, R, G1, G2, B>
+impl<const R: usize, const G1: usize, const G2: usize, const B: usize, M: CellMap> pulp::WithSimd
+    for RowSumsKernel<'_, R, G1, G2, B, M>
 {
     type Output = [u64; 4];
 
@@ -106,6 +160,7 @@ impl<const R: usize, const G1: usize, const G2: usize, const B: usize> pulp::Wit
             lo,
             hi,
             mid,
+            map,
         } = self;
         let inside = |x: f32| (x >= lo) & (x <= hi);
         let mut acc = [0u64; 4];
@@ -116,7 +171,12 @@ impl<const R: usize, const G1: usize, const G2: usize, const B: usize> pulp::Wit
         {
             let mut a = [0u32; 4];
             for (p0, p1) in c0.chunks_exact(2).zip(c1.chunks_exact(2)) {
-                let cell = [p0[0], p0[1], p1[0], p1[1]];
+                let cell = [
+                    map.map(0, p0[0]),
+                    map.map(1, p0[1]),
+                    map.map(2, p1[0]),
+                    map.map(3, p1[1]),
+                ];
                 let (r, g1, g2, b) = (cell[R], cell[G1], cell[G2], cell[B]);
                 let g = 0.5 * g1 as f32 + 0.5 * g2 as f32;
                 let keep = !mid | (inside(r as f32) & inside(g) & inside(b as f32));
@@ -173,6 +233,12 @@ impl RawStage for WhiteBalance {
     }
     fn apply(&self, img: &mut RawPlane, ctx: &mut FrameContext) {
         let gains = self.estimate(img, ctx);
+        ctx.stats.wb_gains = gains.map(|g| g as f64);
+        // The normalisation is left to the demosaic's input loop: so are the gains.
+        if let Some(d) = ctx.deferred.as_mut() {
+            d.gains = gains;
+            return;
+        }
         let cell = ctx.pattern.cell();
         let top = ctx.max_value as f32;
         let w = img.width;
@@ -185,7 +251,6 @@ impl RawStage for WhiteBalance {
                 let k = [0, 1].map(|i| gains[cell[y & 1][i] as usize]);
                 arch.dispatch(GainRow { row, k, top });
             });
-        ctx.stats.wb_gains = gains.map(|g| g as f64);
     }
 }
 
@@ -217,7 +282,7 @@ impl pulp::WithSimd for GainRow<'_> {
 
 /// A code times a gain, rounded, at most `top`.
 #[inline(always)]
-fn gain(v: u16, k: f32, top: f32) -> u16 {
+pub(crate) fn gain(v: u16, k: f32, top: f32) -> u16 {
     sat_u16((v as f32 * k + 0.5).min(top))
 }
 
