@@ -190,23 +190,17 @@ impl pulp::WithSimd for Outliers<'_> {
         let w = flags.len();
         let [a, b, c] = rows.map(|r| &r[..w]);
         flags.fill(1);
+        // In `u16` lanes (twice as many per vector as `i32`): `v > hi + thr` is
+        // `v > hi ⊕ thr` with a saturating add (past 65 535 no code is above it), and
+        // `v < lo − thr` likewise with a saturating subtraction.
+        let thr = thr.clamp(0, u16::MAX as i32) as u16;
         for x in 2..w - 2 {
-            let (n0, n1, n2, n3) = (
-                a[x - 2] as i32,
-                a[x] as i32,
-                a[x + 2] as i32,
-                b[x - 2] as i32,
-            );
-            let (n4, n5, n6, n7) = (
-                b[x + 2] as i32,
-                c[x - 2] as i32,
-                c[x] as i32,
-                c[x + 2] as i32,
-            );
+            let (n0, n1, n2, n3) = (a[x - 2], a[x], a[x + 2], b[x - 2]);
+            let (n4, n5, n6, n7) = (b[x + 2], c[x - 2], c[x], c[x + 2]);
             let lo = n0.min(n1).min(n2).min(n3).min(n4).min(n5).min(n6).min(n7);
             let hi = n0.max(n1).max(n2).max(n3).max(n4).max(n5).max(n6).max(n7);
-            let v = b[x] as i32;
-            flags[x] = u8::from((v > hi + thr) | (v < lo - thr));
+            let v = b[x];
+            flags[x] = u8::from((v > hi.saturating_add(thr)) | (v < lo.saturating_sub(thr)));
         }
     }
 }
