@@ -245,4 +245,58 @@ mod tests {
         assert_eq!(c.stats.defective_pixels, at.len() as u64);
         assert_eq!(img.data, data);
     }
+
+    /// The fast pass's `u16` lanes flag exactly what the `i32` comparison does, with
+    /// codes at both ends of the range and thresholds up to and past full scale (where
+    /// the saturating arithmetic stands in for the sums that leave `u16`).
+    #[test]
+    fn outlier_flags_equal_the_wide_comparison() {
+        let w = 67;
+        let mut s = 5u32;
+        let mut row = || -> Vec<u16> {
+            (0..w)
+                .map(|_| {
+                    s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    match s >> 29 {
+                        0 => 0,
+                        1 => 65535,
+                        _ => (s >> 16) as u16,
+                    }
+                })
+                .collect()
+        };
+        for _ in 0..50 {
+            let rows = [row(), row(), row()];
+            for thr in [1, 2, 300, 40_000, 65_534, 65_535, 70_000] {
+                let mut flags = vec![9u8; w];
+                pulp::Arch::new().dispatch(Outliers {
+                    rows: [&rows[0], &rows[1], &rows[2]],
+                    thr,
+                    flags: &mut flags,
+                });
+                let [a, b, c] = &rows;
+                for x in 0..w {
+                    let want = if x < 2 || x >= w - 2 {
+                        true
+                    } else {
+                        let n = [
+                            a[x - 2],
+                            a[x],
+                            a[x + 2],
+                            b[x - 2],
+                            b[x + 2],
+                            c[x - 2],
+                            c[x],
+                            c[x + 2],
+                        ]
+                        .map(i32::from);
+                        let (lo, hi) = (*n.iter().min().unwrap(), *n.iter().max().unwrap());
+                        let v = b[x] as i32;
+                        v > hi + thr || v < lo - thr
+                    };
+                    assert_eq!(flags[x] == 1, want, "x {x}, thr {thr}");
+                }
+            }
+        }
+    }
 }
