@@ -249,7 +249,9 @@ struct Fused<'a> {
     /// Whether image rows lie above and below the group (else its edge rows clamp).
     above: bool,
     below: bool,
-    /// Rings of [`SHARP_RING`] denoised rows (R, G, B rows of `w` each) and their luma.
+    /// Rings of [`SHARP_RING`] rows of luma, and of denoised R, G, B rows of `w` each
+    /// (only the rows just outside the group use the latter; the group's own denoised
+    /// rows are written into the image and sharpened there).
     rgb: &'a mut [u16],
     luma: &'a mut [f32],
 }
@@ -384,8 +386,14 @@ impl Group<'_> {
                 vcr.copy_from_slice(cr);
                 vcb.copy_from_slice(cb);
             }
+            // The group's own rows go straight into the image (their source rows have
+            // all been read into the rings by now), where the mask then sharpens them
+            // in place; the rows just outside the group, which the mask only reads,
+            // into the group's ring.
+            let own = (0..n as isize).contains(&r);
             let [dr, dg, db] = match &mut sharpen {
-                None => {
+                Some(f) if !own => sharp_rows(f.rgb, r, w),
+                _ => {
                     let at = r as usize * w;
                     [
                         &mut o_r[at..][..w],
@@ -393,16 +401,21 @@ impl Group<'_> {
                         &mut o_b[at..][..w],
                     ]
                 }
-                Some(f) => sharp_rows(f.rgb, r, w),
             };
             for x in 0..w {
                 [dr[x], dg[x], db[x]] = combine(y2[x], [cr[x], cb[x]], [vcr[x], vcb[x]], k, top);
             }
             if let Some(f) = &mut sharpen {
                 let slot = r.rem_euclid(SHARP_RING as isize) as usize;
-                let [dr, dg, db] = sharp_rows(f.rgb, r, w);
+                let at = r.max(0) as usize * w;
+                let src = if own {
+                    [&o_r[at..][..w], &o_g[at..][..w], &o_b[at..][..w]]
+                } else {
+                    let [dr, dg, db] = sharp_rows(f.rgb, r, w);
+                    [&*dr, &*dg, &*db]
+                };
                 LumaRow {
-                    src: [&*dr, &*dg, &*db],
+                    src,
                     out: &mut f.luma[slot * w..][..w],
                 }
                 .run();
@@ -436,7 +449,7 @@ fn sharp_rows(ring: &mut [u16], r: isize, w: usize) -> [&mut [u16]; 3] {
 }
 
 /// The unsharp mask of a group's denoised row `s` (`rows` = `[up, s, dn]`, the rows
-/// whose luma it reads), written into the group's image row `s`.
+/// whose luma it reads), in place in the group's image row `s`.
 #[inline(always)]
 fn sharpen_row(f: &mut Fused<'_>, out: [&mut [u16]; 3], rows: [isize; 3], w: usize, top: f32) {
     let [up, s, dn] = rows;
@@ -447,10 +460,6 @@ fn sharpen_row(f: &mut Fused<'_>, out: [&mut [u16]; 3], rows: [isize; 3], w: usi
         &mut o_g[at..][..w],
         &mut o_b[at..][..w],
     );
-    let [sr, sg, sb] = sharp_rows(f.rgb, s, w);
-    o_r.copy_from_slice(sr);
-    o_g.copy_from_slice(sg);
-    o_b.copy_from_slice(sb);
     let slot = |r: isize| r.rem_euclid(SHARP_RING as isize) as usize * w;
     UnsharpRow {
         stage: f.stage,
