@@ -409,8 +409,8 @@ impl Deferred {
         stages::wb::gain(self.norm[c].code(v), self.gains[c], FULL_SCALE as f32)
     }
 
-    /// Applies it to every sample of `img` (a copy: for the small frames that RCD
-    /// hands to its whole-frame fallbacks).
+    /// Applies it to every sample of `img` (a copy: for the frames under 8×8 that RCD
+    /// hands to Malvar).
     pub(crate) fn apply_to(&self, img: &RawPlane, pattern: BayerPattern) -> RawPlane {
         let cell = pattern.cell();
         let mut out = img.clone();

@@ -105,7 +105,7 @@ fn demosaic_rcd_tiled(
     let halo_rows = HALO_ROWS;
     if w < 8 || h <= strip_rows + 2 * halo_rows {
         let mut img = match pre {
-            Some(p) => rcd_full(&p.apply_to(raw, pattern), pattern, max),
+            Some(p) => rcd_full_prepared(raw, pattern, max, Some(p)),
             None => rcd_full(raw, pattern, max),
         };
         if let Some(c) = curve {
@@ -793,9 +793,27 @@ fn round_non_negative(x: f32) -> f32 {
 
 /// The whole-frame algorithm (also used per strip).
 fn rcd_full(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage {
+    rcd_full_prepared(raw, pattern, max, None)
+}
+
+/// [`rcd_full`] of the mosaic `pre` makes of `raw`: mapped as the input loop reads it
+/// (frames of at most one strip take this path, e.g. every 640×480 frame on one thread,
+/// as the receiver's workers run), or, for the Malvar fallback of frames under 8×8, on
+/// a mapped copy.
+fn rcd_full_prepared(
+    raw: &RawPlane,
+    pattern: BayerPattern,
+    max: u16,
+    pre: Option<&Deferred>,
+) -> RgbImage {
     let (w, h) = (raw.width, raw.height);
     if w < 8 || h < 8 {
-        return crate::stages::malvar::demosaic_malvar(raw, pattern, max);
+        return match pre {
+            Some(p) => {
+                crate::stages::malvar::demosaic_malvar(&p.apply_to(raw, pattern), pattern, max)
+            }
+            None => crate::stages::malvar::demosaic_malvar(raw, pattern, max),
+        };
     }
     let mut out = RgbImage::for_overwrite(w, h);
     let [r, g, b] = &mut out.planes;
@@ -805,7 +823,7 @@ fn rcd_full(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage {
         w,
         h,
     };
-    rcd_rows(tile, pattern, max, 0, (0, w), [r, g, b], None, None);
+    rcd_rows(tile, pattern, max, 0, (0, w), [r, g, b], None, pre);
     out
 }
 
