@@ -190,19 +190,52 @@ impl pulp::WithSimd for Outliers<'_> {
         let w = flags.len();
         let [a, b, c] = rows.map(|r| &r[..w]);
         flags.fill(1);
-        // In `u16` lanes (twice as many per vector as `i32`): `v > hi + thr` is
-        // `v > hi ⊕ thr` with a saturating add (past 65 535 no code is above it), and
-        // `v < lo − thr` likewise with a saturating subtraction.
         let thr = thr.clamp(0, u16::MAX as i32) as u16;
-        for x in 2..w - 2 {
-            let (n0, n1, n2, n3) = (a[x - 2], a[x], a[x + 2], b[x - 2]);
-            let (n4, n5, n6, n7) = (b[x + 2], c[x - 2], c[x], c[x + 2]);
-            let lo = n0.min(n1).min(n2).min(n3).min(n4).min(n5).min(n6).min(n7);
-            let hi = n0.max(n1).max(n2).max(n3).max(n4).max(n5).max(n6).max(n7);
-            let v = b[x];
-            flags[x] = u8::from((v > hi.saturating_add(thr)) | (v < lo.saturating_sub(thr)));
+        // Blocks of `BLOCK` samples, the last one moved back to end at `w − 2` (it
+        // recomputes some flags, to the same values): a block is a fixed-length loop,
+        // one or two vectors, so a short row has no scalar remainder loop (at 640
+        // columns that remainder was a noticeable share of the row).
+        if w < BLOCK + 4 {
+            for x in 2..w - 2 {
+                flags[x] = outlier(a, b, c, x, thr);
+            }
+            return;
+        }
+        let mut next = 2;
+        loop {
+            let x0 = next.min(w - 2 - BLOCK);
+            next += BLOCK;
+            let (a, b, c) = (
+                &a[x0 - 2..][..BLOCK + 4],
+                &b[x0 - 2..][..BLOCK + 4],
+                &c[x0 - 2..][..BLOCK + 4],
+            );
+            let out = &mut flags[x0..][..BLOCK];
+            for i in 0..BLOCK {
+                out[i] = outlier(a, b, c, i + 2, thr);
+            }
+            if x0 == w - 2 - BLOCK {
+                break;
+            }
         }
     }
+}
+
+/// Samples per block of [`Outliers`].
+const BLOCK: usize = 64;
+
+/// Whether `b[x]` lies outside its 8 same-colour neighbours' range by more than `thr`,
+/// in `u16` lanes (twice as many per vector as `i32`): `v > hi + thr` is `v > hi ⊕ thr`
+/// with a saturating add (past 65 535 no code is above it), and `v < lo − thr` likewise
+/// with a saturating subtraction.
+#[inline(always)]
+fn outlier(a: &[u16], b: &[u16], c: &[u16], x: usize, thr: u16) -> u8 {
+    let (n0, n1, n2, n3) = (a[x - 2], a[x], a[x + 2], b[x - 2]);
+    let (n4, n5, n6, n7) = (b[x + 2], c[x - 2], c[x], c[x + 2]);
+    let lo = n0.min(n1).min(n2).min(n3).min(n4).min(n5).min(n6).min(n7);
+    let hi = n0.max(n1).max(n2).max(n3).max(n4).max(n5).max(n6).max(n7);
+    let v = b[x];
+    u8::from((v > hi.saturating_add(thr)) | (v < lo.saturating_sub(thr)))
 }
 
 #[cfg(test)]
