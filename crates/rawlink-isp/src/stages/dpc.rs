@@ -281,10 +281,17 @@ mod tests {
 
     /// The fast pass's `u16` lanes flag exactly what the `i32` comparison does, with
     /// codes at both ends of the range and thresholds up to and past full scale (where
-    /// the saturating arithmetic stands in for the sums that leave `u16`).
+    /// the saturating arithmetic stands in for the sums that leave `u16`), on rows
+    /// too short for a block, of exactly one block, and of several blocks with the last
+    /// one moved back.
     #[test]
     fn outlier_flags_equal_the_wide_comparison() {
-        let w = 67;
+        for w in [5, 67, BLOCK + 4, BLOCK + 5, 3 * BLOCK + 27] {
+            outlier_flags_at_width(w);
+        }
+    }
+
+    fn outlier_flags_at_width(w: usize) {
         let mut s = 5u32;
         let mut row = || -> Vec<u16> {
             (0..w)
@@ -327,7 +334,7 @@ mod tests {
                         let v = b[x] as i32;
                         v > hi + thr || v < lo - thr
                     };
-                    assert_eq!(flags[x] == 1, want, "x {x}, thr {thr}");
+                    assert_eq!(flags[x] == 1, want, "width {w}, x {x}, thr {thr}");
                 }
             }
         }
