@@ -3,7 +3,9 @@
 //! [`BlackLevel`] is the reference's: one level, `max(v − black, 0)`, codes unchanged.
 //! [`Normalize`] is the default profile's: a per-colour black level and a white level,
 //! mapping black to 0 and white to full scale 65535 (the 16-bit working range of every
-//! later stage). It is a lookup table per CFA site, built once per configuration.
+//! later stage). It is a lookup table per CFA site, built once per configuration from
+//! an `f32` formula ([`NormCode`]); in the default pipeline with RCD the formula itself
+//! is applied as the samples are read ([`Normalize::deferred`]).
 
 use crate::stages::gamma::CodeMap;
 use crate::stages::whole_to_index;
@@ -100,10 +102,10 @@ impl Normalize {
     }
 
     /// This stage with the normalisation left to the demosaic: the stage then only
-    /// records it in the frame context, and the white balance's statistics and the RCD demosaic's input
-    /// loop apply it to each sample as they read it, so the mosaic is neither
-    /// rewritten here nor by the white balance. Only for a pipeline whose next stages
-    /// are white balance (or none) and RCD.
+    /// records it in the frame context, and the white balance's statistics and the RCD
+    /// demosaic's input loop apply it to each sample as they read it, so the mosaic is
+    /// neither rewritten here nor by the white balance. Only for a pipeline whose next
+    /// stages are white balance (or none) and RCD.
     pub fn deferred(mut self) -> Self {
         self.defer = true;
         self
