@@ -4,7 +4,7 @@
 //! [`Normalize`] is the default profile's: a per-colour black level and a white level,
 //! mapping black to 0 and white to full scale 65535 (the 16-bit working range of every
 //! later stage). It is a lookup table per CFA site, built once per configuration from
-//! an `f32` formula ([`NormCode`]); in the default pipeline with RCD the formula itself
+//! an `f32` formula (`NormCode`); in the default pipeline with RCD the formula itself
 //! is applied as the samples are read ([`Normalize::deferred`]).
 
 use crate::stages::gamma::CodeMap;
