@@ -13,7 +13,7 @@
 //! vectorising over pixels keeps every pixel's rounding sequence unchanged. The weight
 //! of a pair of pixels serves both (tap (a, b) of one is tap (−a, −b) of the other, with
 //! the same float weight), so each weight is computed once: 40 distances and lookups
-//! per pixel instead of 80 ([`TileKernel`]).
+//! per pixel instead of 80 (`TileKernel`).
 
 use crate::expf::expf_glibc;
 use crate::stages::sat_u16;

@@ -54,7 +54,7 @@ const TILE_COLS: usize = 4096;
 const HALO_COLS: usize = HALO_ROWS;
 
 /// RCD-style demosaic of `raw` (codes up to `max`), processed in horizontal strips in
-/// parallel (cut into column tiles when wider than [`TILE_COLS`]) and written straight
+/// parallel (cut into column tiles when wider than `TILE_COLS`) and written straight
 /// into the output: a tile's working planes stay small and memory does not grow with
 /// the frame beyond the output.
 pub fn demosaic_rcd(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage {
