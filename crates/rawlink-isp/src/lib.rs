@@ -608,16 +608,15 @@ impl Pipeline {
                 } else {
                     ([0; 3], max)
                 };
-                let normalize = stages::blc::Normalize::new(config.pattern, black, white, max);
                 // RCD's input loop normalises and white-balances each sample as it reads
                 // it (the white balance's statistics normalise as they read too): two
                 // passes over the mosaic less. Not with lens shading in between.
                 let defer =
                     matches!(config.demosaic.method, DemosaicMethod::Rcd) && !on(StageName::Lsc);
                 raw_stages.push(Box::new(if defer {
-                    normalize.deferred()
+                    stages::blc::Normalize::deferred(black, white, max)
                 } else {
-                    normalize
+                    stages::blc::Normalize::new(config.pattern, black, white, max)
                 }));
                 if on(StageName::Lsc) {
                     let map = match &config.lsc.map {

@@ -36,13 +36,11 @@ impl RawStage for BlackLevel {
 #[derive(Debug, Clone)]
 pub struct Normalize {
     /// Table per CFA site, indexed `[row & 1][col & 1]`, over codes `0..=max_code`
-    /// (codes above take the last entry).
-    luts: [[CodeMap; 2]; 2],
+    /// (codes above take the last entry); none when the stage is deferred (the data is
+    /// left as it is and the formula handed to the demosaic: [`Normalize::deferred`]).
+    luts: Option<[[CodeMap; 2]; 2]>,
     /// The formula of the tables, per colour (R, G, B).
     norm: [NormCode; 3],
-    /// Leave the data as it is and hand the formula to the demosaic instead
-    /// ([`Normalize::deferred`]).
-    defer: bool,
 }
 
 /// One colour's normalisation: `(min(v, max_code) − black) · k + ½`, with
@@ -84,31 +82,37 @@ impl NormCode {
 impl Normalize {
     /// Builds the tables. `black` is per colour (R, G, B); codes above `max_code` clip.
     pub fn new(pattern: BayerPattern, black: [u16; 3], white: u16, max_code: u16) -> Self {
-        let norm = [Channel::R, Channel::G, Channel::B]
-            .map(|c| NormCode::new(max_code, black[c as usize], white));
+        let norm = Self::formula(black, white, max_code);
         let lut = |c: Channel| -> CodeMap {
             let n = norm[c as usize];
             CodeMap::new(&(0..=max_code).map(|v| n.code(v)).collect::<Vec<u16>>())
         };
         let cell = pattern.cell();
         Self {
-            luts: [
+            luts: Some([
                 [lut(cell[0][0]), lut(cell[0][1])],
                 [lut(cell[1][0]), lut(cell[1][1])],
-            ],
+            ]),
             norm,
-            defer: false,
         }
     }
 
-    /// This stage with the normalisation left to the demosaic: the stage then only
-    /// records it in the frame context, and the white balance's statistics and the RCD
-    /// demosaic's input loop apply it to each sample as they read it, so the mosaic is
-    /// neither rewritten here nor by the white balance. Only for a pipeline whose next
-    /// stages are white balance (or none) and RCD.
-    pub fn deferred(mut self) -> Self {
-        self.defer = true;
-        self
+    /// The stage with the normalisation left to the demosaic (no tables are built): it
+    /// only records the formula in the frame context, and the white balance's statistics
+    /// and the RCD demosaic's input loop apply it to each sample as they read it, so the
+    /// mosaic is neither rewritten here nor by the white balance. Only for a pipeline
+    /// whose next stages are white balance (or none) and RCD.
+    pub fn deferred(black: [u16; 3], white: u16, max_code: u16) -> Self {
+        Self {
+            luts: None,
+            norm: Self::formula(black, white, max_code),
+        }
+    }
+
+    /// The formula per colour (R, G, B).
+    fn formula(black: [u16; 3], white: u16, max_code: u16) -> [NormCode; 3] {
+        [Channel::R, Channel::G, Channel::B]
+            .map(|c| NormCode::new(max_code, black[c as usize], white))
     }
 }
 
@@ -117,21 +121,21 @@ impl RawStage for Normalize {
         "blc"
     }
     fn apply(&self, img: &mut RawPlane, ctx: &mut FrameContext) {
-        if self.defer {
+        let Some(luts) = &self.luts else {
             ctx.deferred = Some(crate::Deferred {
                 norm: self.norm,
                 gains: [1.0; 3],
             });
             ctx.max_value = FULL_SCALE;
             return;
-        }
+        };
         let w = img.width;
         img.data
             .par_chunks_mut(w)
             .with_min_len(crate::rows_per_task(w))
             .enumerate()
             .for_each(|(y, row)| {
-                let [l0, l1] = &self.luts[y & 1];
+                let [l0, l1] = &luts[y & 1];
                 let mut pairs = row.chunks_exact_mut(2);
                 for pair in &mut pairs {
                     pair[0] = l0.get(pair[0]);

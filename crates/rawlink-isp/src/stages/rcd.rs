@@ -1677,7 +1677,7 @@ mod tests {
                     wb.apply(&mut staged, &mut want_ctx);
                     let mut ctx = FrameContext::new(p, 4095);
                     let mut untouched = raw.clone();
-                    norm.clone().deferred().apply(&mut untouched, &mut ctx);
+                    Normalize::deferred([64, 60, 75], 3900, 4095).apply(&mut untouched, &mut ctx);
                     wb.apply(&mut untouched, &mut ctx);
                     let what = format!("{w}x{h} {p} {mode:?}");
                     assert_eq!(untouched, raw, "{what}: the mosaic is left as it is");
