@@ -34,6 +34,10 @@ pub struct BenchArgs {
     /// Print a JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Run the bilateral bit-exact (`--bit-exact` of `rawlink isp`) instead of within
+    /// ±1 LSB.
+    #[arg(long)]
+    pub bit_exact: bool,
     /// Run the first configuration in this process and print one JSON object.
     #[arg(long, hide = true)]
     pub single: bool,
@@ -58,6 +62,9 @@ pub struct BenchResult {
     pub stages_ms: BTreeMap<String, f64>,
     /// Timed runs.
     pub iters: u32,
+    /// Whether the bilateral ran bit-exact (`--bit-exact`).
+    #[serde(default)]
+    pub bit_exact: bool,
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32)> {
@@ -102,7 +109,13 @@ fn peak_rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn run_single(size: &str, profile: &str, threads: usize, iters: u32) -> Result<BenchResult> {
+fn run_single(
+    size: &str,
+    profile: &str,
+    threads: usize,
+    iters: u32,
+    bit_exact: bool,
+) -> Result<BenchResult> {
     let (w, h) = parse_size(size)?;
     let profile: Profile = profile.parse()?;
     let opts = SourceOptions {
@@ -117,6 +130,7 @@ fn run_single(size: &str, profile: &str, threads: usize, iters: u32) -> Result<B
     drop(bytes);
     let mut cfg = IspConfig::new(profile, BayerPattern::Rggb, 12);
     cfg.set_black_level(256);
+    cfg.denoise.exact = bit_exact;
     let pipeline = Pipeline::new(&cfg)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -164,6 +178,7 @@ fn run_single(size: &str, profile: &str, threads: usize, iters: u32) -> Result<B
             .map(|(k, mut v)| (k, median(&mut v)))
             .collect(),
         iters,
+        bit_exact,
     })
 }
 
@@ -175,6 +190,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             &a.profiles[0],
             parse_threads(&a.threads[0])?,
             a.iters,
+            a.bit_exact,
         )?;
         println!("{}", serde_json::to_string(&r)?);
         return Ok(());
@@ -205,6 +221,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                         "--iters",
                         &a.iters.to_string(),
                     ])
+                    .args(a.bit_exact.then_some("--bit-exact"))
                     .output()
                     .context("running a benchmark child")?;
                 if !out.status.success() {
@@ -225,6 +242,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
         return Ok(());
+    }
+    if a.bit_exact {
+        println!("bilateral denoise: bit-exact (--bit-exact)");
     }
     println!(
         "{:<10} {:<9} {:>3} {:>10} {:>8} {:>8}  stages (median ms)",

@@ -56,7 +56,7 @@ pub struct GeometryArgs {
 /// ISP selection and overrides (on top of `--config`).
 #[derive(Debug, Clone, Args)]
 pub struct IspOpts {
-    /// ISP profile: default (best quality in real time) or reference (bit-exact reference ISP).
+    /// ISP profile: default (best quality in real time) or reference (the reference ISP, within ±1 LSB; bit-exact with --bit-exact).
     #[arg(long)]
     pub profile: Option<String>,
     /// ISP configuration file (TOML); flags override it.
@@ -77,6 +77,10 @@ pub struct IspOpts {
     /// White level in sample units (default: from the frame, else 2^bits-1).
     #[arg(long)]
     pub white_level: Option<u16>,
+    /// Bilateral denoise bit for bit as the reference computes it (table weights, no
+    /// fused multiply-add); by default it is within ±1 LSB and ~1.7× faster.
+    #[arg(long)]
+    pub bit_exact: bool,
     /// PNG bit depth: 8 or 16.
     #[arg(long, default_value_t = 8, value_parser = parse_png_depth)]
     pub png_depth: u8,

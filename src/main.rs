@@ -259,6 +259,9 @@ fn isp_config(
     if let Some(w) = o.white_level {
         cfg.blc.white = Some(w);
     }
+    if o.bit_exact {
+        cfg.denoise.exact = true;
+    }
     Ok(cfg)
 }
 

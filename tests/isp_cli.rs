@@ -6,14 +6,19 @@ use common::*;
 use std::path::Path;
 use std::process::Command;
 
-/// Golden test on real photographs. Tolerance: ±1 on 8-bit values (the bar);
-/// the library test `reference_profile_is_bit_exact_on_photos` holds the 12-bit
-/// output to exactly 0.
+/// Golden test on real photographs. Tolerance: ±1 on 8-bit values (the bar),
+/// and 0 with `--bit-exact` (the library test `reference_profile_is_bit_exact_on_photos`
+/// holds its 12-bit output to exactly 0).
 #[test]
 fn reference_profile_matches_golden_png_on_photos() {
     let dir = tempfile::tempdir().unwrap();
-    for name in ["astronaut_256x192_rggb12", "coffee_256x192_rggb12"] {
-        let out = dir.path().join(format!("{name}.png"));
+    for (name, exact) in [
+        ("astronaut_256x192_rggb12", false),
+        ("coffee_256x192_rggb12", false),
+        ("astronaut_256x192_rggb12", true),
+        ("coffee_256x192_rggb12", true),
+    ] {
+        let out = dir.path().join(format!("{name}_{exact}.png"));
         let o = bin()
             .arg("isp")
             .arg(data(&format!("{name}.raw")))
@@ -30,6 +35,7 @@ fn reference_profile_matches_golden_png_on_photos() {
                 "12",
             ])
             .args(["--profile", "reference"])
+            .args(exact.then_some("--bit-exact"))
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -42,7 +48,11 @@ fn reference_profile_matches_golden_png_on_photos() {
             .map(|(a, b)| (*a as i32 - *b as i32).abs())
             .max()
             .unwrap();
-        assert!(max <= 1, "{name}: max 8-bit difference {max}");
+        let bar = if exact { 0 } else { 1 };
+        assert!(
+            max <= bar,
+            "{name} (--bit-exact {exact}): max 8-bit difference {max}"
+        );
     }
 }
 

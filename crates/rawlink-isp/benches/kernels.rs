@@ -41,18 +41,22 @@ fn kernels(c: &mut Criterion) {
     g.finish();
 
     let rgb = demosaic::demosaic_bilinear(&raw, BayerPattern::Rggb);
-    let bil = bilateral::Bilateral::new(2.0, 30.0);
-    let mut g = c.benchmark_group("bilateral_exact_640x480");
+    // The reference bilateral: computed weights (the default, ±1 LSB) and table weights
+    // (bit-exact).
+    let mut g = c.benchmark_group("bilateral_640x480");
     g.throughput(Throughput::Elements((w * h) as u64));
     g.sample_size(10);
-    g.bench_function("reference", |b| {
-        b.iter(|| {
-            bil.apply(
-                rgb.clone(),
-                &mut FrameContext::new(BayerPattern::Rggb, 4095),
-            )
-        })
-    });
+    for (name, exact) in [("fast", false), ("bit_exact", true)] {
+        let bil = bilateral::Bilateral::new(2.0, 30.0).bit_exact(exact);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                bil.apply(
+                    rgb.clone(),
+                    &mut FrameContext::new(BayerPattern::Rggb, 4095),
+                )
+            })
+        });
+    }
     g.finish();
 
     // The RGB stages of both profiles, each on a fresh copy of one demosaicked frame.

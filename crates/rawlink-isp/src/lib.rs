@@ -3,7 +3,8 @@
 //! A [`Pipeline`] is a list of stages typed by the kind of image they handle:
 //! raw → raw ([`RawStage`]), raw → RGB ([`DemosaicStage`]) and RGB → RGB
 //! ([`RgbStage`]), so it cannot be assembled in the wrong order. The `reference`
-//! profile reproduces the reference ISP bit for bit.
+//! profile reproduces the reference ISP within ±1 LSB, or bit for bit with
+//! `exact` set in [`IspConfig::denoise`].
 //!
 //! ```
 //! use rawlink_frame::BayerPattern;
@@ -587,7 +588,10 @@ impl Pipeline {
                     rgb_stages.push(Box::new(g));
                 }
                 if on(StageName::Denoise) {
-                    rgb_stages.push(Box::new(stages::bilateral::Bilateral::new(2.0, 30.0)));
+                    rgb_stages.push(Box::new(
+                        stages::bilateral::Bilateral::new(2.0, 30.0)
+                            .bit_exact(config.denoise.exact),
+                    ));
                 }
                 if on(StageName::Sharpen) {
                     rgb_stages.push(Box::new(stages::sharpen::Sharpen3x3));
@@ -682,9 +686,12 @@ impl Pipeline {
                             Some(DenoiseMethod::Lumachroma) => {
                                 rgb_stages.push(Box::new(lumachroma))
                             }
-                            Some(DenoiseMethod::Bilateral) => rgb_stages.push(Box::new(
-                                Bilateral16(stages::bilateral::Bilateral::new(2.0, 30.0)),
-                            )),
+                            Some(DenoiseMethod::Bilateral) => {
+                                rgb_stages.push(Box::new(Bilateral16(
+                                    stages::bilateral::Bilateral::new(2.0, 30.0)
+                                        .bit_exact(config.denoise.exact),
+                                )))
+                            }
                             None => {}
                         }
                         match sharpen {

@@ -32,39 +32,69 @@ fn read_ppm16(path: &std::path::Path) -> (usize, usize, Vec<u16>) {
     (w, h, v)
 }
 
-fn run_reference(name: &str, w: usize, h: usize) -> RgbImage {
+fn run_reference(name: &str, w: usize, h: usize, exact: bool) -> RgbImage {
     let bytes = std::fs::read(data_dir().join(format!("{name}.raw"))).unwrap();
     let raw = RawPlane::from_le_bytes(w, h, &bytes).unwrap();
-    let cfg = IspConfig::new(Profile::Reference, BayerPattern::Rggb, 12);
+    let mut cfg = IspConfig::new(Profile::Reference, BayerPattern::Rggb, 12);
+    cfg.denoise.exact = exact;
     Pipeline::new(&cfg).unwrap().run(raw).image
 }
 
-/// Golden test on real photographs (scikit-image's astronaut and coffee crops).
-/// Tolerance: exact (0 LSB) on the 12-bit output before the 8-bit conversion; the
-/// issue allows ±1 on 8-bit values, and exactness here implies it.
+/// The golden files the oracle wrote at full depth.
+const GOLDEN: [&str; 3] = [
+    "astronaut_256x192_rggb12",
+    "coffee_256x192_rggb12",
+    "noise_7x5",
+];
+
+/// The reference profile's 12-bit output on golden file `name` against the oracle's:
+/// the largest difference, the samples that differ, and all samples.
+fn diff_to_oracle(name: &str, exact: bool) -> (i32, usize, usize) {
+    let (w, h, want) = read_ppm16(&data_dir().join(format!("{name}.ref.ppm")));
+    let img = run_reference(name, w, h, exact);
+    let mut max_diff = 0i32;
+    let mut n_diff = 0usize;
+    for j in 0..w * h {
+        for c in 0..3 {
+            let d = (img.planes[c][j] as i32 - want[j * 3 + c] as i32).abs();
+            max_diff = max_diff.max(d);
+            n_diff += (d != 0) as usize;
+        }
+    }
+    (max_diff, n_diff, 3 * w * h)
+}
+
+/// Golden test on real photographs (scikit-image's astronaut and coffee crops), with
+/// the bit-exact bilateral. Tolerance: exact (0 LSB) on the 12-bit output before the
+/// 8-bit conversion.
 #[test]
 fn reference_profile_is_bit_exact_on_photos() {
-    for name in [
-        "astronaut_256x192_rggb12",
-        "coffee_256x192_rggb12",
-        "noise_7x5",
-    ] {
-        let (w, h, want) = read_ppm16(&data_dir().join(format!("{name}.ref.ppm")));
-        let img = run_reference(name, w, h);
-        let mut max_diff = 0i32;
-        let mut n_diff = 0usize;
-        for j in 0..w * h {
-            for c in 0..3 {
-                let d = (img.planes[c][j] as i32 - want[j * 3 + c] as i32).abs();
-                max_diff = max_diff.max(d);
-                n_diff += (d != 0) as usize;
-            }
-        }
+    for name in GOLDEN {
+        let (max_diff, n_diff, _) = diff_to_oracle(name, true);
         assert_eq!(
             (max_diff, n_diff),
             (0, 0),
             "{name}: max diff {max_diff}, {n_diff} samples differ"
         );
+    }
+}
+
+/// The same photographs with the default (fast) bilateral, whose quotients may
+/// truncate one code away from the reference's. Tolerance on the 12-bit output: the
+/// sharpen after it (5·centre − 4 neighbours) can turn ±1 into at most ±9, and each
+/// moved quotient moves up to five outputs. Measured: at most 6 codes, under 5 % of the
+/// samples (astronaut); under 8 % is the bar. The 8-bit output stays within ±1
+/// (`reference_profile_png_matches_within_one`).
+#[test]
+fn reference_profile_fast_bilateral_is_within_tolerance_on_photos() {
+    for name in GOLDEN {
+        let (max_diff, n_diff, total) = diff_to_oracle(name, false);
+        println!("{name}: max diff {max_diff}, {n_diff} of {total} samples differ");
+        assert!(max_diff <= 9, "{name}: max diff {max_diff}");
+        // The 7×5 noise patch is all edges: a third of it moves; no bar on the share.
+        if !name.starts_with("noise") {
+            assert!(n_diff * 100 <= 8 * total, "{name}: {n_diff} samples differ");
+        }
     }
 }
 
@@ -74,7 +104,7 @@ fn reference_profile_png_matches_within_one() {
         ("astronaut_256x192_rggb12", 256, 192),
         ("sim_640x480_n1", 640, 480),
     ] {
-        let img = run_reference(name, w, h);
+        let img = run_reference(name, w, h, false);
         let got = img.to_rgb8(4095);
         let dec = png::Decoder::new(
             std::fs::File::open(data_dir().join(format!("{name}.ref.png"))).unwrap(),
