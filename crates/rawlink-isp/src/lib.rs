@@ -219,7 +219,14 @@ impl RgbImage {
     pub fn for_overwrite(width: usize, height: usize) -> Self {
         let n = width * height;
         let mut spare = SPARE_PLANES.lock().unwrap_or_else(|e| e.into_inner());
-        let mut plane = || match spare.iter().position(|p| p.capacity() >= n) {
+        // The smallest spare that fits, so that large buffers stay for large frames.
+        let mut plane = || match spare
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.capacity() >= n)
+            .min_by_key(|(_, p)| p.capacity())
+            .map(|(i, _)| i)
+        {
             Some(i) => {
                 let mut p = spare.swap_remove(i);
                 if cfg!(debug_assertions) {
@@ -240,7 +247,7 @@ impl RgbImage {
     }
 
     /// Hands the planes back for reuse by a later [`RgbImage::for_overwrite`] in this
-    /// process (a few frames' worth are kept; the rest are freed). For callers that
+    /// process (the newest few frames' worth are kept; older ones are freed). For callers that
     /// process frame after frame; a one-shot caller simply drops the image.
     pub fn recycle(self) {
         Self::recycle_planes(self.planes);
@@ -249,10 +256,12 @@ impl RgbImage {
     /// [`RgbImage::recycle`] for planes already taken out of an image.
     pub fn recycle_planes(planes: [Vec<u16>; 3]) {
         let mut spare = SPARE_PLANES.lock().unwrap_or_else(|e| e.into_inner());
-        for p in planes {
-            if spare.len() < SPARE_PLANES_MAX && p.capacity() > 0 {
-                spare.push(p);
+        for p in planes.into_iter().filter(|p| p.capacity() > 0) {
+            // The newest are kept: they are the likeliest to be in cache.
+            if spare.len() >= SPARE_PLANES_MAX {
+                spare.remove(0);
             }
+            spare.push(p);
         }
     }
 
