@@ -727,8 +727,8 @@ mod tests {
 
     /// The fast weights against the exact filter: never more than 1 LSB away, at 12-bit
     /// scale the same in almost every sample, and the same whatever the chunks and
-    /// tiles (each pixel's arithmetic does not depend on them). Noise with 16-bit outliers beside an edge,
-    /// at 12-bit and 16-bit scale.
+    /// tiles (each pixel's arithmetic does not depend on them). Noise with 16-bit
+    /// outliers beside an edge, at 12-bit and 16-bit scale.
     #[test]
     fn fast_weights_are_within_one_of_the_exact_filter() {
         let exact = Bilateral::new(2.0, 30.0).bit_exact(true);
