@@ -34,11 +34,15 @@ pub struct Bilateral {
     /// the test oracle reads them directly).
     #[cfg(test)]
     spatial: Vec<f32>,
-    /// Range weights by integer distance, zero-padded to a power-of-two length so a
-    /// masked index needs no bounds check.
-    range: Vec<f32>,
-    /// Entries of `range` up to and including the first zero.
+    /// Range weights by integer distance, zero-padded to `mask + 1` entries so a
+    /// masked index needs no bounds check. Built when first needed (the bit-exact
+    /// path and [`Bilateral::range_table`]): the computed weights need only `used`.
+    range: std::sync::OnceLock<Vec<f32>>,
+    /// Entries of the range table up to and including the first zero.
     used: usize,
+    /// `used` rounded up to a power of two, minus 1.
+    mask: usize,
+    r_coeff: f32,
     /// The forward taps, and where each window tap finds its weight ([`tap_plan`]).
     fwd: Vec<Forward>,
     plan: Vec<TapWeight>,
@@ -63,26 +67,36 @@ impl Bilateral {
                 spatial.push(expf_glibc((dx * dx + dy * dy) as f32 * s_coeff));
             }
         }
-        let mut range = Vec::new();
-        for d in 0u32.. {
-            let v = expf_glibc(d as f32 * r_coeff);
-            range.push(v);
-            if v == 0.0 {
-                break;
+        // The first distance whose weight underflows to 0: the weight falls as the
+        // distance grows, so a doubling search then a bisection find it.
+        let zero = |d: u32| expf_glibc(d as f32 * r_coeff) == 0.0;
+        let mut hi = 1u32;
+        while !zero(hi) {
+            // The kernel sums three clamped squares in u32; the padded table length
+            // keeps that below 2^32 for any table shorter than 2^30 (σr below ~70 000
+            // code values).
+            assert!(hi < 1 << 30, "range sigma {sigma_r} is too large");
+            hi *= 2;
+        }
+        let mut lo = hi / 2; // not zero (or 0, whose weight is 1)
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if zero(mid) {
+                hi = mid;
+            } else {
+                lo = mid;
             }
         }
-        let used = range.len();
-        // The kernel sums three clamped squares in u32; the padded length keeps that
-        // below 2^32 for any table shorter than 2^30 (σr below ~70 000 code values).
-        assert!(used <= 1 << 30, "range sigma {sigma_r} is too large");
-        range.resize(used.next_power_of_two(), 0.0);
-        let (fwd, plan) = tap_plan(&spatial, radius, range[0]);
+        let used = hi as usize + 1;
+        let (fwd, plan) = tap_plan(&spatial, radius, expf_glibc(0.0));
         Self {
             radius,
             #[cfg(test)]
             spatial,
-            range,
+            range: std::sync::OnceLock::new(),
             used,
+            mask: used.next_power_of_two() - 1,
+            r_coeff,
             fwd,
             plan,
             r_log2: r_coeff * std::f32::consts::LOG2_E,
@@ -114,7 +128,18 @@ impl Bilateral {
 
     /// Range-weight table (ends with one 0.0).
     pub fn range_table(&self) -> &[f32] {
-        &self.range[..self.used]
+        &self.table()[..self.used]
+    }
+
+    /// The range table, padded to `mask + 1` entries with zeros (built on first use).
+    fn table(&self) -> &[f32] {
+        self.range.get_or_init(|| {
+            let mut t: Vec<f32> = (0..self.used as u32)
+                .map(|d| expf_glibc(d as f32 * self.r_coeff))
+                .collect();
+            t.resize(self.mask + 1, 0.0);
+            t
+        })
     }
 }
 
@@ -154,8 +179,8 @@ impl pulp::WithSimd for RowKernel<'_> {
         // Every index past the used part of the table reads 0.0, the weight the
         // reference gets from an underflowing expf. The slice of exactly `mask + 1`
         // entries lets the compiler drop the bounds check on `d & mask`.
-        let mask = filter.range.len() - 1;
-        let range = &filter.range[..mask + 1];
+        let mask = filter.mask;
+        let range = &filter.table()[..mask + 1];
         let last = mask as u32;
         buf.fill(0.0);
         let (a0, rest) = buf.split_at_mut(w);
@@ -296,8 +321,9 @@ struct Pairs<'a> {
     cols: (usize, usize),
     r: usize,
     rw: usize,
-    /// The range table, `mask + 1` entries.
+    /// The range table, `mask + 1` entries (empty for computed weights).
     range: &'a [f32],
+    mask: usize,
     /// Table weights (range only) or computed ones (range times spatial).
     exact: bool,
     r_log2: f32,
@@ -313,8 +339,7 @@ impl Pairs<'_> {
     fn row(&self, py: usize, t: usize, ring: &mut [f32], dist: &mut [u32]) {
         let (x0, x1) = self.cols;
         let ri = self.r as isize;
-        let mask = self.range.len() - 1;
-        let range = &self.range[..mask + 1];
+        let mask = self.mask;
         let last = mask as u32;
         let f = self.fwd[t];
         let lo = x0 as isize + (-f.b).min(0);
@@ -339,6 +364,7 @@ impl Pairs<'_> {
         let ring = &mut ring[at..][..n];
         if self.exact {
             // Range weights only: the spatial factor is applied where they are summed.
+            let range = &self.range[..mask + 1];
             for (g, &d) in ring.iter_mut().zip(dist.iter()) {
                 *g = range[d as usize & mask];
             }
@@ -409,7 +435,8 @@ impl pulp::WithSimd for TileKernel<'_> {
             cols: (x0, x1),
             r,
             rw,
-            range: &filter.range,
+            range: if filter.exact { filter.table() } else { &[] },
+            mask: filter.mask,
             exact: filter.exact,
             r_log2: filter.r_log2,
             s_log2: filter.s_log2,
@@ -793,6 +820,25 @@ mod tests {
             }
         }
         img
+    }
+
+    /// The table's end, found by bisection, is the first distance a linear scan finds
+    /// with a zero weight, for several range sigmas.
+    #[test]
+    fn table_end_matches_a_linear_scan() {
+        for sigma_r in [0.5f32, 1.0, 7.0, 30.0, 90.0] {
+            let r_coeff = -0.5f32 / (sigma_r * sigma_r);
+            let first_zero = (0u32..)
+                .find(|&d| expf_glibc(d as f32 * r_coeff) == 0.0)
+                .unwrap();
+            let b = Bilateral::new(2.0, sigma_r);
+            assert_eq!(
+                b.range_table().len(),
+                first_zero as usize + 1,
+                "σr {sigma_r}"
+            );
+            assert!((b.mask + 1).is_power_of_two() && b.mask + 1 >= b.used);
+        }
     }
 
     #[test]
