@@ -51,7 +51,7 @@ impl SimSource {
 
     /// Renders frame `n` without pacing or timestamps: the formula of
     /// [`driver_sample`] written row by row (row `i` is the ramp from step `i + 10n`).
-    /// Streaming uses [`SimSource::frames_buffer`]; this is the independent
+    /// Streaming uses `SimSource::frames_buffer` (private); this is the independent
     /// formulation its tests compare against.
     pub fn render(&self, n: u64) -> Vec<u8> {
         let (w, h) = (self.template.width as usize, self.template.height as usize);
