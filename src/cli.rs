@@ -78,7 +78,8 @@ pub struct IspOpts {
     #[arg(long)]
     pub white_level: Option<u16>,
     /// Bilateral denoise bit for bit as the reference computes it (table weights, no
-    /// fused multiply-add); by default it is within ±1 LSB and ~1.7× faster.
+    /// fused multiply-add); by default it is within ±1 LSB and ~1.7× faster (for input
+    /// of 12 bits and more; below, the reference profile is always bit-exact).
     #[arg(long)]
     pub bit_exact: bool,
     /// PNG bit depth: 8 or 16.

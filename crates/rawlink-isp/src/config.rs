@@ -333,7 +333,8 @@ pub struct DenoiseConfig {
     /// The bilateral (the reference profile's denoise, or `method = "bilateral"`) bit
     /// for bit as the reference computes it: weights from `expf` tables, multiply and
     /// add rounded separately. Off (the default), the weights are computed and the sums
-    /// fused: within ±1 LSB of the reference and ~1.7× faster.
+    /// fused: within ±1 LSB of the reference and ~1.7× faster. The reference profile
+    /// runs it exact for input below 12 bits whatever this says (see docs/ISP.md).
     pub exact: bool,
 }
 

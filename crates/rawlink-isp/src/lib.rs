@@ -597,9 +597,11 @@ impl Pipeline {
                     rgb_stages.push(Box::new(g));
                 }
                 if on(StageName::Denoise) {
+                    // Below 12 bits one code of the bilateral can become more than one
+                    // 8-bit code after the sharpen, so the ±1 bar needs the exact path.
                     rgb_stages.push(Box::new(
                         stages::bilateral::Bilateral::new(2.0, 30.0)
-                            .bit_exact(config.denoise.exact),
+                            .bit_exact(config.denoise.exact || config.bits < 12),
                     ));
                 }
                 if on(StageName::Sharpen) {

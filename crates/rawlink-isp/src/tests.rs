@@ -98,6 +98,33 @@ fn reference_profile_fast_bilateral_is_within_tolerance_on_photos() {
     }
 }
 
+/// Below 12 bits the reference profile's bilateral takes the exact path whatever the
+/// configuration says (one code there can become two 8-bit codes after the sharpen);
+/// at 12 bits the configuration chooses, and the two paths differ on a photograph.
+#[test]
+fn reference_profile_is_exact_below_twelve_bits() {
+    let bytes = std::fs::read(data_dir().join("astronaut_256x192_rggb12.raw")).unwrap();
+    let raw = RawPlane::from_le_bytes(256, 192, &bytes).unwrap();
+    let run = |bits: u8, exact: bool| {
+        let mut plane = raw.clone();
+        let shift = 12 - bits as u32;
+        plane.data.iter_mut().for_each(|v| *v >>= shift);
+        let mut cfg = IspConfig::new(Profile::Reference, BayerPattern::Rggb, bits);
+        cfg.denoise.exact = exact;
+        Pipeline::new(&cfg).unwrap().run(plane).image
+    };
+    for bits in [8, 10, 11] {
+        assert!(
+            run(bits, false) == run(bits, true),
+            "{bits}-bit: the paths differ"
+        );
+    }
+    assert!(
+        run(12, false) != run(12, true),
+        "12-bit: the fast path was not taken"
+    );
+}
+
 #[test]
 fn reference_profile_png_matches_within_one() {
     for (name, w, h) in [
