@@ -104,10 +104,7 @@ fn demosaic_rcd_tiled(
     let (w, h) = (raw.width, raw.height);
     let halo_rows = HALO_ROWS;
     if w < 8 || h <= strip_rows + 2 * halo_rows {
-        let mut img = match pre {
-            Some(p) => rcd_full_prepared(raw, pattern, max, Some(p)),
-            None => rcd_full(raw, pattern, max),
-        };
+        let mut img = rcd_full_prepared(raw, pattern, max, pre);
         if let Some(c) = curve {
             c.apply(&mut img);
         }
@@ -791,7 +788,9 @@ fn round_non_negative(x: f32) -> f32 {
     }
 }
 
-/// The whole-frame algorithm (also used per strip).
+/// The whole-frame algorithm on the mosaic as it is (the tests' reference for the
+/// strip and tile paths).
+#[cfg(test)]
 fn rcd_full(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage {
     rcd_full_prepared(raw, pattern, max, None)
 }

@@ -23,7 +23,8 @@ impl RgbStage for Sharpen3x3 {
         let arch = pulp::Arch::new();
         // Bands of rows per task, all three planes in one parallel loop: one rayon task
         // per row and plane cost more than the rows' arithmetic at small sizes.
-        let band = ROWS_PER_TASK * w;
+        let rows_per_task = crate::rows_per_task(w);
+        let band = rows_per_task * w;
         let [o0, o1, o2] = &mut out.planes;
         let tasks = [(0usize, o0), (1, o1), (2, o2)];
         tasks
@@ -36,7 +37,7 @@ impl RgbStage for Sharpen3x3 {
             .for_each(|(c, k, rows)| {
                 let src = &img.planes[c];
                 for (j, out) in rows.chunks_exact_mut(w).enumerate() {
-                    let y = k * ROWS_PER_TASK + j;
+                    let y = k * rows_per_task + j;
                     let mid = &src[y * w..(y + 1) * w];
                     let up = &src[y.saturating_sub(1) * w..][..w];
                     let dn = &src[(y + 1).min(h - 1) * w..][..w];
@@ -54,9 +55,6 @@ impl RgbStage for Sharpen3x3 {
         out
     }
 }
-
-/// Rows per parallel task of [`Sharpen3x3`].
-const ROWS_PER_TASK: usize = 16;
 
 /// One row of the reference sharpen, as a `pulp` kernel: the interior as one loop over
 /// shifted slices (no per-pixel edge test), then the two edge pixels, clamped.
@@ -340,7 +338,8 @@ mod tests {
     #[test]
     fn cross_sharpen_equals_the_per_pixel_formula() {
         let mut s = 9u32;
-        for (w, h) in [(3usize, 3usize), (37, 41), (5, ROWS_PER_TASK + 1), (64, 33)] {
+        // Bands of 8 K samples: one band, 16 rows and one, 8 + 8 + 5 rows.
+        for (w, h) in [(3usize, 3usize), (37, 41), (512, 17), (1024, 21)] {
             let mut img = RgbImage::new(w, h);
             for p in img.planes.iter_mut() {
                 for v in p.iter_mut() {
