@@ -47,20 +47,24 @@ done
 
 # 4. Sustained throughput, unpaced sim through TCP to RAW + PNG + JSON on disk (the ISP
 #    speed issue's end-to-end figures): 600 frames at 640x480, 200 at 1920x1080.
-#    Each run's files are deleted after it (disk space), then the script syncs and waits
-#    10 s: ext4 scans past inodes deleted in the last ~5 s when it allocates new ones
-#    (`recently_deleted` in perf, ~15 % of the CPU when runs follow deletions at once),
-#    which is the harness's cost, not the receiver's. The last line is 1080p again with
-#    every file written through the page cache (`--io buffered`), for comparison with
-#    the default (direct I/O for files of 1 MiB and more).
+#    Each run's files are emptied after it (`truncate -s 0`, which gives the disk space
+#    back) but only deleted when the script exits. On ext4 without a journal (the
+#    project machine's root file system), allocating an inode skips every free inode
+#    deleted recently (in the last 5 s, or 5 min while its inode-table block is dirty,
+#    which a new file in that block makes it), reading the block for each: after `rm`,
+#    `sync` and a 10 s pause, `perf` still put ~24 % of the next 640x480 run's CPU in
+#    `openat` (`recently_deleted`, `find_get_block_common`); with the files emptied
+#    instead, 0.6 %. That cost is the harness's, not the receiver's. The last line is
+#    1080p again with every file written through the page cache (`--io buffered`), for
+#    comparison with the default (direct I/O for files of 1 MiB and more).
 for geom in "640 480 600 direct" "1920 1080 200 direct" "1920 1080 200 buffered"; do
   set -- $geom
   for i in $(seq "$RUNS"); do
     $BIN demo --frames "$3" --interval-ms 0 --no-http --width "$1" --height "$2" --io "$4" \
-      --out "$TMP/thr-$1-$i" 2>/dev/null | sed -n 's/.* fps=\([0-9.]*\).*/\1/p'
-    rm -rf "$TMP/thr-$1-$i"
+      --out "$TMP/thr-$1-$4-$i" 2>/dev/null | sed -n 's/.* fps=\([0-9.]*\).*/\1/p'
+    find "$TMP/thr-$1-$4-$i" -type f -exec truncate -s 0 {} +
     sync
-    sleep 10
+    sleep 2
   done | median | xargs printf "demo --frames $3 --interval-ms 0 --no-http --io $4, $1x$2: median %.1f frames/s over $RUNS runs\n"
 done
 
