@@ -364,7 +364,7 @@ impl Pairs<'_> {
         let ring = &mut ring[at..][..n];
         if self.exact {
             // Range weights only: the spatial factor is applied where they are summed.
-            let range = &self.range[..mask + 1];
+            let range = &self.range[..=mask];
             for (g, &d) in ring.iter_mut().zip(dist.iter()) {
                 *g = range[d as usize & mask];
             }
@@ -460,8 +460,31 @@ impl pulp::WithSimd for TileKernel<'_> {
             _ => None,
         });
         ring[centre_at..].fill(centre.unwrap_or(0.0));
-        // One allocation for the per-row tap list, reused row after row.
-        let mut store: Vec<TapRow> = Vec::with_capacity(plan.len());
+        // Per tap, in the reference's order: its spatial factor (computed weights
+        // include it) and, for each phase of the ring (py % slots), where its weights
+        // start in the ring and where its samples start from the output row's (padded
+        // row y, column x0). Worked out once per tile; the accumulation reads by offset.
+        let n_taps = plan.len();
+        let mut spatial = Vec::with_capacity(n_taps);
+        let mut tap_at = vec![[0; 2]; slots * n_taps];
+        for (k, tap) in plan.iter().enumerate() {
+            spatial.push(match *tap {
+                TapWeight::Forward(t) | TapWeight::Backward(t) if filter.exact => fwd[t].spatial,
+                _ => 1.0,
+            });
+            for ph in 0..slots {
+                let weights = match *tap {
+                    TapWeight::Centre(_) => centre_at,
+                    TapWeight::Forward(t) => (t * slots + ph) * rw + r,
+                    TapWeight::Backward(t) => {
+                        // Row y − a; column x − b, i.e. ring index (x − x0) − b + r.
+                        let f = fwd[t];
+                        (t * slots + (ph + slots - f.a) % slots) * rw + (ri - f.b) as usize
+                    }
+                };
+                tap_at[ph * n_taps + k] = [weights, (k / side) * pw + k % side];
+            }
+        }
         for y in y0..y1 {
             let py = y + r;
             for t in 0..fwd.len() {
@@ -473,44 +496,26 @@ impl pulp::WithSimd for TileKernel<'_> {
                 &mut o1[at..at + tw],
                 &mut o2[at..at + tw],
             ];
-            // Per tap, in the reference's order: its weights (from the ring) and its
-            // samples (from the planes) over the tile's row.
-            let mut rows = recycle(std::mem::take(&mut store));
-            rows.extend(plan.iter().enumerate().map(|(k, tap)| {
-                let (dy, dx) = (k / side, k % side);
-                let (wo, sp) = match *tap {
-                    TapWeight::Centre(_) => (centre_at, 1.0),
-                    TapWeight::Forward(t) => ((t * slots + py % slots) * rw + r, fwd[t].spatial),
-                    TapWeight::Backward(t) => {
-                        // Row y − a; column x − b, i.e. ring index (x − x0) − b + r.
-                        let f = fwd[t];
-                        let at = (t * slots + (py - f.a) % slots) * rw;
-                        (at + (ri - f.b) as usize, f.spatial)
-                    }
-                };
-                // Computed weights already include the spatial factor.
-                let sp = if filter.exact { sp } else { 1.0 };
-                let no = (y + dy) * pw + x0 + dx;
-                let [n0, n1, n2] = padded.map(|p| &p[no..][..tw]);
-                (&ring[wo..][..tw], sp, n0, n1, n2)
-            }));
-            accumulate_row(&rows, top, filter.exact, outs);
-            store = recycle(rows);
+            let taps = Taps {
+                ring,
+                at: &tap_at[py % slots * n_taps..][..n_taps],
+                spatial: &spatial,
+                planes: padded.map(|p| &p[y * pw + x0..]),
+            };
+            accumulate_row(taps, top, filter.exact, outs);
         }
     }
 }
 
-/// One tap's weights and samples over a tile row.
-type TapRow<'a> = (&'a [f32], f32, &'a [u16], &'a [u16], &'a [u16]);
-
-/// `v` emptied, as a vector of tap rows of another lifetime (those of the next output
-/// row, after the ring they borrow is written): `collect` from the emptied vector's own
-/// iterator reuses its allocation, so no row allocates.
-// `filter_map` because it changes the element type (the lifetime) without a value.
-#[allow(clippy::unnecessary_filter_map)]
-fn recycle<'b>(mut v: Vec<TapRow<'_>>) -> Vec<TapRow<'b>> {
-    v.clear();
-    v.into_iter().filter_map(|_| None).collect()
+/// The taps of one output row of a tile, by offset: tap `k`'s weights are
+/// `ring[at[k][0]..]` and its samples `planes[c][at[k][1]..]`, over the tile's width,
+/// scaled by `spatial[k]`.
+struct Taps<'a> {
+    ring: &'a [f32],
+    at: &'a [[usize; 2]],
+    spatial: &'a [f32],
+    /// The padded planes from the output row's first sample (padded row y, column x0).
+    planes: [&'a [u16]; 3],
 }
 
 /// Pixels per block of [`accumulate_row`]: four sums of this many lanes stay in
@@ -523,12 +528,24 @@ const BLOCK: usize = 16;
 /// one before it when the width is not a multiple; its pixels come out the same).
 /// Narrower rows go tap by tap over the whole row.
 #[inline(always)]
-fn accumulate_row(taps: &[TapRow], top: f32, exact: bool, outs: [&mut [u16]; 3]) {
+fn accumulate_row(taps: Taps, top: f32, exact: bool, outs: [&mut [u16]; 3]) {
+    let Taps {
+        ring,
+        at,
+        spatial,
+        planes: [p0, p1, p2],
+    } = taps;
+    // One length for the three planes, so that one check covers a tap's three slices.
+    let n = p0.len().min(p1.len()).min(p2.len());
+    let (p0, p1, p2) = (&p0[..n], &p1[..n], &p2[..n]);
     let [o0, o1, o2] = outs;
     let tw = o0.len();
+    let taps = || at.iter().zip(spatial);
     if tw < BLOCK {
         let mut acc = [[0f32; BLOCK]; 4];
-        for &(rv, sp, n0, n1, n2) in taps {
+        for (&[ro, so], &sp) in taps() {
+            let rv = &ring[ro..][..tw];
+            let (n0, n1, n2) = (&p0[so..][..tw], &p1[so..][..tw], &p2[so..][..tw]);
             for x in 0..tw {
                 let wv = rv[x] * sp;
                 let n = [n0[x] as f32, n1[x] as f32, n2[x] as f32];
@@ -558,13 +575,10 @@ fn accumulate_row(taps: &[TapRow], top: f32, exact: bool, outs: [&mut [u16]; 3])
         let mut a1 = [0f32; BLOCK];
         let mut a2 = [0f32; BLOCK];
         let mut aw = [0f32; BLOCK];
-        for &(rv, sp, n0, n1, n2) in taps {
-            let (rv, n0, n1, n2) = (
-                &rv[x..x + BLOCK],
-                &n0[x..x + BLOCK],
-                &n1[x..x + BLOCK],
-                &n2[x..x + BLOCK],
-            );
+        for (&[ro, so], &sp) in taps() {
+            let rv = &ring[ro + x..][..BLOCK];
+            let s = so + x;
+            let (n0, n1, n2) = (&p0[s..][..BLOCK], &p1[s..][..BLOCK], &p2[s..][..BLOCK]);
             if exact {
                 // Multiply then add (no fused multiply-add), as the reference rounds.
                 for i in 0..BLOCK {
@@ -714,18 +728,6 @@ const TILE_COLS: usize = 512;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn recycled_tap_rows_keep_their_allocation() {
-        let (w, n) = ([1f32; 4], [2u16; 4]);
-        let v: Vec<TapRow> = (0..81)
-            .map(|_| (&w[..], 1.0, &n[..], &n[..], &n[..]))
-            .collect();
-        let cap = v.capacity();
-        let r = recycle(v);
-        assert!(r.is_empty());
-        assert_eq!(r.capacity(), cap, "the buffer is reused, not reallocated");
-    }
 
     /// Pair-shared weights in row chunks and column tiles equal the per-pixel weights of
     /// the previous traversal bit for bit: chunks and tiles of several sizes (down to
