@@ -631,13 +631,17 @@ pub async fn serve(
     }
     let queues: Vec<Arc<ClientQueue>> = clients.iter().map(|c| c.queue.clone()).collect();
     drop(clients);
-    // Give writers a bounded time to deliver what is queued and the end message; a
-    // stalled client is not worth waiting for longer.
-    if tokio::time::timeout(Duration::from_secs(5), accept_task)
-        .await
-        .is_err()
-    {
-        warn!("some clients did not take the end of stream within 5 s; closing them");
+    // Give writers a bounded time to deliver what is queued and the end message, and
+    // their clients to read it (see `linger`); a stalled client is not worth waiting
+    // for longer. A slow client that is still reading (a loaded machine, a long lossless
+    // queue) must not be cut off mid-frame: it would take the reset for a fault and
+    // reconnect to a server that is gone.
+    let grace = end_grace(cfg.peer_timeout);
+    if tokio::time::timeout(grace, accept_task).await.is_err() {
+        warn!(
+            "some clients did not take the end of stream within {:.0} s; closing them",
+            grace.as_secs_f64()
+        );
     }
     summary.dropped += queues
         .iter()
@@ -834,7 +838,7 @@ async fn handle_client(sock: TcpStream, peer: SocketAddr, mut sh: ClientShared) 
         // client read it all and close first, reading (and discarding) what it still
         // sends meanwhile. Closing a socket with unread input makes the kernel reset the
         // connection, and a reset discards data the client has not read yet.
-        let _ = tokio::time::timeout(Duration::from_secs(2), gone.cancelled()).await;
+        let _ = tokio::time::timeout(linger(cfg.peer_timeout), gone.cancelled()).await;
     }
     gone.cancel();
     if let Some(reader) = reader {
@@ -852,6 +856,22 @@ async fn handle_client(sock: TcpStream, peer: SocketAddr, mut sh: ClientShared) 
     if dropped > 0 {
         warn!(policy = %queue.hello.policy, "{dropped} frame(s) dropped for this client");
     }
+}
+
+/// How long a client gets, after the end message and our side's shutdown, to read
+/// what is still in flight and close first: `--peer-timeout` (a client that reads
+/// nothing for that long is dead anyway), or 10 s when that is off. A live client
+/// closes as soon as it has read the end message, so this only bounds slow or stalled
+/// ones.
+fn linger(peer_timeout: Option<Duration>) -> Duration {
+    peer_timeout.unwrap_or(Duration::from_secs(10))
+}
+
+/// How long the server waits at the end of the stream for its clients: room for a
+/// writer stalled up to `--peer-timeout` on its last write and then the `linger`,
+/// plus slack; at least 5 s.
+fn end_grace(peer_timeout: Option<Duration>) -> Duration {
+    (2 * linger(peer_timeout) + Duration::from_secs(5)).max(Duration::from_secs(5))
 }
 
 /// Reads what a client sends after its hello (heartbeats). Cancels `gone` when the

@@ -50,6 +50,10 @@ fn soak_memory_descriptors_threads_and_tasks_stay_flat() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(90);
+    // A long --peer-timeout: at the end the server waits that long for each client to
+    // read what is still in flight, and on a loaded 2-core machine the debug-build
+    // `--compress` receiver can need ~10 s to drain its socket buffers; cut off, it
+    // would take the reset for a fault and keep reconnecting to a server that is gone.
     let mut server = Server::start(&[
         "--source",
         "sim",
@@ -57,6 +61,8 @@ fn soak_memory_descriptors_threads_and_tasks_stay_flat() {
         "5",
         "--stats-interval",
         "1",
+        "--peer-timeout",
+        "30",
     ]);
     // Drain the server's log as it goes, keeping the live-task counts.
     let tasks: Arc<Mutex<Vec<(Instant, u64)>>> = Arc::default();
