@@ -526,7 +526,11 @@ impl Decoder {
         }))
     }
 
-    /// Call at end of input: an error if a partial message is buffered.
+    /// Call at end of input: an error if a partial message is buffered. If that partial
+    /// message is a header not yet checked (its length field may be corrupt and claim
+    /// more bytes than will ever come), the error counts as a header failure, so that
+    /// [`Decoder::resync`] skips it and the messages buffered behind it can still be
+    /// decoded.
     pub fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, ProtoError> {
         match self.decode(buf)? {
             Some(m) => Ok(Some(m)),
@@ -537,7 +541,8 @@ impl Decoder {
                     .pending
                     .map(|p| hlen_total(p) as u64)
                     .unwrap_or_default(),
-            }),
+            })
+            .inspect_err(|_| self.header_failed = self.pending.is_none() && !self.scanning),
         }
     }
 

@@ -422,6 +422,21 @@ proptest! {
                 }
             }
         }
+        // End of input: a corrupt length field may still hold back what follows it
+        // (its header waits for bytes that never come); `decode_eof` reports it as a
+        // header failure, and resynchronising recovers the messages behind it.
+        loop {
+            match dec.decode_eof(&mut buf) {
+                Ok(Some(Message::Frame(f))) => got.push(f.header.seq),
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    if dec.resync(&mut buf) == 0 {
+                        break;
+                    }
+                }
+            }
+        }
         let want: Vec<u64> = (1..=6u64).filter(|s| !damaged[*s as usize - 1]).collect();
         for s in &want {
             prop_assert!(got.contains(s), "lost intact frame {} (got {:?})", s, got);
@@ -540,4 +555,53 @@ fn compressed_frame_cannot_claim_more_than_the_limit() {
         ),
         "{err}"
     );
+}
+
+/// A bit flip in the header-length field's high byte makes the header claim more bytes
+/// than the stream has left: at end of input `decode_eof` reports it as a header
+/// failure, and resynchronising recovers every message behind it (found by the
+/// resynchronisation property test).
+#[test]
+fn a_corrupt_header_length_at_the_end_does_not_hide_what_follows() {
+    let mut msgs: Vec<BytesMut> = (1..=6u64)
+        .map(|s| wire(&[Message::Frame(frame(s, 8, 4))]))
+        .collect();
+    msgs[1][7] ^= 3;
+    let mut buf = BytesMut::new();
+    for m in &msgs {
+        buf.extend_from_slice(m);
+    }
+    let mut dec = Decoder::with_limits(Limits {
+        max_payload: 1 << 16,
+        max_dimension: 64,
+    });
+    let mut got = Vec::new();
+    loop {
+        match dec.decode(&mut buf) {
+            Ok(Some(Message::Frame(f))) => got.push(f.header.seq),
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(_) => {
+                dec.resync(&mut buf);
+            }
+        }
+    }
+    assert_eq!(
+        got,
+        vec![1],
+        "the corrupt header waits for bytes that never come"
+    );
+    loop {
+        match dec.decode_eof(&mut buf) {
+            Ok(Some(Message::Frame(f))) => got.push(f.header.seq),
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(_) => {
+                if dec.resync(&mut buf) == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    assert_eq!(got, vec![1, 3, 4, 5, 6]);
 }
