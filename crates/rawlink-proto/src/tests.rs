@@ -413,30 +413,12 @@ proptest! {
             buf.extend_from_slice(&all[pos..pos + step]);
             pos += step;
             i += 1;
-            loop {
-                match dec.decode(&mut buf) {
-                    Ok(Some(Message::Frame(f))) => got.push(f.header.seq),
-                    Ok(Some(_)) => {}
-                    Ok(None) => break,
-                    Err(_) => { dec.resync(&mut buf); }
-                }
-            }
+            got.extend(decode_resyncing(&mut dec, &mut buf).0);
         }
         // End of input: a corrupt length field may still hold back what follows it
         // (its header waits for bytes that never come); `decode_eof` reports it as a
         // header failure, and resynchronising recovers the messages behind it.
-        loop {
-            match dec.decode_eof(&mut buf) {
-                Ok(Some(Message::Frame(f))) => got.push(f.header.seq),
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(_) => {
-                    if dec.resync(&mut buf) == 0 {
-                        break;
-                    }
-                }
-            }
-        }
+        finish_resyncing(&mut dec, &mut buf, &mut got);
         let want: Vec<u64> = (1..=6u64).filter(|s| !damaged[*s as usize - 1]).collect();
         for s in &want {
             prop_assert!(got.contains(s), "lost intact frame {} (got {:?})", s, got);
@@ -575,33 +557,29 @@ fn a_corrupt_header_length_at_the_end_does_not_hide_what_follows() {
         max_payload: 1 << 16,
         max_dimension: 64,
     });
-    let mut got = Vec::new();
-    loop {
-        match dec.decode(&mut buf) {
-            Ok(Some(Message::Frame(f))) => got.push(f.header.seq),
-            Ok(Some(_)) => {}
-            Ok(None) => break,
-            Err(_) => {
-                dec.resync(&mut buf);
-            }
-        }
-    }
+    let mut got = decode_resyncing(&mut dec, &mut buf).0;
     assert_eq!(
         got,
         vec![1],
         "the corrupt header waits for bytes that never come"
     );
+    finish_resyncing(&mut dec, &mut buf, &mut got);
+    assert_eq!(got, vec![1, 3, 4, 5, 6]);
+}
+
+/// End of input: decodes what is left with `decode_eof`, resynchronising after each
+/// error that skipped something, and appends the frames' sequence numbers to `got`.
+fn finish_resyncing(dec: &mut Decoder, buf: &mut BytesMut, got: &mut Vec<u64>) {
     loop {
-        match dec.decode_eof(&mut buf) {
+        match dec.decode_eof(buf) {
             Ok(Some(Message::Frame(f))) => got.push(f.header.seq),
             Ok(Some(_)) => {}
             Ok(None) => break,
             Err(_) => {
-                if dec.resync(&mut buf) == 0 {
+                if dec.resync(buf) == 0 {
                     break;
                 }
             }
         }
     }
-    assert_eq!(got, vec![1, 3, 4, 5, 6]);
 }
