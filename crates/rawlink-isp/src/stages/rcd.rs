@@ -16,7 +16,7 @@
 //!    now known), blended with the step-1 direction.
 //!
 //! Works in `f32` with reflect-101 padding (CFA parity is kept), row by row over
-//! planes of a few rows each (see `rcd_rows`).
+//! planes of a few rows each (see `rows_in`).
 
 use crate::stages::blc::NormCode;
 use crate::stages::gamma::CodeMap;
@@ -136,16 +136,17 @@ fn demosaic_rcd_tiled(
                     h: s1 - s0,
                 };
                 let cols = (x0 - c0, x1 - x0);
-                rcd_rows(
+                Rows {
                     tile,
                     pattern,
                     max,
-                    y0 - s0,
+                    skip: y0 - s0,
                     cols,
-                    [&mut r[x0..], &mut g[x0..], &mut b[x0..]],
+                    out: [&mut r[x0..], &mut g[x0..], &mut b[x0..]],
                     curve,
                     pre,
-                );
+                }
+                .run();
             }
         });
     out
@@ -838,7 +839,17 @@ fn rcd_full_prepared(
         w,
         h,
     };
-    rcd_rows(tile, pattern, max, 0, (0, w), [r, g, b], None, pre);
+    Rows {
+        tile,
+        pattern,
+        max,
+        skip: 0,
+        cols: (0, w),
+        out: [r, g, b],
+        curve: None,
+        pre,
+    }
+    .run();
     out
 }
 
@@ -848,7 +859,7 @@ fn rcd_full_prepared(
 /// and activities 1), so a step's lag is at least each input's lag plus that reach:
 /// whatever it reads is already written. The lags are set from the output back, each
 /// the least of its readers' lags minus their reach, so that the rows each step computes
-/// for a strip (its output rows widened by `OUT − lag`, see `rcd_rows`) are exactly the
+/// for a strip (its output rows widened by `OUT − lag`, see `rows_in`) are exactly the
 /// rows its readers reach, no more.
 struct Lag;
 
@@ -879,45 +890,11 @@ fn due(rows: &std::ops::Range<isize>, t: isize, lag: isize) -> Option<isize> {
     Some(t - lag).filter(|y| rows.contains(y))
 }
 
-/// The algorithm on the mosaic window `tile` (at least 8×8), writing its rows `skip..`,
-/// columns `cols.0..cols.0 + cols.1` (`cols.0` even) into `out`: rows `stride` apart,
-/// as many as `out` holds. `curve` maps the output codes as they are written; `pre`
-/// maps each mosaic sample as the input loop reads it (the deferred normalisation and
-/// white-balance gains).
-///
-/// The steps run interleaved, row by row (see [`Lag`]), on ring planes of a few rows
-/// each; each step computes only the rows that lead to output rows (its output rows
-/// widened by its distance from the output, `OUT − lag`, which the lags make equal to
-/// the reach of its readers), so the halo rows of a strip cost less the later the
-/// step. Every computed sample is the same as in a whole-tile, step-by-step run (the
-/// strip and golden tests).
-#[allow(clippy::too_many_arguments)] // the tile, where its output goes, and two optional maps
-fn rcd_rows(
-    tile: Tile,
-    pattern: BayerPattern,
-    max: u16,
-    skip: usize,
-    cols: (usize, usize),
-    out: [&mut [u16]; 3],
-    curve: Option<&CodeMap>,
-    pre: Option<&Deferred>,
-) {
-    pulp::Arch::new().dispatch(Rows {
-        tile,
-        pattern,
-        max,
-        skip,
-        cols,
-        out,
-        curve,
-        pre,
-    })
-}
-
-/// [`rcd_rows`]' arguments, as one `pulp` kernel: the whole loop over a tile's rows is
-/// compiled for each instruction set and picked once per tile, so the row jobs
-/// ([`Row`]) are inlined into it. Dispatching each job on its own cost a call and a
-/// copy of the job per step and row (~20 per row; `perf`: ~1.5 % of a 640×480 `demo`).
+/// The algorithm on one tile, as one `pulp` kernel ([`Rows::run`]): the whole loop over
+/// the tile's rows is compiled for each instruction set and picked once per tile, so the
+/// row jobs ([`Row`]) are inlined into it. Dispatching each job on its own cost a call
+/// and a copy of the job per step and row (~20 per row; `perf`: ~1.5 % of a 640×480
+/// `demo`).
 struct Rows<'a, 'b> {
     tile: Tile<'a>,
     pattern: BayerPattern,
@@ -929,22 +906,19 @@ struct Rows<'a, 'b> {
     pre: Option<&'a Deferred>,
 }
 
+impl Rows<'_, '_> {
+    /// Runs [`rows_in`] with the best instruction set this CPU has.
+    fn run(self) {
+        pulp::Arch::new().dispatch(self)
+    }
+}
+
 impl pulp::WithSimd for Rows<'_, '_> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, simd: S) {
-        let Rows {
-            tile,
-            pattern,
-            max,
-            skip,
-            cols,
-            out,
-            curve,
-            pre,
-        } = self;
-        rows_in(simd, tile, pattern, max, skip, cols, out, curve, pre)
+        rows_in(simd, self)
     }
 }
 
@@ -976,20 +950,30 @@ fn fill_green_sites<S: pulp::Simd>(
     .run(simd);
 }
 
-/// The body of [`rcd_rows`], for the instruction set `simd`.
+/// The algorithm on the mosaic window `tile` (at least 8×8), for the instruction set
+/// `simd`, writing its rows `skip..`, columns `cols.0..cols.0 + cols.1` (`cols.0` even)
+/// into `out`: rows `stride` apart, as many as `out` holds. `curve` maps the output
+/// codes as they are written; `pre` maps each mosaic sample as the input loop reads it
+/// (the deferred normalisation and white-balance gains).
+///
+/// The steps run interleaved, row by row (see [`Lag`]), on ring planes of a few rows
+/// each; each step computes only the rows that lead to output rows (its output rows
+/// widened by its distance from the output, `OUT − lag`, which the lags make equal to
+/// the reach of its readers), so the halo rows of a strip cost less the later the
+/// step. Every computed sample is the same as in a whole-tile, step-by-step run (the
+/// strip and golden tests).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)] // as rcd_rows
-fn rows_in<S: pulp::Simd>(
-    simd: S,
-    tile: Tile,
-    pattern: BayerPattern,
-    max: u16,
-    skip: usize,
-    cols: (usize, usize),
-    out: [&mut [u16]; 3],
-    curve: Option<&CodeMap>,
-    pre: Option<&Deferred>,
-) {
+fn rows_in<S: pulp::Simd>(simd: S, rows: Rows) {
+    let Rows {
+        tile,
+        pattern,
+        max,
+        skip,
+        cols,
+        out,
+        curve,
+        pre,
+    } = rows;
     let Tile { data, stride, w, h } = tile;
     let (wi, hi) = (w as isize, h as isize);
     let scale = 1.0 / max.max(1) as f32;
