@@ -104,11 +104,7 @@ fn demosaic_rcd_tiled(
     let (w, h) = (raw.width, raw.height);
     let halo_rows = HALO_ROWS;
     if w < 8 || h <= strip_rows + 2 * halo_rows {
-        let mut img = rcd_full_prepared(raw, pattern, max, pre);
-        if let Some(c) = curve {
-            c.apply(&mut img);
-        }
-        return img;
+        return rcd_full_prepared(raw, pattern, max, curve, pre);
     }
     // Tiles of equal even width (the last takes the rest), so each keeps the CFA phase.
     let n_tiles = w.div_ceil(tile_cols);
@@ -809,27 +805,33 @@ fn round_non_negative(x: f32) -> f32 {
 /// strip and tile paths).
 #[cfg(test)]
 fn rcd_full(raw: &RawPlane, pattern: BayerPattern, max: u16) -> RgbImage {
-    rcd_full_prepared(raw, pattern, max, None)
+    rcd_full_prepared(raw, pattern, max, None, None)
 }
 
-/// [`rcd_full`] of the mosaic `pre` makes of `raw`: mapped as the input loop reads it
-/// (frames of at most one strip take this path, e.g. every 640×480 frame on one thread,
-/// as the receiver's workers run), or, for the Malvar fallback of frames under 8×8, on
-/// a mapped copy.
+/// [`rcd_full`] of the mosaic `pre` makes of `raw`, with its output codes mapped
+/// through `curve` as each row is written. `pre` maps the mosaic as the input loop
+/// reads it (frames of at most one strip take this path, e.g. every 640×480 frame on
+/// one thread, as the receiver's workers run), or, for the Malvar fallback of frames
+/// under 8×8, a mapped copy.
 fn rcd_full_prepared(
     raw: &RawPlane,
     pattern: BayerPattern,
     max: u16,
+    curve: Option<&CodeMap>,
     pre: Option<&Deferred>,
 ) -> RgbImage {
     let (w, h) = (raw.width, raw.height);
     if w < 8 || h < 8 {
-        return match pre {
+        let mut img = match pre {
             Some(p) => {
                 crate::stages::malvar::demosaic_malvar(&p.apply_to(raw, pattern), pattern, max)
             }
             None => crate::stages::malvar::demosaic_malvar(raw, pattern, max),
         };
+        if let Some(c) = curve {
+            c.apply(&mut img);
+        }
+        return img;
     }
     let mut out = RgbImage::for_overwrite(w, h);
     let [r, g, b] = &mut out.planes;
@@ -846,7 +848,7 @@ fn rcd_full_prepared(
         skip: 0,
         cols: (0, w),
         out: [r, g, b],
-        curve: None,
+        curve,
         pre,
     }
     .run();
@@ -1650,7 +1652,8 @@ mod tests {
     fn folded_curve_equals_a_separate_pass() {
         let table: Vec<u16> = (0..4096u32).map(|v| ((v * 7919) % 4096) as u16).collect();
         let curve = CodeMap::new(&table);
-        for (w, h) in [(96usize, 300usize), (12, 10)] {
+        // Strips and tiles; one whole-frame tile; the Malvar fallback under 8×8.
+        for (w, h) in [(96usize, 300usize), (12, 10), (6, 7)] {
             let data = (0..w * h)
                 .map(|i| ((i * 37 + (i / w) * 11) % 4096) as u16)
                 .collect();
