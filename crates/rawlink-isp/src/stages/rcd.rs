@@ -526,9 +526,11 @@ enum Job<'a> {
         out: &'a mut [f32],
     },
     /// Output: both parities of one plane's row from column `xs` (even), scaled to codes
-    /// and interleaved.
+    /// and interleaved; the even columns from `src[0]`, the odd ones from `src[1]` (R and
+    /// B take their green sites' samples from the last fill, their R/B sites' from the
+    /// plane it read, so those are not copied).
     Codes {
-        src: &'a Split,
+        src: [&'a Split; 2],
         top: f32,
         out: &'a mut [u16],
     },
@@ -727,8 +729,8 @@ impl pulp::WithSimd for Row<'_> {
             }
             Job::Codes { src, top, out } => {
                 let w = out.len();
-                let even = src.tap(at.y, at.xs, 0, 0, w.div_ceil(2));
-                let odd = src.tap(at.y, at.xs + 1, 0, 0, w / 2);
+                let even = src[0].tap(at.y, at.xs, 0, 0, w.div_ceil(2));
+                let odd = src[1].tap(at.y, at.xs + 1, 0, 0, w / 2);
                 let half = w / 2;
                 let (pairs, (e, o)) = (&mut out[..2 * half], (&even[..half], &odd[..half]));
                 for ((pair, &e), &o) in pairs.chunks_exact_mut(2).zip(e).zip(o) {
@@ -925,9 +927,11 @@ impl pulp::WithSimd for Rows<'_, '_> {
 }
 
 /// R or B (`src`) at the green sites (those of parity `gq`) of row `y`, from `src`'s
-/// colour differences against `g`, into `dst`, which takes `src`'s R/B sites as they
-/// are. A function, not a closure, so that it is compiled inside the tile's dispatch.
+/// colour differences against `g`, into `dst`; with `copy`, `dst` also takes `src`'s
+/// R/B sites as they are. A function, not a closure, so that it is compiled inside the
+/// tile's dispatch.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)] // the planes, where, and whether to copy
 fn fill_green_sites<S: pulp::Simd>(
     simd: S,
     dst: &mut Split,
@@ -935,10 +939,13 @@ fn fill_green_sites<S: pulp::Simd>(
     g: &Split,
     d: &Split,
     (y, w, gq): (isize, isize, usize),
+    copy: bool,
 ) {
     let mut row = dst.row_mut(y);
-    let (xs, n) = span(0, w, 1 - gq);
-    run(&mut row, xs, n).copy_from_slice(src.tap(y, xs, 0, 0, n));
+    if copy {
+        let (xs, n) = span(0, w, 1 - gq);
+        run(&mut row, xs, n).copy_from_slice(src.tap(y, xs, 0, 0, n));
+    }
     let (xs, n) = span(0, w, gq);
     Row {
         at: At { y, xs, n },
@@ -1199,8 +1206,8 @@ fn rows_in<S: pulp::Simd>(simd: S, rows: Rows) {
         }
         if let Some(y) = due(&r_fill, t, Lag::FILL) {
             let at = (y, wi, green_col(y));
-            fill_green_sites(simd, &mut rf, &rp, &gp, &dd, at);
-            fill_green_sites(simd, &mut bf, &bp, &gp, &dd, at);
+            fill_green_sites(simd, &mut rf, &rp, &gp, &dd, at, true);
+            fill_green_sites(simd, &mut bf, &bp, &gp, &dd, at, true);
             rf.fill_cols(y);
             bf.fill_cols(y);
         }
@@ -1225,18 +1232,27 @@ fn rows_in<S: pulp::Simd>(simd: S, rows: Rows) {
             g2.fill_cols(y);
         }
         if let Some(y) = due(&r_out, t, Lag::OUT) {
-            let at = (y, wi, green_col(y));
-            fill_green_sites(simd, &mut rf2, &rf, &g2, &dd, at);
-            fill_green_sites(simd, &mut bf2, &bf, &g2, &dd, at);
+            // Only the green sites of R and B are computed again; the codes take the
+            // R/B sites from `rf` and `bf` (no copy).
+            let gq = green_col(y);
+            fill_green_sites(simd, &mut rf2, &rf, &g2, &dd, (y, wi, gq), false);
+            fill_green_sites(simd, &mut bf2, &bf, &g2, &dd, (y, wi, gq), false);
             let at = At {
                 y,
                 xs: x0 as isize,
                 n: n_cols,
             };
+            // `x0` is even: the green sites are the even columns when `gq` is 0.
+            let (mut rs, mut bs) = ([&rf2, &rf], [&bf2, &bf]);
+            if gq == 1 {
+                rs.reverse();
+                bs.reverse();
+            }
             let k = (y - lo) as usize * stride;
-            for (out, src) in [&mut or[k..], &mut og[k..], &mut ob[k..]]
-                .into_iter()
-                .zip([&rf2, &g2, &bf2])
+            for (out, src) in
+                [&mut or[k..], &mut og[k..], &mut ob[k..]]
+                    .into_iter()
+                    .zip([rs, [&g2, &g2], bs])
             {
                 let out = &mut out[..n_cols];
                 Row {
