@@ -518,8 +518,10 @@ enum Job<'a> {
         out: &'a mut [f32],
     },
     /// Step 5: green at R/B sites again, `C − (Δx·d + Δy·(1 − d))`, from the site's own
-    /// colour (now complete).
+    /// colour (now complete): `site` holds it at the R/B sites (step 3's plane), `own`
+    /// at the green sites (step 4's).
     Refine {
+        site: &'a Split,
         own: &'a Split,
         g: &'a Split,
         d: &'a Split,
@@ -715,9 +717,16 @@ impl pulp::WithSimd for Row<'_> {
                     out[i] = (g0[i] + dx * dsc + dy * (1.0 - dsc)).clamp(0.0, 1.0);
                 }
             }
-            Job::Refine { own, g, d, out } => {
-                // The site's own colour: `own` holds the CFA sample there.
-                let (g0, c0) = (at.tap(g, 0, 0), at.tap(own, 0, 0));
+            Job::Refine {
+                site,
+                own,
+                g,
+                d,
+                out,
+            } => {
+                // The site's own colour: `site` holds the CFA sample there; the axes read
+                // `own` at odd offsets only, which are green sites.
+                let (g0, c0) = (at.tap(g, 0, 0), at.tap(site, 0, 0));
                 let axes = Axes::new(&at, own, g);
                 let d = &at.tap(d, 0, 0)[..n];
                 let out = &mut out[..n];
@@ -926,12 +935,11 @@ impl pulp::WithSimd for Rows<'_, '_> {
     }
 }
 
-/// R or B (`src`) at the green sites (those of parity `gq`) of row `y`, from `src`'s
-/// colour differences against `g`, into `dst`; with `copy`, `dst` also takes `src`'s
-/// R/B sites as they are. A function, not a closure, so that it is compiled inside the
-/// tile's dispatch.
+/// R or B (`src`, read at R/B sites only) at the green sites (those of parity `gq`) of
+/// row `y`, from `src`'s colour differences against `g`, into `dst`. `dst`'s R/B sites
+/// are not written: its readers take them from `src` (no copy). A function, not a
+/// closure, so that it is compiled inside the tile's dispatch.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)] // the planes, where, and whether to copy
 fn fill_green_sites<S: pulp::Simd>(
     simd: S,
     dst: &mut Split,
@@ -939,13 +947,8 @@ fn fill_green_sites<S: pulp::Simd>(
     g: &Split,
     d: &Split,
     (y, w, gq): (isize, isize, usize),
-    copy: bool,
 ) {
     let mut row = dst.row_mut(y);
-    if copy {
-        let (xs, n) = span(0, w, 1 - gq);
-        run(&mut row, xs, n).copy_from_slice(src.tap(y, xs, 0, 0, n));
-    }
     let (xs, n) = span(0, w, gq);
     Row {
         at: At { y, xs, n },
@@ -1041,11 +1044,13 @@ fn rows_in<S: pulp::Simd>(simd: S, rows: Rows) {
         false,
     );
     let mut pq = Split::new(w, h, Lag::ring(Lag::DIAGONAL, Lag::CROSS + 1), false);
-    let mut rp = Split::new(w, h, Lag::ring(Lag::CROSS, Lag::FILL + 4), true);
-    let mut bp = Split::new(w, h, Lag::ring(Lag::CROSS, Lag::FILL + 4), true);
-    // Step 4: R and B everywhere.
-    let mut rf = Split::new(w, h, Lag::ring(Lag::FILL, Lag::OUT + 4), true);
-    let mut bf = Split::new(w, h, Lag::ring(Lag::FILL, Lag::OUT + 4), true);
+    // R and B at the R/B sites are read from these planes to the end (by step 5, the
+    // output's fill and the codes), so the later planes hold only green sites.
+    let mut rp = Split::new(w, h, Lag::ring(Lag::CROSS, Lag::OUT + 4), true);
+    let mut bp = Split::new(w, h, Lag::ring(Lag::CROSS, Lag::OUT + 4), true);
+    // Step 4: R and B at the green sites (read by step 5 only).
+    let mut rf = Split::new(w, h, Lag::ring(Lag::FILL, Lag::REFINE + 4), true);
+    let mut bf = Split::new(w, h, Lag::ring(Lag::FILL, Lag::REFINE + 4), true);
     // Step 5: green refined; then R and B at green sites again, from it.
     let mut g2 = Split::new(w, h, Lag::ring(Lag::REFINE, Lag::OUT + 4), true);
     let mut rf2 = Split::new(w, h, 1, false);
@@ -1206,8 +1211,8 @@ fn rows_in<S: pulp::Simd>(simd: S, rows: Rows) {
         }
         if let Some(y) = due(&r_fill, t, Lag::FILL) {
             let at = (y, wi, green_col(y));
-            fill_green_sites(simd, &mut rf, &rp, &gp, &dd, at, true);
-            fill_green_sites(simd, &mut bf, &bp, &gp, &dd, at, true);
+            fill_green_sites(simd, &mut rf, &rp, &gp, &dd, at);
+            fill_green_sites(simd, &mut bf, &bp, &gp, &dd, at);
             rf.fill_cols(y);
             bf.fill_cols(y);
         }
@@ -1218,10 +1223,15 @@ fn rows_in<S: pulp::Simd>(simd: S, rows: Rows) {
             let (xs, n) = span(0, wi, green_col(y));
             run(&mut row, xs, n).copy_from_slice(gp.tap(y, xs, 0, 0, n));
             let (xs, n) = span(0, wi, 1 - green_col(y));
-            let own = if site(y) == Channel::R { &rf } else { &bf };
+            let (site, own) = if site(y) == Channel::R {
+                (&rp, &rf)
+            } else {
+                (&bp, &bf)
+            };
             Row {
                 at: At { y, xs, n },
                 job: Job::Refine {
+                    site,
                     own,
                     g: &gp,
                     d: &dd,
@@ -1232,18 +1242,18 @@ fn rows_in<S: pulp::Simd>(simd: S, rows: Rows) {
             g2.fill_cols(y);
         }
         if let Some(y) = due(&r_out, t, Lag::OUT) {
-            // Only the green sites of R and B are computed again; the codes take the
-            // R/B sites from `rf` and `bf` (no copy).
+            // Only the green sites of R and B are computed again (from their R/B sites,
+            // which are step 3's); the codes take the R/B sites from `rp` and `bp`.
             let gq = green_col(y);
-            fill_green_sites(simd, &mut rf2, &rf, &g2, &dd, (y, wi, gq), false);
-            fill_green_sites(simd, &mut bf2, &bf, &g2, &dd, (y, wi, gq), false);
+            fill_green_sites(simd, &mut rf2, &rp, &g2, &dd, (y, wi, gq));
+            fill_green_sites(simd, &mut bf2, &bp, &g2, &dd, (y, wi, gq));
             let at = At {
                 y,
                 xs: x0 as isize,
                 n: n_cols,
             };
             // `x0` is even: the green sites are the even columns when `gq` is 0.
-            let (mut rs, mut bs) = ([&rf2, &rf], [&bf2, &bf]);
+            let (mut rs, mut bs) = ([&rf2, &rp], [&bf2, &bp]);
             if gq == 1 {
                 rs.reverse();
                 bs.reverse();
