@@ -304,3 +304,28 @@ fn full_scale_8bit_arithmetic_equals_the_division() {
         }
     }
 }
+
+/// The kernels' run-time dispatch picks the vector unit of the machine, not the scalar
+/// fallback: NEON on aarch64 (always present there; `scripts/test_aarch64.sh` runs this
+/// under qemu), AVX2 or AVX-512 on x86-64 wherever the CPU has AVX2.
+#[test]
+fn kernels_dispatch_to_the_machines_vector_unit() {
+    struct Name;
+    impl pulp::WithSimd for Name {
+        type Output = &'static str;
+        fn with_simd<S: pulp::Simd>(self, _simd: S) -> &'static str {
+            std::any::type_name::<S>()
+        }
+    }
+    let name = pulp::Arch::new().dispatch(Name);
+    #[cfg(target_arch = "aarch64")]
+    assert!(name.contains("Neon"), "dispatched to {name}");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        assert!(
+            name.contains("V3") || name.contains("V4"),
+            "dispatched to {name}"
+        );
+    }
+    assert!(!name.is_empty());
+}
