@@ -10,6 +10,7 @@ use rawlink_isp::{IspConfig, Pipeline, Profile, RawPlane, RgbImage};
 use rawlink_source::{SceneSource, SourceOptions};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// Command-line options.
@@ -38,6 +39,17 @@ pub struct BenchArgs {
     /// ±1 LSB.
     #[arg(long)]
     pub bit_exact: bool,
+    /// Start every configuration from this ISP configuration file (TOML, as `rawlink isp
+    /// --config`); the profile still comes from `--profiles`.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Demosaic method for the `default` profile: bilinear, malvar or rcd (overrides the
+    /// configuration).
+    #[arg(long)]
+    pub demosaic: Option<String>,
+    /// Run exactly these stages, e.g. `blc,demosaic` (overrides the configuration).
+    #[arg(long)]
+    pub stages: Option<String>,
     /// Run the first configuration in this process and print one JSON object.
     #[arg(long, hide = true)]
     pub single: bool,
@@ -65,6 +77,36 @@ pub struct BenchResult {
     /// Whether the bilateral ran bit-exact (`--bit-exact`).
     #[serde(default)]
     pub bit_exact: bool,
+    /// The demosaic method the `default` profile ran (`--demosaic` or the configuration).
+    #[serde(default)]
+    pub demosaic: String,
+    /// The stages run when not the profile's own (`--stages` or the configuration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stages: Option<String>,
+    /// The configuration file, when one was given (`--config`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+}
+
+/// The ISP configuration of one run: `--config` (or the built-in default), then the
+/// profile, the bench's input format and the overrides.
+fn bench_config(a: &BenchArgs, profile: Profile) -> Result<IspConfig> {
+    let mut cfg = match &a.config {
+        Some(p) => IspConfig::from_toml_file(p)?,
+        None => IspConfig::default(),
+    };
+    cfg.profile = profile;
+    cfg.pattern = BayerPattern::Rggb;
+    cfg.bits = 12;
+    cfg.set_black_level(256);
+    cfg.denoise.exact = a.bit_exact;
+    if let Some(d) = &a.demosaic {
+        cfg.demosaic.method = d.parse()?;
+    }
+    if let Some(s) = &a.stages {
+        cfg.stages = Some(rawlink_isp::parse_stage_list(s)?);
+    }
+    Ok(cfg)
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32)> {
@@ -109,15 +151,11 @@ fn peak_rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn run_single(
-    size: &str,
-    profile: &str,
-    threads: usize,
-    iters: u32,
-    bit_exact: bool,
-) -> Result<BenchResult> {
+fn run_single(a: &BenchArgs) -> Result<BenchResult> {
+    let (size, iters) = (&a.sizes[0], a.iters);
+    let threads = parse_threads(&a.threads[0])?;
     let (w, h) = parse_size(size)?;
-    let profile: Profile = profile.parse()?;
+    let profile: Profile = a.profiles[0].parse()?;
     let opts = SourceOptions {
         width: w,
         height: h,
@@ -128,9 +166,7 @@ fn run_single(
     let bytes = scene.render(1);
     let raw = RawPlane::from_le_bytes(w as usize, h as usize, &bytes)?;
     drop(bytes);
-    let mut cfg = IspConfig::new(profile, BayerPattern::Rggb, 12);
-    cfg.set_black_level(256);
-    cfg.denoise.exact = bit_exact;
+    let cfg = bench_config(a, profile)?;
     let pipeline = Pipeline::new(&cfg)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -178,20 +214,17 @@ fn run_single(
             .map(|(k, mut v)| (k, median(&mut v)))
             .collect(),
         iters,
-        bit_exact,
+        bit_exact: a.bit_exact,
+        demosaic: cfg.demosaic.method.to_string(),
+        stages: a.stages.clone(),
+        config: a.config.as_ref().map(|p| p.display().to_string()),
     })
 }
 
 /// Runs the benchmark and prints a table or JSON.
 pub fn run(a: &BenchArgs) -> Result<()> {
     if a.single {
-        let r = run_single(
-            &a.sizes[0],
-            &a.profiles[0],
-            parse_threads(&a.threads[0])?,
-            a.iters,
-            a.bit_exact,
-        )?;
+        let r = run_single(a)?;
         println!("{}", serde_json::to_string(&r)?);
         return Ok(());
     }
@@ -199,7 +232,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         parse_size(s)?;
     }
     for p in &a.profiles {
-        p.parse::<Profile>()?;
+        bench_config(a, p.parse::<Profile>()?)?; // bad names and files fail here, once
     }
     let mut thread_counts = Vec::new();
     for t in &a.threads {
@@ -222,6 +255,13 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                         &a.iters.to_string(),
                     ])
                     .args(a.bit_exact.then_some("--bit-exact"))
+                    .args(a.demosaic.iter().flat_map(|d| ["--demosaic", d]))
+                    .args(a.stages.iter().flat_map(|s| ["--stages", s]))
+                    .args(
+                        a.config
+                            .iter()
+                            .flat_map(|c| [std::ffi::OsStr::new("--config"), c.as_os_str()]),
+                    )
                     .output()
                     .context("running a benchmark child")?;
                 if !out.status.success() {
@@ -245,6 +285,15 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     }
     if a.bit_exact {
         println!("bilateral denoise: bit-exact (--bit-exact)");
+    }
+    if let Some(c) = &a.config {
+        println!("configuration: {}", c.display());
+    }
+    if let Some(r) = results.iter().find(|r| r.profile == "default") {
+        println!("default profile's demosaic: {}", r.demosaic);
+    }
+    if let Some(s) = &a.stages {
+        println!("stages: {s}");
     }
     println!(
         "{:<10} {:<9} {:>3} {:>10} {:>8} {:>8}  stages (median ms)",

@@ -243,3 +243,91 @@ fn default_profile_config_stages_and_png_depth() {
     let (ok, text) = run(&["--config", cfg.to_str().unwrap()], "bad.png");
     assert!(!ok && text.contains("isp.toml"), "{text}");
 }
+
+/// `rawlink bench` on one small 1-thread `default` configuration, plus `extra` flags.
+fn bench_small(extra: &[&str]) -> std::process::Output {
+    bin()
+        .args(["bench", "--sizes", "64x48", "--profiles", "default"])
+        .args(["--threads", "1", "--iters", "1"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// `rawlink bench`: one JSON object per size × profile × thread count, with the issue's
+/// fields; the overrides reach the child runs; bad values fail with one line.
+#[test]
+fn bench_prints_one_json_object_per_configuration() {
+    let o = bin()
+        .args([
+            "bench",
+            "--sizes",
+            "64x48,80x40",
+            "--profiles",
+            "reference,default",
+        ])
+        .args(["--threads", "1,2", "--iters", "1", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let runs = v.as_array().unwrap();
+    assert_eq!(runs.len(), 8);
+    let mut seen = Vec::new();
+    for r in runs {
+        let key = (
+            r["size"].as_str().unwrap().to_string(),
+            r["profile"].as_str().unwrap().to_string(),
+            r["threads"].as_u64().unwrap(),
+        );
+        assert!(!seen.contains(&key), "{key:?} twice");
+        seen.push(key);
+        for f in ["total_ms_median", "mp_per_s", "peak_rss_mb"] {
+            assert!(r[f].as_f64().unwrap() > 0.0, "{f} in {r}");
+        }
+        let stages = r["stages_ms"].as_object().unwrap();
+        for s in ["demosaic", "denoise", "sharpen", "to_8bit"] {
+            assert!(stages.contains_key(s), "{s} missing in {r}");
+        }
+    }
+    assert!(seen.contains(&("80x40".into(), "default".into(), 2)));
+    let def = runs.iter().find(|r| r["profile"] == "default").unwrap();
+    assert_eq!(def["demosaic"], "rcd");
+
+    // Overrides: the demosaic method and the stage list reach the measured pipeline.
+    let o = bench_small(&["--json", "--demosaic", "malvar", "--stages", "blc,demosaic"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let r = &v[0];
+    assert_eq!(r["demosaic"], "malvar");
+    let mut stages: Vec<&str> = r["stages_ms"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    stages.sort();
+    assert_eq!(stages, ["blc", "demosaic", "to_8bit"]);
+
+    // The table.
+    let o = bench_small(&[]);
+    assert!(o.status.success());
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        table.contains("total ms") && table.contains("64x48      default"),
+        "{table}"
+    );
+
+    for bad in [
+        &["--sizes", "64"][..],
+        &["--threads", "0"],
+        &["--profiles", "fast"],
+        &["--demosaic", "nope"],
+        &["--config", "/nonexistent/isp.toml"],
+    ] {
+        let o = bin().arg("bench").args(bad).output().unwrap();
+        assert!(!o.status.success(), "{bad:?} accepted");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{bad:?}: {err}");
+    }
+}
