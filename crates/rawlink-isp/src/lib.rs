@@ -582,7 +582,7 @@ impl Pipeline {
                     let black = config.blc.black.map(|b| b[0]).unwrap_or(64);
                     raw_stages.push(Box::new(stages::blc::BlackLevel { black }));
                 }
-                demosaic = Box::new(stages::demosaic::Bilinear);
+                demosaic = Box::new(stages::demosaic::Bilinear::default());
                 let gamma = on(StageName::Tone).then(|| stages::gamma::GammaLut::new(2.2, max));
                 if on(StageName::Wb) {
                     // The gamma table is folded into the white balance's per-code tables:
@@ -651,16 +651,15 @@ impl Pipeline {
                 });
                 let tone = on(StageName::Tone)
                     .then(|| stages::color::ToneLut::new(&config.tone, FULL_SCALE));
-                // RCD maps its output rows through the tone curve as it writes them when
-                // no colour matrix runs in between: one pass over the image less.
-                let fold = matches!(config.demosaic.method, DemosaicMethod::Rcd)
-                    && ccm.as_ref().is_none_or(|m| m.is_identity());
+                // The demosaic maps its output rows through the tone curve as it writes
+                // them when no colour matrix runs in between: one pass over the image
+                // less.
+                let fold = ccm.as_ref().is_none_or(|m| m.is_identity());
+                let curve = tone.as_ref().filter(|_| fold).map(|t| t.map().clone());
                 demosaic = match config.demosaic.method {
-                    DemosaicMethod::Bilinear => Box::new(stages::demosaic::Bilinear),
-                    DemosaicMethod::Malvar => Box::new(stages::malvar::Malvar),
-                    DemosaicMethod::Rcd => Box::new(stages::rcd::Rcd {
-                        curve: tone.as_ref().filter(|_| fold).map(|t| t.map().clone()),
-                    }),
+                    DemosaicMethod::Bilinear => Box::new(stages::demosaic::Bilinear { curve }),
+                    DemosaicMethod::Malvar => Box::new(stages::malvar::Malvar { curve }),
+                    DemosaicMethod::Rcd => Box::new(stages::rcd::Rcd { curve }),
                 };
                 if let Some(m) = ccm {
                     rgb_stages.push(Box::new(m));

@@ -329,3 +329,43 @@ fn kernels_dispatch_to_the_machines_vector_unit() {
     }
     assert!(!name.is_empty());
 }
+
+/// The pipeline folds the tone curve into every demosaic method's output (no CCM in
+/// between): the same image as demosaicking with the tone stage off and applying the
+/// curve afterwards, with white balance on, on every pattern.
+#[test]
+fn tone_folded_into_each_demosaic_equals_a_separate_pass() {
+    let (w, h) = (70usize, 45usize);
+    let mut s = 5u32;
+    let data: Vec<u16> = (0..w * h)
+        .map(|i| {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            ((i % w) * 40 + (i / w) * 20 + (s >> 25) as usize).min(4095) as u16
+        })
+        .collect();
+    use StageName::*;
+    for method in [
+        DemosaicMethod::Bilinear,
+        DemosaicMethod::Malvar,
+        DemosaicMethod::Rcd,
+    ] {
+        for p in BayerPattern::ALL {
+            let run = |stages: Vec<StageName>| {
+                let mut cfg = IspConfig::new(Profile::Default, p, 12);
+                cfg.set_black_level(64);
+                cfg.demosaic.method = method;
+                cfg.stages = Some(stages);
+                let raw = RawPlane::new(w, h, data.clone()).unwrap();
+                (Pipeline::new(&cfg).unwrap().run(raw), cfg)
+            };
+            let (folded, cfg) = run(vec![Blc, Wb, Demosaic, Tone]);
+            assert!(folded.timings.iter().any(|(n, _)| *n == "tone"));
+            let (mut want, _) = run(vec![Blc, Wb, Demosaic]);
+            stages::color::ToneLut::new(&cfg.tone, FULL_SCALE)
+                .map()
+                .apply(&mut want.image);
+            assert!(want.image != RgbImage::new(w, h));
+            assert_eq!(folded.image, want.image, "{method} {p}");
+        }
+    }
+}

@@ -10,24 +10,35 @@
 //! column parity, so the colour of every site in an inner loop is known before the
 //! loop starts: no per-pixel branch on the CFA colour.
 
+use crate::stages::gamma::CodeMap;
 use crate::{DemosaicStage, FrameContext, RawPlane, RgbImage};
 use rawlink_frame::{BayerPattern, Channel};
 use rayon::prelude::*;
 
-/// Bilinear demosaic (the reference ISP's, generalised to every pattern).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Bilinear;
+/// Bilinear demosaic (the reference ISP's, generalised to every pattern), with the
+/// tone curve folded into its output when `curve` is set.
+#[derive(Debug, Clone, Default)]
+pub struct Bilinear {
+    /// The tone curve, applied to every output code as it is written.
+    pub curve: Option<CodeMap>,
+}
 
 impl DemosaicStage for Bilinear {
     fn name(&self) -> &'static str {
         "demosaic"
     }
     fn apply(&self, raw: &RawPlane, ctx: &mut FrameContext) -> RgbImage {
-        demosaic_bilinear(raw, ctx.pattern)
+        demosaic_bilinear_curve(raw, ctx.pattern, self.curve.as_ref())
     }
 }
 
 /// Bilinear demosaic of `raw` with CFA `pattern`.
+pub fn demosaic_bilinear(raw: &RawPlane, pattern: BayerPattern) -> RgbImage {
+    demosaic_bilinear_curve(raw, pattern, None)
+}
+
+/// [`demosaic_bilinear`], with every output code then mapped through `curve` as its row
+/// is written (the tone curve folded in: one pass over the image less).
 ///
 /// Each output row reads its three source rows (edge clamped) split by column parity,
 /// with the clamped edge samples in place: even padded columns in one array, odd in
@@ -35,7 +46,11 @@ impl DemosaicStage for Bilinear {
 /// of those arrays, so each of the two passes (even and odd output columns) is a plain
 /// loop over equal-length slices, compiled for AVX2 where present; the two passes'
 /// results are interleaved into the output row at the end.
-pub fn demosaic_bilinear(raw: &RawPlane, pattern: BayerPattern) -> RgbImage {
+pub fn demosaic_bilinear_curve(
+    raw: &RawPlane,
+    pattern: BayerPattern,
+    curve: Option<&CodeMap>,
+) -> RgbImage {
     let (w, h) = (raw.width, raw.height);
     let mut out = RgbImage::for_overwrite(w, h);
     let cell = pattern.cell();
@@ -51,6 +66,7 @@ pub fn demosaic_bilinear(raw: &RawPlane, pattern: BayerPattern) -> RgbImage {
                 rows: [row(y.saturating_sub(1)), row(y), row((y + 1).min(h - 1))],
                 sites: cell[y & 1],
                 other: cell[1 - (y & 1)],
+                curve,
                 scratch,
                 out: planes,
             })
@@ -66,6 +82,7 @@ struct BilinearRow<'a> {
     /// Colours of the row's even and odd sites, and of the rows above and below.
     sites: [Channel; 2],
     other: [Channel; 2],
+    curve: Option<&'a CodeMap>,
     scratch: &'a mut [u16],
     out: [&'a mut [u16]; 3],
 }
@@ -130,6 +147,7 @@ impl pulp::WithSimd for BilinearRow<'_> {
             rows,
             sites,
             other,
+            curve,
             scratch,
             out,
         } = self;
@@ -146,13 +164,6 @@ impl pulp::WithSimd for BilinearRow<'_> {
         // Per pass (even, odd output columns): the two colours it interpolates.
         let (ae, be) = res_e.split_at_mut(ne);
         let (ao, bo) = res_o.split_at_mut(ne);
-        // Which channel each pass's colours (own, a, b) are.
-        let chans = |q: usize| -> [usize; 3] {
-            match sites[q] {
-                Channel::G => [1, sites[1 - q] as usize, other[q] as usize],
-                s => [s as usize, 1, 2 - s as usize],
-            }
-        };
         // Even output columns 2k: centre odd[k], left even[k], right even[k + 1].
         site_pass(
             sites[0] == Channel::G,
@@ -175,21 +186,57 @@ impl pulp::WithSimd for BilinearRow<'_> {
             &mut ao[..no],
             bo,
         );
-        let results: [[&[u16]; 3]; 2] = [[&mo[..ne], ae, be], [&me[1..], ao, bo]];
-        let [ce, co] = [chans(0), chans(1)];
-        for (ch, plane) in out.into_iter().enumerate() {
-            let je = ce.iter().position(|&c| c == ch).expect("every channel");
-            let jo = co.iter().position(|&c| c == ch).expect("every channel");
-            let even = results[0][je];
-            let odd = results[1][jo];
-            for ((pair, &e), &o) in plane.chunks_exact_mut(2).zip(even).zip(odd) {
-                pair[0] = e;
-                pair[1] = o;
-            }
-            if w % 2 == 1 {
-                plane[w - 1] = even[ne - 1];
-            }
+        let results = [[&mo[..ne], &*ae, &*be], [&me[1..], &*ao, &*bo]];
+        write_row(out, sites, other, results, curve);
+    }
+}
+
+/// Writes one output row from its two passes' results: for the even (`results[0]`) and
+/// odd (`results[1]`) columns, the site's own colour, then `a` and `b` as
+/// `site_pass` defines them (at a green site the colour sharing its row, then the one
+/// sharing its column; at a red or blue site green, then the other of red and blue).
+/// `sites` and `other` are the colours of the row's sites and of the rows above and
+/// below; `curve`, if any, maps every code as it is written.
+#[inline(always)]
+pub(crate) fn write_row(
+    out: [&mut [u16]; 3],
+    sites: [Channel; 2],
+    other: [Channel; 2],
+    results: [[&[u16]; 3]; 2],
+    curve: Option<&CodeMap>,
+) {
+    let chans = |q: usize| -> [usize; 3] {
+        match sites[q] {
+            Channel::G => [1, sites[1 - q] as usize, other[q] as usize],
+            s => [s as usize, 1, 2 - s as usize],
         }
+    };
+    let [ce, co] = [chans(0), chans(1)];
+    for (ch, plane) in out.into_iter().enumerate() {
+        let je = ce.iter().position(|&c| c == ch).expect("every channel");
+        let jo = co.iter().position(|&c| c == ch).expect("every channel");
+        interleave(plane, results[0][je], results[1][jo], curve);
+    }
+}
+
+/// Interleaves one plane's even and odd output columns into `plane`, through `curve`.
+#[inline(always)]
+fn interleave(plane: &mut [u16], even: &[u16], odd: &[u16], curve: Option<&CodeMap>) {
+    let w = plane.len();
+    let pairs = plane.chunks_exact_mut(2).zip(even).zip(odd);
+    match curve {
+        Some(m) => pairs.for_each(|((p, &e), &o)| {
+            p[0] = m.get(e);
+            p[1] = m.get(o);
+        }),
+        None => pairs.for_each(|((p, &e), &o)| {
+            p[0] = e;
+            p[1] = o;
+        }),
+    }
+    if w % 2 == 1 {
+        let e = even[w / 2];
+        plane[w - 1] = curve.map_or(e, |m| m.get(e));
     }
 }
 
@@ -278,6 +325,11 @@ mod tests {
     #[test]
     fn split_rows_equal_the_strided_oracle() {
         let mut s = 7u32;
+        let curve = CodeMap::new(
+            &(0..=65535u32)
+                .map(|v| (v * 5 / 9) as u16)
+                .collect::<Vec<_>>(),
+        );
         for (w, h) in [
             (1usize, 1usize),
             (2, 1),
@@ -296,10 +348,15 @@ mod tests {
                 .collect();
             let raw = RawPlane::new(w, h, data).unwrap();
             for p in BayerPattern::ALL {
+                let want = demosaic_bilinear_strided(&raw, p);
+                assert_eq!(demosaic_bilinear(&raw, p), want, "{w}x{h} {p}");
+                // With a curve folded in: the curve applied afterwards.
+                let mut mapped = want.clone();
+                curve.apply(&mut mapped);
                 assert_eq!(
-                    demosaic_bilinear(&raw, p),
-                    demosaic_bilinear_strided(&raw, p),
-                    "{w}x{h} {p}"
+                    demosaic_bilinear_curve(&raw, p, Some(&curve)),
+                    mapped,
+                    "{w}x{h} {p} curve"
                 );
             }
         }
