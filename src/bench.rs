@@ -77,7 +77,8 @@ pub struct BenchResult {
     /// Whether the bilateral ran bit-exact (`--bit-exact`).
     #[serde(default)]
     pub bit_exact: bool,
-    /// The demosaic method the `default` profile ran (`--demosaic` or the configuration).
+    /// The demosaic method that ran: the `default` profile's from `--demosaic` or the
+    /// configuration; always `bilinear` for the `reference` profile.
     #[serde(default)]
     pub demosaic: String,
     /// The stages run when not the profile's own (`--stages` or the configuration).
@@ -215,7 +216,11 @@ fn run_single(a: &BenchArgs) -> Result<BenchResult> {
             .collect(),
         iters,
         bit_exact: a.bit_exact,
-        demosaic: cfg.demosaic.method.to_string(),
+        demosaic: match profile {
+            // The reference profile always runs the reference's bilinear demosaic.
+            Profile::Reference => "bilinear".to_string(),
+            Profile::Default => cfg.demosaic.method.to_string(),
+        },
         stages: a.stages.clone(),
         config: a.config.as_ref().map(|p| p.display().to_string()),
     })

@@ -293,6 +293,8 @@ fn bench_prints_one_json_object_per_configuration() {
     assert!(seen.contains(&("80x40".into(), "default".into(), 2)));
     let def = runs.iter().find(|r| r["profile"] == "default").unwrap();
     assert_eq!(def["demosaic"], "rcd");
+    let reference = runs.iter().find(|r| r["profile"] == "reference").unwrap();
+    assert_eq!(reference["demosaic"], "bilinear");
 
     // Overrides: the demosaic method and the stage list reach the measured pipeline.
     let o = bench_small(&["--json", "--demosaic", "malvar", "--stages", "blc,demosaic"]);

@@ -1,6 +1,7 @@
 //! Reflect-101 padding helpers shared by the demosaic kernels. Reflect-101
 //! (`-k → k`) keeps the CFA parity, so padded samples have the right colour.
 
+#[cfg(test)]
 use crate::RawPlane;
 
 /// Index `i` reflected into `0..n` (reflect-101, folded as often as needed).
@@ -17,7 +18,9 @@ pub fn reflect(i: isize, n: usize) -> usize {
 }
 
 /// Fills `scratch` with the 2R+1 rows around `y`, each padded by R samples on both
-/// sides, as `i32`, and returns them top to bottom.
+/// sides, as `i32`, and returns them top to bottom. Only the tests' per-pixel Malvar
+/// oracle pads this way now (a `reflect` per sample).
+#[cfg(test)]
 pub fn padded_rows<'a, const R: usize>(
     raw: &RawPlane,
     y: usize,
