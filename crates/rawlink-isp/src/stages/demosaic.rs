@@ -316,22 +316,59 @@ fn pick3<'a>(
     )
 }
 
+/// Checks a split-parity demosaic kernel, `fast(raw, pattern, max, curve)`, against its
+/// per-pixel oracle `slow(raw, pattern, max)` on every pattern, each size and each code
+/// ceiling in `maxes`, on noise from seed `seed`: without a curve it must equal the
+/// oracle, and with one folded in, the oracle's output mapped through that curve.
+#[cfg(test)]
+pub(crate) fn check_against_oracle(
+    seed: u32,
+    sizes: &[(usize, usize)],
+    maxes: &[u16],
+    fast: impl Fn(&RawPlane, BayerPattern, u16, Option<&CodeMap>) -> RgbImage,
+    slow: impl Fn(&RawPlane, BayerPattern, u16) -> RgbImage,
+) {
+    let curve = CodeMap::new(
+        &(0..=65535u32)
+            .map(|v| (v * 7 / 11) as u16)
+            .collect::<Vec<_>>(),
+    );
+    let mut s = seed;
+    for &(w, h) in sizes {
+        for &max in maxes {
+            let data = (0..w * h)
+                .map(|_| {
+                    s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    ((s >> 16) as u16).min(max)
+                })
+                .collect();
+            let raw = RawPlane::new(w, h, data).unwrap();
+            for p in BayerPattern::ALL {
+                let want = slow(&raw, p, max);
+                assert_eq!(fast(&raw, p, max, None), want, "{w}x{h} {p} {max}");
+                let mut mapped = want.clone();
+                curve.apply(&mut mapped);
+                assert_eq!(
+                    fast(&raw, p, max, Some(&curve)),
+                    mapped,
+                    "{w}x{h} {p} {max} curve"
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// The split-parity kernel equals the strided formulation on every pattern, on even
-    /// and odd sizes down to 1×1, with 16-bit noise (sums that overflow `u16`).
+    /// and odd sizes down to 1×1, with 16-bit noise (sums that overflow `u16`); with a
+    /// curve folded in, it equals the curve applied afterwards.
     #[test]
     fn split_rows_equal_the_strided_oracle() {
-        let mut s = 7u32;
-        let curve = CodeMap::new(
-            &(0..=65535u32)
-                .map(|v| (v * 5 / 9) as u16)
-                .collect::<Vec<_>>(),
-        );
-        for (w, h) in [
-            (1usize, 1usize),
+        let sizes = [
+            (1, 1),
             (2, 1),
             (1, 3),
             (3, 2),
@@ -339,27 +376,14 @@ mod tests {
             (8, 6),
             (33, 7),
             (64, 9),
-        ] {
-            let data = (0..w * h)
-                .map(|_| {
-                    s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                    (s >> 16) as u16
-                })
-                .collect();
-            let raw = RawPlane::new(w, h, data).unwrap();
-            for p in BayerPattern::ALL {
-                let want = demosaic_bilinear_strided(&raw, p);
-                assert_eq!(demosaic_bilinear(&raw, p), want, "{w}x{h} {p}");
-                // With a curve folded in: the curve applied afterwards.
-                let mut mapped = want.clone();
-                curve.apply(&mut mapped);
-                assert_eq!(
-                    demosaic_bilinear_curve(&raw, p, Some(&curve)),
-                    mapped,
-                    "{w}x{h} {p} curve"
-                );
-            }
-        }
+        ];
+        check_against_oracle(
+            7,
+            &sizes,
+            &[65535],
+            |raw, p, _, curve| demosaic_bilinear_curve(raw, p, curve),
+            |raw, p, _| demosaic_bilinear_strided(raw, p),
+        );
     }
 
     #[test]

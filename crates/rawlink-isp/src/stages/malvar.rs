@@ -300,14 +300,8 @@ mod tests {
     /// equals the curve applied afterwards.
     #[test]
     fn split_rows_equal_the_per_pixel_oracle() {
-        let mut s = 9u32;
-        let curve = CodeMap::new(
-            &(0..=65535u32)
-                .map(|v| (v * 7 / 11) as u16)
-                .collect::<Vec<_>>(),
-        );
-        for (w, h) in [
-            (1usize, 1usize),
+        let sizes = [
+            (1, 1),
             (2, 1),
             (1, 3),
             (2, 2),
@@ -318,27 +312,13 @@ mod tests {
             (33, 7),
             (64, 9),
             (101, 12),
-        ] {
-            for max in [65535u16, 4095] {
-                let data = (0..w * h)
-                    .map(|_| {
-                        s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                        ((s >> 16) as u16).min(max)
-                    })
-                    .collect();
-                let raw = RawPlane::new(w, h, data).unwrap();
-                for p in BayerPattern::ALL {
-                    let want = demosaic_malvar_strided(&raw, p, max);
-                    assert_eq!(demosaic_malvar(&raw, p, max), want, "{w}x{h} {p} {max}");
-                    let mut mapped = want.clone();
-                    curve.apply(&mut mapped);
-                    assert_eq!(
-                        demosaic_malvar_curve(&raw, p, max, Some(&curve)),
-                        mapped,
-                        "{w}x{h} {p} {max} curve"
-                    );
-                }
-            }
-        }
+        ];
+        crate::stages::demosaic::check_against_oracle(
+            9,
+            &sizes,
+            &[65535, 4095],
+            demosaic_malvar_curve,
+            demosaic_malvar_strided,
+        );
     }
 }
