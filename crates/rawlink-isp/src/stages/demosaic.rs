@@ -52,39 +52,76 @@ pub fn demosaic_bilinear_curve(
     curve: Option<&CodeMap>,
 ) -> RgbImage {
     let (w, h) = (raw.width, raw.height);
-    let mut out = RgbImage::for_overwrite(w, h);
-    let cell = pattern.cell();
     let arch = pulp::Arch::new();
     // Per row: 3 source rows × 2 parities of `half + 1` samples, and 2 passes × 2
     // interpolated colours of `half`.
     let half = w.div_ceil(2);
-    out.par_rows_mut().for_each_init(
-        || vec![0u16; 6 * (half + 1) + 4 * half],
-        |scratch, (y, planes)| {
+    demosaic_rows(
+        raw,
+        pattern,
+        curve,
+        6 * (half + 1) + 4 * half,
+        |y, scratch, out| {
             let row = |yy: usize| &raw.data[yy * w..(yy + 1) * w];
             arch.dispatch(BilinearRow {
                 rows: [row(y.saturating_sub(1)), row(y), row((y + 1).min(h - 1))],
-                sites: cell[y & 1],
-                other: cell[1 - (y & 1)],
-                curve,
                 scratch,
-                out: planes,
+                out,
             })
+        },
+    )
+}
+
+/// The row driver the split-parity demosaic kernels share: output rows in parallel, each
+/// handed to `row(y, scratch, out)` with a per-thread scratch buffer of `scratch_len`
+/// samples and its [`RowOut`].
+pub(crate) fn demosaic_rows<F>(
+    raw: &RawPlane,
+    pattern: BayerPattern,
+    curve: Option<&CodeMap>,
+    scratch_len: usize,
+    row: F,
+) -> RgbImage
+where
+    F: Fn(usize, &mut [u16], RowOut<'_>) + Sync,
+{
+    let mut out = RgbImage::for_overwrite(raw.width, raw.height);
+    let cell = pattern.cell();
+    out.par_rows_mut().for_each_init(
+        || vec![0u16; scratch_len],
+        |scratch, (y, planes)| {
+            row(
+                y,
+                scratch,
+                RowOut {
+                    sites: cell[y & 1],
+                    other: cell[1 - (y & 1)],
+                    curve,
+                    planes,
+                },
+            )
         },
     );
     out
+}
+
+/// One output row of a split-parity demosaic kernel and what writing it needs.
+pub(crate) struct RowOut<'a> {
+    /// Colours of the row's even and odd sites, and of the rows above and below.
+    pub sites: [Channel; 2],
+    pub other: [Channel; 2],
+    /// The tone curve folded in, if any.
+    pub curve: Option<&'a CodeMap>,
+    /// The row of each output plane.
+    pub planes: [&'a mut [u16]; 3],
 }
 
 /// One output row of the bilinear demosaic, as a `pulp` kernel.
 struct BilinearRow<'a> {
     /// Source rows above, at and below the output row (edge clamped).
     rows: [&'a [u16]; 3],
-    /// Colours of the row's even and odd sites, and of the rows above and below.
-    sites: [Channel; 2],
-    other: [Channel; 2],
-    curve: Option<&'a CodeMap>,
     scratch: &'a mut [u16],
-    out: [&'a mut [u16]; 3],
+    out: RowOut<'a>,
 }
 
 /// Splits `row` padded by one clamped sample on each side into its even and odd
@@ -143,14 +180,8 @@ impl pulp::WithSimd for BilinearRow<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        let Self {
-            rows,
-            sites,
-            other,
-            curve,
-            scratch,
-            out,
-        } = self;
+        let Self { rows, scratch, out } = self;
+        let sites = out.sites;
         let w = rows[1].len();
         let (ne, no) = (w.div_ceil(2), w / 2);
         let (src, res) = scratch.split_at_mut(6 * (ne + 1));
@@ -187,35 +218,36 @@ impl pulp::WithSimd for BilinearRow<'_> {
             bo,
         );
         let results = [[&mo[..ne], &*ae, &*be], [&me[1..], &*ao, &*bo]];
-        write_row(out, sites, other, results, curve);
+        out.write(results);
     }
 }
 
-/// Writes one output row from its two passes' results: for the even (`results[0]`) and
-/// odd (`results[1]`) columns, the site's own colour, then `a` and `b` as
-/// `site_pass` defines them (at a green site the colour sharing its row, then the one
-/// sharing its column; at a red or blue site green, then the other of red and blue).
-/// `sites` and `other` are the colours of the row's sites and of the rows above and
-/// below; `curve`, if any, maps every code as it is written.
-#[inline(always)]
-pub(crate) fn write_row(
-    out: [&mut [u16]; 3],
-    sites: [Channel; 2],
-    other: [Channel; 2],
-    results: [[&[u16]; 3]; 2],
-    curve: Option<&CodeMap>,
-) {
-    let chans = |q: usize| -> [usize; 3] {
-        match sites[q] {
-            Channel::G => [1, sites[1 - q] as usize, other[q] as usize],
-            s => [s as usize, 1, 2 - s as usize],
+impl RowOut<'_> {
+    /// Writes the row from its two passes' results: for the even (`results[0]`) and odd
+    /// (`results[1]`) columns, the site's own colour, then `a` and `b` as the kernels'
+    /// `site_pass` defines them (at a green site the colour sharing its row, then the one
+    /// sharing its column; at a red or blue site green, then the other of red and blue),
+    /// every code through the curve if one is folded in.
+    #[inline(always)]
+    pub(crate) fn write(self, results: [[&[u16]; 3]; 2]) {
+        let Self {
+            sites,
+            other,
+            curve,
+            planes,
+        } = self;
+        let chans = |q: usize| -> [usize; 3] {
+            match sites[q] {
+                Channel::G => [1, sites[1 - q] as usize, other[q] as usize],
+                s => [s as usize, 1, 2 - s as usize],
+            }
+        };
+        let [ce, co] = [chans(0), chans(1)];
+        for (ch, plane) in planes.into_iter().enumerate() {
+            let je = ce.iter().position(|&c| c == ch).expect("every channel");
+            let jo = co.iter().position(|&c| c == ch).expect("every channel");
+            interleave(plane, results[0][je], results[1][jo], curve);
         }
-    };
-    let [ce, co] = [chans(0), chans(1)];
-    for (ch, plane) in out.into_iter().enumerate() {
-        let je = ce.iter().position(|&c| c == ch).expect("every channel");
-        let jo = co.iter().position(|&c| c == ch).expect("every channel");
-        interleave(plane, results[0][je], results[1][jo], curve);
     }
 }
 

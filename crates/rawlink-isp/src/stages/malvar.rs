@@ -18,11 +18,12 @@
 //! the baseline and picked at run time. The passes' results are interleaved into the
 //! output row at the end, through the tone curve when it is folded in.
 
-use crate::stages::demosaic::write_row;
+use crate::stages::demosaic::{demosaic_rows, RowOut};
 use crate::stages::gamma::CodeMap;
 use crate::stages::pad::reflect;
 use crate::{FrameContext, RawPlane, RgbImage};
 use rawlink_frame::{BayerPattern, Channel};
+#[cfg(test)]
 use rayon::prelude::*;
 
 /// Malvar-He-Cutler demosaic of `raw` (codes up to `max`).
@@ -39,45 +40,39 @@ pub fn demosaic_malvar_curve(
     curve: Option<&CodeMap>,
 ) -> RgbImage {
     let (w, h) = (raw.width, raw.height);
-    let mut out = RgbImage::for_overwrite(w, h);
-    let cell = pattern.cell();
     let arch = pulp::Arch::new();
     // Per row: 5 source rows × 2 parities of `half` samples, and 2 passes × 2
     // interpolated colours of `ne`.
     let half = (w + 5) / 2;
     let ne = w.div_ceil(2);
-    out.par_rows_mut().for_each_init(
-        || vec![0u16; 10 * half + 4 * ne],
-        |scratch, (y, planes)| {
+    demosaic_rows(
+        raw,
+        pattern,
+        curve,
+        10 * half + 4 * ne,
+        |y, scratch, out| {
             let row = |d: isize| {
                 let sy = reflect(y as isize + d, h);
                 &raw.data[sy * w..(sy + 1) * w]
             };
             arch.dispatch(MalvarRow {
                 rows: [row(-2), row(-1), row(0), row(1), row(2)],
-                sites: cell[y & 1],
-                other: cell[1 - (y & 1)],
                 top: max as i32,
-                curve,
                 scratch,
-                out: planes,
+                out,
             })
         },
-    );
-    out
+    )
 }
 
 /// One output row, as a `pulp` kernel.
 struct MalvarRow<'a> {
     /// Source rows `y − 2 ..= y + 2` (reflected at the frame's edges).
     rows: [&'a [u16]; 5],
-    /// Colours of the row's even and odd sites, and of the rows above and below.
-    sites: [Channel; 2],
-    other: [Channel; 2],
+    /// The code ceiling.
     top: i32,
-    curve: Option<&'a CodeMap>,
     scratch: &'a mut [u16],
-    out: [&'a mut [u16]; 3],
+    out: RowOut<'a>,
 }
 
 /// Splits `row` padded by two reflected samples on each side (padded column `p` is
@@ -177,13 +172,11 @@ impl pulp::WithSimd for MalvarRow<'_> {
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
         let Self {
             rows,
-            sites,
-            other,
             top,
-            curve,
             scratch,
             out,
         } = self;
+        let sites = out.sites;
         let w = rows[2].len();
         let half = (w + 5) / 2;
         let (ne, no) = (w.div_ceil(2), w / 2);
@@ -209,7 +202,7 @@ impl pulp::WithSimd for MalvarRow<'_> {
         };
         site_pass(sites[1] == Channel::G, &t1, top, &mut ao[..no], bo);
         let results = [[&even[2][1..], &*ae, &*be], [&odd[2][1..], &*ao, &*bo]];
-        write_row(out, sites, other, results, curve);
+        out.write(results);
     }
 }
 
