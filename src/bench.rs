@@ -114,7 +114,12 @@ fn parse_size(s: &str) -> Result<(u32, u32)> {
     let (w, h) = s
         .split_once('x')
         .with_context(|| format!("bad size {s:?}: expected WxH, e.g. 1920x1080"))?;
-    let (w, h): (u32, u32) = (w.trim().parse()?, h.trim().parse()?);
+    let side = |v: &str| {
+        v.trim()
+            .parse::<u32>()
+            .with_context(|| format!("bad size {s:?}: {v:?} is not a whole number"))
+    };
+    let (w, h) = (side(w)?, side(h)?);
     if !(16..=16384).contains(&w) || !(16..=16384).contains(&h) {
         bail!("size {s:?} out of range (16..=16384 per side)");
     }
@@ -236,8 +241,11 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     for s in &a.sizes {
         parse_size(s)?;
     }
+    // Bad names, files and values fail here, once, before any run: each profile's
+    // pipeline is built (and so validated) as the runs will build it.
     for p in &a.profiles {
-        bench_config(a, p.parse::<Profile>()?)?; // bad names and files fail here, once
+        let cfg = bench_config(a, p.parse::<Profile>()?)?;
+        Pipeline::new(&cfg).with_context(|| format!("profile {p}"))?;
     }
     let mut thread_counts = Vec::new();
     for t in &a.threads {

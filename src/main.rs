@@ -27,7 +27,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     init_tracing(&cli.log);
     match run(cli) {
         Ok(code) => code,
@@ -36,6 +39,42 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Help and version go out as clap prints them. A usage error is one line on stderr,
+/// as every other error is: clap's first paragraph (the message, and for missing
+/// arguments their names), without its usage block and tips. Exit status 2, as clap's.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    eprintln!(
+        "rawlink: error: {} (see --help)",
+        first_paragraph(&e.render().to_string())
+    );
+    ExitCode::from(2)
+}
+
+/// The lines of `text` up to its first blank line, trimmed and joined by spaces,
+/// without a leading `error: `.
+fn first_paragraph(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .skip_while(|l| l.trim().is_empty())
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let joined = lines.join(" ");
+    joined
+        .strip_prefix("error: ")
+        .unwrap_or(&joined)
+        .to_string()
 }
 
 fn init_tracing(filter: &str) {
@@ -261,6 +300,32 @@ fn isp_config(
     }
     if o.bit_exact {
         cfg.denoise.exact = true;
+    }
+    if cfg.profile == Profile::Reference {
+        // The reference pipeline is fixed: a flag it would ignore is refused, settings
+        // from a config file (which may serve both profiles) are named in a warning.
+        let not_reference = [
+            (
+                "--demosaic",
+                o.demosaic.as_deref().is_some_and(|d| d != "bilinear"),
+            ),
+            ("--wb", o.wb.as_deref().is_some_and(|m| m != "grayworld")),
+            ("--wb-gains", o.wb_gains.is_some()),
+            ("--white-level", o.white_level.is_some()),
+        ];
+        if let Some((flag, _)) = not_reference.iter().find(|(_, set)| *set) {
+            bail!(
+                "{flag} does not apply to --profile reference (its pipeline is fixed: \
+                 bilinear demosaic, gray-world white balance, no white level)"
+            );
+        }
+        let unused = cfg.unused_settings();
+        if !unused.is_empty() {
+            tracing::warn!(
+                "the reference profile ignores these settings of the configuration: {}",
+                unused.join(", ")
+            );
+        }
     }
     Ok(cfg)
 }
@@ -848,22 +913,29 @@ fn isp(a: IspArgs) -> Result<ExitCode> {
         let m = &dng.meta;
         cfg.pattern = m.pattern;
         cfg.bits = m.bits;
-        if a.black_level.is_none() && a.isp.config.is_none() {
+        // The file's levels and colour matrix apply unless a flag or the config file
+        // sets that value itself.
+        if cfg.blc.black.is_none() {
             cfg.set_black_level(m.black_level);
         }
-        if a.isp.white_level.is_none() {
+        if cfg.blc.white.is_none() {
             cfg.blc.white = Some(m.white_level);
         }
-        if a.isp.wb.is_none() && a.isp.wb_gains.is_none() && m.as_shot_neutral != [1.0; 3] {
+        let defaults = IspConfig::default();
+        let reference = cfg.profile == Profile::Reference;
+        let wb_unset = a.isp.wb.is_none() && a.isp.wb_gains.is_none() && cfg.wb == defaults.wb;
+        if wb_unset && !reference && m.as_shot_neutral != [1.0; 3] {
             let n = m.as_shot_neutral;
             cfg.wb.mode = rawlink_isp::WbMode::Manual;
             cfg.wb.gains = Some([(n[1] / n[0]) as f32, 1.0, (n[1] / n[2]) as f32]);
         }
-        if let Some(ccm) = m
+        // A config's matrix other than the identity (the default) wins over the file's.
+        let config_ccm = cfg.ccm.matrix != defaults.ccm.matrix;
+        let dng_ccm = m
             .color_matrix
-            .filter(|_| a.isp.config.is_none())
-            .and_then(|cm| rawlink_dng::ccm_from_color_matrix(&cm))
-        {
+            .filter(|_| !config_ccm && !reference)
+            .and_then(|cm| rawlink_dng::ccm_from_color_matrix(&cm));
+        if let Some(ccm) = dng_ccm {
             cfg.ccm.matrix = ccm.map(|r| r.map(|v| v as f32));
         }
         tracing::info!(
@@ -876,10 +948,12 @@ fn isp(a: IspArgs) -> Result<ExitCode> {
             m.black_level,
             m.white_level,
             m.as_shot_neutral,
-            if m.color_matrix.is_some() {
-                "used"
-            } else {
-                "absent"
+            match (m.color_matrix.is_some(), dng_ccm.is_some()) {
+                (false, _) => "absent",
+                (true, true) => "used",
+                (true, false) if reference => "ignored (the reference profile has no CCM)",
+                (true, false) if config_ccm => "ignored (the config sets ccm.matrix)",
+                (true, false) => "ignored (not invertible)",
             }
         );
         let plane = RawPlane::new(m.width as usize, m.height as usize, dng.samples)?;

@@ -735,7 +735,13 @@ pub(crate) fn dng_of(
         pattern: h.format.pattern,
         bits: h.format.bits,
         black_level: h.black_level,
-        white_level: h.white_level.min(h.format.max_value()),
+        // A header without a usable white level (0, or not above black) means the
+        // format's largest code, as the ISP reads it.
+        white_level: if h.white_level > h.black_level {
+            h.white_level.min(h.format.max_value())
+        } else {
+            h.format.max_value()
+        },
         as_shot_neutral: neutral,
         color_matrix: crate::dng_color_matrix(isp),
         timestamp_ns: if h.clock == rawlink_frame::ClockId::Realtime {

@@ -243,6 +243,43 @@ fn dng_round_trips_through_convert_and_drives_the_isp() {
             && stderr.contains("ColorMatrix1 used"),
         "{stderr}"
     );
+    // A config file overrides only what it sets: one that sets nothing the file carries
+    // leaves the file's levels, white balance and matrix in force (the same PNG); one
+    // that sets the white level or the matrix wins over the file's.
+    let with_config = |name: &str, toml: &str| {
+        let cfg = d.path().join(format!("{name}.toml"));
+        std::fs::write(&cfg, toml).unwrap();
+        let png = d.path().join(format!("{name}.png"));
+        let out = bin()
+            .arg("isp")
+            .arg(&dng)
+            .arg("-o")
+            .arg(&png)
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        (read_png(&png).3, stderr)
+    };
+    let default_png = read_png(&d.path().join("default.png")).3;
+    let (png, log) = with_config("plain", "profile = \"default\"\n");
+    assert!(
+        png == default_png && log.contains("ColorMatrix1 used"),
+        "{log}"
+    );
+    let (png, _) = with_config("white", "[blc]\nwhite = 2000\n");
+    assert!(png != default_png, "the config's white level was ignored");
+    let (png, log) = with_config(
+        "ccm",
+        "[ccm]\nmatrix = [[1.2, -0.1, -0.1], [-0.1, 1.2, -0.1], [-0.1, -0.1, 1.2]]\n",
+    );
+    assert!(png != default_png, "the config's matrix was ignored");
+    assert!(
+        log.contains("ignored (the config sets ccm.matrix)"),
+        "{log}"
+    );
     // Bad input is a one-line error.
     std::fs::write(d.path().join("bad.dng"), b"II*\0\x08\0\0\0\xff\xff").unwrap();
     let bad = bin()

@@ -235,10 +235,68 @@ fn default_profile_config_stages_and_png_depth() {
             "not part of the reference profile",
         ),
         (vec!["--white-level", "5000"], "exceeds the 12-bit maximum"),
+        (vec!["--white-level", "0"], "white level must be above 0"),
+        (vec!["--white-level", "64"], "must be below white level 64"),
+        (
+            vec!["--profile", "reference", "--wb-gains", "2,1,1"],
+            "--wb-gains does not apply to --profile reference",
+        ),
+        (
+            vec!["--profile", "reference", "--demosaic", "rcd"],
+            "--demosaic does not apply to --profile reference",
+        ),
+        (vec!["--bits", "17"], "invalid value '17' for '--bits"),
+        (vec!["--bogus"], "unexpected argument '--bogus'"),
     ] {
         let (ok, text) = run(&args, "bad.png");
         assert!(!ok && text.contains(needle), "{args:?}: {text}");
+        assert_eq!(text.trim().lines().count(), 1, "{args:?}: {text}");
     }
+    // Config values that would leave no image: refused, one line each.
+    for (toml, needle) in [
+        ("[blc]\nwhite = 0\n", "white level must be above 0"),
+        ("[lsc]\nstrength = -1.0\n", "lsc.strength must be above -1"),
+        (
+            "[ccm]\nmatrix = [[1e20, 0, 0], [0, 1, 0], [0, 0, 1]]\n",
+            "within -64..=64",
+        ),
+    ] {
+        std::fs::write(&cfg, toml).unwrap();
+        let (ok, text) = run(&["--config", cfg.to_str().unwrap()], "bad.png");
+        assert!(!ok && text.contains(needle), "{toml}: {text}");
+        assert_eq!(text.trim().lines().count(), 1, "{toml}: {text}");
+    }
+    // The reference profile names the settings of a shared config that it ignores.
+    std::fs::write(&cfg, "[blc]\nwhite = 4000\n[sharpen]\namount = 1.7\n").unwrap();
+    let (ok, text) = run(
+        &["--config", cfg.to_str().unwrap(), "--profile", "reference"],
+        "ref.png",
+    );
+    assert!(
+        ok && text.contains("ignores these settings of the configuration: blc.white, sharpen"),
+        "{text}"
+    );
+    // A relative gain-map path is relative to the config file, not to the working
+    // directory (the command runs from the crate root).
+    let sub = dir.path().join("cfgdir");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(
+        sub.join("gains.txt"),
+        "1.5 1.0 1.5\n1.0 1.0 1.0\n1.5 1.0 1.5\n",
+    )
+    .unwrap();
+    std::fs::write(sub.join("isp.toml"), "[lsc]\nmap = \"gains.txt\"\n").unwrap();
+    let (ok, text) = run(
+        &["--config", sub.join("isp.toml").to_str().unwrap()],
+        "lsc.png",
+    );
+    assert!(ok && text.contains("stages dpc,blc,lsc,"), "{text}");
+    std::fs::remove_file(sub.join("gains.txt")).unwrap();
+    let (ok, text) = run(
+        &["--config", sub.join("isp.toml").to_str().unwrap()],
+        "bad.png",
+    );
+    assert!(!ok && text.contains("cfgdir/gains.txt"), "{text}");
     std::fs::write(&cfg, "[demosaic]\nmethod = 3\n").unwrap();
     let (ok, text) = run(&["--config", cfg.to_str().unwrap()], "bad.png");
     assert!(!ok && text.contains("isp.toml"), "{text}");
@@ -326,10 +384,23 @@ fn bench_prints_one_json_object_per_configuration() {
         &["--profiles", "fast"],
         &["--demosaic", "nope"],
         &["--config", "/nonexistent/isp.toml"],
+        &["--sizes", "axb"],
+        // Valid for the first profile only: refused before any run.
+        &[
+            "--profiles",
+            "default,reference",
+            "--stages",
+            "dpc,demosaic",
+        ],
     ] {
         let o = bin().arg("bench").args(bad).output().unwrap();
         assert!(!o.status.success(), "{bad:?} accepted");
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(err.trim().lines().count(), 1, "{bad:?}: {err}");
+        assert!(
+            o.stdout.is_empty(),
+            "{bad:?} ran: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
     }
 }

@@ -324,6 +324,13 @@ pub fn write_dng(meta: &DngMeta, samples: &[u16]) -> Result<Vec<u8>, DngError> {
     if !(8..=16).contains(&meta.bits) {
         return Err(DngError::Invalid(format!("bit depth {}", meta.bits)));
     }
+    let max = ((1u32 << meta.bits) - 1) as u16;
+    let (black, white) = (meta.black_level, meta.white_level);
+    if white == 0 || white > max || black >= white {
+        return Err(DngError::Invalid(format!(
+            "black level {black} and white level {white}: need black < white <= {max}"
+        )));
+    }
     let strip_len = samples.len() as u64 * 2;
     if strip_len > u32::MAX as u64 / 2 {
         return Err(DngError::Invalid("image too large for a TIFF strip".into()));
@@ -670,8 +677,19 @@ pub fn read_dng(data: &[u8]) -> Result<DngImage, DngError> {
         Ok(Some(sum / n as f64))
     };
     let max = if bps == 8 { 255.0 } else { 65535.0 };
-    let white = level(50717)?.unwrap_or(max).clamp(1.0, max);
-    let black = level(50714)?.unwrap_or(0.0).clamp(0.0, white - 1.0);
+    // A white level above the sample range is read as the range's top; one of 0, or a
+    // black level at or above white, leaves no range at all and is refused.
+    let white = level(50717)?.unwrap_or(max);
+    if white.is_nan() || white < 1.0 {
+        return Err(DngError::Corrupt(format!("WhiteLevel {white} is below 1")));
+    }
+    let white = white.min(max);
+    let black = level(50714)?.unwrap_or(0.0).max(0.0);
+    if black >= white {
+        return Err(DngError::Corrupt(format!(
+            "BlackLevel {black} is not below WhiteLevel {white}"
+        )));
+    }
     let bits = (8..=16u8)
         .find(|b| white <= ((1u32 << b) - 1) as f64)
         .unwrap_or(16);
@@ -803,6 +821,38 @@ mod tests {
             e.contains("past the end") || e.contains("strips hold"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn levels_without_a_range_are_refused() {
+        let m = meta(4, 2, BayerPattern::Rggb, 12);
+        for (black, white) in [(0, 0), (64, 64), (100, 64), (0, 4096)] {
+            let bad = DngMeta {
+                black_level: black,
+                white_level: white,
+                ..m.clone()
+            };
+            assert!(write_dng(&bad, &[0; 8]).is_err(), "{black}/{white} written");
+        }
+        // Files from elsewhere: patch the written tags (both LONG values in IFD 0).
+        let good = write_dng(&m, &[0; 8]).unwrap();
+        let patch = |tag: u16, v: u32| {
+            let mut d = good.clone();
+            assert_eq!(&d[..4], b"II*\0");
+            let ifd = u32::from_le_bytes([d[4], d[5], d[6], d[7]]) as usize;
+            let n = u16::from_le_bytes([d[ifd], d[ifd + 1]]) as usize;
+            let e = (0..n)
+                .map(|i| ifd + 2 + 12 * i)
+                .find(|&e| u16::from_le_bytes([d[e], d[e + 1]]) == tag)
+                .unwrap();
+            d[e + 8..e + 12].copy_from_slice(&v.to_le_bytes());
+            d
+        };
+        let e = read_dng(&patch(50717, 0)).unwrap_err().to_string();
+        assert!(e.contains("WhiteLevel 0"), "{e}");
+        let e = read_dng(&patch(50714, 5000)).unwrap_err().to_string();
+        assert!(e.contains("BlackLevel 5000"), "{e}");
+        assert_eq!(read_dng(&patch(50714, 100)).unwrap().meta.black_level, 100);
     }
 
     proptest! {

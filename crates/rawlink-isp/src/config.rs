@@ -199,11 +199,12 @@ pub struct BlcConfig {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LscConfig {
-    /// Parametric radial falloff: gain = 1 + strength · (r / r_corner)². 0 disables it.
+    /// Parametric radial falloff: gain = 1 + strength · (r / r_corner)². 0 disables it;
+    /// above -1 (the corner gain stays positive) and at most 4.
     pub strength: f32,
     /// A gain-map file: whitespace-separated numbers, one row of the grid per line;
     /// the grid is stretched over the frame with bilinear interpolation. Overrides
-    /// `strength`.
+    /// `strength`. A relative path in a configuration file is relative to that file.
     pub map: Option<PathBuf>,
 }
 
@@ -446,13 +447,21 @@ impl IspConfig {
     pub fn from_toml_file(path: &std::path::Path) -> Result<Self, IspError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| IspError::BadParam(format!("{}: {e}", path.display())))?;
-        toml::from_str(&text).map_err(|e| {
+        let mut cfg: Self = toml::from_str(&text).map_err(|e| {
             IspError::BadParam(format!(
                 "{}: {}",
                 path.display(),
                 e.to_string().replace('\n', " ")
             ))
-        })
+        })?;
+        // A relative gain-map path names a file next to the configuration, wherever the
+        // command runs from.
+        if let (Some(map), Some(dir)) = (&cfg.lsc.map, path.parent()) {
+            if map.is_relative() {
+                cfg.lsc.map = Some(dir.join(map));
+            }
+        }
+        Ok(cfg)
     }
 
     /// Largest input code, `2^bits - 1`.
@@ -499,6 +508,40 @@ impl IspConfig {
         v
     }
 
+    /// The settings, by TOML name, that differ from their defaults although this
+    /// configuration's profile does not use them. The reference profile's pipeline is
+    /// fixed (one black level, gray world, bilinear, gamma 2.2, the bilateral and the 3×3
+    /// kernel), so it ignores every other section; the default profile uses them all.
+    pub fn unused_settings(&self) -> Vec<&'static str> {
+        if self.profile != Profile::Reference {
+            return Vec::new();
+        }
+        let d = IspConfig::default();
+        let mut v = Vec::new();
+        if self.blc.white.is_some() {
+            v.push("blc.white");
+        }
+        if self.blc.black.is_some_and(|b| b[1] != b[0] || b[2] != b[0]) {
+            v.push("blc.black beyond its first value");
+        }
+        let exact = DenoiseConfig {
+            exact: d.denoise.exact,
+            ..self.denoise
+        };
+        let sections = [
+            ("dpc", self.dpc == d.dpc),
+            ("lsc", self.lsc == d.lsc),
+            ("wb", self.wb == d.wb),
+            ("demosaic", self.demosaic == d.demosaic),
+            ("ccm", self.ccm == d.ccm),
+            ("tone", self.tone == d.tone),
+            ("denoise (all but exact)", exact == d.denoise),
+            ("sharpen", self.sharpen == d.sharpen),
+        ];
+        v.extend(sections.iter().filter(|(_, same)| !same).map(|(n, _)| *n));
+        v
+    }
+
     /// Checks parameters and stage selection.
     pub fn validate(&self) -> Result<(), IspError> {
         let bad = |m: String| Err(IspError::BadParam(m));
@@ -528,9 +571,17 @@ impl IspConfig {
                 ));
             }
         }
-        if let (Some(b), Some(w)) = (self.blc.black, self.blc.white) {
-            if b.iter().any(|&b| b >= w) {
-                return bad(format!("black level {b:?} must be below white level {w}"));
+        if self.blc.white == Some(0) {
+            return bad("white level must be above 0".into());
+        }
+        // Without a white level the largest code is white, so a black level at or above it
+        // (set or implied) would leave no range: every sample would be black.
+        let white = self.blc.white.unwrap_or(self.max_value());
+        if let Some(b) = self.blc.black {
+            if b.iter().any(|&b| b >= white) {
+                return bad(format!(
+                    "black level {b:?} must be below white level {white}"
+                ));
             }
         }
         if self.wb.mode == WbMode::Manual && self.wb.gains.is_none() {
@@ -546,12 +597,20 @@ impl IspConfig {
         if !(finite(self.dpc.threshold) && self.dpc.threshold > 0.0) {
             return bad("dpc.threshold must be > 0".into());
         }
-        if !(finite(self.lsc.strength) && self.lsc.strength.abs() <= 4.0) {
-            return bad("lsc.strength must be within -4..=4".into());
+        // The radial gain at the corners is 1 + strength, which must stay positive.
+        if !(finite(self.lsc.strength) && self.lsc.strength > -1.0 && self.lsc.strength <= 4.0) {
+            return bad("lsc.strength must be above -1 and at most 4".into());
         }
-        let matrix_ok = self.ccm.matrix.iter().flatten().all(|x| finite(*x));
+        let matrix_ok = self
+            .ccm
+            .matrix
+            .iter()
+            .flatten()
+            .all(|x| within(*x, -64.0, 64.0));
         if !(matrix_ok && within(self.ccm.saturation, 0.0, 4.0)) {
-            return bad("ccm.matrix must be finite and ccm.saturation within 0..=4".into());
+            return bad(
+                "ccm.matrix entries must be within -64..=64 and ccm.saturation within 0..=4".into(),
+            );
         }
         if !(finite(self.tone.gamma) && (0.1..=10.0).contains(&self.tone.gamma)) {
             return bad("tone.gamma must be within 0.1..=10".into());

@@ -369,3 +369,44 @@ fn tone_folded_into_each_demosaic_equals_a_separate_pass() {
         }
     }
 }
+
+#[test]
+fn reference_profile_names_the_settings_it_ignores() {
+    let mut cfg = IspConfig::new(Profile::Reference, BayerPattern::Rggb, 12);
+    cfg.set_black_level(64);
+    cfg.denoise.exact = true; // used by the reference bilateral
+    assert!(
+        cfg.unused_settings().is_empty(),
+        "{:?}",
+        cfg.unused_settings()
+    );
+    cfg.blc.black = Some([64, 70, 64]);
+    cfg.wb.mode = WbMode::Manual;
+    cfg.tone.gamma = 2.4;
+    assert_eq!(
+        cfg.unused_settings(),
+        ["blc.black beyond its first value", "wb", "tone"]
+    );
+    cfg.profile = Profile::Default;
+    assert!(cfg.unused_settings().is_empty());
+}
+
+#[test]
+fn levels_and_gains_that_leave_no_image_are_refused() {
+    let ok = IspConfig::new(Profile::Default, BayerPattern::Rggb, 12);
+    assert!(ok.validate().is_ok());
+    let refused = |edit: &dyn Fn(&mut IspConfig)| {
+        let mut c = ok.clone();
+        edit(&mut c);
+        c.validate().unwrap_err().to_string()
+    };
+    assert!(refused(&|c| c.set_black_level(4095)).contains("below white level 4095"));
+    assert!(refused(&|c| c.blc.white = Some(0)).contains("above 0"));
+    assert!(refused(&|c| c.lsc.strength = -1.0).contains("lsc.strength"));
+    assert!(refused(&|c| c.ccm.matrix[1][2] = 65.0).contains("ccm.matrix"));
+    let mut edge = ok.clone();
+    edge.set_black_level(4094);
+    edge.lsc.strength = -0.99;
+    edge.ccm.matrix[1][2] = -64.0;
+    assert!(edge.validate().is_ok());
+}
