@@ -324,7 +324,7 @@ pub struct ReceiveArgs {
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub queue: u32,
     /// Largest payload accepted from the network, in MiB.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub max_payload_mb: u64,
     /// Do not print a line per frame.
     #[arg(long, short)]

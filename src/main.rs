@@ -352,6 +352,13 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
     if a.max_pending == 0 || a.max_clients == 0 {
         bail!("--max-pending and --max-clients must be at least 1");
     }
+    if a.wait_clients > a.max_clients {
+        bail!(
+            "--wait-clients {} can never be reached with --max-clients {}",
+            a.wait_clients,
+            a.max_clients
+        );
+    }
     let handshake_timeout = seconds("--handshake-timeout", a.handshake_timeout, false)?
         .unwrap_or_default()
         .max(Duration::from_millis(1));
@@ -381,11 +388,7 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
         client_queue: a.client_queue,
         client_buffer_bytes: a.client_buffer_mb.saturating_mul(1 << 20),
         hello_timeout: Duration::from_millis(a.hello_timeout_ms),
-        stats_interval: Duration::from_secs_f64(if a.stats_interval.is_finite() {
-            a.stats_interval.max(0.0)
-        } else {
-            0.0
-        }),
+        stats_interval: seconds("--stats-interval", a.stats_interval, false)?.unwrap_or_default(),
         source_name: spec.to_string(),
         handshake_timeout,
         max_pending: a.max_pending,
@@ -454,7 +457,22 @@ fn seconds(flag: &str, v: f64, zero_off: bool) -> Result<Option<Duration>> {
     })
 }
 
+/// Checks the form of a `--connect` address, `HOST:PORT` (IPv6 as `[ADDR]:PORT`), so a
+/// mistyped one fails at once instead of being retried for `--connect-timeout`. A
+/// host name that does not resolve yet is still retried: the camera may be coming up.
+fn check_connect(connect: &str) -> Result<()> {
+    let port = connect
+        .rsplit_once(':')
+        .filter(|(host, _)| !host.is_empty())
+        .map(|(_, port)| port);
+    match port.map(str::parse::<u16>) {
+        Some(Ok(p)) if p != 0 => Ok(()),
+        _ => bail!("--connect {connect:?}: expected HOST:PORT with a port from 1 to 65535"),
+    }
+}
+
 fn receive_config(a: &ReceiveArgs, connect: &str) -> Result<receiver::ReceiveConfig> {
+    check_connect(connect)?;
     let g = &a.geometry;
     let fmt = PixelFormat::unpacked(g.pattern, g.bits)?;
     let mut template = FrameHeader::new(0, g.width, g.height, fmt);
@@ -527,20 +545,19 @@ fn receive_config(a: &ReceiveArgs, connect: &str) -> Result<receiver::ReceiveCon
             "null" => None,
             other => bail!("--sink must be files or null, got {other:?}"),
         },
-        stats_interval: Duration::from_secs_f64(if a.stats_interval.is_finite() {
-            a.stats_interval.max(0.0)
-        } else {
-            0.0
-        }),
+        stats_interval: seconds("--stats-interval", a.stats_interval, false)?.unwrap_or_default(),
         hello: rawlink_proto::ClientHello {
             policy: a.policy.parse().map_err(|e: String| anyhow!(e))?,
             every: a.every,
             pack: a.pack,
             compress: a.compress,
-            max_fps: if a.max_fps.is_finite() && a.max_fps >= 0.0 {
+            max_fps: if (0.0..=1e6).contains(&a.max_fps) {
                 a.max_fps
             } else {
-                bail!("--max-fps must be a non-negative number")
+                bail!(
+                    "--max-fps must be a number from 0 to 1000000, got {}",
+                    a.max_fps
+                )
             },
             heartbeat_ms: 1000,
             token,
@@ -639,12 +656,25 @@ async fn receive(a: ReceiveArgs) -> Result<ExitCode> {
 }
 
 fn finish_receive(summary: &receiver::ReceiveSummary) -> Result<ExitCode> {
+    // Nothing accepted although messages came is the error to name first: it is
+    // usually why the stream then failed too.
+    if let (0, Some(e)) = (summary.frames, &summary.first_rejection) {
+        let then = summary
+            .error
+            .as_ref()
+            .map(|e| format!("; then: {e}"))
+            .unwrap_or_default();
+        bail!(
+            "no frame was accepted: {} message(s) rejected; first: {e}{then}",
+            summary.crc_errors + summary.protocol_errors
+        );
+    }
     if let Some(e) = &summary.error {
         bail!("{e}");
     }
     if let Some(e) = &summary.sink.first_error {
         bail!(
-            "{} frame(s) could not be written; first: {e}",
+            "{} frame(s) could not be processed or written in full; first: {e}",
             summary.sink.errors
         );
     }
@@ -727,7 +757,8 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
             reconnect_max_delay: 5.0,
             peer_timeout: 10.0,
             on_disk_error: "stop".into(),
-            max_dimension: 16384,
+            // The demo's own frames, whatever their size, are within the limits.
+            max_dimension: 65535,
             security: Default::default(),
             policy: "lossless".into(),
             every: 1,
@@ -743,7 +774,9 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
             workers: a.workers,
             io: a.io,
             queue: 64,
-            max_payload_mb: 256,
+            max_payload_mb: ((a.geometry.width as u64 * a.geometry.height as u64 * 2) >> 20)
+                .saturating_add(1)
+                .max(256),
             quiet: a.quiet,
             geometry: a.geometry.clone(),
             http: cli::HttpArgs {
@@ -851,12 +884,27 @@ fn convert(a: ConvertArgs) -> Result<ExitCode> {
         },
     };
     let color_matrix = match &a.color_matrix {
-        Some(v) if v.len() == 9 && v.iter().all(|x| x.is_finite()) => {
-            Some([[v[0], v[1], v[2]], [v[3], v[4], v[5]], [v[6], v[7], v[8]]])
+        Some(v) if v.len() != 9 => bail!("--color-matrix needs 9 numbers, got {}", v.len()),
+        Some(v) if !v.iter().all(|x| x.is_finite()) => {
+            bail!("--color-matrix needs 9 finite numbers, got {v:?}")
         }
-        Some(v) => bail!("--color-matrix needs 9 numbers, got {}", v.len()),
+        Some(v) => {
+            let m = [[v[0], v[1], v[2]], [v[3], v[4], v[5]], [v[6], v[7], v[8]]];
+            // A reader inverts ColorMatrix1 to get from camera RGB to XYZ.
+            if rawlink_dng::mat_inv(&m).is_none() {
+                bail!("--color-matrix {v:?} is singular (not invertible)");
+            }
+            Some(m)
+        }
         None => dng_color_matrix(&IspConfig::default()),
     };
+    // Written as ISO 100 × gain, an EXIF SHORT: at most 65 535.
+    if !(a.gain.is_finite() && a.gain > 0.0 && a.gain <= 655.35) {
+        bail!(
+            "--gain must be a positive number up to 655.35, got {}",
+            a.gain
+        );
+    }
     let meta = rawlink_dng::DngMeta {
         width: g.width,
         height: g.height,
@@ -1010,6 +1058,24 @@ mod tests {
         assert!(exposure_warning(any, false, true, false).is_none());
         assert!(exposure_warning(lo, false, false, false).is_none());
         assert!(exposure_warning(lo6, false, false, false).is_none());
+    }
+
+    #[test]
+    fn connect_addresses_are_checked_for_form() {
+        for ok in ["127.0.0.1:8080", "camera-host:1", "[::1]:65535"] {
+            assert!(check_connect(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "bad",
+            "127.0.0.1",
+            ":8080",
+            "127.0.0.1:0",
+            "127.0.0.1:99999",
+            "h:x",
+        ] {
+            let e = check_connect(bad).unwrap_err().to_string();
+            assert!(e.contains("HOST:PORT"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub fn error_kind(e: &rawlink_proto::ProtoError) -> &'static str {
         BadHeaderLength(_) => "header_length",
         HeaderCrc { .. } => "header_crc",
         UnknownKind(_) => "kind",
-        PayloadTooLarge { .. } => "limit",
+        PayloadTooLarge { .. } | DimensionTooLarge { .. } => "limit",
         PayloadCrc { .. } => "crc",
         BadFrame { .. } => "frame",
         BadMessage { .. } => "message",

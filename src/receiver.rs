@@ -113,6 +113,8 @@ pub struct ReceiveSummary {
     pub skipped_bytes: u64,
     /// Incomplete messages discarded when a connection failed mid-message.
     pub partial_frames: u64,
+    /// The first rejected message's error, for the exit status when nothing got through.
+    pub first_rejection: Option<String>,
 }
 
 impl ReceiveSummary {
@@ -488,8 +490,14 @@ impl<'a> Session<'a> {
         metrics::counter!("rawlink_receiver_bytes_total").increment(frame.payload.len() as u64);
         let seq = frame.header.seq;
         let across = std::mem::take(&mut self.track.reconnected);
+        // A jump further than any stream could have run (2^32 frames is over two years at
+        // 60 frames/s) is a new numbering, not frames lost.
+        const JUMP: u64 = 1 << 32;
         match self.track.last_seq {
-            Some(last) if seq > last + 1 => {
+            Some(last) if seq > last.saturating_add(JUMP) => {
+                warn!("sequence jumped from {last} to {seq}: counted as a new numbering, not as missing frames");
+            }
+            Some(last) if seq > last.saturating_add(1) => {
                 let gap = seq - last - 1;
                 s.missing += gap;
                 metrics::counter!("rawlink_receiver_missing_frames_total").increment(gap);
@@ -538,6 +546,14 @@ impl<'a> Session<'a> {
             s.crc_errors += 1;
         } else {
             s.protocol_errors += 1;
+        }
+        if s.first_rejection.is_none() {
+            let hint = match e {
+                ProtoError::DimensionTooLarge { .. } => " (the limit is --max-dimension)",
+                ProtoError::PayloadTooLarge { .. } => " (the limit is --max-payload-mb)",
+                _ => "",
+            };
+            s.first_rejection = Some(format!("{e}{hint}"));
         }
         let skipped = dec.resync(buf);
         let what = if skipped > 0 {
@@ -654,6 +670,10 @@ impl<'a> Session<'a> {
         let mut buf = BytesMut::with_capacity(256 * 1024);
         let mut decoder = Decoder::with_limits(cfg.limits);
         let mut legacy = LegacyDecoder::new(cfg.legacy_template.payload_len() as usize);
+        // A legacy connection is checked once for a v1 server's magic at its start: read
+        // as pixels, its headers would make misaligned frames of garbage. (As 12- to
+        // 14-bit samples those bytes are out of range, so no real legacy frame starts so.)
+        let mut legacy_checked = !cfg.legacy;
         let hb_bytes = {
             let e = Encoder::encode_parts(&Message::Heartbeat);
             e.header.to_vec()
@@ -677,6 +697,14 @@ impl<'a> Session<'a> {
                     return Ended::Done;
                 }
                 if cfg.legacy {
+                    if !legacy_checked && buf.len() >= rawlink_proto::MAGIC.len() {
+                        legacy_checked = true;
+                        if buf[..4] == rawlink_proto::MAGIC {
+                            return Ended::Fatal(anyhow!(
+                                "the server speaks rawlink protocol v1, not bare legacy frames: drop --legacy"
+                            ));
+                        }
+                    }
                     let Some(payload) = legacy.decode(&mut buf) else {
                         break;
                     };

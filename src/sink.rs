@@ -613,10 +613,13 @@ fn process(
     scratch: &mut EncodeScratch,
 ) -> Result<(f64, f64)> {
     let t0 = Instant::now();
-    let isp = if cfg.save.png {
-        Some(run_isp(job, cfg, pipelines, scratch)?)
-    } else {
-        None
+    // A frame the ISP cannot process (say, a header whose levels leave no range) still
+    // has its other files saved; the error is reported once they are written.
+    let (isp, isp_error) = match cfg.save.png.then(|| run_isp(job, cfg, pipelines, scratch)) {
+        Some(Ok(i)) => (Some(i), None),
+        Some(Err(e)) if cfg.save.raw || cfg.save.dng => (None, Some(e)),
+        Some(Err(e)) => return Err(e),
+        None => (None, None),
     };
     let wb = isp.as_ref().map(|i| i.wb_gains);
     // The first file written claims the frame's name.
@@ -639,6 +642,10 @@ fn process(
         cfg.io,
     )?;
     let mut written = vec![claimed];
+    let isp = match isp_error {
+        Some(e) => Err(e),
+        None => Ok(isp),
+    };
     let res = finish_frame(job, cfg, isp, t0, &stem, first_ext, &mut written);
     if let Err(e) = &res {
         if e.downcast_ref::<DiskError>().is_some() {
@@ -796,7 +803,7 @@ fn claim_stem(
 fn finish_frame(
     job: &Job,
     cfg: &SinkConfig,
-    isp: Option<IspResult>,
+    isp: Result<Option<IspResult>>,
     t0: Instant,
     stem: &str,
     first_ext: &str,
@@ -805,6 +812,13 @@ fn finish_frame(
     let h = &job.frame.header;
     let mut files = serde_json::Map::new();
     files.insert(first_ext.into(), format!("{stem}.{first_ext}").into());
+    // Files of this frame that could not be made (not disk errors: those end the frame):
+    // named in its JSON, and reported as the frame's error after it is written.
+    let mut problems: Vec<String> = Vec::new();
+    let isp = isp.unwrap_or_else(|e| {
+        problems.push(format!("no PNG: {e:#}"));
+        None
+    });
     let wb_gains = isp.as_ref().map(|i| i.wb_gains);
     let mut isp_json = serde_json::Value::Null;
     if let Some(i) = isp {
@@ -816,14 +830,14 @@ fn finish_frame(
         isp_json = i.json;
     }
     if cfg.save.dng && first_ext != "dng" {
-        let dng_name = format!("{stem}.dng");
-        written.push(write_new(
-            &cfg.out,
-            &dng_name,
-            &dng_bytes(job, cfg, wb_gains)?,
-            cfg.io,
-        )?);
-        files.insert("dng".into(), dng_name.into());
+        match dng_bytes(job, cfg, wb_gains) {
+            Ok(bytes) => {
+                let dng_name = format!("{stem}.dng");
+                written.push(write_new(&cfg.out, &dng_name, &bytes, cfg.io)?);
+                files.insert("dng".into(), dng_name.into());
+            }
+            Err(e) => problems.push(format!("no DNG: {e:#}")),
+        }
     }
     let processing_ms = t0.elapsed().as_secs_f64() * 1e3;
     let done_ns = now_realtime_ns();
@@ -852,10 +866,17 @@ fn finish_frame(
         "capture_to_png_ms": latency_ms,
         "isp": isp_json,
         "files": files,
+        "errors": problems,
     });
     let mut text = serde_json::to_vec_pretty(&meta)?;
     text.push(b'\n');
     written.push(write_new(&cfg.out, &json_name, &text, cfg.io)?);
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "{} (its other files are kept as {stem}.*)",
+            problems.join("; ")
+        );
+    }
     if !cfg.quiet {
         println!(
             "frame seq={} bytes={} latency={:.1}ms isp={:.1}ms files={stem}.{{{}}}",

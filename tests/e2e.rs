@@ -46,9 +46,13 @@ fn demo_writes_driver_exact_raw_png_and_json() {
 }
 
 fn frame_msg(seq: u64, payload: Vec<u8>) -> Message {
+    frame_msg_black(seq, payload, 64)
+}
+
+fn frame_msg_black(seq: u64, payload: Vec<u8>, black: u16) -> Message {
     let fmt = PixelFormat::unpacked(BayerPattern::Rggb, 12).unwrap();
     let mut h = FrameHeader::new(seq, W as u32, H as u32, fmt);
-    h.black_level = 64;
+    h.black_level = black;
     h.clock = ClockId::Realtime;
     h.timestamp_ns = rawlink_source::now_realtime_ns();
     Message::Frame(Frame::new(h, payload.into()).unwrap())
@@ -506,9 +510,157 @@ fn file_source_replays_raw_files() {
     assert!(std::fs::read(out.join("frame_000002.raw")).unwrap() == driver_frame(12));
 }
 
+/// Runs `rawlink receive --no-reconnect` (plus `extra`) against a fake server sending
+/// `bytes`; returns its output, its output folder's parent and the folder.
+fn receive_from(bytes: Vec<u8>, extra: &[&str]) -> (std::process::Output, tempfile::TempDir) {
+    let (addr, server) = fake_server(bytes);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut args = vec![
+        "--connect",
+        &addr,
+        "--out",
+        out.to_str().unwrap(),
+        "--no-reconnect",
+    ];
+    args.extend_from_slice(extra);
+    let o = finish(spawn_receive(&args), T);
+    server.join().unwrap();
+    (o, dir)
+}
+
+fn last_line(o: &std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    stderr.lines().last().unwrap_or_default().to_string()
+}
+
+/// A frame the ISP cannot process (its header puts black at white) keeps its RAW and
+/// JSON, says why in the JSON, and makes the exit status fail; the frames around it are
+/// whole.
+#[test]
+fn a_frame_without_a_png_keeps_its_raw_and_json() {
+    let eos = Message::EndOfStream(EndOfStream {
+        last_seq: 3,
+        reason: EndReason::FramesDone,
+        message: "done".into(),
+    });
+    let (o, dir) = receive_from(
+        encode(&[
+            start_msg(),
+            frame_msg(1, driver_frame(1)),
+            frame_msg_black(2, driver_frame(2), 4095),
+            frame_msg(3, driver_frame(3)),
+            eos,
+        ]),
+        &[],
+    );
+    let out = dir.path().join("out");
+    assert!(!o.status.success());
+    let last = last_line(&o);
+    assert!(
+        last.starts_with("rawlink: error: ") && last.contains("no PNG") && last.contains("4095"),
+        "{last}"
+    );
+    assert!(std::fs::read(out.join("frame_000002.raw")).unwrap() == driver_frame(2));
+    assert!(!out.join("frame_000002.png").exists());
+    let j: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("frame_000002.json")).unwrap()).unwrap();
+    assert!(
+        j["errors"][0].as_str().unwrap().starts_with("no PNG"),
+        "{j}"
+    );
+    for n in [1, 3] {
+        assert!(out.join(format!("frame_{n:06}.png")).exists(), "frame {n}");
+    }
+}
+
+/// A receiver that accepts none of the frames fails, and names the limit; one with
+/// `--legacy` against a v1 server says so instead of writing headers as pixels.
+#[test]
+fn nothing_accepted_and_legacy_against_v1_are_errors() {
+    let frames = || {
+        encode(&[
+            start_msg(),
+            frame_msg(1, driver_frame(1)),
+            frame_msg(2, driver_frame(2)),
+        ])
+    };
+    let (o, dir) = receive_from(frames(), &["--max-dimension", "16"]);
+    let last = last_line(&o);
+    assert!(!o.status.success());
+    assert!(
+        last.contains("no frame was accepted") && last.contains("--max-dimension"),
+        "{last}"
+    );
+    let out = dir.path().join("out");
+    assert!(std::fs::read_dir(&out).map_or(true, |mut d| d.next().is_none()));
+
+    // A v1 server sends its stream start without waiting for a legacy client's hello
+    // (which never comes).
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let bytes = frames();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let _ = s.write_all(&bytes);
+        std::thread::sleep(Duration::from_millis(200));
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = finish(
+        spawn_receive(&[
+            "--legacy",
+            "--connect",
+            &addr,
+            "--out",
+            out.to_str().unwrap(),
+            "--no-reconnect",
+        ]),
+        T,
+    );
+    server.join().unwrap();
+    assert!(!o.status.success());
+    assert!(last_line(&o).contains("drop --legacy"), "{}", last_line(&o));
+    assert!(std::fs::read_dir(&out).map_or(true, |mut d| d.next().is_none()));
+}
+
 #[test]
 fn bad_cli_values_give_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("r.raw");
+    std::fs::write(&raw, vec![0u8; 32 * 32 * 2]).unwrap();
+    let raw = raw.to_str().unwrap();
+    let dng = dir.path().join("r.dng");
+    let dng = dng.to_str().unwrap();
+    let convert = |extra: &[&'static str]| {
+        let mut v = vec!["convert", raw, "-o", dng, "--width", "32", "--height", "32"];
+        v.extend_from_slice(extra);
+        v
+    };
     for (args, needle) in [
+        (
+            vec!["serve", "--stats-interval=1e30", "--listen", "127.0.0.1:0"],
+            "--stats-interval must be",
+        ),
+        (
+            vec!["serve", "--wait-clients", "5", "--max-clients", "2"],
+            "can never be reached",
+        ),
+        (vec!["receive", "--max-payload-mb", "0"], "--max-payload-mb"),
+        (vec!["receive", "--max-fps", "1e300"], "--max-fps must be"),
+        (convert(&["--gain", "nan"]), "--gain must be"),
+        (
+            convert(&["--color-matrix", "0,0,0,0,0,0,0,0,0"]),
+            "singular",
+        ),
+        (
+            convert(&["--color-matrix", "nan,0,0,0,1,0,0,0,1"]),
+            "9 finite numbers",
+        ),
+        (
+            vec!["serve", "--source", "chardev:/nonexistent/camera"],
+            "/nonexistent/camera: No such file",
+        ),
         (vec!["serve", "--bits", "20"], "--bits"),
         (vec!["serve", "--source", "camera"], "bad source spec"),
         (
@@ -523,7 +675,14 @@ fn bad_cli_values_give_one_line_errors() {
         let o = bin().args(&args).output().unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{args:?}");
-        assert!(err.contains(needle), "{args:?}: {err}");
+        let line = err.lines().last().unwrap_or_default();
+        assert!(line.contains(needle), "{args:?}: {err}");
+        assert!(line.starts_with("rawlink: error: "), "{args:?}: {err}");
+        // The OS error is named once, not again as the error's source.
+        assert_eq!(
+            line.matches("(os error").count(),
+            line.contains("os error") as usize
+        );
     }
 }
 

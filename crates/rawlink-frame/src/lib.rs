@@ -33,7 +33,7 @@ use std::str::FromStr;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
     /// Bit depth outside 8..=16.
-    #[error("bit depth {0} is not supported (expected 8..=16)")]
+    #[error("bit depth {0} is not supported (8..=16; 10, 12 or 14 when MIPI-packed)")]
     BadBitDepth(u8),
     /// Unknown Bayer pattern name or code.
     #[error("unknown Bayer pattern {0:?} (expected rggb, bggr, grbg or gbrg)")]

@@ -141,6 +141,18 @@ pub enum ProtoError {
         /// Sequence number in the header.
         seq: u64,
     },
+    /// The frame is wider or taller than the configured limit.
+    #[error("frame of {width}x{height} exceeds the limit of {max} pixels per side (seq {seq})")]
+    DimensionTooLarge {
+        /// Width in the header.
+        width: u32,
+        /// Height in the header.
+        height: u32,
+        /// Limit in force.
+        max: u32,
+        /// Sequence number in the header.
+        seq: u64,
+    },
     /// The payload CRC does not match; the message has been consumed.
     #[error("payload CRC mismatch on frame seq {seq}: header says {expected:#010x}, payload gives {actual:#010x}")]
     PayloadCrc {
@@ -638,11 +650,12 @@ impl Decoder {
             header.validate().map_err(bad_frame)?;
             let max_dim = self.limits.max_dimension.min(MAX_DIMENSION);
             if header.width > max_dim || header.height > max_dim {
-                return Err(bad_frame(FrameError::BadGeometry {
+                return Err(ProtoError::DimensionTooLarge {
                     width: header.width,
                     height: header.height,
-                    stride: header.stride,
-                }));
+                    max: max_dim,
+                    seq: header.seq,
+                });
             }
         }
         let flags = b[9];

@@ -583,3 +583,34 @@ fn finish_resyncing(dec: &mut Decoder, buf: &mut BytesMut, got: &mut Vec<u64>) {
         }
     }
 }
+
+#[test]
+fn a_frame_over_the_dimension_limit_names_the_limit_and_the_next_frame_decodes() {
+    let mut buf = wire(&[
+        Message::Frame(frame(1, 80, 8)),
+        Message::Frame(frame(2, 8, 8)),
+    ]);
+    let mut dec = Decoder::with_limits(Limits {
+        max_payload: 1 << 20,
+        max_dimension: 64,
+    });
+    let e = dec.decode(&mut buf).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ProtoError::DimensionTooLarge {
+                width: 80,
+                height: 8,
+                max: 64,
+                seq: 1
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("limit of 64 pixels per side"), "{e}");
+    assert!(dec.resync(&mut buf) > 0);
+    match dec.decode(&mut buf).unwrap() {
+        Some(Message::Frame(f)) => assert_eq!(f.header.seq, 2),
+        other => panic!("{other:?}"),
+    }
+}

@@ -38,9 +38,9 @@ impl CharDevSource {
             .read(true)
             .custom_flags(OFlag::O_NONBLOCK.bits())
             .open(path)
-            .map_err(|source| SourceError::Io {
+            .map_err(|error| SourceError::Io {
                 path: path.to_path_buf(),
-                source,
+                error,
             })?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -52,10 +52,10 @@ impl CharDevSource {
         })
     }
 
-    fn io(&self, source: std::io::Error) -> SourceError {
+    fn io(&self, error: std::io::Error) -> SourceError {
         SourceError::Io {
             path: self.path.clone(),
-            source,
+            error,
         }
     }
 }

@@ -84,9 +84,9 @@ impl FrameSource for FileSource {
         }
         let path = &self.files[self.next];
         self.next += 1;
-        let data = std::fs::read(path).map_err(|source| SourceError::Io {
+        let data = std::fs::read(path).map_err(|error| SourceError::Io {
             path: path.clone(),
-            source,
+            error,
         })?;
         let expected = self.template.payload_len();
         if data.len() as u64 != expected {

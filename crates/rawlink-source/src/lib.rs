@@ -44,13 +44,14 @@ pub enum SourceError {
     #[error("bad source options: {0}")]
     BadOptions(String),
     /// I/O on a device or file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The device or file.
         path: PathBuf,
         /// The OS error.
-        #[source]
-        source: std::io::Error,
+        /// The OS error (in the message itself, so it is not also a `source`, which
+        /// would print it twice in an error chain).
+        error: std::io::Error,
     },
     /// A file does not have the size the geometry implies.
     #[error("{path}: {actual} bytes, but {width}x{height} 16-bit samples need {expected}")]
