@@ -658,14 +658,14 @@ async fn receive(a: ReceiveArgs) -> Result<ExitCode> {
 fn finish_receive(summary: &receiver::ReceiveSummary) -> Result<ExitCode> {
     // Nothing accepted although messages came is the error to name first: it is
     // usually why the stream then failed too.
-    if let (0, Some(e)) = (summary.frames, &summary.first_rejection) {
+    if let (0, Some(first)) = (summary.frames, &summary.first_rejection) {
         let then = summary
             .error
             .as_ref()
             .map(|e| format!("; then: {e}"))
             .unwrap_or_default();
         bail!(
-            "no frame was accepted: {} message(s) rejected; first: {e}{then}",
+            "no frame was accepted: {} message(s) rejected; first: {first}{then}",
             summary.crc_errors + summary.protocol_errors
         );
     }

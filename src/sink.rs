@@ -615,13 +615,13 @@ fn process(
     let t0 = Instant::now();
     // A frame the ISP cannot process (say, a header whose levels leave no range) still
     // has its other files saved; the error is reported once they are written.
-    let (isp, isp_error) = match cfg.save.png.then(|| run_isp(job, cfg, pipelines, scratch)) {
-        Some(Ok(i)) => (Some(i), None),
-        Some(Err(e)) if cfg.save.raw || cfg.save.dng => (None, Some(e)),
-        Some(Err(e)) => return Err(e),
-        None => (None, None),
+    let isp = match cfg.save.png.then(|| run_isp(job, cfg, pipelines, scratch)) {
+        Some(Err(e)) if !(cfg.save.raw || cfg.save.dng) => return Err(e),
+        Some(result) => result.map(Some),
+        None => Ok(None),
     };
-    let wb = isp.as_ref().map(|i| i.wb_gains);
+    let done = isp.as_ref().ok().and_then(Option::as_ref);
+    let wb = done.map(|i| i.wb_gains);
     // The first file written claims the frame's name.
     // Borrowed where the bytes exist already (the payload, the encoded PNG): no
     // frame-sized copy just to name the file.
@@ -632,7 +632,7 @@ fn process(
         dng = dng_bytes(job, cfg, wb)?;
         ("dng", &dng)
     } else {
-        ("png", isp.as_ref().map(|i| &i.png[..]).unwrap_or_default())
+        ("png", done.map(|i| &i.png[..]).unwrap_or_default())
     };
     let (stem, claimed) = claim_stem(
         &cfg.out,
@@ -642,10 +642,6 @@ fn process(
         cfg.io,
     )?;
     let mut written = vec![claimed];
-    let isp = match isp_error {
-        Some(e) => Err(e),
-        None => Ok(isp),
-    };
     let res = finish_frame(job, cfg, isp, t0, &stem, first_ext, &mut written);
     if let Err(e) = &res {
         if e.downcast_ref::<DiskError>().is_some() {
