@@ -105,6 +105,30 @@ fn drain_hello(s: &mut TcpStream) {
     assert!(String::from_utf8_lossy(&payload).contains("policy=lossless"));
 }
 
+/// Runs `rawlink receive --no-reconnect` (plus `extra`) against a fake server sending
+/// `bytes`; returns its output and the folder holding its output folder, `out`.
+fn receive_from(bytes: Vec<u8>, extra: &[&str]) -> (std::process::Output, tempfile::TempDir) {
+    let (addr, server) = fake_server(bytes);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut args = vec![
+        "--connect",
+        &addr,
+        "--out",
+        out.to_str().unwrap(),
+        "--no-reconnect",
+    ];
+    args.extend_from_slice(extra);
+    let o = finish(spawn_receive(&args), T);
+    server.join().unwrap();
+    (o, dir)
+}
+
+fn last_line(o: &std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    stderr.lines().last().unwrap_or_default().to_string()
+}
+
 /// Two good frames, then `bad`; the receiver (with --no-reconnect) must fail with
 /// `needle` in a one-line error and keep frames 1 and 2 on disk.
 fn assert_fault(bad: Vec<u8>, needle: &str) -> String {
@@ -114,21 +138,11 @@ fn assert_fault(bad: Vec<u8>, needle: &str) -> String {
         frame_msg(2, driver_frame(2)),
     ]);
     bytes.extend_from_slice(&bad);
-    let (addr, server) = fake_server(bytes);
-    let dir = tempfile::tempdir().unwrap();
+    let (o, dir) = receive_from(bytes, &[]);
     let out = dir.path().join("out");
-    let child = spawn_receive(&[
-        "--connect",
-        &addr,
-        "--out",
-        out.to_str().unwrap(),
-        "--no-reconnect",
-    ]);
-    let o = finish(child, T);
-    server.join().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "receiver must fail: {stderr}");
-    let last = stderr.lines().last().unwrap_or_default();
+    let last = last_line(&o);
     assert!(
         last.starts_with("rawlink: error: ") && last.contains(needle),
         "last line {last:?} should name {needle:?}"
@@ -508,30 +522,6 @@ fn file_source_replays_raw_files() {
     assert!(server.wait(T).0.success());
     assert_frame_files(&out, &[1, 2]);
     assert!(std::fs::read(out.join("frame_000002.raw")).unwrap() == driver_frame(12));
-}
-
-/// Runs `rawlink receive --no-reconnect` (plus `extra`) against a fake server sending
-/// `bytes`; returns its output, its output folder's parent and the folder.
-fn receive_from(bytes: Vec<u8>, extra: &[&str]) -> (std::process::Output, tempfile::TempDir) {
-    let (addr, server) = fake_server(bytes);
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let mut args = vec![
-        "--connect",
-        &addr,
-        "--out",
-        out.to_str().unwrap(),
-        "--no-reconnect",
-    ];
-    args.extend_from_slice(extra);
-    let o = finish(spawn_receive(&args), T);
-    server.join().unwrap();
-    (o, dir)
-}
-
-fn last_line(o: &std::process::Output) -> String {
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    stderr.lines().last().unwrap_or_default().to_string()
 }
 
 /// A frame the ISP cannot process (its header puts black at white) keeps its RAW and
