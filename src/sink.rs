@@ -501,8 +501,10 @@ fn encode_png_in(
         0,
         ("Software", format!("rawlink {}", env!("CARGO_PKG_VERSION"))),
     );
-    let mut png = Vec::new();
     let (w, h) = (out.image.width, out.image.height);
+    // Room for a typical compressed frame (about 40 % of the 8-bit samples), so the
+    // buffer is not grown and copied several times per frame.
+    let mut png = Vec::with_capacity(w * h * 3 / 2 + 4096);
     // The planes are released as soon as they are interleaved, so a frame is never held
     // three times over (planes, interleaved samples, compressed bytes): handed back to
     // the ISP for the next frame where a worker reuses buffers, freed otherwise.

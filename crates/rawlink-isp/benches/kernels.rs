@@ -3,6 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rawlink_frame::BayerPattern;
+use rawlink_isp::encode::{write_png_rgb8, PngSpeed};
 use rawlink_isp::stages::{awb, bilateral, demosaic, denoise, gamma, malvar, rcd, sharpen};
 use rawlink_isp::{FrameContext, IspConfig, Pipeline, Profile, RawPlane, RgbStage};
 
@@ -121,5 +122,53 @@ fn profiles(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, kernels, profiles);
+/// PNG encoding of 8-bit RGB: `PngSpeed::Fast` (this crate's coder) against the `png`
+/// crate's own fast mode (fdeflate, `Up` filter), which it replaced, on the default
+/// profile's output of the bench mosaic and on a photograph of the test set.
+fn png_encode(c: &mut Criterion) {
+    let mut cfg = IspConfig::new(Profile::Default, BayerPattern::Rggb, 12);
+    cfg.set_black_level(64);
+    let frame = Pipeline::new(&cfg).unwrap().run(mosaic(640, 480)).to_rgb8();
+    let photo = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/data/photos/coffee.png"
+    );
+    let mut dec = png::Decoder::new(std::fs::File::open(photo).unwrap())
+        .read_info()
+        .unwrap();
+    let mut pixels = vec![0; dec.output_buffer_size()];
+    let info = dec.next_frame(&mut pixels).unwrap();
+    pixels.truncate(info.buffer_size());
+    let images = [
+        ("frame_640x480", 640, 480, frame),
+        ("coffee", info.width as usize, info.height as usize, pixels),
+    ];
+    let mut g = c.benchmark_group("png_rgb8");
+    for (name, w, h, rgb) in &images {
+        g.throughput(Throughput::Bytes(rgb.len() as u64));
+        g.bench_function(BenchmarkId::new("rawlink_fast", name), |b| {
+            let mut out = Vec::new();
+            b.iter(|| {
+                out.clear();
+                write_png_rgb8(&mut out, *w, *h, rgb, &[], PngSpeed::Fast).unwrap();
+            })
+        });
+        g.bench_function(BenchmarkId::new("png_crate_fdeflate", name), |b| {
+            let mut out = Vec::new();
+            b.iter(|| {
+                out.clear();
+                let mut e = png::Encoder::new(&mut out, *w as u32, *h as u32);
+                e.set_color(png::ColorType::Rgb);
+                e.set_depth(png::BitDepth::Eight);
+                e.set_compression(png::Compression::Fast);
+                e.set_filter(png::FilterType::Up);
+                let mut wr = e.write_header().unwrap();
+                wr.write_image_data(rgb).unwrap();
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, kernels, profiles, png_encode);
 criterion_main!(benches);

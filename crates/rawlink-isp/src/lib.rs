@@ -22,6 +22,7 @@
 pub mod config;
 pub mod encode;
 pub mod expf;
+mod pngz;
 pub mod stages;
 
 pub use config::{
