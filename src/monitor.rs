@@ -19,11 +19,19 @@
 use anyhow::{Context, Result};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use std::net::SocketAddr;
+use std::time::Duration;
 
-/// Serves Prometheus text format at `http://ADDR/metrics`. Call inside the runtime.
+/// Serves Prometheus text format at `http://ADDR/metrics` (any other path is a 404),
+/// through the same HTTP server as the live view (a cap on connections, a timeout on
+/// request heads). Logs the address actually bound, so `--metrics 127.0.0.1:0` names its
+/// port. Call inside the runtime.
 pub fn install(addr: SocketAddr) -> Result<()> {
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(tokio::net::TcpListener::from_std)
+        .with_context(|| format!("cannot serve metrics on {addr}"))?;
+    let bound = listener.local_addr()?;
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Suffix("seconds".into()),
             &[
@@ -31,9 +39,45 @@ pub fn install(addr: SocketAddr) -> Result<()> {
             ],
         )
         .context("metrics histogram buckets")?
-        .install()
-        .with_context(|| format!("cannot serve metrics on {addr}"))?;
-    tracing::info!("metrics on http://{addr}/metrics");
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    // Histograms are drained by upkeep, which an installed recorder leaves to its caller.
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let h = handle.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        h.render(),
+                    )
+                }
+            }),
+        )
+        .fallback(|| async {
+            (
+                axum::http::StatusCode::NOT_FOUND,
+                "no such page: see /metrics\n",
+            )
+        });
+    tokio::spawn(async move {
+        let never = tokio_util::sync::CancellationToken::new();
+        if let Err(e) = crate::live::http::serve_router(listener, app, never).await {
+            tracing::error!("metrics server failed: {e}");
+        }
+    });
+    tracing::info!("metrics on http://{bound}/metrics");
     Ok(())
 }
 

@@ -295,6 +295,15 @@ fn malformed_requests_get_one_line_errors_and_the_server_keeps_serving() {
             400,
             "unknown field",
         ),
+        (
+            post(
+                a,
+                "/api/streams/0/isp",
+                r#"{"profile":"reference","demosaic":"malvar"}"#,
+            ),
+            400,
+            "bilinear",
+        ),
         (get(a, "/api/streams/0/crop.png?x=-1&y=0"), 400, "bad crop"),
         (
             get(a, "/api/streams/0/crop.png?x=0&y=0&w=0"),
@@ -339,6 +348,84 @@ fn malformed_requests_get_one_line_errors_and_the_server_keeps_serving() {
     let after = get(a, "/healthz");
     assert_eq!(after.status, 200);
     assert_eq!(get(a, "/api/streams/0/frame.png").status, 200);
+}
+
+#[test]
+fn other_sites_and_idle_connections_cannot_take_the_view_or_the_recording() {
+    let d = Demo::start();
+    let a = d.addr;
+    wait_streaming(a);
+    // DNS rebinding: another site's name for 127.0.0.1.
+    let r = raw(
+        a,
+        b"GET /api/streams/0/frame.jpg HTTP/1.1\r\nHost: attacker.example\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("localhost"), "{}", r.text());
+    // A WebSocket opened by another site's page.
+    let s = TcpStream::connect(a).unwrap();
+    let req = tungstenite::http::Request::builder()
+        .uri(format!("ws://{a}/api/streams/0/ws"))
+        .header("Host", a.to_string())
+        .header("Origin", "https://attacker.example")
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header(
+            "Sec-WebSocket-Key",
+            tungstenite::handshake::client::generate_key(),
+        )
+        .body(())
+        .unwrap();
+    match tungstenite::client(req, s) {
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+            assert_eq!(resp.status().as_u16(), 403)
+        }
+        other => panic!(
+            "a cross-site WebSocket was accepted: {:?}",
+            other.map(|r| r.1)
+        ),
+    }
+    // The page's own origin still works.
+    let mut ws = viewer(a);
+    next_jpeg(&mut ws);
+    drop(ws);
+
+    // Idle connections past the cap are closed at once; the view and the receiver go on.
+    let files = |dir: &std::path::Path| std::fs::read_dir(dir).unwrap().count();
+    let before = files(d._out.path());
+    let idle: Vec<TcpStream> = (0..300).map(|_| TcpStream::connect(a).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let closed = idle
+        .iter()
+        .filter(|s| {
+            let mut s = *s;
+            s.set_nonblocking(true).unwrap();
+            matches!(s.read(&mut [0u8; 1]), Ok(0))
+        })
+        .count();
+    eprintln!("{closed} of 300 idle connections closed at once");
+    assert!(
+        (300 - 256..300).contains(&closed),
+        "{closed} of 300 idle connections closed: the cap is 256"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        files(d._out.path()) > before,
+        "the receiver stopped writing frames"
+    );
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(get(a, "/healthz").status, 200);
+    // A connection that never sends a request is closed after the header timeout.
+    let mut quiet = TcpStream::connect(a).unwrap();
+    quiet
+        .set_read_timeout(Some(Duration::from_secs(25)))
+        .unwrap();
+    let t = Instant::now();
+    let n = quiet.read(&mut [0u8; 64]).unwrap_or(0);
+    assert_eq!(n, 0, "expected the server to close the idle connection");
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
 }
 
 #[test]

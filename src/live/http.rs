@@ -6,13 +6,14 @@
 //! reaches the receiver. Every error is a one-line `text/plain` answer with a 4xx/5xx
 //! status.
 
-use super::{demosaic_name, settings_json, Hub, Stream, View, ViewSettings};
+use super::{demosaic_name, settings_json, Hub, Stream, View};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use bytes::Bytes;
 use rawlink_isp::{DemosaicMethod, Profile, StageName};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -91,14 +92,140 @@ pub fn router(hub: Arc<Hub>) -> Router {
 }
 
 /// Serves the live view on `listener` until `shutdown`.
+///
+/// Browsers are held to the page's own origin: a WebSocket whose `Origin` is another
+/// site is refused (browsers let any page open one), and on a loopback listener a
+/// request must name the machine by loopback address or `localhost` in its `Host`
+/// header, so that a page whose own name was re-pointed at 127.0.0.1 (DNS rebinding)
+/// cannot read the camera.
 pub async fn serve(
     listener: TcpListener,
     hub: Arc<Hub>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(hub))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let loopback = listener.local_addr()?.ip().is_loopback();
+    let app = router(hub).layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            match same_origin(req.headers(), loopback) {
+                Ok(()) => next.run(req).await,
+                Err(e) => e.into_response(),
+            }
+        },
+    ));
+    serve_router(listener, app, shutdown).await
+}
+
+/// Connections served at once by [`serve_router`]; more are closed as they arrive, so
+/// idle clients cannot use up the process's file descriptors (which the receiver needs
+/// for its frame files).
+pub const MAX_CONNECTIONS: usize = 256;
+/// A connection that has not sent a whole request head within this time (including the
+/// wait for the next request on a kept-alive connection) is closed.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Serves `app` over HTTP/1.1 on `listener` until `shutdown`, with at most
+/// [`MAX_CONNECTIONS`] connections and [`HEADER_TIMEOUT`] for each request head.
+/// WebSocket upgrades leave the connection count once upgraded (the live view caps its
+/// viewers itself). A failed accept (out of file descriptors, say) is logged and retried,
+/// not fatal.
+pub async fn serve_router(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut refused = 0u64;
+    loop {
+        let (sock, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("HTTP accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => return Ok(()),
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(
+                    "HTTP: {MAX_CONNECTIONS} connections open; closing {peer} \
+                     ({refused} refused so far)"
+                );
+            }
+            drop(sock);
+            continue;
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            let conn = b
+                .serve_connection(TokioIo::new(sock), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!("HTTP connection from {peer}: {e}");
+                    }
+                }
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+                }
+            }
+        });
+    }
+}
+
+/// The checks of [`serve`]: a WebSocket's `Origin`, when present, must be the `Host`
+/// the request was sent to; on a loopback listener the `Host`, when present, must be a
+/// loopback address or `localhost`.
+fn same_origin(h: &axum::http::HeaderMap, loopback: bool) -> ApiResult<()> {
+    let host = h.get(header::HOST).and_then(|v| v.to_str().ok());
+    if let (true, Some(host)) = (loopback, host) {
+        let name = match host.rsplit_once(':') {
+            Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => host,
+        };
+        let name = name.trim_start_matches('[').trim_end_matches(']');
+        let ok = name.eq_ignore_ascii_case("localhost")
+            || name
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !ok {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "host {host:?} refused: this live view listens on loopback; \
+                     open it as http://localhost:PORT/ or http://127.0.0.1:PORT/"
+                ),
+            ));
+        }
+    }
+    let upgrade = h
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if let (true, Some(origin)) = (upgrade, h.get(header::ORIGIN)) {
+        let from = origin.to_str().unwrap_or("");
+        let authority = from.split_once("://").map_or("", |(_, a)| a);
+        if host.is_none_or(|host| !authority.eq_ignore_ascii_case(host)) {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                format!("WebSocket from origin {from:?} refused: not this page's origin"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 async fn index() -> Html<&'static str> {
@@ -207,50 +334,55 @@ async fn post_isp(
 ) -> ApiResult<Json<serde_json::Value>> {
     let s = stream(&hub, id)?;
     let Json(change) = body.map_err(|e| bad(format!("bad settings: {}", e.body_text())))?;
-    let mut set = if change.reset {
-        ViewSettings {
-            profile: s.base_isp.profile,
-            demosaic: None,
-            disabled: Vec::new(),
-        }
-    } else {
-        s.settings()
-    };
-    if let Some(p) = &change.profile {
-        let p: Profile = p.parse().map_err(|e| bad(format!("{e}")))?;
-        if p != set.profile {
-            set.profile = p;
-            set.disabled.clear();
-        }
-    }
-    if let Some(m) = &change.demosaic {
-        set.demosaic = match m.as_str() {
-            "auto" | "" => None,
-            other => Some(
-                other
-                    .parse::<DemosaicMethod>()
-                    .map_err(|e| bad(format!("{e}")))?,
-            ),
-        };
-    }
-    if let Some(stages) = &change.stages {
-        let offered = s.profile_stages(&set);
-        for (name, on) in stages {
-            let n: StageName = name.parse().map_err(|e| bad(format!("{e}")))?;
-            if !offered.contains(&n) {
-                return Err(bad(format!(
-                    "stage {name} is not part of the {} profile",
-                    set.profile
-                )));
+    let set = s
+        .update_settings(|set| {
+            if change.reset {
+                *set = s.initial_settings(s.base_isp.profile);
             }
-            set.disabled.retain(|d| *d != n);
-            if !on {
-                set.disabled.push(n);
+            if let Some(p) = &change.profile {
+                let p: Profile = p.parse().map_err(|e| format!("{e}"))?;
+                if p != set.profile {
+                    *set = s.initial_settings(p);
+                }
             }
-        }
-        set.disabled.sort();
-    }
-    s.set_settings(set.clone()).map_err(bad)?;
+            if let Some(m) = &change.demosaic {
+                set.demosaic = match m.as_str() {
+                    "auto" | "" => None,
+                    other => Some(
+                        other
+                            .parse::<DemosaicMethod>()
+                            .map_err(|e| format!("{e}"))?,
+                    ),
+                };
+            }
+            if set.profile == Profile::Reference
+                && set.demosaic.is_some_and(|m| m != DemosaicMethod::Bilinear)
+            {
+                return Err(format!(
+                    "the reference profile always demosaics bilinearly (not {})",
+                    set.demosaic.map(demosaic_name).unwrap_or("auto")
+                ));
+            }
+            if let Some(stages) = &change.stages {
+                let offered = s.profile_stages(set);
+                for (name, on) in stages {
+                    let n: StageName = name.parse().map_err(|e| format!("{e}"))?;
+                    if !offered.contains(&n) {
+                        return Err(format!(
+                            "stage {name} is not part of the {} profile",
+                            set.profile
+                        ));
+                    }
+                    set.disabled.retain(|d| *d != n);
+                    if !on {
+                        set.disabled.push(n);
+                    }
+                }
+                set.disabled.sort();
+            }
+            Ok(())
+        })
+        .map_err(bad)?;
     tracing::info!(
         stream = id,
         profile = %set.profile,
@@ -318,36 +450,60 @@ fn png_of(v: &View, x: usize, y: usize, w: usize, h: usize) -> Result<Vec<u8>, S
     Ok(png)
 }
 
-/// The current frame of stream `id` as a download `frame_SEQ.EXT`, encoded by `encode`
-/// on a blocking thread.
+/// Downloads and crops encoded at once, over all streams: each holds a copy of a frame's
+/// samples while it encodes, so without a bound a burst of requests could take any
+/// amount of memory and CPU from the receiver. Others wait up to [`DEMAND_WAIT`].
+const MAX_ENCODES: usize = 2;
+static ENCODES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_ENCODES);
+
+/// Runs `f` on a blocking thread once one of the [`MAX_ENCODES`] slots is free.
+async fn encode_slot<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> ApiResult<T> {
+    let _slot = match tokio::time::timeout(DEMAND_WAIT, ENCODES.acquire()).await {
+        Ok(Ok(p)) => p,
+        _ => {
+            return Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("busy: {MAX_ENCODES} downloads are being encoded; try again"),
+            ))
+        }
+    };
+    blocking(f).await
+}
+
+/// The current frame of stream `id` as a download `frame_SEQ.EXT`, from `encode` on a
+/// blocking thread (PNG and DNG are encoded once per view and shared).
 async fn download(
     hub: &Hub,
     id: usize,
     ext: &str,
     mime: &'static str,
-    encode: fn(&View) -> Result<Vec<u8>, String>,
+    encode: fn(&View) -> Result<Bytes, String>,
 ) -> ApiResult<Response> {
     let v = view_of(&*stream(hub, id)?).await?;
     let name = format!("frame_{:06}.{ext}", v.frame.header.seq);
-    let body = blocking(move || encode(&v)).await?;
+    let body = encode_slot(move || encode(&v)).await?;
     Ok(attachment(body, mime, name))
 }
 
 async fn frame_png(State(hub): State<Arc<Hub>>, Path(id): Path<usize>) -> ApiResult<Response> {
     download(&hub, id, "png", "image/png", |v| {
-        let h = &v.frame.header;
-        png_of(v, 0, 0, h.width as usize, h.height as usize)
+        v.png(|v| {
+            let h = &v.frame.header;
+            png_of(v, 0, 0, h.width as usize, h.height as usize)
+        })
     })
     .await
 }
 
 async fn frame_raw(State(hub): State<Arc<Hub>>, Path(id): Path<usize>) -> ApiResult<Response> {
     download(&hub, id, "raw", "application/octet-stream", |v| {
-        // Received frames are already 16-bit little-endian; only a padded stride needs
-        // repacking.
+        // Received frames are already 16-bit little-endian (shared, not copied); only a
+        // padded stride needs repacking.
         let r = v.frame.raw().map_err(|e| e.to_string())?;
         if v.frame.payload.len() == r.width() * r.height() * 2 {
-            return Ok(v.frame.payload.to_vec());
+            return Ok(v.frame.payload.clone());
         }
         Ok(r.to_vec().into_iter().flat_map(u16::to_le_bytes).collect())
     })
@@ -356,8 +512,10 @@ async fn frame_raw(State(hub): State<Arc<Hub>>, Path(id): Path<usize>) -> ApiRes
 
 async fn frame_dng(State(hub): State<Arc<Hub>>, Path(id): Path<usize>) -> ApiResult<Response> {
     download(&hub, id, "dng", "image/x-adobe-dng", |v| {
-        crate::sink::dng_of(&v.frame, v.recv_ns, &v.isp, Some(v.wb_gains))
-            .map_err(|e| format!("{e:#}"))
+        v.dng(|v| {
+            crate::sink::dng_of(&v.frame, v.recv_ns, &v.isp, Some(v.wb_gains))
+                .map_err(|e| format!("{e:#}"))
+        })
     })
     .await
 }
@@ -396,7 +554,7 @@ async fn crop_png(
     let (w, h) = (c.w.min(fw), c.h.min(fh));
     let (x, y) = (c.x.min(fw - w), c.y.min(fh - h));
     let name = format!("crop_{:06}_{x}_{y}.png", v.frame.header.seq);
-    let png = blocking(move || png_of(&v, x, y, w, h)).await?;
+    let png = encode_slot(move || png_of(&v, x, y, w, h)).await?;
     Ok(attachment(png, "image/png", name))
 }
 
@@ -474,4 +632,59 @@ async fn ws_session(mut socket: WebSocket, s: Arc<Stream>) {
         }
     }
     tracing::debug!(stream = s.id, "live viewer left");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> axum::http::HeaderMap {
+        let mut h = axum::http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn other_sites_cannot_reach_a_loopback_view() {
+        let ok = |p: &[(&'static str, &str)], lo| same_origin(&headers(p), lo).is_ok();
+        for host in [
+            "localhost:8081",
+            "127.0.0.1:8081",
+            "[::1]:8081",
+            "LOCALHOST",
+            "127.0.0.2",
+        ] {
+            assert!(ok(&[("host", host)], true), "{host}");
+        }
+        // DNS rebinding: a site's own name pointed at 127.0.0.1.
+        assert!(!ok(&[("host", "attacker.example:8081")], true));
+        assert!(!ok(&[("host", "192.168.1.5:8081")], true));
+        // On a listener the user exposed, names are theirs to choose.
+        assert!(ok(&[("host", "camera.local:8081")], false));
+        // No Host (HTTP/1.0 tools): allowed.
+        assert!(ok(&[], true));
+        // WebSockets: only from the page's own origin, or from non-browser clients.
+        let ws = |origin: &str, host: &str, lo| {
+            ok(
+                &[("host", host), ("upgrade", "websocket"), ("origin", origin)],
+                lo,
+            )
+        };
+        assert!(ws("http://localhost:8081", "localhost:8081", true));
+        assert!(ws("http://camera.local:8081", "camera.local:8081", false));
+        assert!(!ws("https://attacker.example", "localhost:8081", true));
+        assert!(!ws("https://attacker.example", "camera.local:8081", false));
+        assert!(!ws("null", "localhost:8081", true));
+        assert!(ok(
+            &[("host", "localhost:8081"), ("upgrade", "websocket")],
+            true
+        ));
+        // Plain requests carry an Origin for fetches; the browser's CORS rules apply.
+        assert!(ok(
+            &[("host", "localhost:8081"), ("origin", "https://a.example")],
+            true
+        ));
+    }
 }

@@ -218,6 +218,38 @@ pub struct View {
     pub wb_gains: [f64; 3],
     /// The ISP configuration it used (for the DNG colour matrix).
     pub isp: IspConfig,
+    /// The frame and settings generations it was made from (see [`Stream::demand`]).
+    gens: (u64, u64),
+    /// The full-size PNG and the DNG, encoded on first download and shared by every
+    /// later one.
+    png: std::sync::OnceLock<Result<Bytes, String>>,
+    dng: std::sync::OnceLock<Result<Bytes, String>>,
+}
+
+impl View {
+    /// The full-size PNG, encoded once per view.
+    pub fn png(
+        &self,
+        encode: impl FnOnce(&View) -> Result<Vec<u8>, String>,
+    ) -> Result<Bytes, String> {
+        self.once(&self.png, encode)
+    }
+
+    /// The DNG, encoded once per view.
+    pub fn dng(
+        &self,
+        encode: impl FnOnce(&View) -> Result<Vec<u8>, String>,
+    ) -> Result<Bytes, String> {
+        self.once(&self.dng, encode)
+    }
+
+    fn once(
+        &self,
+        cell: &std::sync::OnceLock<Result<Bytes, String>>,
+        encode: impl FnOnce(&View) -> Result<Vec<u8>, String>,
+    ) -> Result<Bytes, String> {
+        cell.get_or_init(|| encode(self).map(Bytes::from)).clone()
+    }
 }
 
 /// Per-channel histogram of raw samples with clipping figures.
@@ -328,7 +360,7 @@ impl Stream {
         let settings = ViewSettings {
             profile: base_isp.profile,
             demosaic: None,
-            disabled: Vec::new(),
+            disabled: disabled_by(&base_isp),
         };
         let (view, _) = watch::channel(None);
         let s = Arc::new(Self {
@@ -435,22 +467,42 @@ impl Stream {
         self.view.borrow().clone()
     }
 
-    /// Asks the worker for a view even with nobody watching, and waits up to `wait` for
-    /// one newer than what exists now (or any at all).
+    /// A view of the newest frame with the current settings: the published one if it is
+    /// that (or, while somebody watches, if it has the current settings: the worker is
+    /// keeping it fresh anyway); otherwise the worker is asked for one, and this waits up
+    /// to `wait` for it, returning the newest view there is when the time is up.
+    ///
+    /// Only a view that is out of date asks the worker, so a page that fetches a crop
+    /// after every preview (1:1 zoom) does not make it process the same frame again.
     pub async fn demand(&self, wait: Duration) -> Option<Arc<View>> {
         let mut rx = self.view.subscribe();
-        let have = rx.borrow_and_update().clone();
-        {
+        let deadline = tokio::time::Instant::now() + wait;
+        let want = {
             let mut slot = lock(&self.slot);
+            let have = rx.borrow_and_update().clone();
+            let want = (slot.frame_gen, slot.settings_gen);
+            let current = have
+                .as_ref()
+                .is_some_and(|v| v.gens.1 == want.1 && (v.gens.0 == want.0 || self.viewers() > 0));
+            if current {
+                return have;
+            }
             slot.demand_gen += 1;
-        }
+            want
+        };
         self.wake.notify_one();
-        if have.is_some() && self.viewers() > 0 {
-            return have;
-        }
-        match tokio::time::timeout(wait, rx.changed()).await {
-            Ok(Ok(())) => rx.borrow().clone(),
-            _ => have,
+        loop {
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {
+                    let v = rx.borrow_and_update().clone();
+                    if v.as_ref()
+                        .is_some_and(|v| v.gens.1 >= want.1 && v.gens.0 >= want.0)
+                    {
+                        return v;
+                    }
+                }
+                _ => return rx.borrow().clone(),
+            }
         }
     }
 
@@ -480,27 +532,54 @@ impl Stream {
         lock(&self.slot).settings.clone()
     }
 
-    /// Replaces the view settings after checking them against the stream's format.
-    pub fn set_settings(&self, s: ViewSettings) -> Result<(), String> {
+    /// Changes the view settings with `change`, and keeps the result if it passes the
+    /// checks against the stream's format. The whole change happens under the slot's
+    /// lock, so two changes made at once both apply.
+    pub fn update_settings(
+        &self,
+        change: impl FnOnce(&mut ViewSettings) -> Result<(), String>,
+    ) -> Result<ViewSettings, String> {
         let header = lock(&self.info).last.map(|(h, _)| h);
+        let mut slot = lock(&self.slot);
+        let mut s = slot.settings.clone();
+        change(&mut s)?;
         self.isp_config(&s, header.as_ref())
             .validate()
             .map_err(|e| e.to_string())?;
-        let mut slot = lock(&self.slot);
         if slot.settings != s {
-            slot.settings = s;
+            slot.settings = s.clone();
             slot.settings_gen += 1;
         }
         drop(slot);
         self.wake.notify_one();
-        Ok(())
+        Ok(s)
     }
 
-    /// Stages the settings' profile runs before any are switched off.
+    /// Replaces the view settings after checking them against the stream's format.
+    #[cfg(test)]
+    pub fn set_settings(&self, s: ViewSettings) -> Result<(), String> {
+        self.update_settings(|set| {
+            *set = s;
+            Ok(())
+        })
+        .map(|_| ())
+    }
+
+    /// The settings the view starts from, and returns to on a reset, for `profile`: the
+    /// receiver's stages where it is the receiver's profile (`--stages`), all of the
+    /// profile's otherwise.
+    pub fn initial_settings(&self, profile: Profile) -> ViewSettings {
+        ViewSettings {
+            profile,
+            demosaic: None,
+            disabled: disabled_by(&self.profile_base(profile)),
+        }
+    }
+
+    /// Stages the page offers for the settings' profile: the profile's own and, for the
+    /// receiver's profile, any others its `--stages` list adds.
     pub fn profile_stages(&self, s: &ViewSettings) -> Vec<StageName> {
-        let mut c = self.profile_base(s.profile);
-        c.stages = None;
-        c.active_stages()
+        offered_by(&self.profile_base(s.profile))
     }
 
     fn profile_base(&self, profile: Profile) -> IspConfig {
@@ -511,9 +590,11 @@ impl Stream {
         }
     }
 
-    /// The ISP configuration for a frame with these settings.
+    /// The ISP configuration for a frame with these settings: the offered stages less
+    /// the ones switched off.
     fn isp_config(&self, s: &ViewSettings, header: Option<&FrameHeader>) -> IspConfig {
         let base = self.profile_base(s.profile);
+        let offered = offered_by(&base);
         let mut c = match header {
             Some(h) => crate::sink::frame_config(&base, h),
             None => base,
@@ -521,13 +602,12 @@ impl Stream {
         if let Some(m) = s.demosaic {
             c.demosaic.method = m;
         }
-        if !s.disabled.is_empty() {
-            let stages: Vec<StageName> = c
-                .active_stages()
-                .into_iter()
-                .filter(|n| !s.disabled.contains(n))
-                .collect();
-            c.stages = Some(stages);
+        let on: Vec<StageName> = offered
+            .into_iter()
+            .filter(|n| !s.disabled.contains(n))
+            .collect();
+        if on != c.active_stages() {
+            c.stages = Some(on);
         }
         c
     }
@@ -575,10 +655,11 @@ impl Stream {
                 let gens = (slot.frame_gen, slot.settings_gen, slot.demand_gen);
                 (slot.latest.clone(), slot.settings.clone(), gens)
             };
-            // Rate cap: a settings change or a download is served at once.
+            // Rate cap (`--http-fps`), for viewers and downloads alike: only a settings
+            // change is served at once.
             if let Some(t) = last_run {
                 let elapsed = t.elapsed();
-                if gens.1 == done_settings && gens.2 == done_demand && elapsed < min_gap {
+                if gens.1 == done_settings && elapsed < min_gap {
                     std::thread::sleep(min_gap - elapsed);
                     continue;
                 }
@@ -586,7 +667,13 @@ impl Stream {
             (done_frame, done_settings, done_demand) = gens;
             let Some(arrival) = arrival else { continue };
             last_run = Some(Instant::now());
-            match self.process(&arrival, &settings, &mut pipeline, pool.as_ref()) {
+            match self.process(
+                &arrival,
+                &settings,
+                (gens.0, gens.1),
+                &mut pipeline,
+                pool.as_ref(),
+            ) {
                 Ok(view) => {
                     let mut info = lock(&self.info);
                     let now = Instant::now();
@@ -613,6 +700,7 @@ impl Stream {
         &self,
         a: &Arrival,
         settings: &ViewSettings,
+        gens: (u64, u64),
         cache: &mut Option<(IspConfig, Pipeline)>,
         pool: Option<&rayon::ThreadPool>,
     ) -> Result<View, String> {
@@ -664,6 +752,9 @@ impl Stream {
             jpeg_ms,
             wb_gains: out.stats.wb_gains,
             isp: cfg,
+            gens,
+            png: std::sync::OnceLock::new(),
+            dng: std::sync::OnceLock::new(),
         })
     }
 
@@ -742,6 +833,28 @@ impl Stream {
 
 /// Lowers the calling thread's scheduling priority as far as it goes (nice 19 on Linux):
 /// the view's work then yields the CPU to the receiver whenever the receiver wants it.
+/// The stages a configuration's profile runs with no stage list, plus those of its list.
+fn offered_by(c: &IspConfig) -> Vec<StageName> {
+    let mut all = IspConfig {
+        stages: None,
+        ..c.clone()
+    }
+    .active_stages();
+    all.extend(c.stages.iter().flatten().copied());
+    all.sort();
+    all.dedup();
+    all
+}
+
+/// The offered stages a configuration's stage list leaves out.
+fn disabled_by(c: &IspConfig) -> Vec<StageName> {
+    let on = c.active_stages();
+    offered_by(c)
+        .into_iter()
+        .filter(|n| !on.contains(n))
+        .collect()
+}
+
 fn lower_priority() {
     if let Err(e) =
         thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min)
@@ -928,5 +1041,137 @@ mod tests {
         assert_eq!(v.rgb8.len(), 64 * 32 * 3);
         assert_eq!(v.preview, (64, 32));
         assert_eq!(s.stats_json()["frame"]["seq"], 7);
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_receiver_stage_list_is_offered_with_the_rest_switched_off() {
+        let mut isp = IspConfig::new(Profile::Default, BayerPattern::Rggb, 12);
+        isp.stages = Some(vec![StageName::Blc, StageName::Demosaic]);
+        let hub = Hub::new(&["x".into()], &isp, LiveConfig::default());
+        let s = &hub.streams[0];
+        let set = s.settings();
+        let offered = s.profile_stages(&set);
+        assert!(offered.contains(&StageName::Sharpen) && offered.contains(&StageName::Blc));
+        // What runs is the receiver's list; the page shows the others as off.
+        assert!(set.disabled.contains(&StageName::Sharpen));
+        assert!(!set.disabled.contains(&StageName::Demosaic));
+        assert_eq!(
+            s.isp_config(&set, None).active_stages(),
+            vec![StageName::Blc, StageName::Demosaic]
+        );
+        // Switching one on runs it (it used to be impossible: only removals applied).
+        let on = s
+            .update_settings(|v| {
+                v.disabled.retain(|d| *d != StageName::Sharpen);
+                Ok(())
+            })
+            .unwrap();
+        assert!(s
+            .isp_config(&on, None)
+            .active_stages()
+            .contains(&StageName::Sharpen));
+        // A reset returns to the receiver's list.
+        assert_eq!(s.initial_settings(Profile::Default), set);
+        // Another profile starts with all of its stages.
+        assert!(s.initial_settings(Profile::Reference).disabled.is_empty());
+    }
+
+    #[test]
+    fn changes_made_at_once_all_apply() {
+        let isp = IspConfig::new(Profile::Default, BayerPattern::Rggb, 12);
+        let hub = Hub::new(&["x".into()], &isp, LiveConfig::default());
+        let s = Arc::clone(&hub.streams[0]);
+        let off = [
+            StageName::Dpc,
+            StageName::Wb,
+            StageName::Ccm,
+            StageName::Tone,
+            StageName::Denoise,
+            StageName::Sharpen,
+        ];
+        for _ in 0..20 {
+            s.update_settings(|v| {
+                v.disabled.clear();
+                Ok(())
+            })
+            .unwrap();
+            std::thread::scope(|sc| {
+                for n in off {
+                    let s = &s;
+                    sc.spawn(move || {
+                        s.update_settings(|v| {
+                            // Widen the window between read and write.
+                            std::thread::sleep(Duration::from_millis(1));
+                            v.disabled.push(n);
+                            Ok(())
+                        })
+                        .unwrap()
+                    });
+                }
+            });
+            let mut d = s.settings().disabled;
+            d.sort();
+            let mut want = off.to_vec();
+            want.sort();
+            assert_eq!(d, want);
+        }
+    }
+
+    #[test]
+    fn a_current_view_is_reused_and_new_settings_are_waited_for() {
+        let isp = IspConfig::new(Profile::Default, BayerPattern::Rggb, 12);
+        let hub = Hub::new(&["x".into()], &isp, LiveConfig::default());
+        let s = Arc::clone(&hub.streams[0]);
+        s.offer(
+            &frame(64, 32, |r, c| ((r * 64 + c) * 2) as u16),
+            1,
+            None,
+            Counters::default(),
+        );
+        let rt = runtime();
+        let first = rt.block_on(s.demand(Duration::from_secs(10))).unwrap();
+        // Nothing changed: the same view, without waking the worker.
+        let gen = lock(&s.slot).demand_gen;
+        for _ in 0..5 {
+            let again = rt.block_on(s.demand(Duration::from_secs(10))).unwrap();
+            assert!(Arc::ptr_eq(&first, &again));
+        }
+        assert_eq!(
+            lock(&s.slot).demand_gen,
+            gen,
+            "a current view asks for no work"
+        );
+        // New settings: the answer is processed with them, not the view before.
+        s.update_settings(|v| {
+            v.disabled.push(StageName::Sharpen);
+            Ok(())
+        })
+        .unwrap();
+        let after = rt.block_on(s.demand(Duration::from_secs(10))).unwrap();
+        assert!(after.settings.disabled.contains(&StageName::Sharpen));
+        assert!(!after.stages.contains(&"sharpen"));
+        // A newer frame, nobody watching: processed on demand.
+        s.offer(&frame(64, 32, |_, _| 900), 2, None, Counters::default());
+        let newer = rt.block_on(s.demand(Duration::from_secs(10))).unwrap();
+        assert_eq!(newer.recv_ns, 2);
+        // Downloads of one view share one encoding.
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        for _ in 0..3 {
+            let png = newer
+                .png(|_| {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Ok(vec![1, 2, 3])
+                })
+                .unwrap();
+            assert_eq!(&png[..], &[1, 2, 3]);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }

@@ -88,6 +88,8 @@ function renderSettings(set) {
   if (!set) return;
   if (document.activeElement !== $("profile")) $("profile").value = set.profile;
   if (document.activeElement !== $("demosaic")) $("demosaic").value = set.demosaic || "auto";
+  // The reference profile always demosaics bilinearly: nothing to choose.
+  $("demosaic").disabled = set.profile === "reference";
   const box = $("stages");
   const key = set.profile + ":" + set.stages.map((s) => s.name).join(",");
   if (box.dataset.key !== key) {
