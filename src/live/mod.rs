@@ -26,6 +26,8 @@ use tokio::sync::watch;
 const LATENCY_WINDOW: usize = 512;
 /// Arrival times kept for the frame-rate estimate.
 const RATE_WINDOW: Duration = Duration::from_secs(2);
+/// How a processing error starts in the stream's detail line.
+const VIEW_ERROR: &str = "live view: ";
 /// Histogram bins per channel.
 pub const HIST_BINS: usize = 256;
 
@@ -676,6 +678,10 @@ impl Stream {
             ) {
                 Ok(view) => {
                     let mut info = lock(&self.info);
+                    // A processing error is news only until a frame processes again.
+                    if info.detail.starts_with(VIEW_ERROR) {
+                        info.detail.clear();
+                    }
                     let now = Instant::now();
                     info.processed.push_back(now);
                     while info
@@ -690,7 +696,7 @@ impl Stream {
                 }
                 Err(e) => {
                     tracing::warn!(stream = self.id, "live view: {e}");
-                    lock(&self.info).detail = format!("live view: {e}");
+                    lock(&self.info).detail = format!("{VIEW_ERROR}{e}");
                 }
             }
         }
@@ -1173,5 +1179,22 @@ mod tests {
             assert_eq!(&png[..], &[1, 2, 3]);
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_processing_error_is_shown_until_a_frame_processes_again() {
+        let isp = IspConfig::new(Profile::Default, BayerPattern::Rggb, 12);
+        let hub = Hub::new(&["x".into()], &isp, LiveConfig::default());
+        let s = Arc::clone(&hub.streams[0]);
+        let mut bad = frame(16, 8, |_, _| 100);
+        bad.header.black_level = 4095; // no range left below white
+        s.offer(&bad, 1, None, Counters::default());
+        let rt = runtime();
+        assert!(rt.block_on(s.demand(Duration::from_secs(2))).is_none());
+        let detail = s.stats_json()["detail"].as_str().unwrap_or("").to_string();
+        assert!(detail.starts_with(VIEW_ERROR), "{detail:?}");
+        s.offer(&frame(16, 8, |_, _| 900), 2, None, Counters::default());
+        assert!(rt.block_on(s.demand(Duration::from_secs(10))).is_some());
+        assert_eq!(s.stats_json()["detail"], "");
     }
 }
