@@ -165,7 +165,7 @@ fn run_single(a: &BenchArgs) -> Result<BenchResult> {
     let opts = SourceOptions {
         width: w,
         height: h,
-        interval_ms: 0,
+        interval: std::time::Duration::ZERO,
         ..SourceOptions::default()
     };
     let scene = SceneSource::new(&opts)?;

@@ -104,9 +104,17 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
-    /// Frame source: sim, sim:scene, chardev:PATH or file:GLOB.
+    /// Frame source: sim, sim:scene, chardev:PATH, file:GLOB or v4l2:/dev/videoN.
     #[arg(long, default_value = "sim")]
     pub source: String,
+    /// Black level written into every frame's header (default: the reference
+    /// driver's 64 at 12 bits, scaled to --bits, for sim, chardev and file; 256 at 12
+    /// bits for sim:scene; 0 for v4l2). Must be below the white level.
+    #[arg(long)]
+    pub black_level: Option<u16>,
+    /// White level written into every frame's header (default: 2^bits-1; at most that).
+    #[arg(long)]
+    pub white_level: Option<u16>,
     /// Stop after N frames (default: unlimited).
     #[arg(long)]
     pub frames: Option<u64>,
@@ -397,6 +405,10 @@ pub struct IspArgs {
     pub geometry: GeometryArgs,
 }
 
+/// The live view's address in `rawlink demo` when `--http` is not given.
+pub const DEMO_HTTP_DEFAULT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8081);
+
 /// `rawlink demo`.
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
@@ -406,9 +418,10 @@ pub struct DemoArgs {
     /// Frames to stream (0: until interrupted).
     #[arg(long, default_value_t = 5)]
     pub frames: u64,
-    /// Serve the live view here (the default port is replaced by a free one if taken).
-    #[arg(long, default_value = "127.0.0.1:8081", value_name = "ADDR")]
-    pub http: SocketAddr,
+    /// Serve the live view here [default: 127.0.0.1:8081, replaced by a free port if
+    /// taken; an address given here is used or is an error].
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
     /// No live view.
     #[arg(long)]
     pub no_http: bool,

@@ -131,24 +131,31 @@ fn shutdown_on_signals() -> CancellationToken {
     token
 }
 
-fn interval_ms(p: &PacingArgs) -> Result<u64> {
+/// The time between frames from `--interval-ms` or `--fps`, to the nanosecond (a
+/// millisecond rounding would make `--fps 700` run at 1000 frames/s).
+fn frame_interval(p: &PacingArgs) -> Result<Duration> {
     match (p.interval_ms, p.fps) {
-        (Some(ms), _) => Ok(ms),
-        (None, Some(fps)) if fps.is_finite() && fps > 0.0 => Ok((1000.0 / fps).round() as u64),
+        (Some(ms), _) => Ok(Duration::from_millis(ms)),
+        // An `fps` so small that `1/fps` overflows a Duration: as good as never.
+        (None, Some(fps)) if fps.is_finite() && fps > 0.0 => {
+            Ok(Duration::try_from_secs_f64(1.0 / fps).unwrap_or(Duration::MAX))
+        }
         (None, Some(fps)) => bail!("--fps must be a positive number, got {fps}"),
-        (None, None) => Ok(2000),
+        (None, None) => Ok(Duration::from_millis(2000)),
     }
 }
 
-fn source_options(g: &GeometryArgs, interval_ms: u64, looped: bool) -> SourceOptions {
+fn source_options(g: &GeometryArgs, interval: Duration, looped: bool) -> SourceOptions {
     SourceOptions {
         width: g.width,
         height: g.height,
         pattern: g.pattern,
         bits: g.bits,
-        interval_ms,
+        interval,
         looped,
         v4l2: Default::default(),
+        black_level: None,
+        white_level: None,
     }
 }
 
@@ -332,8 +339,10 @@ fn isp_config(
 
 async fn serve(a: ServeArgs) -> Result<ExitCode> {
     let spec: SourceSpec = a.source.parse()?;
-    let mut opts = source_options(&a.geometry, interval_ms(&a.pacing)?, a.looped);
+    let mut opts = source_options(&a.geometry, frame_interval(&a.pacing)?, a.looped);
     opts.v4l2 = v4l2_options(&a)?;
+    opts.black_level = a.black_level;
+    opts.white_level = a.white_level;
     if a.client_queue == 0 {
         bail!("--client-queue must be at least 1");
     }
@@ -414,16 +423,21 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The warning printed when a server is reachable from other hosts with neither TLS
-/// nor a token.
+/// The warning printed when a server is reachable from other hosts without a token
+/// (TLS alone encrypts, but lets anyone watch).
 fn exposure_warning(
     addr: std::net::SocketAddr,
     tls: bool,
     token: bool,
     legacy: bool,
 ) -> Option<String> {
-    if addr.ip().is_loopback() || tls || token {
+    if addr.ip().is_loopback() || token {
         return None;
+    }
+    if tls {
+        return Some(format!(
+            "listening on {addr} with TLS but no token: TLS encrypts but does not authenticate clients: anyone who can reach this port can watch; add --token-file (see README, Security)"
+        ));
     }
     Some(format!(
         "listening on {addr} without TLS or a token{}: anyone who can reach this port can watch the camera (see README, Security)",
@@ -690,7 +704,7 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
     isp_config(&a.isp, a.geometry.pattern, a.geometry.bits)?.validate()?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let opts = source_options(&a.geometry, a.interval_ms, false);
+    let opts = source_options(&a.geometry, Duration::from_millis(a.interval_ms), false);
     let source = rawlink_source::open(&spec, &opts)?;
     println!(
         "demo: {} frames of {} over {addr} -> {}",
@@ -709,10 +723,15 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
             max_fps: a.http_fps,
             ..Default::default()
         };
+        // The default address gives way to a free port if taken; one given is kept.
+        let (http, fallback) = match a.http {
+            Some(addr) => (addr, false),
+            None => (cli::DEMO_HTTP_DEFAULT, true),
+        };
         Some(
             start_live(
-                a.http,
-                true,
+                http,
+                fallback,
                 &[addr.to_string()],
                 &isp,
                 config,
@@ -798,6 +817,11 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
             return Err(e);
         }
     };
+    // A receiver that stopped before the end of the stream (a disk error, a fault)
+    // leaves the server waiting for its next client: with `--frames 0` for ever.
+    if summary.end.is_none() {
+        shutdown.cancel();
+    }
     let served = server.await.context("server task")??;
     println!("{}", summary.line());
     println!(
@@ -824,15 +848,102 @@ fn mtime_ns(p: &std::path::Path) -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// Largest file `isp` and `convert` read as a DNG: twice the largest uncompressed
+/// image rawlink reads ([`rawlink_dng::MAX_PIXELS`] 16-bit samples), leaving room for
+/// previews and metadata.
+const MAX_DNG_FILE_BYTES: u64 = 2 * rawlink_dng::MAX_PIXELS * 2;
+
+/// Reads the input of `isp` or `convert`: a DNG of at most [`MAX_DNG_FILE_BYTES`], or a
+/// headerless file of exactly `width * height * 2` bytes. The size of a regular file is
+/// checked before it is read, and whatever the input is (a device such as `/dev/zero`, a
+/// FIFO) at most one byte past the limit is read.
+fn read_input(path: &std::path::Path, g: &GeometryArgs) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let cannot = || format!("cannot read {}", path.display());
+    let file = std::fs::File::open(path).with_context(cannot)?;
+    let meta = file.metadata().with_context(cannot)?;
+    let mut bytes = Vec::new();
+    (&file)
+        .take(4)
+        .read_to_end(&mut bytes)
+        .with_context(cannot)?;
+    let raw_len = g.width as u64 * g.height as u64 * 2;
+    let tiff = is_tiff(&bytes);
+    let too_big = |actual: &str| -> anyhow::Error {
+        if tiff {
+            anyhow!(
+                "{}: {actual} bytes: larger than any DNG rawlink reads (at most {MAX_DNG_FILE_BYTES})",
+                path.display()
+            )
+        } else {
+            anyhow!(
+                "{}: input is {actual} bytes but {}x{} 16-bit samples need {raw_len} bytes",
+                path.display(),
+                g.width,
+                g.height
+            )
+        }
+    };
+    let limit = if tiff {
+        MAX_DNG_FILE_BYTES
+    } else {
+        if meta.is_file() && meta.len() != raw_len {
+            return Err(too_big(&meta.len().to_string()));
+        }
+        raw_len
+    };
+    if meta.is_file() && meta.len() > limit {
+        return Err(too_big(&meta.len().to_string()));
+    }
+    if meta.is_file() {
+        bytes.reserve_exact((meta.len() as usize).saturating_sub(bytes.len()));
+    }
+    (&file)
+        .take((limit + 1).saturating_sub(bytes.len() as u64))
+        .read_to_end(&mut bytes)
+        .with_context(cannot)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_big(&format!("more than {limit}")));
+    }
+    Ok(bytes)
+}
+
+/// Refuses an `--output` that would overwrite the input, or that names a folder (an
+/// existing one, or any path ending in `/`, which would otherwise become a file).
+fn check_output(input: &std::path::Path, output: &std::path::Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    if output.as_os_str().as_bytes().ends_with(b"/") {
+        bail!(
+            "--output {} ends in '/': give a file name, not a folder",
+            output.display()
+        );
+    }
+    let Ok(out) = std::fs::metadata(output) else {
+        return Ok(()); // nothing there yet
+    };
+    if out.is_dir() {
+        bail!(
+            "--output {} is a folder: give a file name",
+            output.display()
+        );
+    }
+    if let Ok(inp) = std::fs::metadata(input) {
+        if (inp.dev(), inp.ino()) == (out.dev(), out.ino()) {
+            bail!("--output is the input file ({})", output.display());
+        }
+    }
+    Ok(())
+}
+
 fn convert(a: ConvertArgs) -> Result<ExitCode> {
-    let bytes =
-        std::fs::read(&a.input).with_context(|| format!("cannot read {}", a.input.display()))?;
+    check_output(&a.input, &a.output)?;
+    let bytes = read_input(&a.input, &a.geometry)?;
     let ext = a
         .output
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();
-    let (dir, name) = sink::split_output(&a.output)?;
     if is_tiff(&bytes) {
         if ext != "raw" {
             bail!(
@@ -843,6 +954,8 @@ fn convert(a: ConvertArgs) -> Result<ExitCode> {
         let dng =
             rawlink_dng::read_dng(&bytes).with_context(|| format!("{}", a.input.display()))?;
         let out: Vec<u8> = dng.samples.iter().flat_map(|v| v.to_le_bytes()).collect();
+        // Folders are created only once the input is known to be good.
+        let (dir, name) = sink::split_output(&a.output)?;
         sink::write_atomic(&dir, &name, &out)?;
         let m = &dng.meta;
         println!(
@@ -927,6 +1040,7 @@ fn convert(a: ConvertArgs) -> Result<ExitCode> {
         description: format!("converted from {}", a.input.display()),
     };
     let dng = rawlink_dng::write_dng(&meta, &raw.data)?;
+    let (dir, name) = sink::split_output(&a.output)?;
     sink::write_atomic(&dir, &name, &dng)?;
     println!(
         "wrote {} ({}x{} {} {}-bit DNG, black {} white {})",
@@ -953,8 +1067,8 @@ fn isp(a: IspArgs) -> Result<ExitCode> {
     if let Some(b) = a.black_level {
         cfg.set_black_level(b);
     }
-    let bytes =
-        std::fs::read(&a.input).with_context(|| format!("cannot read {}", a.input.display()))?;
+    check_output(&a.input, &a.output)?;
+    let bytes = read_input(&a.input, g)?;
     let (raw, width, height) = if is_tiff(&bytes) {
         let dng =
             rawlink_dng::read_dng(&bytes).with_context(|| format!("{}", a.input.display()))?;
@@ -1044,7 +1158,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exposure_warning_only_off_loopback_without_tls_or_token() {
+    fn exposure_warning_off_loopback_without_a_token_even_with_tls() {
         let any: std::net::SocketAddr = "0.0.0.0:8080".parse().unwrap();
         let lo: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
         let lo6: std::net::SocketAddr = "[::1]:8080".parse().unwrap();
@@ -1054,10 +1168,37 @@ mod tests {
         assert!(exposure_warning(any, false, false, true)
             .unwrap()
             .contains("legacy"));
-        assert!(exposure_warning(any, true, false, false).is_none());
+        assert!(exposure_warning(any, true, false, false)
+            .unwrap()
+            .contains("TLS encrypts but does not authenticate clients: anyone who can reach this port can watch; add --token-file"));
         assert!(exposure_warning(any, false, true, false).is_none());
+        assert!(exposure_warning(any, true, true, false).is_none());
+        assert!(exposure_warning(lo, true, false, false).is_none());
         assert!(exposure_warning(lo, false, false, false).is_none());
         assert!(exposure_warning(lo6, false, false, false).is_none());
+    }
+
+    #[test]
+    fn fps_is_kept_to_the_nanosecond() {
+        let pacing = |fps: f64| PacingArgs {
+            interval_ms: None,
+            fps: Some(fps),
+        };
+        assert_eq!(
+            frame_interval(&pacing(700.0)).unwrap(),
+            Duration::from_nanos(1_428_571)
+        );
+        assert_eq!(
+            frame_interval(&pacing(3000.0)).unwrap(),
+            Duration::from_nanos(333_333)
+        );
+        assert_eq!(
+            frame_interval(&pacing(0.5)).unwrap(),
+            Duration::from_secs(2)
+        );
+        for bad in [0.0, -1.0, f64::NAN] {
+            assert!(frame_interval(&pacing(bad)).is_err());
+        }
     }
 
     #[test]

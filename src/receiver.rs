@@ -196,13 +196,36 @@ enum ConnectError {
     Retry(anyhow::Error),
     /// Certificate or TLS protocol failure: retrying cannot help.
     Fatal(anyhow::Error),
+    /// The server closed the connection on our TLS ClientHello. A plaintext server does
+    /// that every time; a TLS server only when it sheds load (`--max-pending`) or shuts
+    /// down. So it is retried, but [`HANDSHAKE_CLOSES`] in a row are fatal.
+    HandshakeClosed(anyhow::Error),
 }
+
+/// Consecutive connections closed during the TLS handshake after which the receiver
+/// stops retrying (a plaintext server, not a busy TLS one).
+const HANDSHAKE_CLOSES: u32 = 3;
 
 /// True if an I/O error carries a TLS failure (bad certificate, not TLS at all).
 fn is_tls_failure(e: &std::io::Error) -> bool {
     e.get_ref()
         .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
 }
+
+/// Why a server closes the connection during the TLS handshake, as a rule.
+pub(crate) const CLOSED_IN_TLS_HANDSHAKE: &str = "the server closed the connection during the TLS handshake: is it serving TLS? (start it with --tls-cert/--tls-key, or drop --tls-ca/--tls-insecure)";
+
+/// True if the peer closed or reset the connection (during a TLS handshake).
+fn closed_in_handshake(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe
+    )
+}
+
+/// What a plaintext receiver says when the server answers with a TLS record.
+const SERVER_SPEAKS_TLS: &str = "the server speaks TLS: add --tls-ca PEM (or --tls-insecure)";
 
 /// A second handle on a connection's TCP socket (a duplicated descriptor), for socket
 /// options once TLS has wrapped the stream.
@@ -255,8 +278,19 @@ async fn connect_once(cfg: &ReceiveConfig) -> Result<(BoxConn, Option<AckHandle>
                 Ok(Ok(s)) => Box::new(s),
                 Ok(Err(e)) if is_tls_failure(&e) => {
                     return Err(ConnectError::Fatal(anyhow!(
-                        "TLS handshake with {} failed: {e}",
-                        cfg.connect
+                        "TLS handshake with {} failed: {}",
+                        cfg.connect,
+                        crate::tls::describe_handshake_error(&e)
+                    )))
+                }
+                // The TCP connection was accepted, then closed on our ClientHello: a
+                // plaintext rawlink server does that (it reads the hello as a bad
+                // magic), and so does a busy TLS server.
+                Ok(Err(e)) if closed_in_handshake(&e) => {
+                    return Err(ConnectError::HandshakeClosed(anyhow!(
+                        "TLS handshake with {}: {}",
+                        cfg.connect,
+                        CLOSED_IN_TLS_HANDSHAKE
                     )))
                 }
                 Ok(Err(e)) => {
@@ -330,6 +364,7 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
     let mut connected_once = false;
     let mut down_since: Option<Instant> = None;
     let mut attempts = 0u64;
+    let mut handshake_closes = 0u32;
     loop {
         let conn = tokio::select! {
             r = connect_once(&cfg) => r,
@@ -338,13 +373,24 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
                 break;
             }
         };
+        handshake_closes = match &conn {
+            Err(ConnectError::HandshakeClosed(_)) => handshake_closes + 1,
+            _ => 0,
+        };
+        let conn = match conn {
+            Err(ConnectError::HandshakeClosed(e)) if handshake_closes >= HANDSHAKE_CLOSES => {
+                Err(ConnectError::Fatal(e))
+            }
+            Err(ConnectError::HandshakeClosed(e)) => Err(ConnectError::Retry(e)),
+            other => other,
+        };
         let (conn, ack) = match conn {
             Ok(c) => c,
             Err(ConnectError::Fatal(e)) => {
                 summary.error = Some(format!("{e:#}"));
                 break;
             }
-            Err(ConnectError::Retry(e)) => {
+            Err(ConnectError::HandshakeClosed(e)) | Err(ConnectError::Retry(e)) => {
                 attempts += 1;
                 let gave_up = if connected_once {
                     cfg.reconnect_timeout
@@ -674,6 +720,8 @@ impl<'a> Session<'a> {
         // as pixels, its headers would make misaligned frames of garbage. (As 12- to
         // 14-bit samples those bytes are out of range, so no real legacy frame starts so.)
         let mut legacy_checked = !cfg.legacy;
+        // Whether any byte came on this connection.
+        let mut got_bytes = false;
         let hb_bytes = {
             let e = Encoder::encode_parts(&Message::Heartbeat);
             e.header.to_vec()
@@ -702,6 +750,11 @@ impl<'a> Session<'a> {
                         if buf[..4] == rawlink_proto::MAGIC {
                             return Ended::Fatal(anyhow!(
                                 "the server speaks rawlink protocol v1, not bare legacy frames: drop --legacy"
+                            ));
+                        }
+                        if rawlink_proto::is_tls_record(&buf) {
+                            return Ended::Fatal(anyhow!(
+                                "the server speaks TLS (rawlink protocol v1 over TLS), not bare legacy frames: drop --legacy and add --tls-ca PEM (or --tls-insecure)"
                             ));
                         }
                     }
@@ -743,6 +796,9 @@ impl<'a> Session<'a> {
                         metrics::counter!("rawlink_receiver_errors_total", "kind" => crate::monitor::error_kind(&e))
                             .increment(1);
                         self.summary.protocol_errors += 1;
+                        if e.is_tls_record() {
+                            return Ended::Fatal(anyhow!(SERVER_SPEAKS_TLS));
+                        }
                         return Ended::Fatal(e.into());
                     }
                     Err(e) => self.reject(&e, &mut decoder, &mut buf),
@@ -787,9 +843,17 @@ impl<'a> Session<'a> {
                 a.quick_ack();
             }
             if n > 0 {
+                got_bytes = true;
                 continue;
             }
             // The server closed the connection.
+            if cfg.legacy && !got_bytes {
+                // Not a stream that ended: nothing ever came (a busy or failing
+                // streamer, or a TLS server waiting for a handshake).
+                return Ended::Fatal(anyhow!(
+                    "server closed the connection without sending a frame"
+                ));
+            }
             if cfg.legacy {
                 return match legacy.finish(&buf) {
                     Ok(()) => {

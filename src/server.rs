@@ -312,7 +312,14 @@ async fn read_hello(
     });
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if let Some(msg) = dec.decode(&mut buf).map_err(|e| bad(e.into()))? {
+        let decoded = dec.decode(&mut buf).map_err(|e| {
+            bad(if e.is_tls_record() {
+                anyhow::anyhow!("a client began a TLS handshake but this server has no --tls-cert")
+            } else {
+                e.into()
+            })
+        });
+        if let Some(msg) = decoded? {
             return match msg {
                 Message::ClientHello(h) => Ok(Some(h)),
                 other => Err(bad(anyhow::anyhow!(

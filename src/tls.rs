@@ -75,6 +75,24 @@ pub fn connector(trust: &Trust) -> Result<tokio_rustls::TlsConnector> {
     Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
 }
 
+/// A TLS handshake failure in words. rustls reports some certificate problems only
+/// as the Debug string of a webpki error; the common ones are named here.
+pub fn describe_handshake_error(e: &std::io::Error) -> String {
+    let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
+        return e.to_string();
+    };
+    describe_rustls_error(tls)
+}
+
+fn describe_rustls_error(e: &rustls::Error) -> String {
+    if let rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) = e {
+        if format!("{other:?}").contains("CaUsedAsEndEntity") {
+            return "the server's certificate is a CA certificate; serve a leaf certificate signed by the CA given to --tls-ca".into();
+        }
+    }
+    e.to_string()
+}
+
 /// The name to check the server's certificate against: the host part of `HOST:PORT`
 /// (an IP address is matched against the certificate's IP addresses).
 pub fn server_name(connect: &str) -> Result<ServerName<'static>> {
@@ -175,6 +193,36 @@ pub fn token_matches(expected: &str, presented: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ca_certificate_served_as_a_leaf_is_explained() {
+        // rustls carries webpki's CaUsedAsEndEntity as an opaque error; only its Debug
+        // string names it.
+        #[derive(Debug)]
+        enum WebpkiError {
+            CaUsedAsEndEntity,
+        }
+        impl std::fmt::Display for WebpkiError {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{self:?}")
+            }
+        }
+        impl std::error::Error for WebpkiError {}
+        let e = rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
+            rustls::OtherError(Arc::new(WebpkiError::CaUsedAsEndEntity)),
+        ));
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        assert_eq!(
+            describe_handshake_error(&io),
+            "the server's certificate is a CA certificate; serve a leaf certificate signed by the CA given to --tls-ca"
+        );
+        let other = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        assert!(
+            describe_rustls_error(&other).contains("UnknownIssuer"),
+            "{}",
+            describe_rustls_error(&other)
+        );
+    }
 
     #[test]
     fn token_comparison() {

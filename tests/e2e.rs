@@ -524,6 +524,116 @@ fn file_source_replays_raw_files() {
     assert!(std::fs::read(out.join("frame_000002.raw")).unwrap() == driver_frame(12));
 }
 
+/// Serves `spec` (one frame), receives it into `out` and returns its JSON sidecar.
+fn serve_one_frame(spec: &str, extra: &[&str], out: &std::path::Path) -> serde_json::Value {
+    let mut args = vec![
+        "--source",
+        spec,
+        "--frames",
+        "1",
+        "--interval-ms",
+        "0",
+        "--wait-clients",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    let server = Server::start(&args);
+    let o = finish(
+        spawn_receive(&[
+            "--connect",
+            &server.addr.to_string(),
+            "--out",
+            out.to_str().unwrap(),
+        ]),
+        T,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(server.wait(T).0.success());
+    serde_json::from_slice(&std::fs::read(out.join("frame_000001.json")).unwrap()).unwrap()
+}
+
+/// A `file:` replay of the driver's frame 1 carries the driver's black level, so it is
+/// processed exactly as `sim`'s frame 1; `--black-level`/`--white-level` override it.
+#[test]
+fn file_replay_of_a_sim_frame_has_the_drivers_black_level_and_the_same_png() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cap.raw"), driver_frame(1)).unwrap();
+    let file_spec = format!("file:{}/cap.raw", dir.path().display());
+    let (sim_out, file_out) = (dir.path().join("sim"), dir.path().join("file"));
+    let sim = serve_one_frame("sim", &[], &sim_out);
+    let file = serve_one_frame(&file_spec, &[], &file_out);
+    assert_eq!(file["black_level"], 64, "{file}");
+    assert_eq!(sim["black_level"], 64, "{sim}");
+    assert_eq!(file["white_level"], sim["white_level"]);
+    let png = |d: &std::path::Path| read_png(&d.join("frame_000001.png"));
+    assert!(png(&sim_out) == png(&file_out), "file: and sim PNGs differ");
+    let set = dir.path().join("set");
+    let j = serve_one_frame(
+        &file_spec,
+        &["--black-level", "100", "--white-level", "4000"],
+        &set,
+    );
+    assert_eq!(
+        (j["black_level"].as_u64(), j["white_level"].as_u64()),
+        (Some(100), Some(4000))
+    );
+    for (flags, want) in [
+        (
+            &["--black-level", "4095"][..],
+            "black level 4095 must be below the white level 4095",
+        ),
+        (
+            &["--white-level", "4096"][..],
+            "white level 4096 does not fit in 12 bits",
+        ),
+        (
+            &["--bits", "8", "--white-level", "300"][..],
+            "white level 300 does not fit in 8 bits",
+        ),
+    ] {
+        let o = bin()
+            .args(["serve", "--listen", "127.0.0.1:0", "--source", &file_spec])
+            .args(flags)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        assert!(
+            err.contains(want) && err.starts_with("rawlink: error: "),
+            "{flags:?}: {err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+}
+
+/// A file of the wrong size anywhere in a glob fails at start, before a frame is sent;
+/// a sample above the depth is refused.
+#[test]
+fn file_source_checks_every_file_at_start_and_samples_against_the_depth() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.raw"), driver_frame(1)).unwrap();
+    let f = std::fs::File::create(dir.path().join("b.raw")).unwrap();
+    f.set_len(1 << 30).unwrap(); // sparse
+    let spec = format!("file:{}/*.raw", dir.path().display());
+    let o = bin()
+        .args(["serve", "--listen", "127.0.0.1:0", "--source", &spec])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("b.raw: 1073741824 bytes, but 640x480 16-bit samples need 614400"),
+        "{err}"
+    );
+    assert!(o.stdout.is_empty(), "failed before listening");
+    std::fs::remove_file(dir.path().join("b.raw")).unwrap();
+    // Frame 1 at 12 bits holds 4080: too deep for --bits 10.
+    let server = Server::start(&["--source", &spec, "--bits", "10", "--interval-ms", "0"]);
+    let (status, _, err) = server.wait(T);
+    assert!(!status.success());
+    assert!(err.contains("does not fit in 10 bits"), "{err}");
+}
+
 /// A frame the ISP cannot process (its header puts black at white) keeps its RAW and
 /// JSON, says why in the JSON, and makes the exit status fail; the frames around it are
 /// whole.
@@ -750,4 +860,79 @@ fn receiver_started_before_the_server_connects_when_it_comes_up() {
     assert_frame_files(dir.path(), &[1, 2]);
     let mut server = server;
     assert!(wait_timeout(&mut server, T).success());
+}
+
+/// A legacy receiver whose server closes before sending a byte fails instead of
+/// reporting an empty success.
+#[test]
+fn legacy_receiver_fails_when_the_server_closes_without_a_frame() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let child = spawn_receive(&[
+        "--legacy",
+        "--connect",
+        &addr,
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    let (s, _) = l.accept().unwrap();
+    drop(s);
+    let o = finish(child, T);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .starts_with("rawlink: error: server closed the connection without sending a frame"),
+        "{stderr}"
+    );
+}
+
+/// `demo --http ADDR` uses ADDR or fails; only the default address gives way to a free
+/// port.
+#[test]
+fn demo_http_given_explicitly_is_not_replaced_by_a_free_port() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let o = bin()
+        .args([
+            "demo",
+            "--frames",
+            "1",
+            "--interval-ms",
+            "10",
+            "--quiet",
+            "--http",
+            &addr,
+            "--out",
+        ])
+        .arg(dir.path().join("out"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr} (--http)")),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("live view: http://"));
+}
+
+#[test]
+fn serve_help_lists_every_source() {
+    let o = bin().args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success());
+    assert!(
+        help.contains("sim, sim:scene, chardev:PATH, file:GLOB or v4l2:/dev/videoN"),
+        "{help}"
+    );
+    assert!(
+        help.contains("--black-level") && help.contains("--white-level"),
+        "{help}"
+    );
 }

@@ -958,3 +958,146 @@ fn the_server_drops_a_client_whose_heartbeats_stop_and_one_that_stops_reading() 
     );
     assert!(err.contains("write stalled for 1.0 s"), "{err}");
 }
+
+/// The last line of a receiver's stderr, checked to be a one-line error.
+fn last_error(o: &std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{stderr}");
+    let last = stderr.lines().last().unwrap_or_default().to_string();
+    assert!(last.starts_with("rawlink: error: "), "{stderr}");
+    last
+}
+
+/// TLS on one side only, or a CA certificate served as the server's: each is named at
+/// once, on both sides, instead of retrying or blaming --legacy.
+#[test]
+fn tls_on_one_side_only_and_a_ca_served_as_leaf_are_named_at_once() {
+    let d = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = make_certs(d.path(), "m");
+    let receive = |addr: &str, extra: &[&str]| {
+        let mut a = vec![
+            "--connect",
+            addr,
+            "--sink",
+            "null",
+            "--quiet",
+            "--frames",
+            "1",
+        ];
+        a.extend_from_slice(extra);
+        let t = Instant::now();
+        let o = finish(spawn_receive(&a), T);
+        (o, t.elapsed())
+    };
+    // A TLS receiver and a plaintext server.
+    let plain = sim_server("127.0.0.1:0", &["--interval-ms", "20"]);
+    let (o, took) = receive(&plain.addr.to_string(), &["--tls-ca", &ca]);
+    let last = last_error(&o);
+    assert!(
+        last.contains("the server closed the connection during the TLS handshake: is it serving TLS? (start it with --tls-cert/--tls-key, or drop --tls-ca/--tls-insecure)"),
+        "{last}"
+    );
+    assert!(took < Duration::from_secs(5), "retried for {took:?}");
+    signal(&plain.child, Signal::SIGTERM);
+    let (_, _, err) = plain.wait(T);
+    assert!(
+        err.contains("a client began a TLS handshake but this server has no --tls-cert"),
+        "{err}"
+    );
+    assert!(!err.contains("--legacy"), "{err}");
+    // A plaintext receiver and a TLS server.
+    let tls = sim_server(
+        "127.0.0.1:0",
+        &[
+            "--interval-ms",
+            "20",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--handshake-timeout",
+            "1",
+        ],
+    );
+    let addr = tls.addr.to_string();
+    let (o, took) = receive(&addr, &[]);
+    let last = last_error(&o);
+    assert!(
+        last.contains("the server speaks TLS: add --tls-ca PEM (or --tls-insecure)"),
+        "{last}"
+    );
+    assert!(!last.contains("--legacy"), "{last}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    // A legacy receiver sends nothing: the TLS server gives up on its handshake and
+    // closes without a byte, which is an error, not an empty success.
+    let (o, _) = receive(&addr, &["--legacy", "--no-reconnect"]);
+    let last = last_error(&o);
+    assert!(
+        last.contains("server closed the connection without sending a frame"),
+        "{last}"
+    );
+    signal(&tls.child, Signal::SIGTERM);
+    tls.wait(T);
+    // A CA certificate served as the server's own.
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    p.subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = p.self_signed(&ca_key).unwrap();
+    let (ca_pem, ca_key_pem) = (d.path().join("ca-leaf.pem"), d.path().join("ca-leaf.key"));
+    std::fs::write(&ca_pem, ca_cert.pem()).unwrap();
+    std::fs::write(&ca_key_pem, ca_key.serialize_pem()).unwrap();
+    let (ca_pem, ca_key_pem) = (ca_pem.to_str().unwrap(), ca_key_pem.to_str().unwrap());
+    let bad = sim_server(
+        "127.0.0.1:0",
+        &[
+            "--interval-ms",
+            "20",
+            "--tls-cert",
+            ca_pem,
+            "--tls-key",
+            ca_key_pem,
+        ],
+    );
+    let (o, _) = receive(&bad.addr.to_string(), &["--tls-ca", ca_pem]);
+    let last = last_error(&o);
+    assert!(
+        last.contains("the server's certificate is a CA certificate; serve a leaf certificate signed by the CA given to --tls-ca"),
+        "{last}"
+    );
+    assert!(!last.contains("OtherError"), "{last}");
+    signal(&bad.child, Signal::SIGTERM);
+    bad.wait(T);
+}
+
+/// `demo --frames 0` whose receiver stops on a full disk ends, with the error, instead
+/// of waiting for Ctrl-C.
+#[test]
+fn demo_without_a_frame_limit_ends_when_its_receiver_stops_on_a_disk_error() {
+    let mnt = tempfile::tempdir().unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=2m rawlink-test {mnt} || exit 99; \
+         timeout 50 {bin} demo --frames 0 --interval-ms 10 --no-http --quiet --out {mnt}/out",
+        mnt = mnt.path().display(),
+        bin = env!("CARGO_BIN_EXE_rawlink"),
+    );
+    let o = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .env("RAWLINK_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("unshare (util-linux) is needed for the disk-full test");
+    let o = finish(o, T);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_ne!(o.status.code(), Some(99), "cannot mount a tmpfs: {stderr}");
+    assert_ne!(
+        o.status.code(),
+        Some(124),
+        "demo hung after the disk error: {stderr}"
+    );
+    let last = last_error(&o);
+    assert!(last.contains("stopped by a disk error"), "{last}");
+}

@@ -404,3 +404,190 @@ fn bench_prints_one_json_object_per_configuration() {
         );
     }
 }
+
+/// Runs `rawlink ARGS`; returns (success, stderr).
+fn rawlink(args: &[&str]) -> (bool, String) {
+    let o = bin().args(args).output().unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Asserts a one-line `rawlink: error:` containing `needle`.
+fn assert_error(r: (bool, String), needle: &str) {
+    let (ok, err) = r;
+    assert!(!ok, "succeeded: {err}");
+    assert!(
+        err.starts_with("rawlink: error: ") && err.contains(needle),
+        "{needle:?} not in {err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+/// Inputs are size-checked before they are read: a huge sparse file fails at once, and
+/// a device that never ends (`/dev/zero`) is read no further than one frame and a byte.
+#[test]
+fn isp_and_convert_refuse_oversized_input_without_reading_it() {
+    let d = tempfile::tempdir().unwrap();
+    let big = d.path().join("big.raw");
+    // Sparse, 1 TiB: reading it before checking its size would run out of memory.
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
+    let big = big.to_str().unwrap();
+    let out = d.path().join("o.png");
+    let out = out.to_str().unwrap();
+    let dng = d.path().join("o.dng");
+    let dng = dng.to_str().unwrap();
+    let small = ["--width", "64", "--height", "48"];
+    for cmd in [&["isp", big, "-o", out][..], &["convert", big, "-o", dng]] {
+        let mut args = cmd.to_vec();
+        args.extend_from_slice(&small);
+        assert_error(
+            rawlink(&args),
+            "big.raw: input is 1099511627776 bytes but 64x48 16-bit samples need 6144 bytes",
+        );
+    }
+    for cmd in [
+        &["isp", "/dev/zero", "-o", out][..],
+        &["convert", "/dev/zero", "-o", dng],
+    ] {
+        let mut args = cmd.to_vec();
+        args.extend_from_slice(&small);
+        let t = std::time::Instant::now();
+        assert_error(
+            rawlink(&args),
+            "/dev/zero: input is more than 6144 bytes but 64x48 16-bit samples need 6144 bytes",
+        );
+        assert!(t.elapsed() < std::time::Duration::from_secs(20));
+    }
+    // A DNG larger than any rawlink reads is refused by its size alone.
+    let huge_dng = d.path().join("huge.dng");
+    let mut f = std::fs::File::create(&huge_dng).unwrap();
+    std::io::Write::write_all(&mut f, b"II*\0\x08\0\0\0").unwrap();
+    f.set_len(1 << 31).unwrap();
+    assert_error(
+        rawlink(&["isp", huge_dng.to_str().unwrap(), "-o", out]),
+        "larger than any DNG rawlink reads",
+    );
+    assert!(!Path::new(out).exists() && !Path::new(dng).exists());
+}
+
+/// `-o` may not be the input (under any name), a folder, or a path ending in `/`; no
+/// folder is created for an input that turns out to be bad.
+#[test]
+fn output_that_is_the_input_or_a_folder_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let raw = d.path().join("same.raw");
+    let frame: Vec<u8> = (0..64 * 48u32)
+        .flat_map(|i| ((i % 4096) as u16).to_le_bytes())
+        .collect();
+    std::fs::write(&raw, &frame).unwrap();
+    let rawp = raw.to_str().unwrap();
+    let geo = ["--width", "64", "--height", "48"];
+    let with_geo = |args: &[&str]| {
+        let mut v = args.to_vec();
+        v.extend_from_slice(&geo);
+        rawlink(&v)
+    };
+    assert_error(
+        with_geo(&["isp", rawp, "-o", rawp]),
+        "--output is the input file",
+    );
+    // The same file by another name (a path through "..", a hard link).
+    let other = format!(
+        "{}/../{}/same.raw",
+        d.path().display(),
+        d.path().file_name().unwrap().to_str().unwrap()
+    );
+    assert_error(
+        with_geo(&["isp", rawp, "-o", &other]),
+        "--output is the input file",
+    );
+    let link = d.path().join("link.raw");
+    std::fs::hard_link(&raw, &link).unwrap();
+    assert_error(
+        with_geo(&["convert", rawp, "-o", link.to_str().unwrap()]),
+        "--output is the input file",
+    );
+    // DNG to raw, in place.
+    let dng = d.path().join("same.dng");
+    assert!(with_geo(&["convert", rawp, "-o", dng.to_str().unwrap()]).0);
+    let dngp = dng.to_str().unwrap();
+    let before = std::fs::read(&dng).unwrap();
+    assert_error(
+        rawlink(&["convert", dngp, "-o", dngp]),
+        "--output is the input file",
+    );
+    assert_eq!(std::fs::read(&dng).unwrap(), before, "input untouched");
+    assert_eq!(std::fs::read(&raw).unwrap(), frame, "input untouched");
+    // A folder, existing or not.
+    let newdir = format!("{}/newdir/", d.path().display());
+    assert_error(with_geo(&["isp", rawp, "-o", &newdir]), "ends in '/'");
+    assert!(
+        !d.path().join("newdir").exists(),
+        "no file or folder named newdir"
+    );
+    std::fs::create_dir(d.path().join("existing.png")).unwrap();
+    let existing = d.path().join("existing.png");
+    assert_error(
+        with_geo(&["isp", rawp, "-o", existing.to_str().unwrap()]),
+        "is a folder",
+    );
+    // A bad input creates no output folder.
+    let nested = d.path().join("a/b/c.dng");
+    let short = d.path().join("short.raw");
+    std::fs::write(&short, [0u8; 10]).unwrap();
+    assert_error(
+        with_geo(&[
+            "convert",
+            short.to_str().unwrap(),
+            "-o",
+            nested.to_str().unwrap(),
+        ]),
+        "input is 10 bytes",
+    );
+    let mut bad = frame.clone();
+    bad[0..2].copy_from_slice(&5000u16.to_le_bytes());
+    std::fs::write(&short, &bad).unwrap();
+    assert_error(
+        with_geo(&[
+            "convert",
+            short.to_str().unwrap(),
+            "-o",
+            nested.to_str().unwrap(),
+        ]),
+        "does not fit in 12 bits",
+    );
+    assert!(
+        !d.path().join("a").exists(),
+        "folders created for a bad input"
+    );
+}
+
+#[test]
+fn a_missing_config_file_is_named_as_such() {
+    let d = tempfile::tempdir().unwrap();
+    let missing = d.path().join("missing.toml");
+    let out = d.path().join("o.png");
+    assert_error(
+        rawlink(&[
+            "isp",
+            data("astronaut_256x192_rggb12.raw").to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--width",
+            "256",
+            "--height",
+            "192",
+            "--config",
+            missing.to_str().unwrap(),
+        ]),
+        &format!(
+            "cannot read the configuration file {}: No such file",
+            missing.display()
+        ),
+    );
+}

@@ -306,7 +306,7 @@ fn compressed_scene_frames_round_trip_exactly_with_ratio_over_1_5() {
     use rawlink_proto::compress::{compress, decompress};
     use rawlink_source::{SceneSource, SourceOptions};
     let scene = SceneSource::new(&SourceOptions {
-        interval_ms: 0,
+        interval: std::time::Duration::ZERO,
         ..Default::default()
     })
     .unwrap();

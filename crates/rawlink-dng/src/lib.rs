@@ -642,9 +642,39 @@ pub fn read_dng(data: &[u8]) -> Result<DngImage, DngError> {
     let counts = get(279, "StripByteCounts")?;
     let bytes_per = (bps / 8) as u64;
     let need = width * height * bytes_per;
-    let mut pixels = Vec::with_capacity(need as usize);
+    // An uncompressed image cannot be larger than its file: checked before anything is
+    // allocated, so a small file cannot claim a huge image.
+    if need > t.d.len() as u64 {
+        return Err(corrupt(&format!(
+            "the {width}x{height} image needs {need} bytes, but the whole file has {}",
+            t.d.len()
+        )));
+    }
+    // Every strip must lie inside the file, and no two may share bytes (strips that
+    // all point at the same bytes would otherwise make a large image of a small file).
+    let mut strips = Vec::new();
     for i in 0..offs.count {
         let (o, n) = (t.num(offs, i)? as usize, t.num(counts, i)? as usize);
+        t.bytes(o, n)?;
+        if n > 0 {
+            strips.push((o, n, i));
+        }
+    }
+    let mut sorted = strips.clone();
+    sorted.sort_unstable();
+    for w in sorted.windows(2) {
+        let ((o1, n1, i1), (o2, _, i2)) = (w[0], w[1]);
+        if o1 + n1 > o2 {
+            return Err(corrupt(&format!(
+                "strips {} and {} overlap (bytes {o2}..{})",
+                i1.min(i2),
+                i1.max(i2),
+                o1 + n1
+            )));
+        }
+    }
+    let mut pixels = Vec::with_capacity(need as usize);
+    for (o, n, _) in strips {
         let take = n.min(need as usize - pixels.len());
         pixels.extend_from_slice(t.bytes(o, take)?);
     }
@@ -853,6 +883,62 @@ mod tests {
         let e = read_dng(&patch(50714, 5000)).unwrap_err().to_string();
         assert!(e.contains("BlackLevel 5000"), "{e}");
         assert_eq!(read_dng(&patch(50714, 100)).unwrap().meta.black_level, 100);
+    }
+
+    /// Sets field `tag` of IFD 0 of a little-endian file to LONG `count` `value`.
+    fn patch_field(d: &mut [u8], tag: u16, count: u32, value: u32) {
+        let ifd = u32::from_le_bytes([d[4], d[5], d[6], d[7]]) as usize;
+        let n = u16::from_le_bytes([d[ifd], d[ifd + 1]]) as usize;
+        let e = (0..n)
+            .map(|i| ifd + 2 + 12 * i)
+            .find(|&e| u16::from_le_bytes([d[e], d[e + 1]]) == tag)
+            .unwrap();
+        d[e + 2..e + 4].copy_from_slice(&4u16.to_le_bytes());
+        d[e + 4..e + 8].copy_from_slice(&count.to_le_bytes());
+        d[e + 8..e + 12].copy_from_slice(&value.to_le_bytes());
+    }
+
+    #[test]
+    fn an_image_larger_than_its_file_is_refused_before_allocating() {
+        let mut d = write_dng(&meta(4, 2, BayerPattern::Rggb, 12), &[0; 8]).unwrap();
+        // 16384 x 16384 16-bit samples (512 MiB) claimed by a file of a few hundred bytes.
+        patch_field(&mut d, 256, 1, 16384);
+        patch_field(&mut d, 257, 1, 16384);
+        let e = read_dng(&d).unwrap_err().to_string();
+        assert!(
+            e.contains("image needs 536870912 bytes, but the whole file has"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn overlapping_strips_and_strips_outside_the_file_are_refused() {
+        let good = write_dng(&meta(4, 2, BayerPattern::Rggb, 12), &[7; 8]).unwrap();
+        let t = Tiff { d: &good, le: true };
+        let ifd = t.ifd(8).unwrap();
+        let off = t.num(find(&ifd, 273).unwrap(), 0).unwrap() as u32;
+        // Two 16-byte strips at the same offset for a 4x4 image (32 bytes).
+        let mut d = good.clone();
+        let arrays = d.len() as u32;
+        for v in [off, off, 16, 16] {
+            d.extend_from_slice(&v.to_le_bytes());
+        }
+        patch_field(&mut d, 257, 1, 4);
+        patch_field(&mut d, 273, 2, arrays);
+        patch_field(&mut d, 279, 2, arrays + 8);
+        let e = read_dng(&d).unwrap_err().to_string();
+        assert!(e.contains("strips 0 and 1 overlap"), "{e}");
+        // The same strips one after the other are read.
+        let mut ok = d.clone();
+        let second = arrays + 4;
+        ok[second as usize..second as usize + 4].copy_from_slice(&(off + 16).to_le_bytes());
+        let r = read_dng(&ok).unwrap();
+        assert_eq!((r.meta.height, &r.samples[..8]), (4, &[7u16; 8][..]));
+        // A strip that runs past the end of the file, even if the image needs less.
+        let mut d = good.clone();
+        patch_field(&mut d, 279, 1, 1 << 20);
+        let e = read_dng(&d).unwrap_err().to_string();
+        assert!(e.contains("past the end of the file"), "{e}");
     }
 
     proptest! {

@@ -445,8 +445,10 @@ impl IspConfig {
 
     /// Reads a TOML file.
     pub fn from_toml_file(path: &std::path::Path) -> Result<Self, IspError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| IspError::BadParam(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|error| IspError::ConfigRead {
+            path: path.to_path_buf(),
+            error,
+        })?;
         let mut cfg: Self = toml::from_str(&text).map_err(|e| {
             IspError::BadParam(format!(
                 "{}: {}",

@@ -67,6 +67,14 @@ pub enum IspError {
     /// Parameter out of range.
     #[error("bad ISP parameter: {0}")]
     BadParam(String),
+    /// The configuration file cannot be read.
+    #[error("cannot read the configuration file {}: {error}", path.display())]
+    ConfigRead {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS error.
+        error: std::io::Error,
+    },
     /// PNG encoding failed.
     #[error("PNG encoding failed: {0}")]
     Png(#[from] png::EncodingError),

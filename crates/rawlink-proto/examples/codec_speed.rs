@@ -28,7 +28,7 @@ fn main() {
     let opts = SourceOptions {
         width: w,
         height: h,
-        interval_ms: 0,
+        interval: std::time::Duration::ZERO,
         ..Default::default()
     };
     let mut src = SceneSource::new(&opts).unwrap();

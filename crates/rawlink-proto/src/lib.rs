@@ -100,11 +100,35 @@ pub enum Message {
     Notice(Notice),
 }
 
+/// True if `bytes` begin a TLS record: a handshake (`0x16`) or alert (`0x15`) record of
+/// TLS 1.x (`0x03`). A rawlink peer that sees one is talking to a TLS peer in plaintext.
+pub fn is_tls_record(bytes: &[u8]) -> bool {
+    matches!(bytes, [0x15 | 0x16, 0x03, ..])
+}
+
+fn bad_magic_message(found: &[u8; 4]) -> String {
+    if is_tls_record(found) {
+        format!(
+            "bad magic {found:02x?}: a TLS record, not a rawlink v1 message (the peer speaks TLS)"
+        )
+    } else {
+        format!("bad magic {found:02x?} (expected \"RLNK\"): not a rawlink v1 stream (legacy bare frames need --legacy)")
+    }
+}
+
+impl ProtoError {
+    /// True for a [`ProtoError::BadMagic`] whose bytes begin a TLS record (see
+    /// [`is_tls_record`]).
+    pub fn is_tls_record(&self) -> bool {
+        matches!(self, Self::BadMagic { found } if is_tls_record(found))
+    }
+}
+
 /// Everything that can be wrong with bytes on the wire.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtoError {
     /// The first four bytes are not `RLNK`.
-    #[error("bad magic {found:02x?} (expected \"RLNK\"): not a rawlink v1 stream (legacy bare frames need --legacy)")]
+    #[error("{}", bad_magic_message(found))]
     BadMagic {
         /// The bytes found.
         found: [u8; 4],

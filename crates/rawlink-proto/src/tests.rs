@@ -105,6 +105,25 @@ fn wrong_magic_is_rejected_at_once() {
         Err(ProtoError::BadMagic { .. })
     ));
     assert!(err.to_string().contains("bad magic"));
+    assert!(!err.is_tls_record());
+}
+
+#[test]
+fn a_tls_record_is_recognised_and_not_sent_to_legacy() {
+    // A TLS ClientHello (handshake record) and a TLS alert, whole or only two bytes.
+    for bytes in [
+        &[0x16, 0x03, 0x01, 0x00, 0xf4, 0x01][..],
+        &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32],
+        &[0x16, 0x03],
+    ] {
+        let mut buf = BytesMut::from(bytes);
+        let err = Decoder::default().decode(&mut buf).unwrap_err();
+        assert!(err.is_tls_record(), "{bytes:02x?}: {err}");
+        let msg = err.to_string();
+        assert!(msg.contains("TLS") && !msg.contains("--legacy"), "{msg}");
+    }
+    assert!(!is_tls_record(b"RLNK"));
+    assert!(!is_tls_record(&[0x16, 0x02]));
 }
 
 #[test]

@@ -5,7 +5,7 @@
 //! POLLHUP, POLLERR or end of file end the stream; a partial frame at that point is
 //! discarded with a warning (never delivered half-filled).
 
-use crate::{stamp, FrameSource, SourceError, SourceOptions};
+use crate::{stamp, FrameSource, SourceError, SourceOptions, REFERENCE_BLACK_12};
 use bytes::Bytes;
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -33,7 +33,8 @@ pub struct CharDevSource {
 impl CharDevSource {
     /// Opens `path` for non-blocking reads.
     pub fn open(path: &Path, opts: &SourceOptions) -> Result<Self, SourceError> {
-        let template = opts.header_template()?;
+        // The reference driver's black level, unless --black-level says otherwise.
+        let template = opts.leveled_template(REFERENCE_BLACK_12)?;
         let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(OFlag::O_NONBLOCK.bits())
@@ -172,6 +173,8 @@ mod tests {
             let f = src.next_frame(&stop).unwrap().expect("frame");
             assert_eq!(f.header.seq, k as u64 + 1);
             assert_eq!(&f.payload[..], &want[..]);
+            // The reference driver's black level (64 at 12 bits), as sim has.
+            assert_eq!(f.header.black_level, 64);
         }
         writer.join().unwrap();
         assert!(src.next_frame(&stop).unwrap().is_none());

@@ -1,6 +1,7 @@
 //! Frame sources for rawlink: a simulated sensor that reproduces the reference
 //! driver (`sim`), a realistic noisy scene (`sim:scene`), a poll()/read() char
-//! device (`chardev:PATH`) and headerless file replay (`file:GLOB`).
+//! device (`chardev:PATH`), headerless file replay (`file:GLOB`) and V4L2 cameras
+//! (`v4l2:/dev/videoN`, Linux).
 //!
 //! Sources are blocking and are driven from a dedicated thread:
 //!
@@ -8,7 +9,7 @@
 //! use std::sync::atomic::AtomicBool;
 //! use rawlink_source::{open, SourceOptions, SourceSpec};
 //!
-//! let opts = SourceOptions { interval_ms: 0, ..SourceOptions::default() };
+//! let opts = SourceOptions { interval: std::time::Duration::ZERO, ..SourceOptions::default() };
 //! let mut src = open(&"sim".parse::<SourceSpec>().unwrap(), &opts).unwrap();
 //! let stop = AtomicBool::new(false);
 //! let frame = src.next_frame(&stop).unwrap().unwrap();
@@ -33,6 +34,10 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The reference driver's black level at 12 bits (the default of `sim`, `chardev:` and
+/// `file:` sources, scaled to their depth).
+pub const REFERENCE_BLACK_12: u16 = 64;
 
 /// Errors from sources.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +71,18 @@ pub enum SourceError {
         width: u32,
         /// Height.
         height: u32,
+    },
+    /// A file holds a sample above `2^bits - 1`.
+    #[error("{path}: sample {value} at byte {offset} does not fit in {bits} bits (--bits)")]
+    SampleRange {
+        /// The file.
+        path: PathBuf,
+        /// The sample.
+        value: u16,
+        /// Its byte offset in the file.
+        offset: u64,
+        /// The declared depth.
+        bits: u8,
     },
     /// A V4L2 device error, with the device path and what was being done.
     #[error("{0}")]
@@ -131,12 +148,19 @@ pub struct SourceOptions {
     pub pattern: BayerPattern,
     /// Bit depth, 8..=16.
     pub bits: u8,
-    /// Time between frames for paced sources (sim, scene, file); 0 = as fast as possible.
-    pub interval_ms: u64,
+    /// Time between frames for paced sources (sim, scene, file); zero = as fast as
+    /// possible. Kept to the nanosecond (`--fps 700` is 1.428571 ms, not 1 ms).
+    pub interval: Duration,
     /// Replay files in a loop (file source).
     pub looped: bool,
     /// V4L2 capture options.
     pub v4l2: v4l2::V4l2Options,
+    /// Black level written into every frame's header, overriding the source's own
+    /// (sim and chardev/file: the reference driver's 64 at 12 bits, scaled to `bits`;
+    /// sim:scene: 256 at 12 bits, and the scene is rendered on it; v4l2: 0).
+    pub black_level: Option<u16>,
+    /// White level written into every frame's header (default `2^bits - 1`).
+    pub white_level: Option<u16>,
 }
 
 impl Default for SourceOptions {
@@ -146,9 +170,11 @@ impl Default for SourceOptions {
             height: 480,
             pattern: BayerPattern::Rggb,
             bits: 12,
-            interval_ms: 2000,
+            interval: Duration::from_millis(2000),
             looped: false,
             v4l2: v4l2::V4l2Options::default(),
+            black_level: None,
+            white_level: None,
         }
     }
 }
@@ -165,6 +191,48 @@ impl SourceOptions {
         h.validate()?;
         Ok(h)
     }
+
+    /// [`header_template`](Self::header_template) with the source's default black
+    /// level `default_black_12` (in 12-bit units, scaled to `bits`), then the
+    /// `black_level`/`white_level` overrides, checked.
+    pub(crate) fn leveled_template(
+        &self,
+        default_black_12: u16,
+    ) -> Result<FrameHeader, SourceError> {
+        let mut h = self.header_template()?;
+        h.black_level = sim::scale_from_12(default_black_12, self.bits);
+        apply_levels(&mut h, self.black_level, self.white_level)?;
+        Ok(h)
+    }
+}
+
+/// Sets the given black and white levels in `h` (those that are `Some`) and checks
+/// that `black < white <= 2^bits - 1`.
+pub fn apply_levels(
+    h: &mut FrameHeader,
+    black: Option<u16>,
+    white: Option<u16>,
+) -> Result<(), SourceError> {
+    let max = h.format.max_value();
+    if let Some(w) = white {
+        if w > max {
+            return Err(SourceError::BadOptions(format!(
+                "white level {w} does not fit in {} bits (at most {max})",
+                h.format.bits
+            )));
+        }
+        h.white_level = w;
+    }
+    if let Some(b) = black {
+        h.black_level = b;
+    }
+    if h.black_level >= h.white_level {
+        return Err(SourceError::BadOptions(format!(
+            "black level {} must be below the white level {}",
+            h.black_level, h.white_level
+        )));
+    }
+    Ok(())
 }
 
 /// A blocking producer of frames.
@@ -193,13 +261,16 @@ pub fn open(spec: &SourceSpec, opts: &SourceOptions) -> Result<Box<dyn FrameSour
         SourceSpec::CharDev(p) => Box::new(CharDevSource::open(p, opts)?),
         SourceSpec::File(g) => Box::new(FileSource::new(g, opts)?),
         #[cfg(target_os = "linux")]
-        SourceSpec::V4l2(p) => Box::new(v4l2::V4l2Source::new(
-            v4l2::DeviceBackend::open(p)?,
-            p,
-            opts.width,
-            opts.height,
-            &opts.v4l2,
-        )?),
+        SourceSpec::V4l2(p) => Box::new(
+            v4l2::V4l2Source::new(
+                v4l2::DeviceBackend::open(p)?,
+                p,
+                opts.width,
+                opts.height,
+                &opts.v4l2,
+            )?
+            .with_levels(opts.black_level, opts.white_level)?,
+        ),
         #[cfg(not(target_os = "linux"))]
         SourceSpec::V4l2(_) => {
             return Err(SourceError::BadSpec("V4L2 needs Linux".into()));
@@ -260,7 +331,10 @@ impl Pacer {
             std::thread::sleep((due - now).min(Duration::from_millis(20)));
         }
         // If we fell behind by more than one interval, do not try to catch up in a burst.
-        let next = due + self.interval;
+        // An interval too long for an Instant (`--interval-ms` near u64::MAX) is a year.
+        let next = due
+            .checked_add(self.interval)
+            .unwrap_or_else(|| due + Duration::from_secs(365 * 86_400));
         self.next = Some(if next < Instant::now() {
             Instant::now()
         } else {
@@ -300,6 +374,71 @@ mod tests {
             assert!(bad.parse::<SourceSpec>().is_err(), "{bad}");
         }
         assert_eq!(SourceSpec::SimScene.to_string(), "sim:scene");
+    }
+
+    #[test]
+    fn pacer_keeps_sub_millisecond_intervals() {
+        // 50 ticks 300 µs apart take at least 49 intervals: an interval rounded to
+        // whole milliseconds (0 ms) would take none.
+        let stop = AtomicBool::new(false);
+        let mut p = Pacer::new(Duration::from_micros(300));
+        let t = Instant::now();
+        for _ in 0..50 {
+            assert!(p.wait(&stop));
+        }
+        assert!(
+            t.elapsed() >= Duration::from_micros(300 * 49),
+            "{:?}",
+            t.elapsed()
+        );
+        // An interval too long for an Instant does not panic.
+        let mut p = Pacer::new(Duration::MAX);
+        assert!(p.wait(&stop));
+    }
+
+    #[test]
+    fn levels_are_checked_against_the_depth() {
+        let opts = SourceOptions {
+            bits: 12,
+            ..Default::default()
+        };
+        let h = opts.leveled_template(REFERENCE_BLACK_12).unwrap();
+        assert_eq!((h.black_level, h.white_level), (64, 4095));
+        let h = SourceOptions {
+            bits: 16,
+            ..opts.clone()
+        }
+        .leveled_template(REFERENCE_BLACK_12)
+        .unwrap();
+        assert_eq!((h.black_level, h.white_level), (1024, 65535));
+        for (b, w, want) in [
+            (
+                Some(4095),
+                None,
+                "black level 4095 must be below the white level 4095",
+            ),
+            (
+                None,
+                Some(4096),
+                "white level 4096 does not fit in 12 bits (at most 4095)",
+            ),
+            (
+                None,
+                Some(64),
+                "black level 64 must be below the white level 64",
+            ),
+        ] {
+            let o = SourceOptions {
+                black_level: b,
+                white_level: w,
+                ..opts.clone()
+            };
+            let e = o
+                .leveled_template(REFERENCE_BLACK_12)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{e}");
+        }
     }
 
     #[test]

@@ -6,7 +6,6 @@
 //! The scene is rendered once; each frame pans it by two columns and draws fresh noise
 //! from a seed derived from the sequence number, so frames are reproducible.
 
-use crate::sim::scale_from_12;
 use crate::{stamp, FrameSource, Pacer, SourceError, SourceOptions};
 use bytes::Bytes;
 use rand::rngs::SmallRng;
@@ -120,10 +119,10 @@ pub fn scene_rgb(u: f32, v: f32, aspect: f32) -> [f32; 3] {
 impl SceneSource {
     /// Renders the scene for the given geometry.
     pub fn new(opts: &SourceOptions) -> Result<Self, SourceError> {
-        let mut template = opts.header_template()?;
+        // The scene is rendered on its black and white levels (overridable).
+        let mut template = opts.leveled_template(SCENE_BLACK_12)?;
         let bits = opts.bits;
-        let black = scale_from_12(SCENE_BLACK_12, bits);
-        template.black_level = black;
+        let black = template.black_level;
         template.exposure_us = 8_000;
         template.analog_gain = 2.0;
         let (w, h) = (opts.width as usize, opts.height as usize);
@@ -154,7 +153,7 @@ impl SceneSource {
             })
             .collect();
         let scale = (1u32 << bits) as f32 / 4096.0;
-        let interval = Duration::from_millis(opts.interval_ms);
+        let interval = opts.interval;
         Ok(Self {
             template,
             clean,
@@ -226,7 +225,7 @@ mod tests {
             width: 64,
             height: 48,
             pattern,
-            interval_ms: 0,
+            interval: Duration::ZERO,
             ..Default::default()
         }
     }

@@ -35,11 +35,10 @@ const RAMP_PERIOD: usize = 256;
 impl SimSource {
     /// A sim source with the given geometry and pacing.
     pub fn new(opts: &SourceOptions) -> Result<Self, SourceError> {
-        let mut template = opts.header_template()?;
         // The reference ISP assumes a black level of 64 at 12 bits.
-        template.black_level = scale_from_12(64, opts.bits);
+        let mut template = opts.leveled_template(crate::REFERENCE_BLACK_12)?;
         template.exposure_us = 10_000;
-        let interval = Duration::from_millis(opts.interval_ms);
+        let interval = opts.interval;
         Ok(Self {
             template,
             pacer: Pacer::new(interval),
@@ -151,7 +150,7 @@ mod tests {
     #[test]
     fn matches_reference_driver_formula() {
         let opts = SourceOptions {
-            interval_ms: 0,
+            interval: Duration::ZERO,
             ..Default::default()
         };
         let mut s = SimSource::new(&opts).unwrap();
@@ -174,7 +173,7 @@ mod tests {
                 width: 70,
                 height: 9,
                 bits,
-                interval_ms: 0,
+                interval: Duration::ZERO,
                 ..Default::default()
             };
             let s = SimSource::new(&opts).unwrap();
@@ -201,7 +200,7 @@ mod tests {
                 width: w,
                 height: h,
                 bits,
-                interval_ms: 0,
+                interval: Duration::ZERO,
                 ..Default::default()
             };
             let mut s = SimSource::new(&opts).unwrap();
@@ -224,7 +223,7 @@ mod tests {
         let opts = SourceOptions {
             width: 70,
             height: 9,
-            interval_ms: 0,
+            interval: Duration::ZERO,
             ..Default::default()
         };
         let mut s = SimSource::new(&opts).unwrap();

@@ -290,6 +290,17 @@ impl<B: Backend> V4l2Source<B> {
         })
     }
 
+    /// Overrides the black and white levels of every frame (the driver reports none:
+    /// black 0 and white `2^bits - 1` otherwise); checked against the negotiated depth.
+    pub fn with_levels(
+        mut self,
+        black: Option<u16>,
+        white: Option<u16>,
+    ) -> Result<Self, SourceError> {
+        crate::apply_levels(&mut self.template, black, white)?;
+        Ok(self)
+    }
+
     /// Frames the driver dropped (gaps in its sequence numbers) so far.
     pub fn dropped(&self) -> u64 {
         self.dropped
