@@ -500,44 +500,18 @@ fn file_source_replays_raw_files() {
         .unwrap();
     }
     let spec = format!("file:{}/cap_*.raw", dir.path().display());
-    let server = Server::start(&[
-        "--source",
-        &spec,
-        "--interval-ms",
-        "0",
-        "--wait-clients",
-        "1",
-    ]);
     let out = dir.path().join("out");
-    let o = finish(
-        spawn_receive(&[
-            "--connect",
-            &server.addr.to_string(),
-            "--out",
-            out.to_str().unwrap(),
-        ]),
-        T,
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(server.wait(T).0.success());
+    serve_into(&["--source", &spec], &out);
     assert_frame_files(&out, &[1, 2]);
     assert!(std::fs::read(out.join("frame_000002.raw")).unwrap() == driver_frame(12));
 }
 
-/// Serves `spec` (one frame), receives it into `out` and returns its JSON sidecar.
-fn serve_one_frame(spec: &str, extra: &[&str], out: &std::path::Path) -> serde_json::Value {
-    let mut args = vec![
-        "--source",
-        spec,
-        "--frames",
-        "1",
-        "--interval-ms",
-        "0",
-        "--wait-clients",
-        "1",
-    ];
-    args.extend_from_slice(extra);
-    let server = Server::start(&args);
+/// Serves with `args` (unpaced, to one client) and receives the whole stream into
+/// `out`; both must succeed.
+fn serve_into(args: &[&str], out: &std::path::Path) {
+    let mut a = vec!["--interval-ms", "0", "--wait-clients", "1"];
+    a.extend_from_slice(args);
+    let server = Server::start(&a);
     let o = finish(
         spawn_receive(&[
             "--connect",
@@ -549,6 +523,13 @@ fn serve_one_frame(spec: &str, extra: &[&str], out: &std::path::Path) -> serde_j
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(server.wait(T).0.success());
+}
+
+/// Serves `spec` (one frame), receives it into `out` and returns its JSON sidecar.
+fn serve_one_frame(spec: &str, extra: &[&str], out: &std::path::Path) -> serde_json::Value {
+    let mut args = vec!["--source", spec, "--frames", "1"];
+    args.extend_from_slice(extra);
+    serve_into(&args, out);
     serde_json::from_slice(&std::fs::read(out.join("frame_000001.json")).unwrap()).unwrap()
 }
 

@@ -91,6 +91,24 @@ fn sim_server(listen: &str, extra: &[&str]) -> Server {
     Server::start_at(listen, &args)
 }
 
+/// `rawlink receive --connect ADDR --sink null --quiet --frames N EXTRA…`, run to the
+/// end; its output and how long it took.
+fn timed_receive(addr: &str, frames: &str, extra: &[&str]) -> (std::process::Output, Duration) {
+    let mut a = vec![
+        "--connect",
+        addr,
+        "--sink",
+        "null",
+        "--quiet",
+        "--frames",
+        frames,
+    ];
+    a.extend_from_slice(extra);
+    let t = Instant::now();
+    let o = finish(spawn_receive(&a), T);
+    (o, t.elapsed())
+}
+
 #[test]
 fn server_killed_mid_frame_then_restarted() {
     let listen = format!("127.0.0.1:{}", free_port());
@@ -704,21 +722,7 @@ fn wrong_token_no_token_and_wrong_certificate_are_refused() {
         &good_token,
     ]);
     let addr = server.addr.to_string();
-    let run = |args: &[&str]| {
-        let mut a = vec![
-            "--connect",
-            &addr,
-            "--sink",
-            "null",
-            "--quiet",
-            "--frames",
-            "5",
-        ];
-        a.extend_from_slice(args);
-        let t = Instant::now();
-        let o = finish(spawn_receive(&a), T);
-        (o, t.elapsed())
-    };
+    let run = |args: &[&str]| timed_receive(&addr, "5", args);
     // The right CA and token: served, frames verified.
     let (ok, _) = run(&["--tls-ca", &ca, "--token-file", &good_token]);
     assert!(
@@ -974,21 +978,7 @@ fn last_error(o: &std::process::Output) -> String {
 fn tls_on_one_side_only_and_a_ca_served_as_leaf_are_named_at_once() {
     let d = tempfile::tempdir().unwrap();
     let (ca, cert, key) = make_certs(d.path(), "m");
-    let receive = |addr: &str, extra: &[&str]| {
-        let mut a = vec![
-            "--connect",
-            addr,
-            "--sink",
-            "null",
-            "--quiet",
-            "--frames",
-            "1",
-        ];
-        a.extend_from_slice(extra);
-        let t = Instant::now();
-        let o = finish(spawn_receive(&a), T);
-        (o, t.elapsed())
-    };
+    let receive = |addr: &str, extra: &[&str]| timed_receive(addr, "1", extra);
     // A TLS receiver and a plaintext server.
     let plain = sim_server("127.0.0.1:0", &["--interval-ms", "20"]);
     let (o, took) = receive(&plain.addr.to_string(), &["--tls-ca", &ca]);

@@ -540,27 +540,19 @@ fn output_that_is_the_input_or_a_folder_is_refused() {
     let nested = d.path().join("a/b/c.dng");
     let short = d.path().join("short.raw");
     std::fs::write(&short, [0u8; 10]).unwrap();
-    assert_error(
+    let convert_short = || {
         with_geo(&[
             "convert",
             short.to_str().unwrap(),
             "-o",
             nested.to_str().unwrap(),
-        ]),
-        "input is 10 bytes",
-    );
+        ])
+    };
+    assert_error(convert_short(), "input is 10 bytes");
     let mut bad = frame.clone();
     bad[0..2].copy_from_slice(&5000u16.to_le_bytes());
     std::fs::write(&short, &bad).unwrap();
-    assert_error(
-        with_geo(&[
-            "convert",
-            short.to_str().unwrap(),
-            "-o",
-            nested.to_str().unwrap(),
-        ]),
-        "does not fit in 12 bits",
-    );
+    assert_error(convert_short(), "does not fit in 12 bits");
     assert!(
         !d.path().join("a").exists(),
         "folders created for a bad input"

@@ -866,16 +866,10 @@ mod tests {
         }
         // Files from elsewhere: patch the written tags (both LONG values in IFD 0).
         let good = write_dng(&m, &[0; 8]).unwrap();
+        assert_eq!(&good[..4], b"II*\0");
         let patch = |tag: u16, v: u32| {
             let mut d = good.clone();
-            assert_eq!(&d[..4], b"II*\0");
-            let ifd = u32::from_le_bytes([d[4], d[5], d[6], d[7]]) as usize;
-            let n = u16::from_le_bytes([d[ifd], d[ifd + 1]]) as usize;
-            let e = (0..n)
-                .map(|i| ifd + 2 + 12 * i)
-                .find(|&e| u16::from_le_bytes([d[e], d[e + 1]]) == tag)
-                .unwrap();
-            d[e + 8..e + 12].copy_from_slice(&v.to_le_bytes());
+            patch_field(&mut d, tag, 1, v);
             d
         };
         let e = read_dng(&patch(50717, 0)).unwrap_err().to_string();
