@@ -12,9 +12,9 @@
 //! Why not the `png` crate's own fast mode (fdeflate), which this replaced: measured on
 //! the receiver's 640×480 frames, it spends ~3 ms per frame (filter, compressor, growing
 //! output buffers) where this spends about half, with the bit buffer in registers, one
-//! 1 KiB table of code and length, the filter fused into the row pass, and the output
-//! sized up front (docs/BENCHMARKS.md). The `png` crate still writes the chunks around
-//! the stream.
+//! 1 KiB table of code and length, the filter fused into the row pass, and an output
+//! buffer kept from frame to frame (docs/BENCHMARKS.md). The `png` crate still writes
+//! the chunks around the stream.
 //!
 //! Stream layout (RFC 1950 and RFC 1951): a zlib header, one final dynamic-Huffman
 //! block whose header transmits the code below, every row as its filter byte (2, `Up`)
