@@ -368,9 +368,16 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
             a.max_clients
         );
     }
+    // Every client must finish its hello (and TLS handshake) in this time; 0 would
+    // refuse them all, and anything under a millisecond is not a real network's.
     let handshake_timeout = seconds("--handshake-timeout", a.handshake_timeout, false)?
-        .unwrap_or_default()
-        .max(Duration::from_millis(1));
+        .filter(|d| *d >= Duration::from_millis(1))
+        .ok_or_else(|| {
+            anyhow!(
+                "--handshake-timeout must be at least 0.001 s, got {}",
+                a.handshake_timeout
+            )
+        })?;
     let peer_timeout = seconds("--peer-timeout", a.peer_timeout, true)?;
     if a.heartbeat_ms == 0 {
         bail!("--heartbeat-ms must be at least 1");

@@ -728,6 +728,16 @@ fn bad_cli_values_give_one_line_errors() {
             "can never be reached",
         ),
         (vec!["receive", "--max-payload-mb", "0"], "--max-payload-mb"),
+        (
+            vec![
+                "serve",
+                "--handshake-timeout",
+                "0",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            "--handshake-timeout must be at least",
+        ),
         (vec!["receive", "--max-fps", "1e300"], "--max-fps must be"),
         (convert(&["--gain", "nan"]), "--gain must be"),
         (

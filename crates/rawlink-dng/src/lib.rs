@@ -698,6 +698,20 @@ pub fn read_dng(data: &[u8]) -> Result<DngImage, DngError> {
             })
             .collect()
     };
+    let (samples, width, height) = linearize_and_crop(&t, &raw, samples, width, height)?;
+    // Per-column or per-row black levels are not applied, so a file that has any is
+    // refused rather than processed with the wrong black.
+    for (tag, name) in [(50715, "BlackLevelDeltaH"), (50716, "BlackLevelDeltaV")] {
+        if let Some(f) = find(&raw, tag) {
+            for i in 0..f.count.min(65536) {
+                if t.num(f, i)? != 0.0 {
+                    return Err(DngError::Unsupported(format!(
+                        "{name} (per-column or per-row black levels)"
+                    )));
+                }
+            }
+        }
+    }
     let level = |tag: u16| -> Result<Option<f64>, DngError> {
         let Some(f) = find(&raw, tag) else {
             return Ok(None);
@@ -770,6 +784,61 @@ pub fn read_dng(data: &[u8]) -> Result<DngImage, DngError> {
         },
         samples,
     })
+}
+
+/// Applies the raw image's LinearizationTable (each stored sample is an index into it;
+/// the levels are in the table's units) and crops to its ActiveArea (the masked border
+/// rows and columns some cameras store). The CFA pattern is the active area's (it is
+/// given relative to the area's top-left corner, as dcraw and LibRaw read it), so it
+/// does not move. Returns the samples and the new size.
+fn linearize_and_crop(
+    t: &Tiff,
+    raw: &[(u16, Field)],
+    mut samples: Vec<u16>,
+    width: u64,
+    height: u64,
+) -> Result<(Vec<u16>, u64, u64), DngError> {
+    if let Some(f) = find(raw, 50712) {
+        if f.count == 0 || f.count > 65536 {
+            return Err(corrupt(&format!(
+                "LinearizationTable of {} entries",
+                f.count
+            )));
+        }
+        let table: Vec<u16> = (0..f.count)
+            .map(|i| t.num(f, i).map(|v| v.clamp(0.0, 65535.0) as u16))
+            .collect::<Result<_, _>>()?;
+        let last = table.len() - 1;
+        for s in &mut samples {
+            *s = table[usize::from(*s).min(last)];
+        }
+    }
+    let Some(f) = find(raw, 50829) else {
+        return Ok((samples, width, height));
+    };
+    if f.count != 4 {
+        return Err(corrupt(&format!("ActiveArea of {} values", f.count)));
+    }
+    let [top, left, bottom, right] = [0, 1, 2, 3].map(|i| t.num(f, i).map(|v| v as u64));
+    let (top, left, bottom, right) = (top?, left?, bottom?, right?);
+    if top >= bottom || left >= right || bottom > height || right > width {
+        return Err(corrupt(&format!(
+            "ActiveArea {top},{left},{bottom},{right} of a {width}x{height} image"
+        )));
+    }
+    if (top, left, bottom, right) == (0, 0, height, width) {
+        return Ok((samples, width, height));
+    }
+    let (w, h) = (right - left, bottom - top);
+    let mut out = Vec::with_capacity((w * h) as usize);
+    for row in samples
+        .chunks_exact(width as usize)
+        .skip(top as usize)
+        .take(h as usize)
+    {
+        out.extend_from_slice(&row[left as usize..right as usize]);
+    }
+    Ok((out, w, h))
 }
 
 #[cfg(test)]
@@ -890,6 +959,77 @@ mod tests {
         d[e + 2..e + 4].copy_from_slice(&4u16.to_le_bytes());
         d[e + 4..e + 8].copy_from_slice(&count.to_le_bytes());
         d[e + 8..e + 12].copy_from_slice(&value.to_le_bytes());
+    }
+
+    /// Gives the IFD 0 entry of `from` the tag `to` (a field the writer does not write,
+    /// without rebuilding the file).
+    fn retag(d: &mut [u8], from: u16, to: u16) {
+        let ifd = u32::from_le_bytes([d[4], d[5], d[6], d[7]]) as usize;
+        let n = u16::from_le_bytes([d[ifd], d[ifd + 1]]) as usize;
+        let e = (0..n)
+            .map(|i| ifd + 2 + 12 * i)
+            .find(|&e| u16::from_le_bytes([d[e], d[e + 1]]) == from)
+            .unwrap();
+        d[e..e + 2].copy_from_slice(&to.to_le_bytes());
+    }
+
+    /// Appends LONG values to the file; returns their offset.
+    fn append_longs(d: &mut Vec<u8>, v: &[u32]) -> u32 {
+        let at = d.len() as u32;
+        for x in v {
+            d.extend_from_slice(&x.to_le_bytes());
+        }
+        at
+    }
+
+    #[test]
+    fn linearization_active_area_and_black_deltas() {
+        // 4x4 RGGB, samples 0..16 row by row.
+        let samples: Vec<u16> = (0..16).collect();
+        let good = write_dng(&meta(4, 4, BayerPattern::Rggb, 12), &samples).unwrap();
+        // A LinearizationTable doubling every code (entries past the table's end map to
+        // its last entry).
+        let mut d = good.clone();
+        let table: Vec<u32> = (0..10).map(|v| v * 2).collect();
+        let at = append_longs(&mut d, &table);
+        retag(&mut d, 274, 50712);
+        patch_field(&mut d, 50712, table.len() as u32, at);
+        let r = read_dng(&d).unwrap();
+        let want: Vec<u16> = (0..16).map(|v: u16| v.min(9) * 2).collect();
+        assert_eq!(r.samples, want);
+        // An ActiveArea of rows 1..4, columns 1..3 (the pattern is the area's own).
+        let mut d = good.clone();
+        let at = append_longs(&mut d, &[1, 1, 4, 3]);
+        retag(&mut d, 274, 50829);
+        patch_field(&mut d, 50829, 4, at);
+        let r = read_dng(&d).unwrap();
+        assert_eq!((r.meta.width, r.meta.height), (2, 3));
+        assert_eq!(r.samples, vec![5, 6, 9, 10, 13, 14]);
+        assert_eq!(r.meta.pattern, BayerPattern::Rggb);
+        // The whole image as the active area changes nothing; one past it is corrupt.
+        let mut d = good.clone();
+        let at = append_longs(&mut d, &[0, 0, 4, 4]);
+        retag(&mut d, 274, 50829);
+        patch_field(&mut d, 50829, 4, at);
+        assert_eq!(read_dng(&d).unwrap().samples, samples);
+        let mut bad = d.clone();
+        let at = append_longs(&mut bad, &[0, 0, 5, 4]);
+        patch_field(&mut bad, 50829, 4, at);
+        assert!(read_dng(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("ActiveArea"));
+        // Non-zero per-row black levels are refused; all-zero ones are harmless.
+        for (v, ok) in [(0, true), (3, false)] {
+            let mut d = good.clone();
+            let at = append_longs(&mut d, &[v; 4]);
+            retag(&mut d, 274, 50716);
+            patch_field(&mut d, 50716, 4, at);
+            match read_dng(&d) {
+                Ok(_) => assert!(ok),
+                Err(e) => assert!(!ok && e.to_string().contains("BlackLevelDeltaV"), "{e}"),
+            }
+        }
     }
 
     #[test]
