@@ -948,14 +948,19 @@ mod tests {
         assert_eq!(read_dng(&patch(50714, 100)).unwrap().meta.black_level, 100);
     }
 
-    /// Sets field `tag` of IFD 0 of a little-endian file to LONG `count` `value`.
-    fn patch_field(d: &mut [u8], tag: u16, count: u32, value: u32) {
+    /// Where the IFD 0 entry of `tag` starts in a little-endian file.
+    fn entry(d: &[u8], tag: u16) -> usize {
         let ifd = u32::from_le_bytes([d[4], d[5], d[6], d[7]]) as usize;
         let n = u16::from_le_bytes([d[ifd], d[ifd + 1]]) as usize;
-        let e = (0..n)
+        (0..n)
             .map(|i| ifd + 2 + 12 * i)
             .find(|&e| u16::from_le_bytes([d[e], d[e + 1]]) == tag)
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Sets field `tag` of IFD 0 of a little-endian file to LONG `count` `value`.
+    fn patch_field(d: &mut [u8], tag: u16, count: u32, value: u32) {
+        let e = entry(d, tag);
         d[e + 2..e + 4].copy_from_slice(&4u16.to_le_bytes());
         d[e + 4..e + 8].copy_from_slice(&count.to_le_bytes());
         d[e + 8..e + 12].copy_from_slice(&value.to_le_bytes());
@@ -964,12 +969,7 @@ mod tests {
     /// Gives the IFD 0 entry of `from` the tag `to` (a field the writer does not write,
     /// without rebuilding the file).
     fn retag(d: &mut [u8], from: u16, to: u16) {
-        let ifd = u32::from_le_bytes([d[4], d[5], d[6], d[7]]) as usize;
-        let n = u16::from_le_bytes([d[ifd], d[ifd + 1]]) as usize;
-        let e = (0..n)
-            .map(|i| ifd + 2 + 12 * i)
-            .find(|&e| u16::from_le_bytes([d[e], d[e + 1]]) == from)
-            .unwrap();
+        let e = entry(d, from);
         d[e..e + 2].copy_from_slice(&to.to_le_bytes());
     }
 
