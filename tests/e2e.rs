@@ -407,19 +407,28 @@ fn legacy_server_feeds_a_bare_tcp_client() {
     assert!(status.success(), "{err}");
 }
 
-#[test]
-fn legacy_receiver_reads_a_bare_tcp_streamer() {
-    // Like the reference streamer: bare frames, then close at a frame boundary.
+/// A `--legacy` receiver (with `extra` flags) connecting to a listener of the test's
+/// own, which plays the bare streamer; the receiver writes into the returned folder.
+fn legacy_receiver(extra: &[&str]) -> (TcpListener, tempfile::TempDir, std::process::Child) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let child = spawn_receive(&[
+    let mut args = vec![
         "--legacy",
         "--connect",
         &addr,
         "--out",
         dir.path().to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let child = spawn_receive(&args);
+    (l, dir, child)
+}
+
+#[test]
+fn legacy_receiver_reads_a_bare_tcp_streamer() {
+    // Like the reference streamer: bare frames, then close at a frame boundary.
+    let (l, dir, child) = legacy_receiver(&[]);
     let (mut s, _) = l.accept().unwrap();
     for n in 1..=3 {
         for piece in driver_frame(n).chunks(100_000) {
@@ -434,17 +443,7 @@ fn legacy_receiver_reads_a_bare_tcp_streamer() {
 
 #[test]
 fn legacy_receiver_reports_a_close_mid_frame() {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let child = spawn_receive(&[
-        "--legacy",
-        "--connect",
-        &addr,
-        "--out",
-        dir.path().to_str().unwrap(),
-        "--no-reconnect",
-    ]);
+    let (l, dir, child) = legacy_receiver(&["--no-reconnect"]);
     let (mut s, _) = l.accept().unwrap();
     s.write_all(&driver_frame(1)).unwrap();
     s.write_all(&driver_frame(2)[..1234]).unwrap();
@@ -857,16 +856,7 @@ fn receiver_started_before_the_server_connects_when_it_comes_up() {
 /// reporting an empty success.
 #[test]
 fn legacy_receiver_fails_when_the_server_closes_without_a_frame() {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let child = spawn_receive(&[
-        "--legacy",
-        "--connect",
-        &addr,
-        "--out",
-        dir.path().to_str().unwrap(),
-    ]);
+    let (l, _dir, child) = legacy_receiver(&[]);
     let (s, _) = l.accept().unwrap();
     drop(s);
     let o = finish(child, T);

@@ -91,6 +91,19 @@ fn sim_server(listen: &str, extra: &[&str]) -> Server {
     Server::start_at(listen, &args)
 }
 
+/// Runs `script` with `sh -c` in a private mount namespace (so it can mount a tmpfs of
+/// its own), with `RAWLINK_LOG=info`, to the end.
+fn in_private_mounts(script: &str) -> std::process::Output {
+    let child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .env("RAWLINK_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("unshare (util-linux) is needed for the disk-full tests");
+    finish(child, T)
+}
+
 /// `rawlink receive --connect ADDR --sink null --quiet --frames N EXTRA…`, run to the
 /// end; its output and how long it took.
 fn timed_receive(addr: &str, frames: &str, extra: &[&str]) -> (std::process::Output, Duration) {
@@ -410,14 +423,7 @@ fn receive_on_tmpfs(size: &str, server: &str, copy: &Path, extra: &str) -> std::
         bin = env!("CARGO_BIN_EXE_rawlink"),
         copy = copy.display(),
     );
-    let o = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-        .env("RAWLINK_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("unshare (util-linux) is needed for the disk-full test");
-    let o = finish(o, T);
+    let o = in_private_mounts(&script);
     assert_ne!(
         o.status.code(),
         Some(99),
@@ -1073,14 +1079,7 @@ fn demo_without_a_frame_limit_ends_when_its_receiver_stops_on_a_disk_error() {
         mnt = mnt.path().display(),
         bin = env!("CARGO_BIN_EXE_rawlink"),
     );
-    let o = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-        .env("RAWLINK_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("unshare (util-linux) is needed for the disk-full test");
-    let o = finish(o, T);
+    let o = in_private_mounts(&script);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_ne!(o.status.code(), Some(99), "cannot mount a tmpfs: {stderr}");
     assert_ne!(
