@@ -17,7 +17,7 @@ use cli::{
     Cli, Command, ConvertArgs, DemoArgs, GeometryArgs, IspArgs, PacingArgs, ReceiveArgs, ServeArgs,
 };
 use rawlink_frame::{FrameHeader, PixelFormat};
-use rawlink_isp::{IspConfig, Pipeline, Profile, RawPlane};
+use rawlink_isp::{IspConfig, Pipeline, Profile, RawPlane, RgbImage};
 use rawlink_proto::Limits;
 use rawlink_source::{SourceOptions, SourceSpec};
 use std::io::Write;
@@ -347,7 +347,7 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
         bail!("--client-queue must be at least 1");
     }
     if let Some(m) = a.metrics {
-        monitor::install(m)?;
+        monitor::install(m, monitor::Role::Server)?;
     }
     let sec = &a.security;
     if a.legacy && (sec.tls_cert.is_some() || sec.token_file.is_some()) {
@@ -625,7 +625,7 @@ async fn receive(a: ReceiveArgs) -> Result<ExitCode> {
         configs.push(receive_config(&a, c)?);
     }
     if let Some(m) = a.metrics {
-        monitor::install(m)?;
+        monitor::install(m, monitor::Role::Receiver)?;
     }
     let shutdown = shutdown_on_signals();
     let http_stop = CancellationToken::new();
@@ -966,14 +966,22 @@ fn convert(a: ConvertArgs) -> Result<ExitCode> {
         sink::write_atomic(&dir, &name, &out)?;
         let m = &dng.meta;
         println!(
-            "wrote {} ({}x{} {} {}-bit, black {} white {})",
+            "wrote {} ({}x{} {} {}-bit, black {} white {}{})",
             a.output.display(),
             m.width,
             m.height,
             m.pattern,
             m.bits,
             m.black_level,
-            m.white_level
+            m.white_level,
+            if m.orientation == 1 {
+                String::new()
+            } else {
+                format!(
+                    "; the samples are as stored: the DNG's Orientation {} is lost in a .raw file",
+                    m.orientation
+                )
+            }
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -1045,6 +1053,7 @@ fn convert(a: ConvertArgs) -> Result<ExitCode> {
         analog_gain: a.gain,
         model: "rawlink".into(),
         description: format!("converted from {}", a.input.display()),
+        orientation: 1,
     };
     let dng = rawlink_dng::write_dng(&meta, &raw.data)?;
     let (dir, name) = sink::split_output(&a.output)?;
@@ -1076,7 +1085,7 @@ fn isp(a: IspArgs) -> Result<ExitCode> {
     }
     check_output(&a.input, &a.output)?;
     let bytes = read_input(&a.input, g)?;
-    let (raw, width, height) = if is_tiff(&bytes) {
+    let (raw, orientation) = if is_tiff(&bytes) {
         let dng =
             rawlink_dng::read_dng(&bytes).with_context(|| format!("{}", a.input.display()))?;
         let m = &dng.meta;
@@ -1125,12 +1134,22 @@ fn isp(a: IspArgs) -> Result<ExitCode> {
                 (true, false) => "ignored (not invertible)",
             }
         );
+        let orientation = match m.orientation {
+            1..=8 => m.orientation,
+            o => {
+                tracing::warn!(
+                    "{}: Orientation {o} is not one of 1-8; the image is written as stored",
+                    a.input.display()
+                );
+                1
+            }
+        };
         let plane = RawPlane::new(m.width as usize, m.height as usize, dng.samples)?;
-        (plane, m.width, m.height)
+        (plane, orientation)
     } else {
         let plane = RawPlane::from_le_bytes(g.width as usize, g.height as usize, &bytes)
             .with_context(|| format!("{}", a.input.display()))?;
-        (plane, g.width, g.height)
+        (plane, 1)
     };
     // The file's bytes are decoded; holding them through the pipeline would add the
     // input's size again to the peak memory.
@@ -1139,6 +1158,15 @@ fn isp(a: IspArgs) -> Result<ExitCode> {
     let t = Instant::now();
     let mut out = pipeline.run(raw);
     let isp_ms = t.elapsed().as_secs_f64() * 1e3;
+    // A DNG's Orientation turns the output for display, as raw converters do (1–8 only,
+    // checked above).
+    if orientation != 1 {
+        let image = std::mem::replace(&mut out.image, RgbImage::new(0, 0));
+        out.image = image
+            .oriented(orientation)
+            .context("orientation out of range")?;
+    }
+    let (width, height) = (out.image.width, out.image.height);
     let png = sink::encode_png(&mut out, a.isp.png_depth, &[])?;
     let (dir, name) = sink::split_output(&a.output)?;
     sink::write_atomic(&dir, &name, &png)?;

@@ -249,8 +249,24 @@ impl AckHandle {
     }
 }
 
-async fn connect_once(cfg: &ReceiveConfig) -> Result<(BoxConn, Option<AckHandle>), ConnectError> {
-    let limit = cfg.peer_timeout.unwrap_or(Duration::from_secs(10));
+/// The least time one connection attempt is given, even at its deadline.
+const MIN_ATTEMPT: Duration = Duration::from_millis(100);
+
+/// One attempt: TCP connect, TLS handshake, client hello. Each step is bounded by the
+/// peer timeout (10 s without one), and none runs past `deadline` (what is left of
+/// `--connect-timeout` or `--reconnect-timeout`), so a server that accepts and then says
+/// nothing cannot hold the receiver beyond the time it was given.
+async fn connect_once(
+    cfg: &ReceiveConfig,
+    deadline: Option<Instant>,
+) -> Result<(BoxConn, Option<AckHandle>), ConnectError> {
+    let peer_limit = cfg.peer_timeout.unwrap_or(Duration::from_secs(10));
+    // At least a moment, so an attempt that starts at its deadline still gets one try.
+    let limit_at = |now: Instant| match deadline {
+        Some(d) => peer_limit.min(d.saturating_duration_since(now).max(MIN_ATTEMPT)),
+        None => peer_limit,
+    };
+    let limit = limit_at(Instant::now());
     let sock = match tokio::time::timeout(limit, TcpStream::connect(&cfg.connect)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -274,6 +290,7 @@ async fn connect_once(cfg: &ReceiveConfig) -> Result<(BoxConn, Option<AckHandle>
         None => Box::new(sock),
         Some(tls) => {
             let hs = tls.connector.connect(tls.server_name.clone(), sock);
+            let limit = limit_at(Instant::now());
             match tokio::time::timeout(limit, hs).await {
                 Ok(Ok(s)) => Box::new(s),
                 Ok(Err(e)) if is_tls_failure(&e) => {
@@ -301,8 +318,9 @@ async fn connect_once(cfg: &ReceiveConfig) -> Result<(BoxConn, Option<AckHandle>
                 }
                 Err(_) => {
                     return Err(ConnectError::Retry(anyhow!(
-                        "TLS handshake with {} timed out",
-                        cfg.connect
+                        "TLS handshake with {}: no answer within {:.1} s",
+                        cfg.connect,
+                        limit.as_secs_f64()
                     )))
                 }
             }
@@ -312,7 +330,7 @@ async fn connect_once(cfg: &ReceiveConfig) -> Result<(BoxConn, Option<AckHandle>
         let hello = Encoder::encode_parts(&Message::ClientHello(cfg.hello.clone()));
         let mut bytes = hello.header.to_vec();
         bytes.extend_from_slice(&hello.payload);
-        let sent = tokio::time::timeout(limit, conn.write_all(&bytes)).await;
+        let sent = tokio::time::timeout(limit_at(Instant::now()), conn.write_all(&bytes)).await;
         if !matches!(sent, Ok(Ok(()))) {
             return Err(ConnectError::Retry(anyhow!(
                 "cannot send the client hello to {}",
@@ -366,8 +384,17 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
     let mut attempts = 0u64;
     let mut handshake_closes = 0u32;
     loop {
+        // The time this attempt may take: what is left of the first connection's budget,
+        // or of the reconnect budget (none: only the peer timeout bounds it).
+        let deadline = if connected_once {
+            cfg.reconnect_timeout
+                .zip(down_since)
+                .map(|(t, since)| since + t)
+        } else {
+            Some(started + cfg.connect_timeout)
+        };
         let conn = tokio::select! {
-            r = connect_once(&cfg) => r,
+            r = connect_once(&cfg, deadline) => r,
             _ = shutdown.cancelled() => {
                 summary.interrupted = true;
                 break;
@@ -406,7 +433,12 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
                     ));
                     break;
                 }
-                let d = backoff.delay();
+                // No sleeping past the deadline: the next attempt gets what is left.
+                let d = deadline.map_or(backoff.delay(), |dl| {
+                    backoff
+                        .delay()
+                        .min(dl.saturating_duration_since(Instant::now()))
+                });
                 tracing::debug!("{e:#}; retrying in {} ms", d.as_millis());
                 tokio::select! {
                     _ = tokio::time::sleep(d) => continue,

@@ -138,7 +138,6 @@ enum Push {
 
 /// A client's queue and delivery options.
 struct ClientQueue {
-    peer: String,
     state: Mutex<QueueState>,
     item_ready: Notify,
     space_ready: Notify,
@@ -152,15 +151,8 @@ struct ClientQueue {
 }
 
 impl ClientQueue {
-    fn new(
-        peer: String,
-        hello: ClientHello,
-        wants_notices: bool,
-        frame_cap: usize,
-        byte_cap: usize,
-    ) -> Self {
+    fn new(hello: ClientHello, wants_notices: bool, frame_cap: usize, byte_cap: usize) -> Self {
         Self {
-            peer,
             state: Mutex::new(QueueState::default()),
             item_ready: Notify::new(),
             space_ready: Notify::new(),
@@ -179,8 +171,7 @@ impl ClientQueue {
 
     fn record_drop(&self, st: &mut QueueState, seq: u64, reason: &'static str) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("rawlink_server_client_drops_total", "peer" => self.peer.clone(), "reason" => reason)
-            .increment(1);
+        metrics::counter!("rawlink_server_client_drops_total", "reason" => reason).increment(1);
         st.unreported = Some(match st.unreported {
             Some(r) => DropRun {
                 last: seq.max(r.last),
@@ -799,7 +790,6 @@ async fn handle_client(sock: TcpStream, peer: SocketAddr, mut sh: ClientShared) 
     info!(policy = %hello.policy, every = hello.every, max_fps = hello.max_fps, tls = cfg.tls.is_some(), "client options");
     let heartbeats_in = hello.heartbeat_ms > 0;
     let queue = Arc::new(ClientQueue::new(
-        peer.to_string(),
         hello,
         wants_notices,
         cfg.client_queue,

@@ -758,6 +758,7 @@ pub(crate) fn dng_of(
         analog_gain: h.analog_gain,
         model: "rawlink".into(),
         description: format!("seq={}", h.seq),
+        orientation: 1,
     };
     Ok(rawlink_dng::write_dng(&meta, &raw.to_vec())?)
 }

@@ -374,3 +374,67 @@ print("ok")
         .is_some_and(|t| t.parse::<u64>().unwrap() > 0));
     assert!(text.contains_key("rawlink.analog_gain") && text.contains_key("Software"));
 }
+
+/// A DNG's Orientation, set by exiftool (an independent writer), turns `rawlink isp`'s
+/// output as LibRaw turns its own: the same output size as `raw-identify` reports, and
+/// exactly the as-stored picture turned.
+#[test]
+fn dng_orientation_turns_the_isp_output_as_libraw_does() {
+    let d = tempfile::tempdir().unwrap();
+    let (w, h) = (64usize, 48usize);
+    let (_, dng) = convert(d.path(), "rggb", 12, w, h);
+    let isp = |input: &Path, name: &str| {
+        let png = d.path().join(name);
+        run(bin()
+            .arg("isp")
+            .arg(input)
+            .arg("-o")
+            .arg(&png)
+            .args(["--profile", "reference"]));
+        read_png(&png)
+    };
+    let (pw, ph, _, stored) = isp(&dng, "stored.png");
+    assert_eq!((pw, ph), (w as u32, h as u32));
+    let px = |x: usize, y: usize| &stored[3 * (y * w + x)..3 * (y * w + x) + 3];
+    // Where a displayed pixel (x, y) was stored, by what each value means in EXIF.
+    type Src = fn(usize, usize, usize, usize) -> (usize, usize);
+    let cases: [(u16, Src); 4] = [
+        (3, |x, y, w, h| (w - 1 - x, h - 1 - y)), // turned 180°
+        (6, |x, y, _, h| (y, h - 1 - x)),         // turned 90° clockwise
+        (8, |x, y, w, _| (w - 1 - y, x)),         // turned 90° anticlockwise
+        (2, |x, y, w, _| (w - 1 - x, y)),         // mirrored
+    ];
+    for (o, src) in cases {
+        let f = d.path().join(format!("o{o}.dng"));
+        std::fs::copy(&dng, &f).unwrap();
+        run(Command::new("exiftool")
+            .args(["-n", &format!("-Orientation={o}"), "-overwrite_original"])
+            .arg(&f));
+        let id = run(Command::new("raw-identify").arg("-v").arg(&f));
+        let out_size = id
+            .lines()
+            .find(|l| l.starts_with("Output size:"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|t| t.parse::<u32>().ok())
+            .collect::<Vec<_>>();
+        let (ow, oh, _, turned) = isp(&f, &format!("o{o}.png"));
+        assert_eq!(out_size, [ow, oh], "orientation {o}: {id}");
+        let want: Vec<u8> = (0..oh as usize)
+            .flat_map(|y| (0..ow as usize).map(move |x| (x, y)))
+            .flat_map(|(x, y)| {
+                let (sx, sy) = src(x, y, w, h);
+                px(sx, sy).to_vec()
+            })
+            .collect();
+        assert!(turned == want, "orientation {o}");
+    }
+    // `convert` to .raw keeps the stored samples and says the orientation is lost.
+    let f = d.path().join("o6.dng");
+    let said = run(bin()
+        .arg("convert")
+        .arg(&f)
+        .arg("-o")
+        .arg(d.path().join("o6.raw")));
+    assert!(said.contains("Orientation 6 is lost"), "{said}");
+}

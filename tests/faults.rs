@@ -1090,3 +1090,43 @@ fn demo_without_a_frame_limit_ends_when_its_receiver_stops_on_a_disk_error() {
     let last = last_error(&o);
     assert!(last.contains("stopped by a disk error"), "{last}");
 }
+
+/// A server that accepts TCP and then says nothing: a TLS receiver's handshake is held
+/// to `--connect-timeout`, not to the (longer) peer timeout, and the error says why.
+#[test]
+fn connect_timeout_bounds_a_silent_tls_handshake() {
+    let d = tempfile::tempdir().unwrap();
+    let (ca, _, _) = make_certs(d.path(), "s");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = Arc::clone(&held);
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            keep.lock().unwrap().push(s); // held open, never answered
+        }
+    });
+    let (o, took) = timed_receive(
+        &addr,
+        "1",
+        &[
+            "--tls-ca",
+            &ca,
+            "--connect-timeout",
+            "1.5",
+            "--peer-timeout",
+            "30",
+        ],
+    );
+    let last = last_error(&o);
+    assert!(
+        last.contains(&format!("TLS handshake with {addr}: no answer within")),
+        "{last}"
+    );
+    assert!(last.contains("gave up after"), "{last}");
+    assert!(took < Duration::from_secs(6), "waited {took:?}");
+    assert!(
+        !held.lock().unwrap().is_empty(),
+        "the receiver never connected"
+    );
+}

@@ -316,9 +316,15 @@ fn malformed_requests_get_one_line_errors_and_the_server_keeps_serving() {
             "crop size",
         ),
         (get(a, "/api/streams/0/ws"), 400, ""),
+        (
+            post(a, "/api/streams/0/frame.png", "{}"),
+            405,
+            "method POST not allowed here",
+        ),
     ];
     for (r, status, needle) in &cases {
         assert_eq!(r.status, *status, "{} -> {}", r.head, r.text());
+        assert!(!r.text().trim().is_empty(), "{}: empty body", r.head);
         assert!(r.text().contains(needle), "{:?} lacks {needle:?}", r.text());
         assert!(
             r.text().trim().lines().count() <= 1,

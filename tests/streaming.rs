@@ -235,6 +235,28 @@ fn metrics_are_scraped_over_http_and_count_a_stalled_clients_drops() {
         metric(&rm, "rawlink_receiver_capture_to_receive_seconds_count", "") >= 50.0,
         "{rm:?}"
     );
+    // Labels never name clients (one series per peer would grow without bound), and
+    // every series of the process's role is there from the start, at zero if nothing
+    // has happened yet; the other role's are not.
+    assert!(!sm.iter().any(|(k, _)| k.contains("peer=")), "{sm:?}");
+    let series = |m: &[(String, f64)], key: &str| m.iter().find(|(k, _)| k == key).map(|(_, v)| *v);
+    for (m, key) in [
+        (&sm, "rawlink_server_dead_peers_total"),
+        (&sm, "rawlink_server_client_drops_total{reason=\"overrun\"}"),
+        (&sm, "rawlink_server_rejected_total{reason=\"auth\"}"),
+        (&rm, "rawlink_receiver_errors_total{kind=\"crc\"}"),
+        (&rm, "rawlink_receiver_reconnects_total"),
+    ] {
+        assert_eq!(series(m, key), Some(0.0), "{key}: {m:?}");
+    }
+    assert!(
+        !sm.iter().any(|(k, _)| k.starts_with("rawlink_receiver_")),
+        "{sm:?}"
+    );
+    assert!(
+        !rm.iter().any(|(k, _)| k.starts_with("rawlink_server_")),
+        "{rm:?}"
+    );
 }
 
 #[test]

@@ -62,12 +62,9 @@ fn stream(hub: &Hub, id: usize) -> ApiResult<Arc<Stream>> {
 }
 
 async fn view_of(s: &Stream) -> ApiResult<Arc<View>> {
-    s.demand(DEMAND_WAIT).await.ok_or_else(|| {
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no frame received yet: waiting for frames".into(),
-        )
-    })
+    s.demand(DEMAND_WAIT)
+        .await
+        .ok_or_else(|| ApiError(StatusCode::SERVICE_UNAVAILABLE, s.why_no_view(DEMAND_WAIT)))
 }
 
 /// The router over `hub`.
@@ -87,6 +84,12 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/streams/{id}/frame.dng", get(frame_dng))
         .route("/api/streams/{id}/crop.png", get(crop_png))
         .route("/api/streams/{id}/ws", get(ws))
+        .method_not_allowed_fallback(|m: axum::http::Method| async move {
+            ApiError(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("method {m} not allowed here"),
+            )
+        })
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such page".into()) })
         .with_state(hub)
 }

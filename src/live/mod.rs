@@ -508,6 +508,22 @@ impl Stream {
         }
     }
 
+    /// Why [`Stream::demand`] found no view within `waited`, in one line: no frame yet,
+    /// the last processing error, or frames that are still being processed.
+    pub fn why_no_view(&self, waited: Duration) -> String {
+        if lock(&self.slot).frame_gen == 0 {
+            return "no frame received yet: waiting for frames".into();
+        }
+        let detail = lock(&self.info).detail.clone();
+        match detail.strip_prefix(VIEW_ERROR) {
+            Some(e) => format!("frames arrived but could not be processed: {e}"),
+            None => format!(
+                "frames arrived but none was processed within {:.0} s; try again",
+                waited.as_secs_f64()
+            ),
+        }
+    }
+
     /// WebSocket viewers now.
     pub fn viewers(&self) -> usize {
         self.viewers.load(Ordering::SeqCst)
@@ -659,10 +675,20 @@ impl Stream {
             };
             // Rate cap (`--http-fps`), for viewers and downloads alike: only a settings
             // change is served at once.
+            // The wait is on the wake-up signal, so a settings change (or a stop) made
+            // meanwhile is served at once, however low the cap.
             if let Some(t) = last_run {
                 let elapsed = t.elapsed();
                 if gens.1 == done_settings && elapsed < min_gap {
-                    std::thread::sleep(min_gap - elapsed);
+                    let slot = lock(&self.slot);
+                    if slot.settings_gen == gens.1 && !slot.stop {
+                        drop(
+                            self.wake
+                                .wait_timeout(slot, min_gap - elapsed)
+                                .map(|(g, _)| g)
+                                .unwrap_or_else(|e| e.into_inner().0),
+                        );
+                    }
                     continue;
                 }
             }
@@ -1182,6 +1208,43 @@ mod tests {
     }
 
     #[test]
+    fn a_settings_change_is_not_held_back_by_the_rate_cap() {
+        let isp = IspConfig::new(Profile::Default, BayerPattern::Rggb, 12);
+        let config = LiveConfig {
+            max_fps: 0.1, // one view per 10 s
+            ..LiveConfig::default()
+        };
+        let hub = Hub::new(&["x".into()], &isp, config);
+        let s = Arc::clone(&hub.streams[0]);
+        assert_eq!(
+            s.why_no_view(Duration::from_secs(5)),
+            "no frame received yet: waiting for frames"
+        );
+        let f = frame(64, 32, |r, c| ((r * 64 + c) * 2) as u16);
+        s.offer(&f, 1, None, Counters::default());
+        let rt = runtime();
+        assert!(rt.block_on(s.demand(Duration::from_secs(10))).is_some());
+        // A newer frame: the worker now waits out the cap (the old view comes back).
+        s.offer(&f, 2, None, Counters::default());
+        let old = rt.block_on(s.demand(Duration::from_millis(300))).unwrap();
+        assert_eq!(old.recv_ns, 1);
+        // New settings are served at once, not when the 10 s are up.
+        s.update_settings(|v| {
+            v.disabled.push(StageName::Sharpen);
+            Ok(())
+        })
+        .unwrap();
+        let t = Instant::now();
+        let after = rt.block_on(s.demand(Duration::from_secs(4))).unwrap();
+        assert!(
+            after.settings.disabled.contains(&StageName::Sharpen),
+            "took {:?}",
+            t.elapsed()
+        );
+        assert_eq!(after.recv_ns, 2);
+    }
+
+    #[test]
     fn a_processing_error_is_shown_until_a_frame_processes_again() {
         let isp = IspConfig::new(Profile::Default, BayerPattern::Rggb, 12);
         let hub = Hub::new(&["x".into()], &isp, LiveConfig::default());
@@ -1193,6 +1256,12 @@ mod tests {
         assert!(rt.block_on(s.demand(Duration::from_secs(2))).is_none());
         let detail = s.stats_json()["detail"].as_str().unwrap_or("").to_string();
         assert!(detail.starts_with(VIEW_ERROR), "{detail:?}");
+        // A download says why there is nothing, not that nothing came.
+        let why = s.why_no_view(Duration::from_secs(2));
+        assert!(
+            why.starts_with("frames arrived but could not be processed: "),
+            "{why}"
+        );
         s.offer(&frame(16, 8, |_, _| 900), 2, None, Counters::default());
         assert!(rt.block_on(s.demand(Duration::from_secs(10))).is_some());
         assert_eq!(s.stats_json()["detail"], "");

@@ -69,6 +69,10 @@ pub struct DngMeta {
     pub model: String,
     /// Free text (ImageDescription), e.g. the frame's sequence number.
     pub description: String,
+    /// How to turn the image for display (TIFF/EXIF Orientation, 1–8; 1 = as stored).
+    /// The reader gives the file's value as it is (an unknown one included); the
+    /// samples are always as stored.
+    pub orientation: u16,
 }
 
 impl Default for DngMeta {
@@ -87,6 +91,7 @@ impl Default for DngMeta {
             analog_gain: 1.0,
             model: "rawlink".into(),
             description: String::new(),
+            orientation: 1,
         }
     }
 }
@@ -370,31 +375,31 @@ pub fn write_dng(meta: &DngMeta, samples: &[u16]) -> Result<Vec<u8>, DngError> {
     };
     let ifd0 = |exif_at: u32, strip_at: u32| {
         let mut e = vec![
-            longs(254, &[0]),                // NewSubFileType: main image
-            longs(256, &[w]),                // ImageWidth
-            longs(257, &[h]),                // ImageLength
-            shorts(258, &[16]),              // BitsPerSample
-            shorts(259, &[1]),               // Compression: none
-            shorts(262, &[32803]),           // PhotometricInterpretation: CFA
-            ascii(271, "rawlink"),           // Make
-            ascii(272, &meta.model),         // Model
-            longs(273, &[strip_at]),         // StripOffsets
-            shorts(274, &[1]),               // Orientation
-            shorts(277, &[1]),               // SamplesPerPixel
-            longs(278, &[h]),                // RowsPerStrip
-            longs(279, &[strip_len as u32]), // StripByteCounts
-            shorts(284, &[1]),               // PlanarConfiguration
+            longs(254, &[0]),                 // NewSubFileType: main image
+            longs(256, &[w]),                 // ImageWidth
+            longs(257, &[h]),                 // ImageLength
+            shorts(258, &[16]),               // BitsPerSample
+            shorts(259, &[1]),                // Compression: none
+            shorts(262, &[32803]),            // PhotometricInterpretation: CFA
+            ascii(271, "rawlink"),            // Make
+            ascii(272, &meta.model),          // Model
+            longs(273, &[strip_at]),          // StripOffsets
+            shorts(274, &[meta.orientation]), // Orientation
+            shorts(277, &[1]),                // SamplesPerPixel
+            longs(278, &[h]),                 // RowsPerStrip
+            longs(279, &[strip_len as u32]),  // StripByteCounts
+            shorts(284, &[1]),                // PlanarConfiguration
             ascii(305, concat!("rawlink ", env!("CARGO_PKG_VERSION"))), // Software
-            ascii(306, &date),               // DateTime
-            shorts(33421, &[2, 2]),          // CFARepeatPatternDim
-            bytes(33422, &cfa),              // CFAPattern
-            longs(34665, &[exif_at]),        // ExifIFD
-            bytes(50706, &[1, 4, 0, 0]),     // DNGVersion
-            bytes(50707, &[1, 1, 0, 0]),     // DNGBackwardVersion
-            ascii(50708, &meta.model),       // UniqueCameraModel
-            bytes(50710, &[0, 1, 2]),        // CFAPlaneColor
-            shorts(50711, &[1]),             // CFALayout: rectangular
-            shorts(50713, &[1, 1]),          // BlackLevelRepeatDim
+            ascii(306, &date),                // DateTime
+            shorts(33421, &[2, 2]),           // CFARepeatPatternDim
+            bytes(33422, &cfa),               // CFAPattern
+            longs(34665, &[exif_at]),         // ExifIFD
+            bytes(50706, &[1, 4, 0, 0]),      // DNGVersion
+            bytes(50707, &[1, 1, 0, 0]),      // DNGBackwardVersion
+            ascii(50708, &meta.model),        // UniqueCameraModel
+            bytes(50710, &[0, 1, 2]),         // CFAPlaneColor
+            shorts(50711, &[1]),              // CFALayout: rectangular
+            shorts(50713, &[1, 1]),           // BlackLevelRepeatDim
             longs(50714, &[meta.black_level as u32]), // BlackLevel
             longs(50717, &[meta.white_level as u32]), // WhiteLevel
             rationals(50728, &neutral, false), // AsShotNeutral
@@ -780,6 +785,10 @@ pub fn read_dng(data: &[u8]) -> Result<DngImage, DngError> {
             color_matrix,
             model: text(50708),
             description: text(270),
+            orientation: match find(&ifd0, 274).or_else(|| find(&raw, 274)) {
+                Some(f) => t.num(f, 0)?.clamp(0.0, 65535.0) as u16,
+                None => 1,
+            },
             ..DngMeta::default()
         },
         samples,
@@ -865,6 +874,7 @@ mod tests {
             analog_gain: 2.0,
             model: "rawlink sim".into(),
             description: "seq=7".into(),
+            orientation: 6,
         }
     }
 
@@ -1101,6 +1111,7 @@ mod tests {
             }
             prop_assert_eq!(r.meta.model.as_str(), "rawlink sim");
             prop_assert_eq!(r.meta.description.as_str(), "seq=7");
+            prop_assert_eq!(r.meta.orientation, 6);
             prop_assert!(r.meta.color_matrix.is_some());
         }
 

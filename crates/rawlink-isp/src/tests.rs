@@ -410,3 +410,62 @@ fn levels_and_gains_that_leave_no_image_are_refused() {
     edge.ccm.matrix[1][2] = -64.0;
     assert!(edge.validate().is_ok());
 }
+
+/// One plane of `img`, as rows of letters for the small orientation case.
+fn letters(img: &RgbImage, plane: usize) -> Vec<String> {
+    img.planes[plane]
+        .chunks(img.width)
+        .map(|r| r.iter().map(|&v| (b'a' + v as u8) as char).collect())
+        .collect()
+}
+
+#[test]
+fn orientation_turns_the_image_as_exif_defines() {
+    // Stored:  a b c
+    //          d e f
+    let mut img = RgbImage::new(3, 2);
+    img.planes[0] = (0..6).collect();
+    img.planes[2] = (0..6).rev().collect();
+    let want: [&[&str]; 8] = [
+        &["abc", "def"],
+        &["cba", "fed"],
+        &["fed", "cba"],
+        &["def", "abc"],
+        &["ad", "be", "cf"],
+        &["da", "eb", "fc"],
+        &["fc", "eb", "da"],
+        &["cf", "be", "ad"],
+    ];
+    for (o, rows) in (1u16..=8).zip(want) {
+        let out = img.clone().oriented(o).unwrap();
+        assert_eq!(letters(&out, 0), rows, "orientation {o}");
+        assert_eq!(out.width, rows[0].len(), "orientation {o}");
+        // Every plane moves alike.
+        let back: Vec<u16> = out.planes[0].iter().map(|v| 5 - v).collect();
+        assert_eq!(out.planes[2], back, "orientation {o}");
+    }
+    assert!(img.clone().oriented(0).is_none());
+    assert!(img.oriented(9).is_none());
+}
+
+#[test]
+fn orientations_compose_across_block_edges() {
+    // Sizes that cut the 64-pixel blocks unevenly: turning by 90° four times, or
+    // mirroring twice, gives the image back; 6 then 8 undo each other.
+    let (w, h) = (131, 70);
+    let mut img = RgbImage::new(w, h);
+    for (i, v) in img.planes[1].iter_mut().enumerate() {
+        *v = (i * 7919 % 65521) as u16;
+    }
+    let turn = |i: RgbImage, o: u16| i.oriented(o).unwrap();
+    let four = turn(turn(turn(turn(img.clone(), 6), 6), 6), 6);
+    assert_eq!(four, img);
+    assert_eq!(turn(turn(img.clone(), 6), 8), img);
+    assert_eq!(turn(turn(img.clone(), 6), 6), turn(img.clone(), 3));
+    for o in [2, 3, 4, 5, 7] {
+        assert_eq!(turn(turn(img.clone(), o), o), img, "orientation {o} twice");
+    }
+    let t = turn(img.clone(), 5);
+    assert_eq!((t.width, t.height), (h, w));
+    assert_eq!(t.planes[1][3 * h + 2], img.planes[1][2 * w + 3]);
+}

@@ -140,16 +140,11 @@ fn read_frame_file(path: &Path, template: &FrameHeader) -> Result<Vec<u8>, Sourc
     check_size(path, data.len() as u64, template)?;
     let bits = template.format.bits;
     let max = template.format.max_value();
-    if let Some((i, value)) = data
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .enumerate()
-        .find(|&(_, v)| v > max)
-    {
+    if let Some((offset, value)) = crate::first_above(&data, max) {
         return Err(SourceError::SampleRange {
             path: path.to_path_buf(),
             value,
-            offset: 2 * i as u64,
+            offset,
             bits,
         });
     }

@@ -72,14 +72,14 @@ pub enum SourceError {
         /// Height.
         height: u32,
     },
-    /// A file holds a sample above `2^bits - 1`.
+    /// A file or device frame holds a sample above `2^bits - 1`.
     #[error("{path}: sample {value} at byte {offset} does not fit in {bits} bits (--bits)")]
     SampleRange {
-        /// The file.
+        /// The file or device.
         path: PathBuf,
         /// The sample.
         value: u16,
-        /// Its byte offset in the file.
+        /// Its byte offset in the file (in the frame, for a device).
         offset: u64,
         /// The declared depth.
         bits: u8,
@@ -93,6 +93,28 @@ pub enum SourceError {
     /// Internal consistency error building a frame.
     #[error(transparent)]
     Frame(#[from] rawlink_frame::FrameError),
+}
+
+/// The first little-endian `u16` sample of `data` above `max`, as (byte offset, value).
+/// The maximum of each block is taken first (a loop that vectorises), so a frame whose
+/// samples all fit costs one pass and no per-sample branch.
+pub(crate) fn first_above(data: &[u8], max: u16) -> Option<(u64, u16)> {
+    const BLOCK: usize = 4096;
+    data.chunks(BLOCK).enumerate().find_map(|(b, block)| {
+        let top = block
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .fold(0u16, u16::max);
+        if top <= max {
+            return None;
+        }
+        block
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .enumerate()
+            .find(|&(_, v)| v > max)
+            .map(|(i, v)| ((b * BLOCK + 2 * i) as u64, v))
+    })
 }
 
 /// Which source to open.
