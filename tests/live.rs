@@ -582,3 +582,66 @@ fn one_page_for_several_cameras() {
         let _ = c.wait();
     }
 }
+
+/// A paused page's downloads and crops are of the frame it shows: the WebSocket's
+/// `{"pause": SEQ}` pins that view while newer frames keep arriving; `{"resume": true}`,
+/// or the page going away, lets it go (a 410 that says so).
+#[test]
+fn a_paused_page_downloads_the_frame_it_shows() {
+    let d = Demo::start();
+    let a = d.addr;
+    wait_streaming(a);
+    let mut ws = viewer(a);
+    let shown = next_jpeg(&mut ws);
+    ws.send(tungstenite::Message::text(format!("{{\"pause\":{shown}}}")))
+        .unwrap();
+    // The answer names the pin; no views come while paused (stats still do).
+    let pin = loop {
+        match ws.read().expect("WebSocket message") {
+            tungstenite::Message::Text(t) => {
+                let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["type"] == "paused" {
+                    assert_eq!(v["seq"], shown, "{v}");
+                    break v["pin"].as_u64().expect("a pin");
+                }
+            }
+            _ => continue, // a view already on its way
+        }
+    };
+    let seq_of = |r: &Resp| -> u64 {
+        let name = r.header("content-disposition").unwrap_or_default();
+        let at = name.find("frame_").unwrap_or_else(|| panic!("{}", r.head)) + 6;
+        name[at..at + 6].parse().unwrap()
+    };
+    // Newer frames are processed meanwhile: an unpinned download is of a newer one.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seq_of(&get(a, "/api/streams/0/frame.raw")) <= shown {
+        assert!(Instant::now() < deadline, "no newer view");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let raw = get(a, &format!("/api/streams/0/frame.raw?pin={pin}"));
+    assert_eq!(raw.status, 200, "{}", raw.text());
+    assert_eq!(seq_of(&raw), shown);
+    let png = get(a, &format!("/api/streams/0/frame.png?pin={pin}"));
+    assert_eq!((png.status, seq_of(&png)), (200, shown));
+    let crop = get(
+        a,
+        &format!("/api/streams/0/crop.png?x=0&y=0&w=8&h=8&pin={pin}"),
+    );
+    assert!(
+        crop.header("content-disposition")
+            .unwrap_or_default()
+            .contains(&format!("crop_{shown:06}_")),
+        "{}",
+        crop.head
+    );
+    // Resume: the pin goes, views come again.
+    ws.send(tungstenite::Message::text(r#"{"resume":true}"#))
+        .unwrap();
+    assert!(next_jpeg(&mut ws) > shown);
+    let gone = get(a, &format!("/api/streams/0/frame.raw?pin={pin}"));
+    assert_eq!(gone.status, 410, "{}", gone.text());
+    assert!(gone.text().contains("no longer held"), "{}", gone.text());
+    let bad = get(a, "/api/streams/0/frame.raw?pin=x");
+    assert_eq!(bad.status, 400, "{}", bad.text());
+}

@@ -61,6 +61,31 @@ fn stream(hub: &Hub, id: usize) -> ApiResult<Arc<Stream>> {
     })
 }
 
+/// `?pin=N`: the view a paused page holds ([`Stream::pin`]) instead of the newest.
+#[derive(Debug, Deserialize)]
+struct PinQuery {
+    pin: Option<u64>,
+}
+
+/// The pinned view when `pin` is given (a 410 once it is no longer held), else the
+/// newest view ([`view_of`]).
+async fn view_for(s: &Stream, pin: Option<u64>) -> ApiResult<Arc<View>> {
+    match pin {
+        None => view_of(s).await,
+        Some(p) => s.pinned(p).ok_or_else(|| {
+            ApiError(
+                StatusCode::GONE,
+                format!("paused view {p} is no longer held (the page resumed or closed, or more than {} pages paused this stream): pause again", super::MAX_PINS),
+            )
+        }),
+    }
+}
+
+fn pin_of(q: PinQ) -> ApiResult<Option<u64>> {
+    q.map(|Query(p)| p.pin)
+        .map_err(|e| bad(format!("bad query: {}", e.body_text())))
+}
+
 async fn view_of(s: &Stream) -> ApiResult<Arc<View>> {
     s.demand(DEMAND_WAIT)
         .await
@@ -407,8 +432,14 @@ fn attachment(body: impl Into<axum::body::Body>, mime: &'static str, name: Strin
     r
 }
 
-async fn frame_jpg(State(hub): State<Arc<Hub>>, Path(id): Path<usize>) -> ApiResult<Response> {
-    let v = view_of(&*stream(&hub, id)?).await?;
+type PinQ = Result<Query<PinQuery>, axum::extract::rejection::QueryRejection>;
+
+async fn frame_jpg(
+    State(hub): State<Arc<Hub>>,
+    Path(id): Path<usize>,
+    q: PinQ,
+) -> ApiResult<Response> {
+    let v = view_for(&*stream(&hub, id)?, pin_of(q)?).await?;
     let mut r = Response::new(axum::body::Body::from(v.jpeg.clone()));
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
@@ -480,18 +511,23 @@ async fn encode_slot<T: Send + 'static>(
 async fn download(
     hub: &Hub,
     id: usize,
+    q: PinQ,
     ext: &str,
     mime: &'static str,
     encode: fn(&View) -> Result<Bytes, String>,
 ) -> ApiResult<Response> {
-    let v = view_of(&*stream(hub, id)?).await?;
+    let v = view_for(&*stream(hub, id)?, pin_of(q)?).await?;
     let name = format!("frame_{:06}.{ext}", v.frame.header.seq);
     let body = encode_slot(move || encode(&v)).await?;
     Ok(attachment(body, mime, name))
 }
 
-async fn frame_png(State(hub): State<Arc<Hub>>, Path(id): Path<usize>) -> ApiResult<Response> {
-    download(&hub, id, "png", "image/png", |v| {
+async fn frame_png(
+    State(hub): State<Arc<Hub>>,
+    Path(id): Path<usize>,
+    q: PinQ,
+) -> ApiResult<Response> {
+    download(&hub, id, q, "png", "image/png", |v| {
         v.png(|v| {
             let h = &v.frame.header;
             png_of(v, 0, 0, h.width as usize, h.height as usize)
@@ -500,8 +536,12 @@ async fn frame_png(State(hub): State<Arc<Hub>>, Path(id): Path<usize>) -> ApiRes
     .await
 }
 
-async fn frame_raw(State(hub): State<Arc<Hub>>, Path(id): Path<usize>) -> ApiResult<Response> {
-    download(&hub, id, "raw", "application/octet-stream", |v| {
+async fn frame_raw(
+    State(hub): State<Arc<Hub>>,
+    Path(id): Path<usize>,
+    q: PinQ,
+) -> ApiResult<Response> {
+    download(&hub, id, q, "raw", "application/octet-stream", |v| {
         // Received frames are already 16-bit little-endian (shared, not copied); only a
         // padded stride needs repacking.
         let r = v.frame.raw().map_err(|e| e.to_string())?;
@@ -513,8 +553,12 @@ async fn frame_raw(State(hub): State<Arc<Hub>>, Path(id): Path<usize>) -> ApiRes
     .await
 }
 
-async fn frame_dng(State(hub): State<Arc<Hub>>, Path(id): Path<usize>) -> ApiResult<Response> {
-    download(&hub, id, "dng", "image/x-adobe-dng", |v| {
+async fn frame_dng(
+    State(hub): State<Arc<Hub>>,
+    Path(id): Path<usize>,
+    q: PinQ,
+) -> ApiResult<Response> {
+    download(&hub, id, q, "dng", "image/x-adobe-dng", |v| {
         v.dng(|v| {
             crate::sink::dng_of(&v.frame, v.recv_ns, &v.isp, Some(v.wb_gains))
                 .map_err(|e| format!("{e:#}"))
@@ -532,6 +576,8 @@ struct Crop {
     w: usize,
     #[serde(default = "default_crop")]
     h: usize,
+    /// A paused page's view ([`PinQuery`]).
+    pin: Option<u64>,
 }
 
 fn default_crop() -> usize {
@@ -549,7 +595,7 @@ async fn crop_png(
             "crop size must be 1..={MAX_CROP} on each side"
         )));
     }
-    let v = view_of(&*stream(&hub, id)?).await?;
+    let v = view_for(&*stream(&hub, id)?, c.pin).await?;
     let (fw, fh) = (
         v.frame.header.width as usize,
         v.frame.header.height as usize,
@@ -591,21 +637,47 @@ async fn send(socket: &mut WebSocket, m: Message) -> bool {
     )
 }
 
+/// What a page may send on its WebSocket.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageMessage {
+    /// Pause at the view with this seq (the one the page shows).
+    pause: Option<u64>,
+    /// Resume.
+    #[serde(default)]
+    resume: bool,
+}
+
+/// Views sent to a page that are kept, so that a pause can pin the one it shows even
+/// when a newer one was already on its way.
+const KEEP_SENT: usize = 2;
+
 /// Pushes views (a JSON `view` message, then the JPEG as a binary message) and, every
 /// [`STATS_PERIOD`], a JSON `stats` message, until the browser goes away.
+///
+/// The page may send `{"pause": SEQ}`: views stop, and the one it shows (seq `SEQ`, or
+/// the last sent) is pinned ([`Stream::pin`]); the answer, `{"type": "paused", "pin": N,
+/// "seq": S}`, gives the pin that its downloads and crops name (`?pin=N`), so they are
+/// of the frame on screen. `{"resume": true}` lets the pin go and views flow again; so
+/// does the page going away.
 async fn ws_session(mut socket: WebSocket, s: Arc<Stream>) {
     enum Next {
         View,
         Stats,
+        Page(String),
         Close,
     }
     let mut rx = s.subscribe();
     rx.mark_changed();
     let mut tick = tokio::time::interval(STATS_PERIOD);
+    let mut sent: std::collections::VecDeque<Arc<View>> = Default::default();
+    let mut pinned: Option<u64> = None;
+    let mut paused = false;
     loop {
         let next = tokio::select! {
             m = socket.recv() => match m {
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => Next::Close,
+                Some(Ok(Message::Text(t))) => Next::Page(t.to_string()),
                 Some(Ok(_)) => continue,
             },
             r = rx.changed() => if r.is_ok() { Next::View } else { Next::Close },
@@ -618,12 +690,55 @@ async fn ws_session(mut socket: WebSocket, s: Arc<Stream>) {
                 j["type"] = "stats".into();
                 send(&mut socket, Message::Text(j.to_string().into())).await
             }
+            Next::Page(text) => {
+                let Ok(m) = serde_json::from_str::<PageMessage>(&text) else {
+                    tracing::debug!(stream = s.id, "live view: ignored a page message");
+                    continue;
+                };
+                if let Some(seq) = m.pause {
+                    paused = true;
+                    if let Some(p) = pinned.take() {
+                        s.unpin(p);
+                    }
+                    let shown = sent
+                        .iter()
+                        .rev()
+                        .find(|v| v.frame.header.seq == seq)
+                        .or(sent.back())
+                        .cloned();
+                    let answer = match shown {
+                        Some(v) => {
+                            let seq = v.frame.header.seq;
+                            let p = s.pin(v);
+                            pinned = Some(p);
+                            serde_json::json!({"type": "paused", "pin": p, "seq": seq})
+                        }
+                        None => serde_json::json!({"type": "paused", "pin": null, "seq": null}),
+                    };
+                    send(&mut socket, Message::Text(answer.to_string().into())).await
+                } else if m.resume {
+                    paused = false;
+                    if let Some(p) = pinned.take() {
+                        s.unpin(p);
+                    }
+                    rx.mark_changed();
+                    true
+                } else {
+                    true
+                }
+            }
             Next::View => {
                 let v = rx.borrow_and_update().clone();
                 match v {
+                    // Paused: nothing is sent until the page resumes.
+                    Some(_) if paused => true,
                     None => true,
                     Some(v) => {
                         let info = view_info(&v, &s.profile_stages(&v.settings));
+                        if sent.len() >= KEEP_SENT {
+                            sent.pop_front();
+                        }
+                        sent.push_back(Arc::clone(&v));
                         send(&mut socket, Message::Text(info.to_string().into())).await
                             && send(&mut socket, Message::Binary(v.jpeg.clone())).await
                     }
@@ -633,6 +748,9 @@ async fn ws_session(mut socket: WebSocket, s: Arc<Stream>) {
         if !ok {
             break;
         }
+    }
+    if let Some(p) = pinned {
+        s.unpin(p);
     }
     tracing::debug!(stream = s.id, "live viewer left");
 }

@@ -181,7 +181,20 @@ pub struct Stream {
     info: Mutex<Info>,
     view: watch::Sender<Option<Arc<View>>>,
     viewers: AtomicUsize,
+    /// Views held for paused pages ([`Stream::pin`]).
+    pins: Mutex<Pins>,
 }
+
+/// Views pinned by paused pages, newest last, at most [`MAX_PINS`].
+#[derive(Default)]
+struct Pins {
+    next: u64,
+    held: VecDeque<(u64, Arc<View>)>,
+}
+
+/// Views a stream holds for paused pages at most; pausing one more lets the oldest go
+/// (each holds a full-size frame, so this bounds the memory pausing can take).
+pub const MAX_PINS: usize = 4;
 
 impl std::fmt::Debug for Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -392,6 +405,7 @@ impl Stream {
             }),
             view,
             viewers: AtomicUsize::new(0),
+            pins: Mutex::new(Pins::default()),
         });
         let worker = Arc::clone(&s);
         let spawned = std::thread::Builder::new()
@@ -506,6 +520,34 @@ impl Stream {
                 _ => return rx.borrow().clone(),
             }
         }
+    }
+
+    /// Holds `view` for a paused page, so that its downloads and crops are of the frame
+    /// it shows rather than the newest; returns the pin's number. At most [`MAX_PINS`]
+    /// are held per stream: a new one lets the oldest go.
+    pub fn pin(&self, view: Arc<View>) -> u64 {
+        let mut p = lock(&self.pins);
+        p.next += 1;
+        let id = p.next;
+        if p.held.len() >= MAX_PINS {
+            p.held.pop_front();
+        }
+        p.held.push_back((id, view));
+        id
+    }
+
+    /// Lets pin `id` go (nothing if it is already gone).
+    pub fn unpin(&self, id: u64) {
+        lock(&self.pins).held.retain(|(k, _)| *k != id);
+    }
+
+    /// The view held by pin `id`, if it is still held.
+    pub fn pinned(&self, id: u64) -> Option<Arc<View>> {
+        let p = lock(&self.pins);
+        p.held
+            .iter()
+            .find(|(k, _)| *k == id)
+            .map(|(_, v)| Arc::clone(v))
     }
 
     /// Why [`Stream::demand`] found no view within `waited`, in one line: no frame yet,
@@ -1205,6 +1247,24 @@ mod tests {
             assert_eq!(&png[..], &[1, 2, 3]);
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn pins_are_bounded_and_let_go() {
+        let isp = IspConfig::new(Profile::Default, BayerPattern::Rggb, 12);
+        let hub = Hub::new(&["x".into()], &isp, LiveConfig::default());
+        let s = Arc::clone(&hub.streams[0]);
+        s.offer(&frame(16, 8, |_, _| 900), 1, None, Counters::default());
+        let v = runtime().block_on(s.demand(Duration::from_secs(10))).unwrap();
+        let ids: Vec<u64> = (0..=MAX_PINS).map(|_| s.pin(Arc::clone(&v))).collect();
+        assert!(s.pinned(ids[0]).is_none(), "the oldest pin went");
+        for &id in &ids[1..] {
+            assert!(Arc::ptr_eq(&s.pinned(id).unwrap(), &v));
+        }
+        s.unpin(ids[2]);
+        assert!(s.pinned(ids[2]).is_none());
+        assert!(s.pinned(ids[3]).is_some());
+        assert_eq!(Arc::strong_count(&v), 1 + MAX_PINS - 1 + 1, "the view slot, the pins, v");
     }
 
     #[test]

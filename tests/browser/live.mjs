@@ -139,7 +139,19 @@ try {
   const held = await seqShown(page);
   await sleep(800);
   check((await seqShown(page)) === held, "pause holds the picture");
+  // While paused, the downloads are of the frame on screen, not the newest one.
+  const heldDl = await waitFor(() => page.evaluate(async () => {
+    const href = document.getElementById("dl-raw").href;
+    if (!href.includes("pin=")) return null;
+    const r = await fetch(href);
+    return { status: r.status, name: r.headers.get("content-disposition"), bytes: (await r.arrayBuffer()).byteLength };
+  }), "a pinned download link");
+  const newest = await page.evaluate(async () => Number((await (await fetch("/api/streams/0/stats")).json()).frame.seq));
+  check(newest > held, `frames keep arriving while paused (${held} -> ${newest})`);
+  check(heldDl.status === 200 && heldDl.name.includes(`frame_${String(held).padStart(6, "0")}.raw`),
+    `a paused download is the frame shown, seq ${held} (${heldDl.status} ${heldDl.name})`);
   await page.click("#pause");
+  check(!(await page.getAttribute("#dl-raw", "href")).includes("pin="), "resume points the downloads at the newest frame again");
   await waitFor(async () => (await seqShown(page)) > held, "the picture moving again after resume");
   check(true, "resume lets the picture move again");
 

@@ -9,6 +9,7 @@ let streamId = 0;
 let ws = null;
 let retryMs = 500;
 let paused = false;
+let pin = null; // the server's hold on the paused frame: downloads and crops name it
 let pendingView = null; // the "view" message whose JPEG comes next
 let lastView = null; // the view on screen
 let lastUrl = null;
@@ -197,6 +198,10 @@ function connect() {
       const m = JSON.parse(e.data);
       if (m.type === "stats") renderStats(m);
       else if (m.type === "view") pendingView = m;
+      else if (m.type === "paused" && paused) {
+        pin = m.pin;
+        setDownloads();
+      }
     } else {
       showImage(e.data);
     }
@@ -242,18 +247,26 @@ function refreshZoom() {
   img.onload = img.onerror = () => {
     zoomLoading = false;
   };
-  img.src = api(`/crop.png?x=${zoomAt.x}&y=${zoomAt.y}&w=256&h=256&t=${Date.now()}`);
+  const held = pin === null ? "" : `&pin=${pin}`;
+  img.src = api(`/crop.png?x=${zoomAt.x}&y=${zoomAt.y}&w=256&h=256${held}&t=${Date.now()}`);
   $("zoom-panel").hidden = false;
   $("zoom-caption").textContent = `1:1 crop at (${zoomAt.x}, ${zoomAt.y}), 256 × 256, full resolution`;
+}
+
+// Download links: the frame on screen while paused (its pin), else the newest.
+function setDownloads() {
+  const held = pin === null ? "" : `?pin=${pin}`;
+  for (const k of ["png", "raw", "dng"]) $(`dl-${k}`).href = api(`/frame.${k}${held}`);
 }
 
 function setStream(id) {
   streamId = id;
   lastView = null;
+  pin = null;
   zoomAt = null;
   $("zoom-panel").hidden = true;
   $("view").hidden = true;
-  for (const k of ["png", "raw", "dng"]) $(`dl-${k}`).href = api(`/frame.${k}`);
+  setDownloads();
   if (ws) {
     ws.onclose = null;
     ws.close();
@@ -265,6 +278,14 @@ async function init() {
   $("pause").addEventListener("click", () => {
     paused = !paused;
     $("pause").textContent = paused ? "Resume" : "Pause";
+    // The server holds the frame on screen for the downloads until the page resumes.
+    if (ws && ws.readyState === WebSocket.OPEN) {
+      ws.send(JSON.stringify(paused ? { pause: lastView ? lastView.seq : 0 } : { resume: true }));
+    }
+    if (!paused) {
+      pin = null;
+      setDownloads();
+    }
     $("shown-seq").textContent = paused && lastView ? `paused at seq ${lastView.seq}` : "";
   });
   $("profile").addEventListener("change", (e) => change({ profile: e.target.value }));
