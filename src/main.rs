@@ -974,7 +974,7 @@ fn convert(a: ConvertArgs) -> Result<ExitCode> {
             m.bits,
             m.black_level,
             m.white_level,
-            if m.orientation == 1 {
+            if !(2..=8).contains(&m.orientation) {
                 String::new()
             } else {
                 format!(

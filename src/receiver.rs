@@ -249,13 +249,16 @@ impl AckHandle {
     }
 }
 
-/// The least time one connection attempt is given, even at its deadline.
-const MIN_ATTEMPT: Duration = Duration::from_millis(100);
+/// The least time one connection attempt is given, even at its deadline (unless the
+/// peer timeout is shorter): enough for a TLS handshake over a slow link.
+const MIN_ATTEMPT: Duration = Duration::from_secs(1);
 
 /// One attempt: TCP connect, TLS handshake, client hello. Each step is bounded by the
 /// peer timeout (10 s without one), and none runs past `deadline` (what is left of
-/// `--connect-timeout` or `--reconnect-timeout`), so a server that accepts and then says
-/// nothing cannot hold the receiver beyond the time it was given.
+/// `--connect-timeout` or `--reconnect-timeout`) by more than [`MIN_ATTEMPT`], so a
+/// server that accepts TCP and then never completes the TLS handshake cannot hold the
+/// receiver much beyond the time it was given. (A server that completes them and then
+/// sends nothing is a connection that fails later, by `--peer-timeout`.)
 async fn connect_once(
     cfg: &ReceiveConfig,
     deadline: Option<Instant>,
@@ -391,7 +394,8 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
                 .zip(down_since)
                 .map(|(t, since)| since + t)
         } else {
-            Some(started + cfg.connect_timeout)
+            // `--connect-timeout 0` is one attempt, bounded only by the peer timeout.
+            Some(started + cfg.connect_timeout).filter(|_| !cfg.connect_timeout.is_zero())
         };
         let conn = tokio::select! {
             r = connect_once(&cfg, deadline) => r,

@@ -1106,19 +1106,20 @@ fn connect_timeout_bounds_a_silent_tls_handshake() {
             keep.lock().unwrap().push(s); // held open, never answered
         }
     });
-    let (o, took) = timed_receive(
-        &addr,
-        "1",
-        &[
+    // A TLS receiver with these timeouts: its last error line and how long it took.
+    let attempt = |connect: &str, peer: &str| {
+        let extra = [
             "--tls-ca",
             &ca,
             "--connect-timeout",
-            "1.5",
+            connect,
             "--peer-timeout",
-            "30",
-        ],
-    );
-    let last = last_error(&o);
+            peer,
+        ];
+        let (o, took) = timed_receive(&addr, "1", &extra);
+        (last_error(&o), took)
+    };
+    let (last, took) = attempt("1.5", "30");
     assert!(
         last.contains(&format!("TLS handshake with {addr}: no answer within")),
         "{last}"
@@ -1129,4 +1130,8 @@ fn connect_timeout_bounds_a_silent_tls_handshake() {
         !held.lock().unwrap().is_empty(),
         "the receiver never connected"
     );
+    // `--connect-timeout 0` is one attempt, which the peer timeout bounds.
+    let (last, took) = attempt("0", "2");
+    assert!(last.contains("no answer within 2.0 s"), "{last}");
+    assert!(took >= Duration::from_secs(2), "waited {took:?}");
 }

@@ -644,4 +644,27 @@ fn a_paused_page_downloads_the_frame_it_shows() {
     assert!(gone.text().contains("no longer held"), "{}", gone.text());
     let bad = get(a, "/api/streams/0/frame.raw?pin=x");
     assert_eq!(bad.status, 400, "{}", bad.text());
+    // Pausing at a frame this connection no longer holds (a page that reconnected, or
+    // one far behind) pins the newest view, and the answer says which.
+    ws.send(tungstenite::Message::text(r#"{"pause":999999999}"#))
+        .unwrap();
+    let answer = loop {
+        if let tungstenite::Message::Text(t) = ws.read().expect("WebSocket message") {
+            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+            if v["type"] == "paused" {
+                break v;
+            }
+        }
+    };
+    let (pin, seq) = (
+        answer["pin"].as_u64().unwrap(),
+        answer["seq"].as_u64().unwrap(),
+    );
+    assert!(seq > shown, "{answer}");
+    let jpg = get(a, &format!("/api/streams/0/frame.jpg?pin={pin}"));
+    assert_eq!((jpg.status, &jpg.body[..2]), (200, &[0xFF, 0xD8][..]));
+    assert_eq!(
+        seq_of(&get(a, &format!("/api/streams/0/frame.raw?pin={pin}"))),
+        seq
+    );
 }

@@ -656,9 +656,10 @@ const KEEP_SENT: usize = 2;
 /// [`STATS_PERIOD`], a JSON `stats` message, until the browser goes away.
 ///
 /// The page may send `{"pause": SEQ}`: views stop, and the one it shows (seq `SEQ`, or
-/// the last sent) is pinned ([`Stream::pin`]); the answer, `{"type": "paused", "pin": N,
-/// "seq": S}`, gives the pin that its downloads and crops name (`?pin=N`), so they are
-/// of the frame on screen. `{"resume": true}` lets the pin go and views flow again; so
+/// the newest if that one is no longer kept) is pinned ([`Stream::pin`]); the answer,
+/// `{"type": "paused", "pin": N, "seq": S}`, gives the pin that its downloads and crops
+/// name (`?pin=N`), so they are of the frame on screen (a page told another seq than
+/// its own shows the pinned frame instead, `frame.jpg?pin=N`). `{"resume": true}` lets the pin go and views flow again; so
 /// does the page going away.
 async fn ws_session(mut socket: WebSocket, s: Arc<Stream>) {
     enum Next {
@@ -700,12 +701,15 @@ async fn ws_session(mut socket: WebSocket, s: Arc<Stream>) {
                     if let Some(p) = pinned.take() {
                         s.unpin(p);
                     }
+                    // The view the page shows; failing that (it is no longer among
+                    // those kept, or this session has sent nothing yet), the newest one.
+                    // The answer's seq tells the page which it got.
                     let shown = sent
                         .iter()
                         .rev()
                         .find(|v| v.frame.header.seq == seq)
-                        .or(sent.back())
-                        .cloned();
+                        .cloned()
+                        .or_else(|| rx.borrow().clone());
                     let answer = match shown {
                         Some(v) => {
                             let seq = v.frame.header.seq;

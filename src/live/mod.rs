@@ -166,6 +166,9 @@ struct Info {
     latency_ms: VecDeque<f64>,
     arrivals: VecDeque<(Instant, usize)>,
     processed: VecDeque<Instant>,
+    /// The last processing error, until a frame processes again (the detail line may
+    /// have been overwritten by a link state since).
+    view_error: Option<String>,
 }
 
 /// One stream's live state.
@@ -402,6 +405,7 @@ impl Stream {
                 latency_ms: VecDeque::new(),
                 arrivals: VecDeque::new(),
                 processed: VecDeque::new(),
+                view_error: None,
             }),
             view,
             viewers: AtomicUsize::new(0),
@@ -556,8 +560,7 @@ impl Stream {
         if lock(&self.slot).frame_gen == 0 {
             return "no frame received yet: waiting for frames".into();
         }
-        let detail = lock(&self.info).detail.clone();
-        match detail.strip_prefix(VIEW_ERROR) {
+        match lock(&self.info).view_error.clone() {
             Some(e) => format!("frames arrived but could not be processed: {e}"),
             None => format!(
                 "frames arrived but none was processed within {:.0} s; try again",
@@ -750,6 +753,7 @@ impl Stream {
                     if info.detail.starts_with(VIEW_ERROR) {
                         info.detail.clear();
                     }
+                    info.view_error = None;
                     let now = Instant::now();
                     info.processed.push_back(now);
                     while info
@@ -764,7 +768,9 @@ impl Stream {
                 }
                 Err(e) => {
                     tracing::warn!(stream = self.id, "live view: {e}");
-                    lock(&self.info).detail = format!("{VIEW_ERROR}{e}");
+                    let mut info = lock(&self.info);
+                    info.detail = format!("{VIEW_ERROR}{e}");
+                    info.view_error = Some(e);
                 }
             }
         }
@@ -1255,7 +1261,9 @@ mod tests {
         let hub = Hub::new(&["x".into()], &isp, LiveConfig::default());
         let s = Arc::clone(&hub.streams[0]);
         s.offer(&frame(16, 8, |_, _| 900), 1, None, Counters::default());
-        let v = runtime().block_on(s.demand(Duration::from_secs(10))).unwrap();
+        let v = runtime()
+            .block_on(s.demand(Duration::from_secs(10)))
+            .unwrap();
         let ids: Vec<u64> = (0..=MAX_PINS).map(|_| s.pin(Arc::clone(&v))).collect();
         assert!(s.pinned(ids[0]).is_none(), "the oldest pin went");
         for &id in &ids[1..] {
@@ -1264,7 +1272,11 @@ mod tests {
         s.unpin(ids[2]);
         assert!(s.pinned(ids[2]).is_none());
         assert!(s.pinned(ids[3]).is_some());
-        assert_eq!(Arc::strong_count(&v), 1 + MAX_PINS - 1 + 1, "the view slot, the pins, v");
+        assert_eq!(
+            Arc::strong_count(&v),
+            1 + MAX_PINS - 1 + 1,
+            "the view slot, the pins, v"
+        );
     }
 
     #[test]
@@ -1317,6 +1329,8 @@ mod tests {
         let detail = s.stats_json()["detail"].as_str().unwrap_or("").to_string();
         assert!(detail.starts_with(VIEW_ERROR), "{detail:?}");
         // A download says why there is nothing, not that nothing came.
+        // ...even after a link state has replaced the detail line.
+        s.state(LinkState::Connected, "");
         let why = s.why_no_view(Duration::from_secs(2));
         assert!(
             why.starts_with("frames arrived but could not be processed: "),

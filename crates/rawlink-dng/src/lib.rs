@@ -785,8 +785,10 @@ pub fn read_dng(data: &[u8]) -> Result<DngImage, DngError> {
             color_matrix,
             model: text(50708),
             description: text(270),
+            // A malformed tag is an unknown orientation (0), not an unreadable file: the
+            // image does not depend on it.
             orientation: match find(&ifd0, 274).or_else(|| find(&raw, 274)) {
-                Some(f) => t.num(f, 0)?.clamp(0.0, 65535.0) as u16,
+                Some(f) => t.num(f, 0).map_or(0, |v| v.clamp(0.0, 65535.0) as u16),
                 None => 1,
             },
             ..DngMeta::default()
@@ -990,6 +992,25 @@ mod tests {
             d.extend_from_slice(&x.to_le_bytes());
         }
         at
+    }
+
+    #[test]
+    fn orientation_is_read_and_a_malformed_one_is_unknown() {
+        let m = meta(4, 2, BayerPattern::Rggb, 12);
+        let mut d = write_dng(&m, &[0; 8]).unwrap();
+        assert_eq!(read_dng(&d).unwrap().meta.orientation, 6);
+        patch_field(&mut d, 274, 1, 3);
+        assert_eq!(read_dng(&d).unwrap().meta.orientation, 3);
+        // No values at all: the file still reads, with an unknown orientation.
+        patch_field(&mut d, 274, 0, 0);
+        let r = read_dng(&d).unwrap();
+        assert_eq!((r.meta.orientation, r.samples.len()), (0, 8));
+        retag(&mut d, 274, 275);
+        assert_eq!(
+            read_dng(&d).unwrap().meta.orientation,
+            1,
+            "absent: as stored"
+        );
     }
 
     #[test]

@@ -192,6 +192,9 @@ function connect() {
   ws.onopen = () => {
     retryMs = 500;
     setBadge($("conn"), "connected", "ok");
+    // A new connection holds nothing yet: a paused page asks again (its old pin went
+    // with the old connection).
+    if (paused) sendPause();
   };
   ws.onmessage = (e) => {
     if (typeof e.data === "string") {
@@ -201,6 +204,9 @@ function connect() {
       else if (m.type === "paused" && paused) {
         pin = m.pin;
         setDownloads();
+        // The server held another frame than the one on screen (it no longer had it):
+        // show the held one, so that the picture and the downloads agree.
+        if (pin !== null && (!lastView || m.seq !== lastView.seq)) showPinned(m.seq);
       }
     } else {
       showImage(e.data);
@@ -253,6 +259,23 @@ function refreshZoom() {
   $("zoom-caption").textContent = `1:1 crop at (${zoomAt.x}, ${zoomAt.y}), 256 × 256, full resolution`;
 }
 
+function sendPause() {
+  if (ws && ws.readyState === WebSocket.OPEN) {
+    ws.send(JSON.stringify({ pause: lastView ? lastView.seq : 0 }));
+  }
+}
+
+// Shows the frame the server holds for this paused page (its JPEG by pin).
+function showPinned(seq) {
+  const img = $("view");
+  img.onload = null;
+  img.src = api(`/frame.jpg?pin=${pin}`);
+  img.hidden = false;
+  img.dataset.seq = seq;
+  if (lastView) lastView = { ...lastView, seq };
+  $("shown-seq").textContent = `paused at seq ${seq}`;
+}
+
 // Download links: the frame on screen while paused (its pin), else the newest.
 function setDownloads() {
   const held = pin === null ? "" : `?pin=${pin}`;
@@ -279,10 +302,10 @@ async function init() {
     paused = !paused;
     $("pause").textContent = paused ? "Resume" : "Pause";
     // The server holds the frame on screen for the downloads until the page resumes.
-    if (ws && ws.readyState === WebSocket.OPEN) {
-      ws.send(JSON.stringify(paused ? { pause: lastView ? lastView.seq : 0 } : { resume: true }));
-    }
-    if (!paused) {
+    if (paused) {
+      sendPause(); // or, if the socket is not open yet, once it opens
+    } else {
+      if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ resume: true }));
       pin = null;
       setDownloads();
     }
