@@ -386,6 +386,7 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
     let mut down_since: Option<Instant> = None;
     let mut attempts = 0u64;
     let mut handshake_closes = 0u32;
+    let mut silent_attempts = 0u64;
     loop {
         // The time this attempt may take: what is left of the first connection's budget,
         // or of the reconnect budget (none: only the peer timeout bounds it).
@@ -473,7 +474,11 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
         attempts = 0;
         let span = tracing::info_span!("conn", peer = %cfg.connect);
         let before = summary.frames;
-        let ended = Session::new(&cfg, sink.as_ref(), &mut summary, &mut track)
+        let mut session = Session::new(&cfg, sink.as_ref(), &mut summary, &mut track);
+        if !cfg.connect_timeout.is_zero() {
+            session.first_by = Some(started + cfg.connect_timeout);
+        }
+        let ended = session
             .run(conn, ack.as_ref(), &shutdown)
             .instrument(span)
             .await;
@@ -489,6 +494,30 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
             Ended::Fault(e) if !cfg.reconnect => {
                 summary.error = Some(format!("{e:#}"));
                 break;
+            }
+            // A v1 server that accepted but has never said anything: these are still
+            // attempts at the first connection, held to --connect-timeout.
+            Ended::Fault(e) if !cfg.legacy && !track.ever_spoke => {
+                connected_once = false;
+                silent_attempts += 1;
+                if started.elapsed() >= cfg.connect_timeout {
+                    summary.error = Some(format!(
+                        "{e:#} (gave up after {silent_attempts} attempt(s) over {:.1} s)",
+                        started.elapsed().as_secs_f64()
+                    ));
+                    break;
+                }
+                let left =
+                    (started + cfg.connect_timeout).saturating_duration_since(Instant::now());
+                let d = backoff.delay().min(left);
+                tracing::debug!("{e:#}; retrying in {} ms", d.as_millis());
+                tokio::select! {
+                    _ = tokio::time::sleep(d) => {}
+                    _ = shutdown.cancelled() => {
+                        summary.interrupted = true;
+                        break;
+                    }
+                }
             }
             Ended::Fault(e) => {
                 warn!("connection lost: {e:#}; reconnecting (--no-reconnect to exit instead)");
@@ -528,6 +557,9 @@ struct Track {
     legacy_seq: u64,
     /// The next frame is the first after a reconnect.
     reconnected: bool,
+    /// A valid v1 message has come on some connection: the server is a rawlink server,
+    /// and a later fault is a lost connection rather than a failed first attempt.
+    ever_spoke: bool,
 }
 
 struct Session<'a> {
@@ -540,6 +572,10 @@ struct Session<'a> {
     /// Rejected messages logged at warn level on this connection (then debug level,
     /// so that a flood of garbage cannot flood the log).
     warned: u32,
+    /// While no v1 server has said anything yet: when the first connection's time
+    /// (`--connect-timeout`) is up, so a server that accepts and stays silent is given
+    /// up on then rather than retried for ever.
+    first_by: Option<Instant>,
 }
 
 impl<'a> Session<'a> {
@@ -556,6 +592,7 @@ impl<'a> Session<'a> {
             track,
             spoke: false,
             warned: 0,
+            first_by: None,
         }
     }
 
@@ -666,6 +703,7 @@ impl<'a> Session<'a> {
     /// Handles one decoded v1 message; `Some` ends the connection.
     async fn on_message(&mut self, msg: Message) -> Option<Ended> {
         self.spoke = true;
+        self.track.ever_spoke = true;
         match msg {
             Message::Frame(f) => match rawlink_frame::unpack_frame(f) {
                 // Packed on the wire: back to 16-bit containers, exactly.
@@ -769,6 +807,12 @@ impl<'a> Session<'a> {
         let far = Duration::from_secs(86400 * 365);
         let peer_timeout = cfg.peer_timeout.unwrap_or(far);
         let mut deadline = tokio::time::Instant::now() + peer_timeout;
+        // The first message's deadline, if this is still the first connection's time.
+        let first = self
+            .first_by
+            .filter(|_| !cfg.legacy && !self.track.ever_spoke)
+            .map(|t| tokio::time::Instant::from_std(t.max(Instant::now() + MIN_ATTEMPT)));
+        let opened = Instant::now();
         let mut stats_at = (Instant::now(), self.summary.frames, self.summary.bytes);
         loop {
             if !cfg.stats_interval.is_zero() && stats_at.0.elapsed() >= cfg.stats_interval {
@@ -853,8 +897,18 @@ impl<'a> Session<'a> {
                         return Ended::Fault(anyhow!(e).context("reading from the server"));
                     }
                 },
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = tokio::time::sleep_until(match first {
+                    Some(f) if !self.spoke => deadline.min(f),
+                    _ => deadline,
+                }) => {
                     self.discard_partial(&buf);
+                    if !self.spoke && first.is_some_and(|f| f <= deadline) {
+                        return Ended::Fault(anyhow!(
+                            "{} accepted the connection but sent nothing within {:.1} s: is it a rawlink server? (a legacy streamer needs --legacy)",
+                            cfg.connect,
+                            opened.elapsed().as_secs_f64()
+                        ));
+                    }
                     return Ended::Fault(anyhow!(
                         "no data from the server for {:.1} s (--peer-timeout): connection presumed dead",
                         peer_timeout.as_secs_f64()

@@ -1091,10 +1091,11 @@ fn demo_without_a_frame_limit_ends_when_its_receiver_stops_on_a_disk_error() {
     assert!(last.contains("stopped by a disk error"), "{last}");
 }
 
-/// A server that accepts TCP and then says nothing: a TLS receiver's handshake is held
-/// to `--connect-timeout`, not to the (longer) peer timeout, and the error says why.
+/// A server that accepts TCP and then says nothing: a TLS receiver's handshake, and a
+/// plaintext receiver's wait for the first message, are held to `--connect-timeout`,
+/// not to the (longer) peer timeout, and the error says why.
 #[test]
-fn connect_timeout_bounds_a_silent_tls_handshake() {
+fn connect_timeout_bounds_a_silent_server() {
     let d = tempfile::tempdir().unwrap();
     let (ca, _, _) = make_certs(d.path(), "s");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1134,4 +1135,37 @@ fn connect_timeout_bounds_a_silent_tls_handshake() {
     let (last, took) = attempt("0", "2");
     assert!(last.contains("no answer within 2.0 s"), "{last}");
     assert!(took >= Duration::from_secs(2), "waited {took:?}");
+    // Without TLS the connection opens, but no rawlink server ever speaks: that too is
+    // a failed first connection, given up on at --connect-timeout (it used to count as
+    // connected, and was retried every --peer-timeout for ever).
+    let (o, took) = timed_receive(
+        &addr,
+        "1",
+        &["--connect-timeout", "1.5", "--peer-timeout", "30"],
+    );
+    let last = last_error(&o);
+    assert!(
+        last.contains(&format!(
+            "{addr} accepted the connection but sent nothing within"
+        )),
+        "{last}"
+    );
+    assert!(
+        last.contains("is it a rawlink server?") && last.contains("gave up after 1 attempt(s)"),
+        "{last}"
+    );
+    assert!(took < Duration::from_secs(6), "waited {took:?}");
+    // With a peer timeout shorter than that, each silent connection is one attempt.
+    let (o, took) = timed_receive(
+        &addr,
+        "1",
+        &["--connect-timeout", "2", "--peer-timeout", "0.5"],
+    );
+    let last = last_error(&o);
+    assert!(last.contains("no data from the server for 0.5 s"), "{last}");
+    assert!(
+        !last.contains("gave up after 1 attempt(s)") && last.contains("gave up after"),
+        "{last}"
+    );
+    assert!(took < Duration::from_secs(8), "waited {took:?}");
 }
