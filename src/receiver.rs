@@ -368,6 +368,25 @@ impl Backoff {
         self.next = (self.next * 2).min(self.max);
         d.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
     }
+
+    /// Waits the next delay before retrying after `why`, but not past `deadline` (the
+    /// next attempt gets what is left). `false` if `shutdown` came first.
+    async fn wait(
+        &mut self,
+        deadline: Option<Instant>,
+        why: &anyhow::Error,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let d = deadline.map_or(self.delay(), |dl| {
+            self.delay()
+                .min(dl.saturating_duration_since(Instant::now()))
+        });
+        tracing::debug!("{why:#}; retrying in {} ms", d.as_millis());
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = shutdown.cancelled() => false,
+        }
+    }
 }
 
 /// Receives one stream, across reconnects. Returns `Err` only if nothing could be set
@@ -387,6 +406,10 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
     let mut attempts = 0u64;
     let mut handshake_closes = 0u32;
     let mut silent_attempts = 0u64;
+    // When the first connection's time is up (`--connect-timeout 0` is one attempt,
+    // bounded only by the peer timeout).
+    let first_deadline =
+        Some(started + cfg.connect_timeout).filter(|_| !cfg.connect_timeout.is_zero());
     loop {
         // The time this attempt may take: what is left of the first connection's budget,
         // or of the reconnect budget (none: only the peer timeout bounds it).
@@ -395,8 +418,7 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
                 .zip(down_since)
                 .map(|(t, since)| since + t)
         } else {
-            // `--connect-timeout 0` is one attempt, bounded only by the peer timeout.
-            Some(started + cfg.connect_timeout).filter(|_| !cfg.connect_timeout.is_zero())
+            first_deadline
         };
         let conn = tokio::select! {
             r = connect_once(&cfg, deadline) => r,
@@ -438,20 +460,11 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
                     ));
                     break;
                 }
-                // No sleeping past the deadline: the next attempt gets what is left.
-                let d = deadline.map_or(backoff.delay(), |dl| {
-                    backoff
-                        .delay()
-                        .min(dl.saturating_duration_since(Instant::now()))
-                });
-                tracing::debug!("{e:#}; retrying in {} ms", d.as_millis());
-                tokio::select! {
-                    _ = tokio::time::sleep(d) => continue,
-                    _ = shutdown.cancelled() => {
-                        summary.interrupted = true;
-                        break;
-                    }
+                if !backoff.wait(deadline, &e, &shutdown).await {
+                    summary.interrupted = true;
+                    break;
                 }
+                continue;
             }
         };
         if let Some(l) = &cfg.live {
@@ -475,9 +488,7 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
         let span = tracing::info_span!("conn", peer = %cfg.connect);
         let before = summary.frames;
         let mut session = Session::new(&cfg, sink.as_ref(), &mut summary, &mut track);
-        if !cfg.connect_timeout.is_zero() {
-            session.first_by = Some(started + cfg.connect_timeout);
-        }
+        session.first_by = first_deadline;
         let ended = session
             .run(conn, ack.as_ref(), &shutdown)
             .instrument(span)
@@ -507,16 +518,9 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
                     ));
                     break;
                 }
-                let left =
-                    (started + cfg.connect_timeout).saturating_duration_since(Instant::now());
-                let d = backoff.delay().min(left);
-                tracing::debug!("{e:#}; retrying in {} ms", d.as_millis());
-                tokio::select! {
-                    _ = tokio::time::sleep(d) => {}
-                    _ = shutdown.cancelled() => {
-                        summary.interrupted = true;
-                        break;
-                    }
+                if !backoff.wait(first_deadline, &e, &shutdown).await {
+                    summary.interrupted = true;
+                    break;
                 }
             }
             Ended::Fault(e) => {
