@@ -32,6 +32,12 @@ pub struct BenchArgs {
     /// Timed runs per configuration (after one warm-up run).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub iters: u32,
+    /// Run every configuration this many times, interleaved (each round runs each
+    /// configuration once, in the order given), and report the medians over the rounds.
+    /// Use it for ratios between configurations (thread scaling, say) on a machine whose
+    /// clock speed moves: configurations run minutes apart see different clocks.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rounds: u32,
     /// Print a JSON array instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -72,8 +78,16 @@ pub struct BenchResult {
     pub peak_rss_mb: f64,
     /// Median time per stage, ms (plus `to_8bit`).
     pub stages_ms: BTreeMap<String, f64>,
-    /// Timed runs.
+    /// Timed runs per round.
     pub iters: u32,
+    /// Rounds (`--rounds`): `total_ms_median` and `stages_ms` are the medians of the
+    /// rounds' medians, `mp_per_s` follows from `total_ms_median`, and `peak_rss_mb` is
+    /// the largest round's.
+    #[serde(default = "one")]
+    pub rounds: u32,
+    /// Each round's median total time, ms, in the order run (with more than one round).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub round_totals_ms: Vec<f64>,
     /// Whether the bilateral ran bit-exact (`--bit-exact`).
     #[serde(default)]
     pub bit_exact: bool,
@@ -87,6 +101,10 @@ pub struct BenchResult {
     /// The configuration file, when one was given (`--config`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<String>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// The ISP configuration of one run: `--config` (or the built-in default), then the
@@ -220,6 +238,8 @@ fn run_single(a: &BenchArgs) -> Result<BenchResult> {
             .map(|(k, mut v)| (k, median(&mut v)))
             .collect(),
         iters,
+        rounds: 1,
+        round_totals_ms: Vec::new(),
         bit_exact: a.bit_exact,
         demosaic: match profile {
             // The reference profile always runs the reference's bilinear demosaic.
@@ -229,6 +249,69 @@ fn run_single(a: &BenchArgs) -> Result<BenchResult> {
         stages: a.stages.clone(),
         config: a.config.as_ref().map(|p| p.display().to_string()),
     })
+}
+
+/// Runs one configuration in a fresh child process and reads its result.
+fn run_child(
+    exe: &std::path::Path,
+    a: &BenchArgs,
+    size: &str,
+    profile: &str,
+    threads: usize,
+) -> Result<BenchResult> {
+    let out = std::process::Command::new(exe)
+        .args(["bench", "--single", "--sizes", size, "--profiles", profile])
+        .args([
+            "--threads",
+            &threads.to_string(),
+            "--iters",
+            &a.iters.to_string(),
+        ])
+        .args(a.bit_exact.then_some("--bit-exact"))
+        .args(a.demosaic.iter().flat_map(|d| ["--demosaic", d]))
+        .args(a.stages.iter().flat_map(|s| ["--stages", s]))
+        .args(
+            a.config
+                .iter()
+                .flat_map(|c| [std::ffi::OsStr::new("--config"), c.as_os_str()]),
+        )
+        .output()
+        .context("running a benchmark child")?;
+    if !out.status.success() {
+        bail!(
+            "benchmark {size} {profile} {threads} threads failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("reading a benchmark child's result")
+}
+
+/// One configuration's rounds as one result: the medians of the rounds' medians (total
+/// and per stage), the throughput at that total, and the largest peak RSS.
+fn merge_rounds(mut rounds: Vec<BenchResult>) -> BenchResult {
+    let totals: Vec<f64> = rounds.iter().map(|r| r.total_ms_median).collect();
+    let n = rounds.len() as u32;
+    let peak = rounds.iter().map(|r| r.peak_rss_mb).fold(0.0, f64::max);
+    let mut stages: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for r in &rounds {
+        for (k, v) in &r.stages_ms {
+            stages.entry(k.clone()).or_default().push(*v);
+        }
+    }
+    let mut r = rounds.swap_remove(0);
+    if n > 1 {
+        let mp = r.mp_per_s * r.total_ms_median / 1e3; // megapixels of the frame
+        r.total_ms_median = median(&mut totals.clone());
+        r.mp_per_s = mp / (r.total_ms_median / 1e3);
+        r.peak_rss_mb = peak;
+        r.stages_ms = stages
+            .into_iter()
+            .map(|(k, mut v)| (k, median(&mut v)))
+            .collect();
+        r.round_totals_ms = totals;
+    }
+    r.rounds = n;
+    r
 }
 
 /// Runs the benchmark and prints a table or JSON.
@@ -255,43 +338,33 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         }
     }
     let exe = std::env::current_exe().context("locating the rawlink binary")?;
-    let mut results = Vec::new();
+    let mut configs = Vec::new();
     for size in &a.sizes {
         for profile in &a.profiles {
             for &threads in &thread_counts {
-                let out = std::process::Command::new(&exe)
-                    .args(["bench", "--single", "--sizes", size, "--profiles", profile])
-                    .args([
-                        "--threads",
-                        &threads.to_string(),
-                        "--iters",
-                        &a.iters.to_string(),
-                    ])
-                    .args(a.bit_exact.then_some("--bit-exact"))
-                    .args(a.demosaic.iter().flat_map(|d| ["--demosaic", d]))
-                    .args(a.stages.iter().flat_map(|s| ["--stages", s]))
-                    .args(
-                        a.config
-                            .iter()
-                            .flat_map(|c| [std::ffi::OsStr::new("--config"), c.as_os_str()]),
-                    )
-                    .output()
-                    .context("running a benchmark child")?;
-                if !out.status.success() {
-                    bail!(
-                        "benchmark {size} {profile} {threads} threads failed: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    );
-                }
-                let r: BenchResult = serde_json::from_slice(&out.stdout)
-                    .context("reading a benchmark child's result")?;
-                if !a.json {
-                    eprintln!("  {size} {profile} x{threads}: {:.2} ms", r.total_ms_median);
-                }
-                results.push(r);
+                configs.push((size.as_str(), profile.as_str(), threads));
             }
         }
     }
+    let mut runs: Vec<Vec<BenchResult>> = vec![Vec::new(); configs.len()];
+    for round in 1..=a.rounds {
+        for (&(size, profile, threads), runs) in configs.iter().zip(&mut runs) {
+            let r = run_child(&exe, a, size, profile, threads)?;
+            if !a.json {
+                let of = if a.rounds > 1 {
+                    format!(" (round {round} of {})", a.rounds)
+                } else {
+                    String::new()
+                };
+                eprintln!(
+                    "  {size} {profile} x{threads}: {:.2} ms{of}",
+                    r.total_ms_median
+                );
+            }
+            runs.push(r);
+        }
+    }
+    let results: Vec<BenchResult> = runs.into_iter().map(merge_rounds).collect();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
         return Ok(());
@@ -307,6 +380,12 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     }
     if let Some(s) = &a.stages {
         println!("stages: {s}");
+    }
+    if a.rounds > 1 {
+        println!(
+            "{} interleaved rounds of {} timed runs each: medians of the rounds' medians",
+            a.rounds, a.iters
+        );
     }
     println!(
         "{:<10} {:<9} {:>3} {:>10} {:>8} {:>8}  stages (median ms)",
@@ -346,5 +425,42 @@ mod tests {
         assert!(parse_threads("0").is_err());
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+
+    fn result(total: f64, demosaic: f64, rss: f64) -> BenchResult {
+        BenchResult {
+            size: "1000x1000".into(),
+            profile: "default".into(),
+            threads: 2,
+            total_ms_median: total,
+            mp_per_s: 1.0 / (total / 1e3),
+            peak_rss_mb: rss,
+            stages_ms: [("demosaic".to_string(), demosaic)].into_iter().collect(),
+            iters: 5,
+            rounds: 1,
+            round_totals_ms: Vec::new(),
+            bit_exact: false,
+            demosaic: "rcd".into(),
+            stages: None,
+            config: None,
+        }
+    }
+
+    #[test]
+    fn rounds_merge_into_medians() {
+        let one = merge_rounds(vec![result(10.0, 6.0, 50.0)]);
+        assert_eq!((one.total_ms_median, one.rounds), (10.0, 1));
+        assert!(one.round_totals_ms.is_empty());
+        let r = merge_rounds(vec![
+            result(10.0, 6.0, 50.0),
+            result(30.0, 20.0, 70.0),
+            result(20.0, 9.0, 60.0),
+        ]);
+        assert_eq!(r.total_ms_median, 20.0);
+        assert_eq!(r.stages_ms["demosaic"], 9.0);
+        assert_eq!(r.peak_rss_mb, 70.0);
+        assert_eq!(r.rounds, 3);
+        assert_eq!(r.round_totals_ms, vec![10.0, 30.0, 20.0]);
+        assert!((r.mp_per_s - 50.0).abs() < 1e-9, "{}", r.mp_per_s);
     }
 }

@@ -369,6 +369,31 @@ fn bench_prints_one_json_object_per_configuration() {
     stages.sort();
     assert_eq!(stages, ["blc", "demosaic", "to_8bit"]);
 
+    // Rounds: each configuration runs once per round, interleaved, and its result is
+    // the median of the rounds.
+    let o = bench_small(&["--json", "--rounds", "3", "--threads", "1,2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2, "{v}");
+    for r in v.as_array().unwrap() {
+        assert_eq!(r["rounds"], 3, "{r}");
+        let mut t: Vec<f64> = r["round_totals_ms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert_eq!(t.len(), 3, "{r}");
+        t.sort_by(f64::total_cmp);
+        assert_eq!(r["total_ms_median"].as_f64().unwrap(), t[1], "{r}");
+    }
+    let o = bench_small(&["--rounds", "2"]);
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("2 interleaved rounds"), "{text}");
+    let progress = String::from_utf8_lossy(&o.stderr);
+    assert!(progress.contains("(round 2 of 2)"), "{progress}");
+
     // The table.
     let o = bench_small(&[]);
     assert!(o.status.success());
@@ -381,6 +406,7 @@ fn bench_prints_one_json_object_per_configuration() {
     for bad in [
         &["--sizes", "64"][..],
         &["--threads", "0"],
+        &["--rounds", "0"],
         &["--profiles", "fast"],
         &["--demosaic", "nope"],
         &["--config", "/nonexistent/isp.toml"],
