@@ -584,8 +584,9 @@ fn one_page_for_several_cameras() {
 }
 
 /// A paused page's downloads and crops are of the frame it shows: the WebSocket's
-/// `{"pause": SEQ}` pins that view while newer frames keep arriving; `{"resume": true}`,
-/// or the page going away, lets it go (a 410 that says so).
+/// `{"pause": SEQ}` pins that view while newer frames keep arriving; `{"resume": true}`
+/// lets it go (a 410 that says so). A paused page whose WebSocket reconnects gets the
+/// same pin back by naming it (`{"pause": SEQ, "pin": N}`).
 #[test]
 fn a_paused_page_downloads_the_frame_it_shows() {
     let d = Demo::start();
@@ -648,14 +649,7 @@ fn a_paused_page_downloads_the_frame_it_shows() {
     // one far behind) pins the newest view, and the answer says which.
     ws.send(tungstenite::Message::text(r#"{"pause":999999999}"#))
         .unwrap();
-    let answer = loop {
-        if let tungstenite::Message::Text(t) = ws.read().expect("WebSocket message") {
-            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
-            if v["type"] == "paused" {
-                break v;
-            }
-        }
-    };
+    let answer = paused_answer(&mut ws);
     let (pin, seq) = (
         answer["pin"].as_u64().unwrap(),
         answer["seq"].as_u64().unwrap(),
@@ -667,4 +661,48 @@ fn a_paused_page_downloads_the_frame_it_shows() {
         seq_of(&get(a, &format!("/api/streams/0/frame.raw?pin={pin}"))),
         seq
     );
+    // The page's WebSocket drops and reconnects: naming its pin and seq, it gets the
+    // same pin back, still of that frame, while newer frames go on arriving.
+    drop(ws);
+    let mut ws = viewer(a);
+    ws.send(tungstenite::Message::text(format!(
+        "{{\"pause\":{seq},\"pin\":{pin}}}"
+    )))
+    .unwrap();
+    let again = paused_answer(&mut ws);
+    assert_eq!(
+        (again["pin"].as_u64(), again["seq"].as_u64()),
+        (Some(pin), Some(seq)),
+        "{again}"
+    );
+    let raw = get(a, &format!("/api/streams/0/frame.raw?pin={pin}"));
+    assert_eq!((raw.status, seq_of(&raw)), (200, seq));
+    // A pin named with another frame's seq is not taken: a fresh one is made.
+    let mut other = viewer(a);
+    other
+        .send(tungstenite::Message::text(format!(
+            "{{\"pause\":{},\"pin\":{pin}}}",
+            seq + 1_000_000
+        )))
+        .unwrap();
+    let fresh = paused_answer(&mut other);
+    assert_ne!(fresh["pin"].as_u64(), Some(pin), "{fresh}");
+    // Resuming lets it go.
+    ws.send(tungstenite::Message::text(r#"{"resume":true}"#))
+        .unwrap();
+    assert!(next_jpeg(&mut ws) > seq);
+    let gone = get(a, &format!("/api/streams/0/frame.raw?pin={pin}"));
+    assert_eq!(gone.status, 410, "{}", gone.text());
+}
+
+/// Reads WebSocket messages up to the `paused` answer and returns it.
+fn paused_answer(ws: &mut tungstenite::WebSocket<TcpStream>) -> serde_json::Value {
+    loop {
+        if let tungstenite::Message::Text(t) = ws.read().expect("WebSocket message") {
+            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+            if v["type"] == "paused" {
+                return v;
+            }
+        }
+    }
 }

@@ -643,6 +643,9 @@ async fn send(socket: &mut WebSocket, m: Message) -> bool {
 struct PageMessage {
     /// Pause at the view with this seq (the one the page shows).
     pause: Option<u64>,
+    /// With `pause`: the pin the page held for that view before its WebSocket
+    /// reconnected; it gets the same pin back while the receiver still holds it.
+    pin: Option<u64>,
     /// Resume.
     #[serde(default)]
     resume: bool,
@@ -659,8 +662,10 @@ const KEEP_SENT: usize = 2;
 /// the newest if that one is no longer kept) is pinned ([`Stream::pin`]); the answer,
 /// `{"type": "paused", "pin": N, "seq": S}`, gives the pin that its downloads and crops
 /// name (`?pin=N`), so they are of the frame on screen (a page told another seq than
-/// its own shows the pinned frame instead, `frame.jpg?pin=N`). `{"resume": true}` lets the pin go and views flow again; so
-/// does the page going away.
+/// its own shows the pinned frame instead, `frame.jpg?pin=N`). `{"resume": true}` lets
+/// the pin go and views flow again. A page that goes away while paused leaves its pin
+/// for [`PIN_GRACE`](super::PIN_GRACE): reconnecting, it sends `{"pause": SEQ, "pin": N}`
+/// and gets pin `N` back if that still holds seq `SEQ` ([`Stream::reclaim`]).
 async fn ws_session(mut socket: WebSocket, s: Arc<Stream>) {
     enum Next {
         View,
@@ -700,6 +705,15 @@ async fn ws_session(mut socket: WebSocket, s: Arc<Stream>) {
                     paused = true;
                     if let Some(p) = pinned.take() {
                         s.unpin(p);
+                    }
+                    // A reconnecting page takes back the pin it held, if still held.
+                    if let Some(p) = m.pin.filter(|&p| s.reclaim(p, seq)) {
+                        pinned = Some(p);
+                        let answer = serde_json::json!({"type": "paused", "pin": p, "seq": seq});
+                        if !send(&mut socket, Message::Text(answer.to_string().into())).await {
+                            break;
+                        }
+                        continue;
                     }
                     // The view the page shows; failing that (it is no longer among
                     // those kept, or this session has sent nothing yet), the newest one.
@@ -754,7 +768,7 @@ async fn ws_session(mut socket: WebSocket, s: Arc<Stream>) {
         }
     }
     if let Some(p) = pinned {
-        s.unpin(p);
+        s.release_later(p, super::PIN_GRACE);
     }
     tracing::debug!(stream = s.id, "live viewer left");
 }

@@ -192,8 +192,31 @@ pub struct Stream {
 #[derive(Default)]
 struct Pins {
     next: u64,
-    held: VecDeque<(u64, Arc<View>)>,
+    held: VecDeque<Pin>,
 }
+
+/// One pinned view.
+struct Pin {
+    id: u64,
+    view: Arc<View>,
+    /// Sessions holding it.
+    holders: u32,
+    /// With no holder left: when it goes, unless a page takes it back first
+    /// ([`Stream::reclaim`]).
+    orphan_until: Option<Instant>,
+}
+
+impl Pins {
+    /// Lets orphaned pins whose grace has run out go.
+    fn sweep(&mut self, now: Instant) {
+        self.held
+            .retain(|p| p.orphan_until.is_none_or(|until| now < until));
+    }
+}
+
+/// How long a pin outlives the page session that held it, so that a paused page whose
+/// WebSocket reconnects gets the same frame back ([`Stream::reclaim`]).
+pub const PIN_GRACE: Duration = Duration::from_secs(60);
 
 /// Views a stream holds for paused pages at most; pausing one more lets the oldest go
 /// (each holds a full-size frame, so this bounds the memory pausing can take).
@@ -531,27 +554,77 @@ impl Stream {
     /// are held per stream: a new one lets the oldest go.
     pub fn pin(&self, view: Arc<View>) -> u64 {
         let mut p = lock(&self.pins);
+        p.sweep(Instant::now());
         p.next += 1;
         let id = p.next;
         if p.held.len() >= MAX_PINS {
             p.held.pop_front();
         }
-        p.held.push_back((id, view));
+        p.held.push_back(Pin {
+            id,
+            view,
+            holders: 1,
+            orphan_until: None,
+        });
         id
     }
 
-    /// Lets pin `id` go (nothing if it is already gone).
+    /// One holder lets pin `id` go; the pin goes with its last holder (nothing if it is
+    /// already gone).
     pub fn unpin(&self, id: u64) {
-        lock(&self.pins).held.retain(|(k, _)| *k != id);
+        let mut p = lock(&self.pins);
+        if let Some(i) = p.held.iter().position(|x| x.id == id) {
+            let pin = &mut p.held[i];
+            pin.holders = pin.holders.saturating_sub(1);
+            if pin.holders == 0 {
+                p.held.remove(i);
+            }
+        }
+    }
+
+    /// One holder goes away without resuming (its page closed or lost its WebSocket):
+    /// with no holder left, the pin stays for `grace`, for the page to take back when it
+    /// reconnects ([`Stream::reclaim`]).
+    pub fn release_later(&self, id: u64, grace: Duration) {
+        let mut p = lock(&self.pins);
+        let now = Instant::now();
+        if let Some(pin) = p.held.iter_mut().find(|x| x.id == id) {
+            pin.holders = pin.holders.saturating_sub(1);
+            if pin.holders == 0 {
+                pin.orphan_until = Some(now + grace);
+            }
+        }
+        p.sweep(now);
+    }
+
+    /// Takes pin `id` for one more holder if it is still held and holds the view with
+    /// sequence number `seq` (a page that paused at `seq` with that pin, reconnecting);
+    /// false otherwise.
+    pub fn reclaim(&self, id: u64, seq: u64) -> bool {
+        let mut p = lock(&self.pins);
+        p.sweep(Instant::now());
+        match p
+            .held
+            .iter_mut()
+            .find(|x| x.id == id && x.view.frame.header.seq == seq)
+        {
+            Some(pin) => {
+                pin.holders += 1;
+                pin.orphan_until = None;
+                true
+            }
+            None => false,
+        }
     }
 
     /// The view held by pin `id`, if it is still held.
     pub fn pinned(&self, id: u64) -> Option<Arc<View>> {
-        let p = lock(&self.pins);
+        let mut p = lock(&self.pins);
+        p.sweep(Instant::now());
         p.held
             .iter()
-            .find(|(k, _)| *k == id)
-            .map(|(_, v)| Arc::clone(v))
+            .find(|x| x.id == id)
+            .map(|x| Arc::clone(&x.view))
     }
 
     /// Why [`Stream::demand`] found no view within `waited`, in one line: no frame yet,
@@ -1255,15 +1328,21 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
-    #[test]
-    fn pins_are_bounded_and_let_go() {
+    /// A hub with one stream that has processed one frame (offered with `seq`), and its view.
+    fn one_view(seq: u64) -> (Arc<Hub>, Arc<Stream>, Arc<View>) {
         let isp = IspConfig::new(Profile::Default, BayerPattern::Rggb, 12);
         let hub = Hub::new(&["x".into()], &isp, LiveConfig::default());
         let s = Arc::clone(&hub.streams[0]);
-        s.offer(&frame(16, 8, |_, _| 900), 1, None, Counters::default());
+        s.offer(&frame(16, 8, |_, _| 900), seq, None, Counters::default());
         let v = runtime()
             .block_on(s.demand(Duration::from_secs(10)))
             .unwrap();
+        (hub, s, v)
+    }
+
+    #[test]
+    fn pins_are_bounded_and_let_go() {
+        let (_hub, s, v) = one_view(1);
         let ids: Vec<u64> = (0..=MAX_PINS).map(|_| s.pin(Arc::clone(&v))).collect();
         assert!(s.pinned(ids[0]).is_none(), "the oldest pin went");
         for &id in &ids[1..] {
@@ -1277,6 +1356,32 @@ mod tests {
             1 + MAX_PINS - 1 + 1,
             "the view slot, the pins, v"
         );
+    }
+
+    #[test]
+    fn a_released_pin_waits_to_be_reclaimed() {
+        let (_hub, s, v) = one_view(7);
+        let seq = v.frame.header.seq;
+        let a = s.pin(Arc::clone(&v));
+        assert!(!s.reclaim(a, seq + 1), "another frame's seq");
+        // Its page reconnects: released with a grace, then taken back.
+        s.release_later(a, Duration::from_secs(60));
+        assert!(s.pinned(a).is_some(), "held through the grace");
+        assert!(s.reclaim(a, seq));
+        // Two holders (a second page reclaimed it before the first one's close
+        // arrived): the first resume does not take it from the second.
+        assert!(s.reclaim(a, seq));
+        s.unpin(a);
+        assert!(s.pinned(a).is_some());
+        s.unpin(a);
+        assert!(s.pinned(a).is_none(), "gone with its last holder");
+        assert!(!s.reclaim(a, seq));
+        // No reconnect within the grace: gone.
+        let b = s.pin(Arc::clone(&v));
+        s.release_later(b, Duration::ZERO);
+        assert!(s.pinned(b).is_none());
+        assert!(!s.reclaim(b, seq));
+        assert_eq!(Arc::strong_count(&v), 2, "the view slot and v");
     }
 
     #[test]

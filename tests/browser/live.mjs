@@ -140,16 +140,38 @@ try {
   await sleep(800);
   check((await seqShown(page)) === held, "pause holds the picture");
   // While paused, the downloads are of the frame on screen, not the newest one.
-  const heldDl = await waitFor(() => page.evaluate(async () => {
-    const href = document.getElementById("dl-raw").href;
-    if (!href.includes("pin=")) return null;
-    const r = await fetch(href);
-    return { status: r.status, name: r.headers.get("content-disposition"), bytes: (await r.arrayBuffer()).byteLength };
-  }), "a pinned download link");
+  // A download's bytes, as a length and an FNV-1a hash computed in the page.
+  const digest = (url) => page.evaluate(async (u) => {
+    const r = await fetch(u ?? document.getElementById("dl-raw").href);
+    const b = new Uint8Array(await r.arrayBuffer());
+    let h = 0x811c9dc5;
+    for (const v of b) h = Math.imul(h ^ v, 0x01000193) >>> 0;
+    return { status: r.status, name: r.headers.get("content-disposition"), bytes: b.length, hash: h };
+  }, url);
+  await waitFor(() => page.evaluate(() => document.getElementById("dl-raw").href.includes("pin=")), "a pinned download link");
+  const heldDl = await digest();
   const newest = await page.evaluate(async () => Number((await (await fetch("/api/streams/0/stats")).json()).frame.seq));
   check(newest > held, `frames keep arriving while paused (${held} -> ${newest})`);
   check(heldDl.status === 200 && heldDl.name.includes(`frame_${String(held).padStart(6, "0")}.raw`),
     `a paused download is the frame shown, seq ${held} (${heldDl.status} ${heldDl.name})`);
+  // By its bytes: fetched again after newer frames arrived, the paused download is the
+  // same to the byte, and differs from the newest frame's (sim:scene's noise differs
+  // from frame to frame).
+  const again = await digest();
+  const latest = await digest("/api/streams/0/frame.raw");
+  check(again.hash === heldDl.hash && again.bytes === heldDl.bytes && latest.bytes === heldDl.bytes && latest.hash !== heldDl.hash,
+    `the paused download's bytes stay the shown frame's, not the newest's (${heldDl.bytes} bytes, ${heldDl.hash.toString(16)} vs ${latest.hash.toString(16)})`);
+  // The page's WebSocket drops and reconnects while paused: it names its pin and gets it
+  // back, so the picture and the downloads stay on the frame it paused at.
+  const pinOf = () => page.evaluate(() => new URL(document.getElementById("dl-raw").href).searchParams.get("pin"));
+  const pinBefore = await pinOf();
+  await page.evaluate(() => ws.close());
+  await waitFor(() => page.evaluate(() => document.getElementById("conn").textContent.startsWith("disconnected")), "the page seeing its WebSocket close");
+  await waitFor(() => page.evaluate(() => document.getElementById("conn").textContent === "connected"), "the page reconnecting");
+  await sleep(700); // the pause and its answer
+  const afterReconnect = await digest();
+  check((await pinOf()) === pinBefore && (await seqShown(page)) === held && afterReconnect.hash === heldDl.hash,
+    `a paused page that reconnects keeps its pin ${pinBefore} and frame ${held} (pin ${await pinOf()}, seq ${await seqShown(page)})`);
   await page.click("#pause");
   check(!(await page.getAttribute("#dl-raw", "href")).includes("pin="), "resume points the downloads at the newest frame again");
   await waitFor(async () => (await seqShown(page)) > held, "the picture moving again after resume");

@@ -192,8 +192,8 @@ function connect() {
   ws.onopen = () => {
     retryMs = 500;
     setBadge($("conn"), "connected", "ok");
-    // A new connection holds nothing yet: a paused page asks again (its old pin went
-    // with the old connection).
+    // A new connection holds nothing yet: a paused page asks again, naming the pin it
+    // held, which the receiver keeps for a while after a connection goes.
     if (paused) sendPause();
   };
   ws.onmessage = (e) => {
@@ -261,7 +261,9 @@ function refreshZoom() {
 
 function sendPause() {
   if (ws && ws.readyState === WebSocket.OPEN) {
-    ws.send(JSON.stringify({ pause: lastView ? lastView.seq : 0 }));
+    const m = { pause: lastView ? lastView.seq : 0 };
+    if (pin !== null) m.pin = pin;
+    ws.send(JSON.stringify(m));
   }
 }
 
