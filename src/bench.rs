@@ -408,7 +408,47 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             stages.join(", ")
         );
     }
+    for line in scaling_lines(&results) {
+        println!("{line}");
+    }
     Ok(())
+}
+
+/// Thread scaling, one line per size and profile measured with 1 thread and more: the
+/// 1-thread time over each other count's, as the median of the per-round ratios when
+/// there were rounds (each round's runs are seconds apart, not minutes).
+fn scaling_lines(results: &[BenchResult]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for one in results.iter().filter(|r| r.threads == 1) {
+        let same = |r: &&BenchResult| r.size == one.size && r.profile == one.profile;
+        for many in results.iter().filter(same).filter(|r| r.threads > 1) {
+            let mut ratios: Vec<f64> = if one.round_totals_ms.len() == many.round_totals_ms.len()
+                && !one.round_totals_ms.is_empty()
+            {
+                one.round_totals_ms
+                    .iter()
+                    .zip(&many.round_totals_ms)
+                    .map(|(a, b)| a / b)
+                    .collect()
+            } else {
+                vec![one.total_ms_median / many.total_ms_median]
+            };
+            let each = if ratios.len() > 1 {
+                let v: Vec<String> = ratios.iter().map(|x| format!("{x:.2}")).collect();
+                format!(" (rounds: {})", v.join(" / "))
+            } else {
+                String::new()
+            };
+            lines.push(format!(
+                "thread scaling {} {} 1 -> {} threads: {:.2}x{each}",
+                one.size,
+                one.profile,
+                many.threads,
+                median(&mut ratios)
+            ));
+        }
+    }
+    lines
 }
 
 #[cfg(test)]
@@ -444,6 +484,34 @@ mod tests {
             stages: None,
             config: None,
         }
+    }
+
+    #[test]
+    fn thread_scaling_is_the_median_of_per_round_ratios() {
+        let mut one = merge_rounds(vec![
+            result(100.0, 1.0, 1.0),
+            result(200.0, 1.0, 1.0),
+            result(90.0, 1.0, 1.0),
+        ]);
+        one.threads = 1;
+        // Per round 2.0, 1.9, 1.8: median 1.9, where the ratio of the medians (100 / 50)
+        // would say 2.0.
+        let two = merge_rounds(vec![
+            result(50.0, 1.0, 1.0),
+            result(200.0 / 1.9, 1.0, 1.0),
+            result(50.0, 1.0, 1.0),
+        ]);
+        let lines = scaling_lines(&[one.clone(), two]);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with("thread scaling 1000x1000 default 1 -> 2 threads: 1.90x (rounds: 2.00 / 1.90 / 1.80)"),
+            "{lines:?}"
+        );
+        let other = BenchResult {
+            profile: "reference".into(),
+            ..result(10.0, 1.0, 1.0)
+        };
+        assert!(scaling_lines(&[one, other]).is_empty(), "another profile");
     }
 
     #[test]

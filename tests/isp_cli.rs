@@ -387,10 +387,15 @@ fn bench_prints_one_json_object_per_configuration() {
         t.sort_by(f64::total_cmp);
         assert_eq!(r["total_ms_median"].as_f64().unwrap(), t[1], "{r}");
     }
-    let o = bench_small(&["--rounds", "2"]);
+    let o = bench_small(&["--rounds", "2", "--threads", "1,2"]);
     assert!(o.status.success());
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("2 interleaved rounds"), "{text}");
+    assert!(
+        text.contains("thread scaling 64x48 default 1 -> 2 threads: ")
+            && text.contains("(rounds: "),
+        "{text}"
+    );
     let progress = String::from_utf8_lossy(&o.stderr);
     assert!(progress.contains("(round 2 of 2)"), "{progress}");
 
