@@ -165,13 +165,27 @@ try {
   // back, so the picture and the downloads stay on the frame it paused at.
   const pinOf = () => page.evaluate(() => new URL(document.getElementById("dl-raw").href).searchParams.get("pin"));
   const pinBefore = await pinOf();
-  await page.evaluate(() => ws.close());
-  await waitFor(() => page.evaluate(() => document.getElementById("conn").textContent.startsWith("disconnected")), "the page seeing its WebSocket close");
-  await waitFor(() => page.evaluate(() => document.getElementById("conn").textContent === "connected"), "the page reconnecting");
-  await sleep(700); // the pause and its answer
+  // Record the receiver's answers to the pauses sent from now on.
+  await page.evaluate(() => {
+    window.pausedAnswers = [];
+    const send = WebSocket.prototype.send;
+    WebSocket.prototype.send = function (d) {
+      if (String(d).includes('"pause"')) {
+        this.addEventListener("message", (e) => {
+          if (typeof e.data === "string" && JSON.parse(e.data).type === "paused") window.pausedAnswers.push(JSON.parse(e.data));
+        });
+      }
+      return send.call(this, d);
+    };
+    ws.close();
+  });
+  await waitFor(() => page.evaluate(() => window.pausedAnswers.length > 0), "the reconnected page's pause answered");
+  const answer = await page.evaluate(() => window.pausedAnswers[0]);
+  await sleep(200); // the page handling the same answer
   const afterReconnect = await digest();
-  check((await pinOf()) === pinBefore && (await seqShown(page)) === held && afterReconnect.hash === heldDl.hash,
-    `a paused page that reconnects keeps its pin ${pinBefore} and frame ${held} (pin ${await pinOf()}, seq ${await seqShown(page)})`);
+  check(String(answer.pin) === pinBefore && answer.seq === held && (await pinOf()) === pinBefore &&
+    (await seqShown(page)) === held && afterReconnect.hash === heldDl.hash,
+    `a paused page that reconnects keeps its pin ${pinBefore} and frame ${held} (answer ${JSON.stringify(answer)}, shown seq ${await seqShown(page)})`);
   await page.click("#pause");
   check(!(await page.getAttribute("#dl-raw", "href")).includes("pin="), "resume points the downloads at the newest frame again");
   await waitFor(async () => (await seqShown(page)) > held, "the picture moving again after resume");
