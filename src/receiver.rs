@@ -257,8 +257,8 @@ const MIN_ATTEMPT: Duration = Duration::from_secs(1);
 /// peer timeout (10 s without one), and none runs past `deadline` (what is left of
 /// `--connect-timeout` or `--reconnect-timeout`) by more than [`MIN_ATTEMPT`], so a
 /// server that accepts TCP and then never completes the TLS handshake cannot hold the
-/// receiver much beyond the time it was given. (A server that completes them and then
-/// sends nothing is a connection that fails later, by `--peer-timeout`.)
+/// receiver much beyond the time it was given. (A v1 server that completes them and
+/// then sends nothing is held to the same time by the session: [`Session::first_by`].)
 async fn connect_once(
     cfg: &ReceiveConfig,
     deadline: Option<Instant>,

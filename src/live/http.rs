@@ -707,28 +707,25 @@ async fn ws_session(mut socket: WebSocket, s: Arc<Stream>) {
                         s.unpin(p);
                     }
                     // A reconnecting page takes back the pin it held, if still held.
-                    if let Some(p) = m.pin.filter(|&p| s.reclaim(p, seq)) {
-                        pinned = Some(p);
-                        let answer = serde_json::json!({"type": "paused", "pin": p, "seq": seq});
-                        if !send(&mut socket, Message::Text(answer.to_string().into())).await {
-                            break;
-                        }
-                        continue;
-                    }
-                    // The view the page shows; failing that (it is no longer among
-                    // those kept, or this session has sent nothing yet), the newest one.
-                    // The answer's seq tells the page which it got.
-                    let shown = sent
-                        .iter()
-                        .rev()
-                        .find(|v| v.frame.header.seq == seq)
-                        .cloned()
-                        .or_else(|| rx.borrow().clone());
-                    let answer = match shown {
-                        Some(v) => {
-                            let seq = v.frame.header.seq;
-                            let p = s.pin(v);
-                            pinned = Some(p);
+                    // Otherwise the view the page shows; failing that (it is no longer
+                    // among those kept, or this session has sent nothing yet), the
+                    // newest one. The answer's seq tells the page which it got.
+                    let held = match m.pin.filter(|&p| s.reclaim(p, seq)) {
+                        Some(p) => Some((p, seq)),
+                        None => sent
+                            .iter()
+                            .rev()
+                            .find(|v| v.frame.header.seq == seq)
+                            .cloned()
+                            .or_else(|| rx.borrow().clone())
+                            .map(|v| {
+                                let seq = v.frame.header.seq;
+                                (s.pin(v), seq)
+                            }),
+                    };
+                    pinned = held.map(|(p, _)| p);
+                    let answer = match held {
+                        Some((p, seq)) => {
                             serde_json::json!({"type": "paused", "pin": p, "seq": seq})
                         }
                         None => serde_json::json!({"type": "paused", "pin": null, "seq": null}),

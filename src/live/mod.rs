@@ -572,25 +572,25 @@ impl Stream {
     /// One holder lets pin `id` go; the pin goes with its last holder (nothing if it is
     /// already gone).
     pub fn unpin(&self, id: u64) {
-        self.drop_holder(id, None);
+        self.drop_holder(id, Duration::ZERO);
     }
 
     /// One holder goes away without resuming (its page closed or lost its WebSocket):
     /// with no holder left, the pin stays for `grace`, for the page to take back when it
     /// reconnects ([`Stream::reclaim`]).
     pub fn release_later(&self, id: u64, grace: Duration) {
-        self.drop_holder(id, Some(grace));
+        self.drop_holder(id, grace);
     }
 
-    /// One holder of pin `id` fewer; with none left, the pin goes now (`grace` None) or
-    /// when `grace` has passed.
-    fn drop_holder(&self, id: u64, grace: Option<Duration>) {
+    /// One holder of pin `id` fewer; with none left, the pin goes once `grace` has
+    /// passed (at once for zero).
+    fn drop_holder(&self, id: u64, grace: Duration) {
         let mut p = lock(&self.pins);
         let now = Instant::now();
         if let Some(pin) = p.held.iter_mut().find(|x| x.id == id) {
             pin.holders = pin.holders.saturating_sub(1);
             if pin.holders == 0 {
-                pin.orphan_until = Some(now + grace.unwrap_or(Duration::ZERO));
+                pin.orphan_until = Some(now + grace);
             }
         }
         p.sweep(now);
