@@ -497,6 +497,14 @@ fn receive_config(a: &ReceiveArgs, connect: &str) -> Result<receiver::ReceiveCon
     let g = &a.geometry;
     let fmt = PixelFormat::unpacked(g.pattern, g.bits)?;
     let mut template = FrameHeader::new(0, g.width, g.height, fmt);
+    if a.black_level >= template.white_level {
+        bail!(
+            "--black-level {} must be below {}, the largest {}-bit code (--bits)",
+            a.black_level,
+            template.white_level,
+            g.bits
+        );
+    }
     template.black_level = a.black_level;
     let sec = &a.security;
     let tls = match (&sec.tls_ca, sec.tls_insecure) {
@@ -543,28 +551,12 @@ fn receive_config(a: &ReceiveArgs, connect: &str) -> Result<receiver::ReceiveCon
             max_payload: a.max_payload_mb.saturating_mul(1 << 20),
             max_dimension: a.max_dimension,
         },
-        sink: match a.sink.as_str() {
-            "files" => Some(sink::SinkConfig {
-                out: if a.connect.len() > 1 {
-                    a.out.join(stream_folder(connect))
-                } else {
-                    a.out.clone()
-                },
-                isp: {
-                    let c = isp_config(&a.isp, g.pattern, g.bits)?;
-                    c.validate()?;
-                    c
-                },
-                png_depth: a.isp.png_depth,
-                workers: a.workers as usize,
-                queue: a.queue as usize,
-                quiet: a.quiet,
-                on_disk_error: a.on_disk_error.parse().map_err(|e: String| anyhow!(e))?,
-                save: a.save.parse().map_err(|e: String| anyhow!(e))?,
-                io: a.io,
-            }),
-            "null" => None,
-            other => bail!("--sink must be files or null, got {other:?}"),
+        // The file options are checked whichever sink is chosen: a mistake in them is
+        // an error, not something `--sink null` silently drops.
+        sink: match (a.sink.as_str(), files_config(a, connect)?) {
+            ("files", files) => Some(files),
+            ("null", _) => None,
+            (other, _) => bail!("--sink must be files or null, got {other:?}"),
         },
         stats_interval: seconds("--stats-interval", a.stats_interval, false)?.unwrap_or_default(),
         hello: rawlink_proto::ClientHello {
@@ -584,6 +576,30 @@ fn receive_config(a: &ReceiveArgs, connect: &str) -> Result<receiver::ReceiveCon
             token,
         },
         live: None,
+    })
+}
+
+/// The file sink's settings from `receive`'s options, checked.
+fn files_config(a: &ReceiveArgs, connect: &str) -> Result<sink::SinkConfig> {
+    let g = &a.geometry;
+    Ok(sink::SinkConfig {
+        out: if a.connect.len() > 1 {
+            a.out.join(stream_folder(connect))
+        } else {
+            a.out.clone()
+        },
+        isp: {
+            let c = isp_config(&a.isp, g.pattern, g.bits)?;
+            c.validate()?;
+            c
+        },
+        png_depth: a.isp.png_depth,
+        workers: a.workers as usize,
+        queue: a.queue as usize,
+        quiet: a.quiet,
+        on_disk_error: a.on_disk_error.parse().map_err(|e: String| anyhow!(e))?,
+        save: a.save.parse().map_err(|e: String| anyhow!(e))?,
+        io: a.io,
     })
 }
 
@@ -1104,17 +1120,30 @@ fn isp(a: IspArgs) -> Result<ExitCode> {
         let wb_unset = a.isp.wb.is_none() && a.isp.wb_gains.is_none() && cfg.wb == defaults.wb;
         if wb_unset && !reference && m.as_shot_neutral != [1.0; 3] {
             let n = m.as_shot_neutral;
-            cfg.wb.mode = rawlink_isp::WbMode::Manual;
-            cfg.wb.gains = Some([(n[1] / n[0]) as f32, 1.0, (n[1] / n[2]) as f32]);
+            let gains = [(n[1] / n[0]) as f32, 1.0, (n[1] / n[2]) as f32];
+            match rawlink_isp::check_wb_gains(gains) {
+                Ok(()) => {
+                    cfg.wb.mode = rawlink_isp::WbMode::Manual;
+                    cfg.wb.gains = Some(gains);
+                }
+                // A file's metadata is input, not a setting: an absurd neutral is
+                // reported and the image's own white balance used.
+                Err(e) => tracing::warn!(
+                    "{}: AsShotNeutral {n:?} ignored ({e}); white balance from the image",
+                    a.input.display()
+                ),
+            }
         }
         // A config's matrix other than the identity (the default) wins over the file's.
         let config_ccm = cfg.ccm.matrix != defaults.ccm.matrix;
         let dng_ccm = m
             .color_matrix
             .filter(|_| !config_ccm && !reference)
-            .and_then(|cm| rawlink_dng::ccm_from_color_matrix(&cm));
-        if let Some(ccm) = dng_ccm {
-            cfg.ccm.matrix = ccm.map(|r| r.map(|v| v as f32));
+            .and_then(|cm| rawlink_dng::ccm_from_color_matrix(&cm))
+            .map(|ccm| ccm.map(|r| r.map(|v| v as f32)));
+        let dng_ccm_ok = dng_ccm.as_ref().is_some_and(rawlink_isp::ccm_matrix_ok);
+        if let (Some(ccm), true) = (dng_ccm, dng_ccm_ok) {
+            cfg.ccm.matrix = ccm;
         }
         tracing::info!(
             "{}: DNG {}x{} {} {}-bit, black {} white {}, AsShotNeutral {:?}, ColorMatrix1 {}",
@@ -1128,7 +1157,8 @@ fn isp(a: IspArgs) -> Result<ExitCode> {
             m.as_shot_neutral,
             match (m.color_matrix.is_some(), dng_ccm.is_some()) {
                 (false, _) => "absent",
-                (true, true) => "used",
+                (true, true) if dng_ccm_ok => "used",
+                (true, true) => "ignored (its camera-to-sRGB matrix has entries beyond ±64)",
                 (true, false) if reference => "ignored (the reference profile has no CCM)",
                 (true, false) if config_ccm => "ignored (the config sets ccm.matrix)",
                 (true, false) => "ignored (not invertible)",

@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify};
@@ -103,9 +103,14 @@ pub struct ServeSummary {
 /// One item in a client's queue.
 #[derive(Debug, Clone)]
 enum Outgoing {
-    Frame(u64, EncodedFrame),
+    /// A frame: its sequence number, its encoding, and when it was queued.
+    Frame(u64, EncodedFrame, Instant),
     End(EncodedFrame),
 }
+
+/// Queue-to-socket times kept per client between two stats lines; later frames in the
+/// same interval are counted but not timed, so a stalled stats line cannot grow this.
+const WAIT_SAMPLES: usize = 4096;
 
 /// Drops not yet reported to the client.
 #[derive(Debug, Clone, Copy)]
@@ -122,6 +127,12 @@ struct QueueState {
     frames: usize,
     bytes: usize,
     unreported: Option<DropRun>,
+    /// Frames and bytes written to the client's socket.
+    sent_frames: u64,
+    sent_bytes: u64,
+    /// Milliseconds from queueing to the end of the write, for frames written since the
+    /// last stats line (at most [`WAIT_SAMPLES`]).
+    waits_ms: Vec<f64>,
 }
 
 /// What happened to a frame offered to a client.
@@ -202,7 +213,7 @@ impl ClientQueue {
                             .iter()
                             .position(|i| matches!(i, Outgoing::Frame(..)))
                         {
-                            if let Some(Outgoing::Frame(old, e)) = st.items.remove(pos) {
+                            if let Some(Outgoing::Frame(old, e, _)) = st.items.remove(pos) {
                                 st.frames -= 1;
                                 st.bytes -= e.wire_len();
                                 self.record_drop(&mut st, old, "slow");
@@ -221,12 +232,24 @@ impl ClientQueue {
                     }
                 }
             }
-            st.items.push_back(Outgoing::Frame(seq, f.clone()));
+            st.items
+                .push_back(Outgoing::Frame(seq, f.clone(), Instant::now()));
             st.frames += 1;
             st.bytes += len;
         }
         self.item_ready.notify_one();
         result
+    }
+
+    /// Counts a frame of `bytes` written to the socket, queued at `queued`.
+    fn record_sent(&self, bytes: usize, queued: Instant) {
+        let ms = queued.elapsed().as_secs_f64() * 1e3;
+        let mut st = self.lock();
+        st.sent_frames += 1;
+        st.sent_bytes += bytes as u64;
+        if st.waits_ms.len() < WAIT_SAMPLES {
+            st.waits_ms.push(ms);
+        }
     }
 
     fn push_end(&self, e: EncodedFrame) {
@@ -241,7 +264,7 @@ impl ClientQueue {
             {
                 let mut st = self.lock();
                 if let Some(item) = st.items.pop_front() {
-                    if let Outgoing::Frame(_, e) = &item {
+                    if let Outgoing::Frame(_, e, _) = &item {
                         st.frames -= 1;
                         st.bytes -= e.wire_len();
                     }
@@ -262,6 +285,84 @@ struct ClientHandle {
     queue: Arc<ClientQueue>,
     offered: u64,
     last_sent_ns: Option<u64>,
+    /// Frames and bytes written to the client at the last stats line.
+    reported: (u64, u64),
+}
+
+/// What the periodic `stats:` line compares against: the previous line.
+struct StatsWindow {
+    at: Instant,
+    frames: u64,
+    /// Frames and bytes written since the previous line to clients that have left.
+    departed: (u64, u64),
+}
+
+/// Clients listed by name on a stats line (the fullest queues first).
+const STATS_CLIENTS: usize = 8;
+
+impl StatsWindow {
+    fn new() -> Self {
+        Self {
+            at: Instant::now(),
+            frames: 0,
+            departed: (0, 0),
+        }
+    }
+
+    /// Keeps what a leaving client was sent since the previous line.
+    fn client_left(&mut self, c: &ClientHandle) {
+        let st = c.queue.lock();
+        self.departed.0 += st.sent_frames - c.reported.0;
+        self.departed.1 += st.sent_bytes - c.reported.1;
+    }
+
+    /// The line for `frames` captured so far, and a new window from now: capture and
+    /// delivery rates, the clients, send latency (queued to written) percentiles, and
+    /// each client's queue depth, frames sent and drops.
+    fn line(&mut self, frames: u64, clients: &mut [ClientHandle], counts: [u64; 2]) -> String {
+        let dt = self.at.elapsed().as_secs_f64().max(1e-9);
+        let (mut out_frames, mut out_bytes) = std::mem::take(&mut self.departed);
+        let mut waits = Vec::new();
+        // (queued frames, drops, sent frames, peer) per client.
+        let mut each = Vec::with_capacity(clients.len());
+        for c in clients.iter_mut() {
+            let mut st = c.queue.lock();
+            out_frames += st.sent_frames - c.reported.0;
+            out_bytes += st.sent_bytes - c.reported.1;
+            c.reported = (st.sent_frames, st.sent_bytes);
+            waits.append(&mut st.waits_ms);
+            let dropped = c.queue.dropped.load(Ordering::Relaxed);
+            each.push((st.frames, dropped, st.sent_frames, c.peer));
+        }
+        each.sort_by_key(|e| std::cmp::Reverse((e.0, e.1)));
+        let mut per_client: Vec<String> = each
+            .iter()
+            .take(STATS_CLIENTS)
+            .map(|(q, d, s, peer)| format!("{peer}(q={q},sent={s},drops={d})"))
+            .collect();
+        if each.len() > STATS_CLIENTS {
+            per_client.push(format!("+{}_more", each.len() - STATS_CLIENTS));
+        }
+        let per_client = if per_client.is_empty() {
+            "-".to_string()
+        } else {
+            per_client.join(",")
+        };
+        let (p50, p99) = crate::receiver::percentiles(&waits);
+        let line = format!(
+            "frames={frames} fps_in={:.1} fps_out={:.1} MB/s_out={:.1} clients={} accepted={} rejected={} queue_max={} drops_now={} send_latency_ms_p50={p50:.2} p99={p99:.2} per_client={per_client}",
+            (frames - self.frames) as f64 / dt,
+            out_frames as f64 / dt,
+            out_bytes as f64 / dt / 1e6,
+            clients.len(),
+            counts[0],
+            counts[1],
+            each.iter().map(|e| e.0).max().unwrap_or(0),
+            each.iter().map(|e| e.1).sum::<u64>(),
+        );
+        (self.at, self.frames) = (Instant::now(), frames);
+        line
+    }
 }
 
 impl ClientHandle {
@@ -314,7 +415,8 @@ async fn read_hello(
             return match msg {
                 Message::ClientHello(h) => Ok(Some(h)),
                 other => Err(bad(anyhow::anyhow!(
-                    "expected a client hello, got {other:?}"
+                    "expected a client hello, got a {} message",
+                    other.kind_name()
                 ))),
             };
         }
@@ -495,24 +597,17 @@ pub async fn serve(
     let mut shutting_down = false;
     let mut stats = tokio::time::interval(cfg.stats_interval.max(Duration::from_millis(100)));
     stats.tick().await;
-    let (mut last_frames, mut last_at) = (0u64, std::time::Instant::now());
+    let mut window = StatsWindow::new();
     loop {
         tokio::select! {
             biased;
             _ = stats.tick(), if !cfg.stats_interval.is_zero() => {
-                let dt = last_at.elapsed().as_secs_f64().max(1e-9);
-                let fps = (summary.frames - last_frames) as f64 / dt;
-                (last_frames, last_at) = (summary.frames, std::time::Instant::now());
-                let depths: Vec<usize> = clients.iter().map(|c| c.queue.lock().frames).collect();
-                let drops: u64 = clients.iter().map(|c| c.queue.dropped.load(Ordering::Relaxed)).sum();
+                let counts = [accepted.load(Ordering::SeqCst), rejected.load(Ordering::SeqCst)];
+                let line = window.line(summary.frames, &mut clients, counts);
                 let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
                 metrics::gauge!("rawlink_server_tasks").set(tasks as f64);
-                info!(
-                    "stats: frames={} fps_in={fps:.1} clients={} queue_max={} drops_now={drops} tasks={tasks}",
-                    summary.frames,
-                    clients.len(),
-                    depths.iter().max().copied().unwrap_or(0)
-                );
+                // `tasks` stays last: the soak test reads it from the end of the line.
+                info!("stats: {line} tasks={tasks}");
             }
             _ = shutdown.cancelled(), if !shutting_down => {
                 info!("shutdown requested: finishing the stream");
@@ -536,6 +631,7 @@ pub async fn serve(
                         let open = !c.queue.closed.load(Ordering::SeqCst);
                         if !open {
                             summary.dropped += c.queue.dropped.load(Ordering::Relaxed);
+                            window.client_left(c);
                         }
                         open
                     });
@@ -802,6 +898,7 @@ async fn handle_client(sock: TcpStream, peer: SocketAddr, mut sh: ClientShared) 
         queue: queue.clone(),
         offered: 0,
         last_sent_ns: None,
+        reported: (0, 0),
     };
     if sh.register_tx.send(handle).await.is_err() {
         return;
@@ -890,7 +987,10 @@ async fn client_reader(
             match dec.decode(&mut buf) {
                 Ok(Some(Message::Heartbeat)) => {}
                 Ok(Some(other)) => {
-                    warn!("unexpected message from the client ({other:?}); disconnecting");
+                    warn!(
+                        "unexpected {} message from the client; disconnecting",
+                        other.kind_name()
+                    );
                     gone.cancel();
                     return;
                 }
@@ -992,11 +1092,12 @@ async fn client_writer(
             send(&mut sock, &n.header, &n.payload, limit).await?;
         }
         match item {
-            Outgoing::Frame(_, f) => {
+            Outgoing::Frame(_, f, queued) => {
                 let header: &[u8] = if io.legacy { &[] } else { &f.header };
                 send(&mut sock, header, &f.payload, limit).await?;
-                metrics::counter!("rawlink_server_bytes_sent_total")
-                    .increment((header.len() + f.payload.len()) as u64);
+                let bytes = header.len() + f.payload.len();
+                metrics::counter!("rawlink_server_bytes_sent_total").increment(bytes as u64);
+                queue.record_sent(bytes, queued);
             }
             Outgoing::End(e) => {
                 if !io.legacy {
@@ -1007,5 +1108,104 @@ async fn client_writer(
                 return Ok(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(port: u16) -> ClientHandle {
+        ClientHandle {
+            peer: SocketAddr::from(([127, 0, 0, 1], port)),
+            queue: Arc::new(ClientQueue::new(
+                ClientHello {
+                    policy: Policy::Latest,
+                    ..ClientHello::default()
+                },
+                true,
+                4,
+                1 << 20,
+            )),
+            offered: 0,
+            last_sent_ns: None,
+            reported: (0, 0),
+        }
+    }
+
+    fn field<'a>(line: &'a str, key: &str) -> &'a str {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key} in {line}"))
+    }
+
+    /// The stats line counts what every client was sent since the previous line, a
+    /// client that left included, lists each client's queue, sends and drops, and starts
+    /// the next window from zero.
+    #[test]
+    fn stats_line_counts_delivery_per_client() {
+        let mut clients = vec![client(1000), client(1001), client(1002)];
+        let mut w = StatsWindow::new();
+        let t = Instant::now();
+        for _ in 0..3 {
+            clients[0].queue.record_sent(1_000_000, t);
+        }
+        clients[1].queue.record_sent(500_000, t);
+        clients[2].queue.record_sent(2_000_000, t);
+        // Client 1 has a full queue and has dropped 2 frames.
+        let f = EncodedFrame {
+            header: vec![0; 80].into(),
+            payload: vec![0; 100].into(),
+        };
+        for seq in 0..6 {
+            clients[1].queue.offer(seq, &f, false);
+        }
+        // Client 2 leaves before the line; what it was sent still counts.
+        let gone = clients.pop().unwrap();
+        w.client_left(&gone);
+        std::thread::sleep(Duration::from_millis(20));
+        let line = w.line(10, &mut clients, [5, 1]);
+        let dt_max = t.elapsed().as_secs_f64();
+        let fps_out: f64 = field(&line, "fps_out").parse().unwrap();
+        let mbs: f64 = field(&line, "MB/s_out").parse().unwrap();
+        // 5 frames and 5.5 MB over at least 20 ms and at most `dt_max` (rounded to 0.1).
+        assert!(
+            fps_out <= 5.0 / 0.02 + 0.05 && fps_out >= 5.0 / dt_max - 0.05,
+            "{line}"
+        );
+        assert!(
+            mbs <= 5.5 / 0.02 + 0.05 && mbs >= 5.5 / dt_max - 0.05,
+            "{line}"
+        );
+        assert_eq!(field(&line, "clients"), "2", "{line}");
+        assert_eq!(field(&line, "accepted"), "5", "{line}");
+        assert_eq!(field(&line, "rejected"), "1", "{line}");
+        assert_eq!(field(&line, "queue_max"), "4", "{line}");
+        assert_eq!(field(&line, "drops_now"), "2", "{line}");
+        // The fullest queue first.
+        assert_eq!(
+            field(&line, "per_client"),
+            "127.0.0.1:1001(q=4,sent=1,drops=2),127.0.0.1:1000(q=0,sent=3,drops=0)",
+            "{line}"
+        );
+        assert!(field(&line, "send_latency_ms_p50").parse::<f64>().unwrap() >= 0.0);
+        // Nothing sent since: the next window's rates are zero, the totals stay.
+        let line = w.line(10, &mut clients, [5, 1]);
+        assert_eq!(field(&line, "fps_out"), "0.0", "{line}");
+        assert_eq!(field(&line, "fps_in"), "0.0", "{line}");
+        assert_eq!(field(&line, "MB/s_out"), "0.0", "{line}");
+        assert!(field(&line, "per_client").contains("sent=3,"), "{line}");
+    }
+
+    /// Past [`STATS_CLIENTS`] the line names how many more there are.
+    #[test]
+    fn stats_line_bounds_the_client_list() {
+        let mut clients: Vec<_> = (0..11).map(|i| client(2000 + i)).collect();
+        let line = StatsWindow::new().line(0, &mut clients, [11, 0]);
+        let list = field(&line, "per_client");
+        assert_eq!(list.matches("(q=").count(), STATS_CLIENTS, "{line}");
+        assert!(list.ends_with(",+3_more"), "{line}");
+        let line = StatsWindow::new().line(0, &mut [], [0, 0]);
+        assert_eq!(field(&line, "per_client"), "-", "{line}");
     }
 }

@@ -859,6 +859,10 @@ fn finish_frame(
         "black_level": h.black_level,
         "white_level": h.white_level,
         "payload_bytes": job.frame.payload.len(),
+        "payload_crc32c": job
+            .frame
+            .payload_crc32c
+            .unwrap_or_else(|| rawlink_frame::crc32c(&job.frame.payload)),
         "receive_time_ns": job.recv_ns,
         "capture_to_receive_ms": receive_latency_ms,
         "processing_ms": processing_ms,

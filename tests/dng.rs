@@ -438,3 +438,58 @@ fn dng_orientation_turns_the_isp_output_as_libraw_does() {
         .arg(d.path().join("o6.raw")));
     assert!(said.contains("Orientation 6 is lost"), "{said}");
 }
+
+/// A DNG's white balance and colour matrix are input, not settings: values the ISP
+/// cannot use (an absurd AsShotNeutral, a matrix that inverts to entries beyond ±64)
+/// are reported with the file's name and ignored, and the image is still processed.
+#[test]
+fn unusable_dng_colour_metadata_is_ignored_with_a_warning() {
+    let d = tempfile::tempdir().unwrap();
+    let (w, h) = (64usize, 48usize);
+    // Nearly equal camera rows: the matrix inverts to huge entries.
+    let cm = [[1.0, 0.0, 0.0], [1.0, 1e-4, 0.0], [0.0, 0.0, 1.0]];
+    let ccm = rawlink_dng::ccm_from_color_matrix(&cm).expect("invertible");
+    assert!(ccm.iter().flatten().any(|v| v.abs() > 64.0), "{ccm:?}");
+    let meta = rawlink_dng::DngMeta {
+        width: w as u32,
+        height: h as u32,
+        pattern: rawlink_frame::BayerPattern::Rggb,
+        bits: 12,
+        black_level: 64,
+        white_level: 4095,
+        as_shot_neutral: [1e-6, 1.0, 1e6],
+        color_matrix: Some(cm),
+        timestamp_ns: 0,
+        exposure_us: 0,
+        analog_gain: 1.0,
+        model: "test".into(),
+        description: String::new(),
+        orientation: 1,
+    };
+    let samples: Vec<u16> = samples(w, h, 12, 3)
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let dng = d.path().join("odd.dng");
+    std::fs::write(&dng, rawlink_dng::write_dng(&meta, &samples).unwrap()).unwrap();
+    let png = d.path().join("odd.png");
+    let out = bin()
+        .arg("isp")
+        .arg(&dng)
+        .arg("-o")
+        .arg(&png)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(read_png(&png).0, w as u32);
+    assert!(
+        stderr.contains("odd.dng: AsShotNeutral [1e-6, 1.0, ")
+            && stderr.contains("] ignored (bad ISP parameter: white-balance gains")
+            && stderr.contains("white balance from the image")
+            && stderr.contains(
+                "ColorMatrix1 ignored (its camera-to-sRGB matrix has entries beyond ±64)"
+            ),
+        "{stderr}"
+    );
+}

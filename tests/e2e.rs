@@ -738,6 +738,23 @@ fn bad_cli_values_give_one_line_errors() {
             "--handshake-timeout must be at least",
         ),
         (vec!["receive", "--max-fps", "1e300"], "--max-fps must be"),
+        // File options are checked with `--sink null` too.
+        (
+            vec!["receive", "--sink", "null", "--save", "raw,tiff"],
+            "--save: unknown file type",
+        ),
+        (
+            vec!["receive", "--sink", "null", "--on-disk-error", "retry"],
+            "--on-disk-error must be",
+        ),
+        (
+            vec!["receive", "--sink", "null", "--stages", "demosaic,blur"],
+            "blur",
+        ),
+        (
+            vec!["receive", "--black-level", "5000"],
+            "--black-level 5000 must be below 4095",
+        ),
         (convert(&["--gain", "nan"]), "--gain must be"),
         (
             convert(&["--color-matrix", "0,0,0,0,0,0,0,0,0"]),

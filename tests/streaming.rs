@@ -21,6 +21,8 @@ fn latest_policy_drops_only_for_the_slow_client() {
         "2",
         "--client-queue",
         "2",
+        "--stats-interval",
+        "0.2",
     ]);
     let addr = server.addr.to_string();
     let fast = spawn_receive(&["--connect", &addr, "--policy", "latest", "--sink", "null"]);
@@ -64,6 +66,21 @@ fn latest_policy_drops_only_for_the_slow_client() {
     );
     // The server counts them too.
     assert!(out.contains(&format!("dropped={dropped}")), "{out}");
+    // Its stats lines show the delivery rate, and the stalled client by name: its queue
+    // full (2 frames) and its drops, beside the other client's empty queue.
+    let stats: Vec<&str> = err.lines().filter(|l| l.contains("stats: ")).collect();
+    assert!(
+        stats.iter().any(|l| field(l, "fps_out") > 0),
+        "no delivery rate: {err}"
+    );
+    let stalled = stats.iter().any(|l| {
+        let list = l.split("per_client=").nth(1).unwrap_or("");
+        list.contains("(q=2,") && !list.contains("drops=0),") && list.contains("(q=0,")
+    });
+    assert!(
+        stalled,
+        "no line shows the stalled client's queue and drops: {err}"
+    );
 }
 
 #[test]
@@ -376,6 +393,19 @@ fn compressed_scene_frames_round_trip_exactly_with_ratio_over_1_5() {
             x == std::fs::read(d2.path().join(&name)).unwrap(),
             "frame {n} differs"
         );
+        // Both sidecars give the CRC-32C of the .raw file: the wire's for the plain
+        // stream, computed after decompression for the compressed one.
+        for d in [&d1, &d2] {
+            let j: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(d.path().join(format!("frame_{n:06}.json"))).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(
+                j["payload_crc32c"].as_u64(),
+                Some(rawlink_frame::crc32c(&x) as u64),
+                "frame {n}: {j}"
+            );
+        }
     }
 }
 

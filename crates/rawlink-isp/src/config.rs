@@ -590,9 +590,7 @@ impl IspConfig {
             return bad("white-balance mode manual needs gains (--wb-gains r,g,b)".into());
         }
         if let Some(g) = self.wb.gains {
-            if g.iter().any(|&x| !(x.is_finite() && x > 0.0 && x < 64.0)) {
-                return bad(format!("white-balance gains {g:?} must be in (0, 64)"));
-            }
+            check_wb_gains(g)?;
         }
         let finite = |x: f32| x.is_finite();
         let within = |x: f32, lo: f32, hi: f32| x.is_finite() && (lo..=hi).contains(&x);
@@ -603,13 +601,7 @@ impl IspConfig {
         if !(finite(self.lsc.strength) && self.lsc.strength > -1.0 && self.lsc.strength <= 4.0) {
             return bad("lsc.strength must be above -1 and at most 4".into());
         }
-        let matrix_ok = self
-            .ccm
-            .matrix
-            .iter()
-            .flatten()
-            .all(|x| within(*x, -64.0, 64.0));
-        if !(matrix_ok && within(self.ccm.saturation, 0.0, 4.0)) {
+        if !(ccm_matrix_ok(&self.ccm.matrix) && within(self.ccm.saturation, 0.0, 4.0)) {
             return bad(
                 "ccm.matrix entries must be within -64..=64 and ccm.saturation within 0..=4".into(),
             );
@@ -628,4 +620,21 @@ impl IspConfig {
         }
         Ok(())
     }
+}
+
+/// Checks manual white-balance gains (R, G, B): each finite and in (0, 64).
+pub fn check_wb_gains(g: [f32; 3]) -> Result<(), IspError> {
+    if g.iter().any(|&x| !(x.is_finite() && x > 0.0 && x < 64.0)) {
+        return Err(IspError::BadParam(format!(
+            "white-balance gains {g:?} must be in (0, 64)"
+        )));
+    }
+    Ok(())
+}
+
+/// True if every entry of a colour matrix is finite and within −64..=64.
+pub fn ccm_matrix_ok(m: &[[f32; 3]; 3]) -> bool {
+    m.iter()
+        .flatten()
+        .all(|x| x.is_finite() && (-64.0..=64.0).contains(x))
 }

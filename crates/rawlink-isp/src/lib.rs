@@ -26,8 +26,8 @@ mod pngz;
 pub mod stages;
 
 pub use config::{
-    parse_stage_list, DemosaicMethod, DenoiseMethod, IspConfig, Profile, SharpenMethod, StageName,
-    ToneCurve, WbMode,
+    ccm_matrix_ok, check_wb_gains, parse_stage_list, DemosaicMethod, DenoiseMethod, IspConfig,
+    Profile, SharpenMethod, StageName, ToneCurve, WbMode,
 };
 
 use rawlink_frame::BayerPattern;

@@ -29,7 +29,10 @@ mod legacy;
 mod message;
 
 pub use legacy::{LegacyDecoder, LegacyError};
-pub use message::{valid_token, ClientHello, EndOfStream, EndReason, Notice, Policy, StreamInfo};
+pub use message::{
+    printable, valid_token, ClientHello, EndOfStream, EndReason, Notice, Policy, StreamInfo,
+    MAX_TEXT_CHARS,
+};
 
 use bytes::{Buf, Bytes, BytesMut};
 use rawlink_frame::{
@@ -98,6 +101,22 @@ pub enum Message {
     ClientHello(ClientHello),
     /// A report from the server about this client's stream.
     Notice(Notice),
+}
+
+impl Message {
+    /// The message's kind, as its name and code, e.g. `Frame (kind 2)`: how a log names
+    /// a message that was not expected, without its content.
+    pub fn kind_name(&self) -> String {
+        let kind = match self {
+            Message::StreamStart(_) => Kind::StreamStart,
+            Message::Frame(_) => Kind::Frame,
+            Message::EndOfStream(_) => Kind::EndOfStream,
+            Message::Heartbeat => Kind::Heartbeat,
+            Message::ClientHello(_) => Kind::ClientHello,
+            Message::Notice(_) => Kind::Notice,
+        };
+        format!("{kind:?} (kind {})", kind as u8)
+    }
 }
 
 /// True if `bytes` begin a TLS record: a handshake (`0x16`) or alert (`0x15`) record of
@@ -538,7 +557,8 @@ impl Decoder {
             });
         }
         let kind = Kind::from_code(wh.kind).ok_or(ProtoError::UnknownKind(wh.kind))?;
-        let payload = if wh.flags & FLAG_COMPRESSED != 0 {
+        let compressed = wh.flags & FLAG_COMPRESSED != 0;
+        let payload = if compressed {
             let h = &wh.header;
             Bytes::from(
                 compress::decompress(&payload, h.width as usize, h.payload_len() as usize)
@@ -548,12 +568,20 @@ impl Decoder {
             payload
         };
         Ok(Some(match kind {
-            Kind::Frame => Message::Frame(Frame::new(wh.header, payload).map_err(|source| {
-                ProtoError::BadFrame {
-                    seq: wh.header.seq,
-                    source,
-                }
-            })?),
+            Kind::Frame => {
+                let frame =
+                    Frame::new(wh.header, payload).map_err(|source| ProtoError::BadFrame {
+                        seq: wh.header.seq,
+                        source,
+                    })?;
+                // The CRC just checked is the frame's own unless the wire carried it
+                // compressed.
+                Message::Frame(if compressed {
+                    frame
+                } else {
+                    frame.with_payload_crc32c(actual)
+                })
+            }
             Kind::StreamStart => Message::StreamStart(StreamInfo::parse(wh.header, &payload)?),
             Kind::EndOfStream => Message::EndOfStream(EndOfStream::parse(wh.header.seq, &payload)?),
             Kind::Heartbeat => Message::Heartbeat,

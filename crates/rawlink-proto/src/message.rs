@@ -55,8 +55,8 @@ impl StreamInfo {
                 .split_once('=')
                 .ok_or_else(|| bad(format!("line without '=': {line:?}")))?;
             match k {
-                "source" => info.source = v.to_string(),
-                "server" => info.server = v.to_string(),
+                "source" => info.source = printable(v),
+                "server" => info.server = printable(v),
                 "interval_ns" => {
                     info.interval_ns = v.parse().map_err(|_| bad(format!("bad interval {v:?}")))?
                 }
@@ -153,13 +153,36 @@ impl EndOfStream {
             return Err(bad(format!("payload of {} bytes, need 4", payload.len())));
         }
         let code = u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]);
-        let message = String::from_utf8_lossy(&payload[4..]).into_owned();
+        let message = printable(&String::from_utf8_lossy(&payload[4..]));
         Ok(Self {
             last_seq,
             reason: EndReason::from_code(code),
             message,
         })
     }
+}
+
+/// Longest text from a peer kept for people to read, in characters.
+pub const MAX_TEXT_CHARS: usize = 1024;
+
+/// Text from a peer, made safe to print on one line of a log or an error: control
+/// characters (line breaks, escape sequences) written as Rust escapes (`\n`, `\u{1b}`),
+/// and text past [`MAX_TEXT_CHARS`] cut with a note of how much was left out.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_TEXT_CHARS));
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX_TEXT_CHARS {
+            let rest = text.chars().count() - i;
+            out.push_str(&format!("… ({rest} more characters)"));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Parses `key=value` lines, calling `f` for each pair.
@@ -362,7 +385,7 @@ impl Notice {
                 "first_seq" => {
                     n.first_seq = v.parse().map_err(|_| format!("bad first_seq {v:?}"))?
                 }
-                "reason" => n.reason = v.to_string(),
+                "reason" => n.reason = printable(v),
                 _ => {}
             }
             Ok(())

@@ -57,6 +57,110 @@ fn header_layout_matches_protocol_md() {
     assert_eq!(get_u32(b, 76), crc32c::crc32c(&b[..76]));
 }
 
+/// The example in docs/PROTOCOL.md is what the encoder writes for the demo's first
+/// frame: each line's leading hex bytes, 16 bytes a line (the rest of a line, such as
+/// the timestamp and the CRCs, is not compared).
+#[test]
+fn protocol_md_example_is_the_encoders_bytes() {
+    let doc = include_str!("../../../docs/PROTOCOL.md");
+    let example = doc.split("## Example").nth(1).expect("an Example section");
+    let block = example.split("```").nth(1).expect("a code block");
+    let mut hd = FrameHeader::new(1, 640, 480, fmt12());
+    hd.clock = ClockId::Realtime;
+    hd.exposure_us = 10_000;
+    hd.black_level = 64;
+    let f = Frame::new(hd, vec![0u8; 640 * 480 * 2].into()).unwrap();
+    let header = Encoder::encode_frame(&f).header;
+    let mut compared = 0;
+    for (line_no, line) in block.lines().skip(1).enumerate() {
+        let bytes = line.split_whitespace().map_while(|t| {
+            (t.len() == 2)
+                .then(|| u8::from_str_radix(t, 16).ok())
+                .flatten()
+        });
+        for (i, b) in bytes.enumerate() {
+            let at = line_no * 16 + i;
+            assert_eq!(b, header[at], "byte {at} in {line:?}");
+            compared += 1;
+        }
+    }
+    assert!(compared >= 50, "only {compared} bytes in the example");
+}
+
+/// Text a peer sends for people (an end message, a notice's reason, the stream's
+/// source and server names) arrives on one line, without control characters, and
+/// bounded, however it was sent.
+#[test]
+fn peer_text_is_one_printable_bounded_line() {
+    let hostile = "disk failed\nrawlink: error: FAKE\r\u{1b}[31mred\u{7}";
+    let mut info = StreamInfo {
+        header: frame(0, 4, 4).header,
+        source: String::new(),
+        server: String::new(),
+        interval_ns: 0,
+        frames: None,
+    };
+    info.source = "a\u{1b}]0;title\u{7}".into();
+    info.server = "s\u{8}\u{8}ok".into();
+    let mut buf = wire(&[
+        Message::StreamStart(info),
+        Message::Notice(Notice {
+            dropped: 1,
+            reason: "slow\u{1b}[2J".into(),
+            first_seq: 1,
+            last_seq: 1,
+        }),
+        Message::EndOfStream(EndOfStream {
+            last_seq: 1,
+            reason: EndReason::SourceError,
+            message: hostile.into(),
+        }),
+        Message::EndOfStream(EndOfStream {
+            last_seq: 1,
+            reason: EndReason::SourceError,
+            message: "é".repeat(MAX_TEXT_CHARS + 5),
+        }),
+    ]);
+    let got = decode_all(&mut Decoder::default(), &mut buf).unwrap();
+    let texts: Vec<String> = got
+        .iter()
+        .flat_map(|m| match m {
+            Message::StreamStart(i) => vec![i.source.clone(), i.server.clone()],
+            Message::Notice(n) => vec![n.reason.clone()],
+            Message::EndOfStream(e) => vec![e.message.clone()],
+            m => panic!("{m:?}"),
+        })
+        .collect();
+    assert_eq!(
+        texts[..4],
+        [
+            "a\\u{1b}]0;title\\u{7}",
+            "s\\u{8}\\u{8}ok",
+            "slow\\u{1b}[2J",
+            "disk failed\\nrawlink: error: FAKE\\r\\u{1b}[31mred\\u{7}",
+        ]
+    );
+    for t in &texts {
+        assert!(!t.chars().any(char::is_control), "{t:?}");
+    }
+    assert_eq!(
+        texts[4],
+        format!("{}… (5 more characters)", "é".repeat(MAX_TEXT_CHARS))
+    );
+    // Ordinary text is kept as it is.
+    assert_eq!(printable("5 frames sent: ok"), "5 frames sent: ok");
+}
+
+/// A message named in a log shows its kind, not its content (a frame's payload).
+#[test]
+fn kind_name_names_the_kind_only() {
+    assert_eq!(
+        Message::Frame(frame(1, 64, 64)).kind_name(),
+        "Frame (kind 2)"
+    );
+    assert_eq!(Message::Heartbeat.kind_name(), "Heartbeat (kind 4)");
+}
+
 #[test]
 fn round_trip_all_kinds() {
     let f = frame(3, 8, 6);
@@ -161,7 +265,11 @@ fn payload_crc_checked_and_stream_continues() {
         "{err}"
     );
     match dec.decode(&mut buf).unwrap() {
-        Some(Message::Frame(f)) => assert_eq!(f.header.seq, 2),
+        Some(Message::Frame(f)) => {
+            assert_eq!(f.header.seq, 2);
+            // The checked CRC goes with the frame, for its sidecar.
+            assert_eq!(f.payload_crc32c, Some(crc32c::crc32c(&f.payload)));
+        }
         m => panic!("{m:?}"),
     }
 }
@@ -502,6 +610,8 @@ fn compressed_frames_round_trip_and_split_reads_agree() {
         Some(Message::Frame(g)) => {
             assert_eq!(g.header, f.header);
             assert_eq!(g.payload, f.payload);
+            // The wire's CRC is the compressed bytes': not the frame's.
+            assert_eq!(g.payload_crc32c, None);
         }
         m => panic!("{m:?}"),
     }
