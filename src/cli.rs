@@ -56,7 +56,7 @@ pub struct GeometryArgs {
 /// ISP selection and overrides (on top of `--config`).
 #[derive(Debug, Clone, Args)]
 pub struct IspOpts {
-    /// ISP profile: default (best quality in real time) or reference (the reference ISP, within ±1 LSB; bit-exact with --bit-exact).
+    /// ISP profile: default (best quality in real time) or reference (the reference ISP, within ±1 LSB; bit-exact with --bit-exact) [default: default].
     #[arg(long)]
     pub profile: Option<String>,
     /// ISP configuration file (TOML); flags override it.
@@ -65,10 +65,12 @@ pub struct IspOpts {
     /// Run exactly these stages, e.g. `blc,demosaic` (dpc, blc, lsc, wb, demosaic, ccm, tone, denoise, sharpen).
     #[arg(long)]
     pub stages: Option<String>,
-    /// Demosaic method: bilinear, malvar or rcd.
+    /// Demosaic method: bilinear, malvar or rcd [default: rcd; the reference profile's
+    /// is bilinear].
     #[arg(long)]
     pub demosaic: Option<String>,
-    /// White-balance mode: grayworld, robust, manual or metadata.
+    /// White-balance mode: grayworld, robust, manual or metadata [default: robust; the
+    /// reference profile's is gray world].
     #[arg(long)]
     pub wb: Option<String>,
     /// Manual white-balance gains `r,g,b` (implies --wb manual).
@@ -101,8 +103,8 @@ pub struct PacingArgs {
 /// `rawlink serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0:8080")]
+    /// Address to listen on, `IP:PORT` (e.g. `127.0.0.1:8080`, `[::1]:8080`).
+    #[arg(long, default_value = "0.0.0.0:8080", value_parser = parse_addr)]
     pub listen: SocketAddr,
     /// Frame source: sim, sim:scene, chardev:PATH, file:GLOB or v4l2:/dev/videoN.
     #[arg(long, default_value = "sim")]
@@ -121,9 +123,11 @@ pub struct ServeArgs {
     /// Send bare frames of W*H*2 bytes with no header, as the reference streamer does.
     #[arg(long)]
     pub legacy: bool,
-    /// Do not start capturing until this many clients are connected.
-    #[arg(long, default_value_t = 0)]
-    pub wait_clients: usize,
+    /// Do not start capturing until this many clients are connected. Default: 0 (a
+    /// camera runs whoever watches), 1 with --legacy (the reference streamer waits for
+    /// its receiver).
+    #[arg(long)]
+    pub wait_clients: Option<usize>,
     /// Maximum simultaneous clients; more are refused.
     #[arg(long, default_value_t = 64)]
     pub max_clients: usize,
@@ -138,7 +142,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1000)]
     pub hello_timeout_ms: u64,
     /// Serve Prometheus metrics at http://ADDR/metrics.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_addr)]
     pub metrics: Option<SocketAddr>,
     /// Seconds between one-line statistics logs (0: off).
     #[arg(long, default_value_t = 5.0)]
@@ -216,7 +220,7 @@ pub struct ClientSecurity {
 #[derive(Debug, Clone, Args)]
 pub struct HttpArgs {
     /// Serve the live view at http://ADDR/ (127.0.0.1:8081 when given without an address).
-    #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:8081", value_name = "ADDR")]
+    #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:8081", value_name = "ADDR", value_parser = parse_addr)]
     pub http: Option<SocketAddr>,
     /// Most frames per second processed for the live view, per stream.
     #[arg(long, default_value_t = 15.0, value_parser = parse_http_fps)]
@@ -279,7 +283,7 @@ pub struct ReceiveArgs {
     #[arg(long, default_value = "raw,png")]
     pub save: String,
     /// Serve Prometheus metrics at http://ADDR/metrics.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_addr)]
     pub metrics: Option<SocketAddr>,
     /// Seconds between one-line statistics logs (0: off).
     #[arg(long, default_value_t = 5.0)]
@@ -317,9 +321,10 @@ pub struct ReceiveArgs {
     pub security: ClientSecurity,
     #[command(flatten)]
     pub isp: IspOpts,
-    /// Black level for legacy (headerless) frames; v1 frames carry their own.
-    #[arg(long, default_value_t = 64)]
-    pub black_level: u16,
+    /// Black level for legacy (headerless) frames; v1 frames carry their own. Default:
+    /// the reference driver's, 64 at 12 bits scaled to --bits (16 at 10 bits).
+    #[arg(long)]
+    pub black_level: Option<u16>,
     /// Worker threads running the ISP and writing files.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub workers: u32,
@@ -328,7 +333,8 @@ pub struct ReceiveArgs {
     /// or buffered (everything through the page cache).
     #[arg(long, default_value = "direct")]
     pub io: crate::sink::FileIo,
-    /// Frames waiting for a worker before new ones are dropped (and counted).
+    /// Frames waiting for a worker: when full, `--policy lossless` (the default) waits
+    /// for a worker, `--policy latest` drops the new frame (counted).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub queue: u32,
     /// Largest payload accepted from the network, in MiB.
@@ -420,7 +426,7 @@ pub struct DemoArgs {
     pub frames: u64,
     /// Serve the live view here [default: 127.0.0.1:8081, replaced by a free port if
     /// taken; an address given here is used or is an error].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
     pub http: Option<SocketAddr>,
     /// No live view.
     #[arg(long)]
@@ -457,4 +463,11 @@ fn parse_png_depth(s: &str) -> Result<u8, String> {
         "16" => Ok(16),
         _ => Err(format!("{s:?} is not a PNG depth (8 or 16)")),
     }
+}
+
+/// A socket address `IP:PORT`, with a hint when a host name or a bare port is given.
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!("{s:?} is not IP:PORT (e.g. 127.0.0.1:8080 or [::1]:8080; a host name is not accepted here)")
+    })
 }

@@ -361,10 +361,10 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
     if a.max_pending == 0 || a.max_clients == 0 {
         bail!("--max-pending and --max-clients must be at least 1");
     }
-    if a.wait_clients > a.max_clients {
+    let wait_clients = a.wait_clients.unwrap_or(a.legacy as usize);
+    if wait_clients > a.max_clients {
         bail!(
-            "--wait-clients {} can never be reached with --max-clients {}",
-            a.wait_clients,
+            "--wait-clients {wait_clients} can never be reached with --max-clients {}",
             a.max_clients
         );
     }
@@ -399,7 +399,7 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
     let cfg = server::ServeConfig {
         frames: a.frames,
         legacy: a.legacy,
-        wait_clients: a.wait_clients,
+        wait_clients,
         max_clients: a.max_clients,
         client_queue: a.client_queue,
         client_buffer_bytes: a.client_buffer_mb.saturating_mul(1 << 20),
@@ -497,15 +497,17 @@ fn receive_config(a: &ReceiveArgs, connect: &str) -> Result<receiver::ReceiveCon
     let g = &a.geometry;
     let fmt = PixelFormat::unpacked(g.pattern, g.bits)?;
     let mut template = FrameHeader::new(0, g.width, g.height, fmt);
-    if a.black_level >= template.white_level {
+    let black = a
+        .black_level
+        .unwrap_or_else(|| rawlink_source::reference_black_level(g.bits));
+    if black >= template.white_level {
         bail!(
-            "--black-level {} must be below {}, the largest {}-bit code (--bits)",
-            a.black_level,
+            "--black-level {black} must be below {}, the largest {}-bit code (--bits)",
             template.white_level,
             g.bits
         );
     }
-    template.black_level = a.black_level;
+    template.black_level = black;
     let sec = &a.security;
     let tls = match (&sec.tls_ca, sec.tls_insecure) {
         (None, false) => None,
@@ -730,8 +732,11 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
     let opts = source_options(&a.geometry, Duration::from_millis(a.interval_ms), false);
     let source = rawlink_source::open(&spec, &opts)?;
     println!(
-        "demo: {} frames of {} over {addr} -> {}",
-        a.frames,
+        "demo: {} of {} over {addr} -> {}",
+        match a.frames {
+            0 => "frames until Ctrl-C".to_string(),
+            n => format!("{n} frames"),
+        },
         source.describe(),
         a.out.display()
     );
@@ -812,7 +817,7 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
             metrics: None,
             stats_interval: 0.0,
             isp: a.isp.clone(),
-            black_level: 64,
+            black_level: None,
             workers: a.workers,
             io: a.io,
             queue: 64,
@@ -892,8 +897,18 @@ fn read_input(path: &std::path::Path, g: &GeometryArgs) -> Result<Vec<u8>> {
         .with_context(cannot)?;
     let raw_len = g.width as u64 * g.height as u64 * 2;
     let tiff = is_tiff(&bytes);
+    // Images a user may pass by mistake, named when the size does not fit RAW samples.
+    let image = [(&b"\x89PNG"[..], "PNG"), (&b"\xff\xd8\xff"[..], "JPEG")]
+        .into_iter()
+        .find(|(magic, _)| bytes.starts_with(magic))
+        .map(|(_, name)| name);
     let too_big = |actual: &str| -> anyhow::Error {
-        if tiff {
+        if let (Some(name), false) = (image, tiff) {
+            anyhow!(
+                "{}: a {name} image, not RAW samples or a DNG",
+                path.display()
+            )
+        } else if tiff {
             anyhow!(
                 "{}: {actual} bytes: larger than any DNG rawlink reads (at most {MAX_DNG_FILE_BYTES})",
                 path.display()
@@ -929,6 +944,23 @@ fn read_input(path: &std::path::Path, g: &GeometryArgs) -> Result<Vec<u8>> {
         return Err(too_big(&format!("more than {limit}")));
     }
     Ok(bytes)
+}
+
+/// A headerless file's samples (u16 little-endian, `--width` × `--height`), each checked
+/// to fit in `--bits`.
+fn raw_samples(path: &std::path::Path, bytes: &[u8], g: &GeometryArgs) -> Result<RawPlane> {
+    let raw = RawPlane::from_le_bytes(g.width as usize, g.height as usize, bytes)
+        .with_context(|| format!("{}", path.display()))?;
+    let max = ((1u32 << g.bits) - 1) as u16;
+    if let Some((i, v)) = raw.data.iter().enumerate().find(|(_, &v)| v > max) {
+        bail!(
+            "{}: sample {v} at byte {} does not fit in {} bits (--bits)",
+            path.display(),
+            i * 2,
+            g.bits
+        );
+    }
+    Ok(raw)
 }
 
 /// Refuses an `--output` that would overwrite the input, or that names a folder (an
@@ -1008,16 +1040,8 @@ fn convert(a: ConvertArgs) -> Result<ExitCode> {
         );
     }
     let g = &a.geometry;
-    let raw = RawPlane::from_le_bytes(g.width as usize, g.height as usize, &bytes)
-        .with_context(|| format!("{}", a.input.display()))?;
+    let raw = raw_samples(&a.input, &bytes, g)?;
     let max = ((1u32 << g.bits) - 1) as u16;
-    if let Some(v) = raw.data.iter().find(|&&v| v > max) {
-        bail!(
-            "{}: sample {v} does not fit in {} bits (--bits)",
-            a.input.display(),
-            g.bits
-        );
-    }
     let neutral = match &a.wb_gains {
         None => [1.0; 3],
         Some(v) => match v[..] {
@@ -1054,13 +1078,9 @@ fn convert(a: ConvertArgs) -> Result<ExitCode> {
         height: g.height,
         pattern: g.pattern,
         bits: g.bits,
-        black_level: a.black_level.unwrap_or_else(|| {
-            if g.bits >= 12 {
-                64u16 << (g.bits - 12)
-            } else {
-                64 >> (12 - g.bits)
-            }
-        }),
+        black_level: a
+            .black_level
+            .unwrap_or_else(|| rawlink_source::reference_black_level(g.bits)),
         white_level: a.white_level.unwrap_or(max),
         as_shot_neutral: neutral,
         color_matrix,
@@ -1177,9 +1197,13 @@ fn isp(a: IspArgs) -> Result<ExitCode> {
         let plane = RawPlane::new(m.width as usize, m.height as usize, dng.samples)?;
         (plane, orientation)
     } else {
-        let plane = RawPlane::from_le_bytes(g.width as usize, g.height as usize, &bytes)
-            .with_context(|| format!("{}", a.input.display()))?;
-        (plane, 1)
+        // Headerless samples: the reference driver's black level unless a flag or the
+        // config sets one, as `file:` replays them and `convert` writes them to DNG, so
+        // a saved frame processes as the receiver processed it.
+        if cfg.blc.black.is_none() && cfg.profile != Profile::Reference {
+            cfg.set_black_level(rawlink_source::reference_black_level(g.bits));
+        }
+        (raw_samples(&a.input, &bytes, g)?, 1)
     };
     // The file's bytes are decoded; holding them through the pipeline would add the
     // input's size again to the peak memory.

@@ -460,6 +460,14 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
                     ));
                     break;
                 }
+                // Visible, but not once per attempt: attempts 1, 2, 4, 8, …
+                if attempts.is_power_of_two() {
+                    info!(
+                        "{} not reachable ({e:#}); {attempts} attempt(s) over {:.1} s, still trying",
+                        cfg.connect,
+                        down_since.unwrap_or(started).elapsed().as_secs_f64()
+                    );
+                }
                 if !backoff.wait(deadline, &e, &shutdown).await {
                     summary.interrupted = true;
                     break;
@@ -474,10 +482,10 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
             summary.reconnects += 1;
             metrics::counter!("rawlink_receiver_reconnects_total").increment(1);
             info!(
-                attempts,
-                "reconnected to {} after {:.1} s",
+                "reconnected to {} after {:.1} s ({} attempt(s))",
                 cfg.connect,
-                down_since.map_or(0.0, |t| t.elapsed().as_secs_f64())
+                down_since.map_or(0.0, |t| t.elapsed().as_secs_f64()),
+                attempts + 1
             );
             track.reconnected = true;
         } else {
@@ -750,8 +758,8 @@ impl<'a> Session<'a> {
                 )))
             }
             Message::EndOfStream(end) => {
-                info!(reason = ?end.reason, last_seq = end.last_seq, "end of stream: {}", end.message);
-                let msg = format!("server ended the stream: {:?}: {}", end.reason, end.message);
+                info!(reason = %end.reason, last_seq = end.last_seq, "end of stream: {}", end.message);
+                let msg = format!("server ended the stream: {}: {}", end.reason, end.message);
                 let reason = end.reason;
                 self.summary.end = Some(end);
                 return Some(match reason {
@@ -848,8 +856,10 @@ impl<'a> Session<'a> {
                     self.track.legacy_seq += 1;
                     let mut h = cfg.legacy_template;
                     h.seq = self.track.legacy_seq;
+                    // The receive time, on no clock: it is not a capture time, so no
+                    // capture latency is derived from it.
                     h.timestamp_ns = now_realtime_ns();
-                    h.clock = ClockId::Realtime;
+                    h.clock = ClockId::Unknown;
                     match Frame::new(h, payload) {
                         Ok(f) => {
                             if let Some(end) = self.deliver(f).await {

@@ -705,6 +705,12 @@ pub async fn serve(
         (None, _) => "server shutting down".to_string(),
     };
     info!(frames = summary.frames, "stream ended: {message}");
+    if summary.frames > 0 && accepted.load(Ordering::SeqCst) == 0 {
+        warn!(
+            "no client was connected: the {} frame(s) captured went to no one (--wait-clients N waits for N clients before capturing)",
+            summary.frames
+        );
+    }
     let end = Encoder::encode_parts(&Message::EndOfStream(EndOfStream {
         last_seq,
         reason,
@@ -919,7 +925,7 @@ async fn handle_client(sock: TcpStream, peer: SocketAddr, mut sh: ClientShared) 
     let gone = CancellationToken::new();
     let reader = (!cfg.legacy).then(|| {
         let silent_limit = cfg.peer_timeout.filter(|_| heartbeats_in);
-        tokio::spawn(client_reader(rd, silent_limit, gone.clone()))
+        tokio::spawn(client_reader(rd, silent_limit, gone.clone()).in_current_span())
     });
     let io = WriterIo {
         heartbeat: cfg.heartbeat,
@@ -935,16 +941,21 @@ async fn handle_client(sock: TcpStream, peer: SocketAddr, mut sh: ClientShared) 
         let _ = tokio::time::timeout(linger(cfg.peer_timeout), gone.cancelled()).await;
     }
     gone.cancel();
-    if let Some(reader) = reader {
-        let _ = reader.await;
-    }
+    let why = match reader {
+        Some(reader) => reader.await.ok().flatten(),
+        None => None,
+    };
     queue.closed.store(true, Ordering::SeqCst);
     queue.space_ready.notify_one();
     let left = sh.client_count.fetch_sub(1, Ordering::SeqCst) - 1;
     metrics::gauge!("rawlink_server_clients").decrement(1.0);
-    match r {
-        Ok(()) => debug!(clients = left, "client finished"),
-        Err(e) => info!(clients = left, "client disconnected: {e}"),
+    match (r, why) {
+        (Ok(()), _) => debug!(clients = left, "client finished"),
+        // The writer stopped because the reader saw the connection end: say why.
+        (Err(e), Some(why)) if e.kind() == std::io::ErrorKind::ConnectionAborted => {
+            info!(clients = left, "client disconnected: {why}")
+        }
+        (Err(e), _) => info!(clients = left, "client disconnected: {e}"),
     }
     let dropped = queue.dropped.load(Ordering::Relaxed);
     if dropped > 0 {
@@ -970,12 +981,13 @@ fn end_grace(peer_timeout: Option<Duration>) -> Duration {
 
 /// Reads what a client sends after its hello (heartbeats). Cancels `gone` when the
 /// client closes, sends something that is not a heartbeat, or, if it promised
-/// heartbeats, stays silent past `silent_limit`.
+/// heartbeats, stays silent past `silent_limit`; returns which, for the log (`None`:
+/// the writer's side ended the connection first).
 async fn client_reader(
     mut rd: tokio::io::ReadHalf<BoxConn>,
     silent_limit: Option<Duration>,
     gone: CancellationToken,
-) {
+) -> Option<&'static str> {
     let mut buf = BytesMut::with_capacity(256);
     let mut dec = Decoder::with_limits(Limits {
         max_payload: 4096,
@@ -992,13 +1004,13 @@ async fn client_reader(
                         other.kind_name()
                     );
                     gone.cancel();
-                    return;
+                    return Some("dropped for an unexpected message");
                 }
                 Ok(None) => break,
                 Err(e) => {
                     warn!("bad data from the client ({e}); disconnecting");
                     gone.cancel();
-                    return;
+                    return Some("dropped for bad data");
                 }
             }
         }
@@ -1008,7 +1020,7 @@ async fn client_reader(
                 Ok(_) => {
                     debug!("client closed its side of the connection");
                     gone.cancel();
-                    return;
+                    return Some("the client closed the connection");
                 }
                 Err(_) => {
                     warn!(
@@ -1017,10 +1029,10 @@ async fn client_reader(
                     );
                     metrics::counter!("rawlink_server_dead_peers_total").increment(1);
                     gone.cancel();
-                    return;
+                    return Some("dropped: no heartbeat within --peer-timeout");
                 }
             },
-            _ = gone.cancelled() => return,
+            _ = gone.cancelled() => return None,
         }
     }
 }

@@ -580,7 +580,7 @@ fn worker(
             Ok((latency, processing)) => {
                 let mut r = lock(&report);
                 r.written += 1;
-                r.latency_ms.push(latency);
+                r.latency_ms.extend(latency);
                 r.processing_ms.push(processing);
             }
             Err(e) => {
@@ -613,7 +613,7 @@ fn process(
     cfg: &SinkConfig,
     pipelines: &mut HashMap<PipelineKey, Pipeline>,
     scratch: &mut EncodeScratch,
-) -> Result<(f64, f64)> {
+) -> Result<(Option<f64>, f64)> {
     let t0 = Instant::now();
     // A frame the ISP cannot process (say, a header whose levels leave no range) still
     // has its other files saved; the error is reported once they are written.
@@ -807,7 +807,7 @@ fn finish_frame(
     stem: &str,
     first_ext: &str,
     written: &mut Vec<PathBuf>,
-) -> Result<(f64, f64)> {
+) -> Result<(Option<f64>, f64)> {
     let h = &job.frame.header;
     let mut files = serde_json::Map::new();
     files.insert(first_ext.into(), format!("{stem}.{first_ext}").into());
@@ -840,8 +840,14 @@ fn finish_frame(
     }
     let processing_ms = t0.elapsed().as_secs_f64() * 1e3;
     let done_ns = now_realtime_ns();
-    let latency_ms = done_ns.saturating_sub(h.timestamp_ns) as f64 / 1e6;
-    let receive_latency_ms = job.recv_ns.saturating_sub(h.timestamp_ns) as f64 / 1e6;
+    // Latencies only from a capture time on this host's clock (a legacy frame has none;
+    // a monotonic one is another host's, or another boot's, clock).
+    let since_capture = |t_ns: u64| {
+        (h.clock == rawlink_frame::ClockId::Realtime)
+            .then(|| t_ns.saturating_sub(h.timestamp_ns) as f64 / 1e6)
+    };
+    let latency_ms = since_capture(done_ns);
+    let receive_latency_ms = since_capture(job.recv_ns);
     let json_name = format!("{stem}.json");
     files.insert("json".into(), json_name.clone().into());
     let meta = serde_json::json!({
@@ -882,10 +888,10 @@ fn finish_frame(
     }
     if !cfg.quiet {
         println!(
-            "frame seq={} bytes={} latency={:.1}ms isp={:.1}ms files={stem}.{{{}}}",
+            "frame seq={} bytes={} latency={} isp={:.1}ms files={stem}.{{{}}}",
             h.seq,
             job.frame.payload.len(),
-            latency_ms,
+            latency_ms.map_or("-".into(), |l| format!("{l:.1}ms")),
             processing_ms,
             files.keys().cloned().collect::<Vec<_>>().join(",")
         );

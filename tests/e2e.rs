@@ -385,15 +385,10 @@ fn two_simultaneous_clients_both_get_every_frame() {
 
 #[test]
 fn legacy_server_feeds_a_bare_tcp_client() {
-    let server = Server::start(&[
-        "--legacy",
-        "--frames",
-        "3",
-        "--interval-ms",
-        "10",
-        "--wait-clients",
-        "1",
-    ]);
+    // Like the reference streamer, a legacy server waits for its client: frame 1 is
+    // captured only once the client has connected, however late.
+    let server = Server::start(&["--legacy", "--frames", "3", "--interval-ms", "10"]);
+    std::thread::sleep(Duration::from_millis(300));
     let mut s = TcpStream::connect(server.addr).unwrap();
     s.set_read_timeout(Some(T)).unwrap();
     let mut all = Vec::new();
@@ -439,6 +434,24 @@ fn legacy_receiver_reads_a_bare_tcp_streamer() {
     let o = finish(child, T);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_driver_frames(dir.path(), &[1, 2, 3]);
+    // Bare frames have no capture time: no capture latency is made up for them, and
+    // the black level is the driver's at the default 12 bits.
+    let j: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("frame_000001.json")).unwrap())
+            .unwrap();
+    assert!(j["capture_to_receive_ms"].is_null(), "{j}");
+    assert!(j["capture_to_png_ms"].is_null(), "{j}");
+    assert!(j["receive_time_ns"].as_u64().unwrap() > 0, "{j}");
+    assert_eq!(j["black_level"], 64, "{j}");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("frame seq=1 bytes=614400 latency=- "),
+        "{stdout}"
+    );
+    assert!(
+        summary_of(&o).contains("recv_latency_ms_p50=0.00"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -769,6 +782,10 @@ fn bad_cli_values_give_one_line_errors() {
             "/nonexistent/camera: No such file",
         ),
         (vec!["serve", "--bits", "20"], "--bits"),
+        (
+            vec!["serve", "--listen", "localhost:8080"],
+            "is not IP:PORT (e.g. 127.0.0.1:8080",
+        ),
         (vec!["serve", "--source", "camera"], "bad source spec"),
         (
             vec!["isp", "x.raw", "-o", "y.png", "--pattern", "rgbg"],
@@ -863,7 +880,13 @@ fn receiver_started_before_the_server_connects_when_it_comes_up() {
         .spawn()
         .unwrap();
     let o = finish(child, T);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    // The retries were visible meanwhile (the first one at least).
+    assert!(
+        stderr.contains(&format!("{addr} not reachable (")) && stderr.contains("1 attempt(s)"),
+        "{stderr}"
+    );
     assert_frame_files(dir.path(), &[1, 2]);
     let mut server = server;
     assert!(wait_timeout(&mut server, T).success());

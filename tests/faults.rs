@@ -962,8 +962,16 @@ fn the_server_drops_a_client_whose_heartbeats_stop_and_one_that_stops_reading() 
         mute_for >= Duration::from_millis(900) && mute_for < Duration::from_secs(5),
         "{mute_for:?}"
     );
+    // Named with the client's address, and the disconnection with its reason.
+    let mute_peer = mute.local_addr().unwrap().to_string();
+    let line = err
+        .lines()
+        .find(|l| l.contains("no heartbeat from the client for 1.0 s"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(line.contains(&mute_peer), "{line}");
     assert!(
-        err.contains("no heartbeat from the client for 1.0 s"),
+        err.lines().any(|l| l.contains(&mute_peer)
+            && l.contains("client disconnected: dropped: no heartbeat within --peer-timeout")),
         "{err}"
     );
     assert!(err.contains("write stalled for 1.0 s"), "{err}");

@@ -614,3 +614,64 @@ fn a_missing_config_file_is_named_as_such() {
         ),
     );
 }
+
+/// A frame the receiver saved, processed again by `rawlink isp` with no options, gives
+/// the receiver's own PNG: headerless input gets the same black level (the reference
+/// driver's) as the frame carried. Samples beyond `--bits` and images passed by mistake
+/// are one-line errors.
+#[test]
+fn a_saved_frame_reprocesses_to_the_receivers_png() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("demo");
+    let o = bin()
+        .args([
+            "demo",
+            "--frames",
+            "1",
+            "--interval-ms",
+            "0",
+            "--no-http",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let raw = out.join("frame_000001.raw");
+    let again = d.path().join("again.png");
+    let (ok, err) = rawlink(&["isp", raw.to_str().unwrap(), "-o", again.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (w, h, _, received) = read_png(&out.join("frame_000001.png"));
+    let (w2, h2, _, reprocessed) = read_png(&again);
+    assert_eq!((w, h), (w2, h2));
+    assert!(received == reprocessed, "the re-processed PNG differs");
+    // Black level 0 (the previous default) gives a different image: the test can fail.
+    let zero = d.path().join("zero.png");
+    let (ok, err) = rawlink(&[
+        "isp",
+        raw.to_str().unwrap(),
+        "-o",
+        zero.to_str().unwrap(),
+        "--black-level",
+        "0",
+    ]);
+    assert!(ok, "{err}");
+    assert!(read_png(&zero).3 != received);
+    // The driver's 12-bit samples do not fit in 10 bits.
+    assert_error(
+        rawlink(&[
+            "isp",
+            raw.to_str().unwrap(),
+            "-o",
+            zero.to_str().unwrap(),
+            "--bits",
+            "10",
+        ]),
+        "does not fit in 10 bits (--bits)",
+    );
+    // A PNG given as input is named as one.
+    assert_error(
+        rawlink(&["isp", again.to_str().unwrap(), "-o", zero.to_str().unwrap()]),
+        "again.png: a PNG image, not RAW samples or a DNG",
+    );
+}

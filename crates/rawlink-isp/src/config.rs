@@ -317,7 +317,8 @@ pub enum DenoiseMethod {
     /// Fast: edge-preserving luma filter plus chroma smoothing.
     #[default]
     Lumachroma,
-    /// The reference joint bilateral (σs 2, σr 30 in 12-bit units), exact.
+    /// The reference joint bilateral (σs 2, σr 30 in 12-bit units): within ±1 code of the
+    /// reference by default, bit for bit with [`DenoiseConfig::exact`].
     Bilateral,
 }
 

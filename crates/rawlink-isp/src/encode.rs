@@ -6,7 +6,9 @@ use std::io::Write;
 /// PNG compression effort.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PngSpeed {
-    /// Fastest (fdeflate); the right choice for streaming.
+    /// Fastest: this crate's static-Huffman coder for `Up`-filtered rows (`pngz`; measured
+    /// against the `png` crate's fdeflate in docs/BENCHMARKS.md); the right choice for
+    /// streaming.
     #[default]
     Fast,
     /// Smaller files, slower.

@@ -92,6 +92,17 @@ pub enum EndReason {
     Other(u32),
 }
 
+/// The reason's name as in docs/PROTOCOL.md (`FramesDone`, …); a code this build does
+/// not know reads `unknown reason code N`.
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Other(c) => write!(f, "unknown reason code {c}"),
+            known => write!(f, "{known:?}"),
+        }
+    }
+}
+
 impl EndReason {
     /// Wire code.
     pub fn code(self) -> u32 {

@@ -151,6 +151,16 @@ fn peer_text_is_one_printable_bounded_line() {
     assert_eq!(printable("5 frames sent: ok"), "5 frames sent: ok");
 }
 
+/// End reasons print by name; an unknown code says so.
+#[test]
+fn end_reasons_display_by_name() {
+    assert_eq!(EndReason::Unauthorized.to_string(), "Unauthorized");
+    assert_eq!(
+        EndReason::from_code(99).to_string(),
+        "unknown reason code 99"
+    );
+}
+
 /// A message named in a log shows its kind, not its content (a frame's payload).
 #[test]
 fn kind_name_names_the_kind_only() {

@@ -39,6 +39,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// `file:` sources, scaled to their depth).
 pub const REFERENCE_BLACK_12: u16 = 64;
 
+/// The reference driver's black level scaled to `bits` (64 at 12 bits, 16 at 10, 1024
+/// at 16): what `sim`, `chardev:` and `file:` frames carry unless told otherwise, and so
+/// the black level assumed for headerless samples.
+pub fn reference_black_level(bits: u8) -> u16 {
+    sim::scale_from_12(REFERENCE_BLACK_12, bits)
+}
+
 /// Errors from sources.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
