@@ -572,6 +572,8 @@ struct Track {
     /// A valid v1 message has come on some connection: the server is a rawlink server,
     /// and a later fault is a lost connection rather than a failed first attempt.
     ever_spoke: bool,
+    /// The stream the frames so far belong to (its StreamStart's `stream_id`).
+    stream_id: Option<u64>,
 }
 
 struct Session<'a> {
@@ -726,6 +728,18 @@ impl<'a> Session<'a> {
                 }
             },
             Message::StreamStart(info) => {
+                let previous = std::mem::replace(&mut self.track.stream_id, info.stream_id);
+                if let (Some(old), Some(new), Some(last)) =
+                    (previous, info.stream_id, self.track.last_seq)
+                {
+                    if old != new {
+                        // Not a gap: the old stream ended unseen after `last`, and the
+                        // new one numbers from 1, so its frames before the first one
+                        // received here are the ones missed.
+                        info!("the server restarted: a new stream (the previous one's last frame received was seq {last}); counting from seq 1");
+                        self.track.last_seq = Some(0);
+                    }
+                }
                 if let Some(l) = &self.cfg.live {
                     l.stream_info(&info.source, &info.server);
                 }

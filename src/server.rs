@@ -466,6 +466,8 @@ pub async fn serve(
         server: format!("rawlink {}", env!("CARGO_PKG_VERSION")),
         interval_ns: source.interval().as_nanos() as u64,
         frames: cfg.frames,
+        // A new one per server start: a client reconnecting can tell a restart.
+        stream_id: Some(rand::random()),
     };
     let start_msg = Encoder::encode_parts(&Message::StreamStart(info));
     let (client_tx, mut client_rx) = mpsc::channel::<ClientHandle>(16);

@@ -66,6 +66,7 @@ fn start_msg() -> Message {
         server: "test".into(),
         interval_ns: 0,
         frames: None,
+        stream_id: None,
     })
 }
 
@@ -122,6 +123,23 @@ fn receive_from(bytes: Vec<u8>, extra: &[&str]) -> (std::process::Output, tempfi
     let o = finish(spawn_receive(&args), T);
     server.join().unwrap();
     (o, dir)
+}
+
+/// Runs `rawlink receive` from `addr` into `out` until it exits, then joins the test's
+/// `server` thread; the receiver must succeed. Returns its output and stderr.
+fn receive_ok(
+    addr: &str,
+    out: &std::path::Path,
+    server: std::thread::JoinHandle<()>,
+) -> (std::process::Output, String) {
+    let o = finish(
+        spawn_receive(&["--connect", addr, "--out", out.to_str().unwrap()]),
+        T,
+    );
+    server.join().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{stderr}");
+    (o, stderr)
 }
 
 fn last_line(o: &std::process::Output) -> String {
@@ -310,13 +328,7 @@ fn reconnects_after_a_close_mid_frame_and_keeps_every_complete_frame() {
         std::thread::sleep(Duration::from_millis(100));
     });
     let dir = tempfile::tempdir().unwrap();
-    let o = finish(
-        spawn_receive(&["--connect", &addr, "--out", dir.path().to_str().unwrap()]),
-        T,
-    );
-    server.join().unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{stderr}");
+    let (o, stderr) = receive_ok(&addr, dir.path(), server);
     assert!(
         stderr.contains("2 frame(s) missed across the reconnect (seq 2 -> 5)"),
         "{stderr}"
@@ -956,4 +968,58 @@ fn serve_help_lists_every_source() {
         help.contains("--black-level") && help.contains("--white-level"),
         "{help}"
     );
+}
+
+/// A receiver that reconnects tells a restarted server from the same stream by the
+/// stream start's `stream_id`: after a restart the new stream's frames before the first
+/// received count as missing (seq 1 to 9 here), not the jump from the old numbering;
+/// with the same id, the jump is a gap across the reconnect.
+#[test]
+fn a_restarted_server_is_a_new_stream_not_a_gap() {
+    for (second_id, missing, needle) in [
+        (2u64, 9u64, "the server restarted: a new stream"),
+        (1, 6, "6 frame(s) missed across the reconnect (seq 3 -> 10)"),
+    ] {
+        let start = |id: u64| {
+            let Message::StreamStart(mut info) = start_msg() else {
+                unreachable!()
+            };
+            info.stream_id = Some(id);
+            Message::StreamStart(info)
+        };
+        // First connection: three frames, then the connection drops (no end message).
+        let first = encode(&[
+            start(1),
+            frame_msg(1, driver_frame(1)),
+            frame_msg(2, driver_frame(2)),
+            frame_msg(3, driver_frame(3)),
+        ]);
+        let second = encode(&[
+            start(second_id),
+            frame_msg(10, driver_frame(10)),
+            frame_msg(11, driver_frame(11)),
+            Message::EndOfStream(EndOfStream {
+                last_seq: 11,
+                reason: EndReason::FramesDone,
+                message: "done".into(),
+            }),
+        ]);
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let server = std::thread::spawn(move || {
+            for bytes in [first, second] {
+                let (mut s, _) = l.accept().unwrap();
+                drain_hello(&mut s);
+                s.write_all(&bytes).unwrap();
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let (o, stderr) = receive_ok(&addr, dir.path(), server);
+        let line = summary_of(&o);
+        assert_eq!(field(&line, "frames"), 5, "{line}");
+        assert_eq!(field(&line, "reconnects"), 1, "{line}");
+        assert_eq!(field(&line, "missing"), missing, "{line}");
+        assert!(stderr.contains(needle), "{stderr}");
+    }
 }

@@ -174,7 +174,13 @@ fn server_killed_mid_frame_then_restarted() {
     assert_eq!(field(&line, "partial_frames"), 1, "{line}");
     assert_eq!(field(&line, "reconnects"), 1, "{line}");
     assert_eq!(field(&line, "written"), 5, "{line}");
-    assert!(stderr.contains("sequence restarted at 1"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "the server restarted: a new stream (the previous one's last frame received was seq 2)"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(field(&line, "missing"), 0, "{line}");
     // Nothing overwritten: the new stream's seq 1 and 2 get their own names.
     assert_frame_sets(
         dir.path(),

@@ -20,6 +20,10 @@ pub struct StreamInfo {
     pub interval_ns: u64,
     /// Frames the server will send before ending (None = unlimited).
     pub frames: Option<u64>,
+    /// Identifies this stream (1.2): a server picks a new one each time it starts, so a
+    /// client that reconnects can tell a restarted server (a new numbering) from the same
+    /// stream (a gap). `None` from servers that do not send it.
+    pub stream_id: Option<u64>,
 }
 
 impl StreamInfo {
@@ -33,6 +37,9 @@ impl StreamInfo {
         );
         if let Some(n) = self.frames {
             s.push_str(&format!("frames={n}\n"));
+        }
+        if let Some(id) = self.stream_id {
+            s.push_str(&format!("stream_id={id:016x}\n"));
         }
         s.into_bytes()
     }
@@ -49,6 +56,7 @@ impl StreamInfo {
             server: String::new(),
             interval_ns: 0,
             frames: None,
+            stream_id: None,
         };
         for line in text.lines().filter(|l| !l.is_empty()) {
             let (k, v) = line
@@ -62,6 +70,12 @@ impl StreamInfo {
                 }
                 "frames" => {
                     info.frames = Some(v.parse().map_err(|_| bad(format!("bad frames {v:?}")))?)
+                }
+                "stream_id" => {
+                    info.stream_id = Some(
+                        u64::from_str_radix(v, 16)
+                            .map_err(|_| bad(format!("bad stream_id {v:?}")))?,
+                    )
                 }
                 _ => {}
             }

@@ -99,6 +99,7 @@ fn peer_text_is_one_printable_bounded_line() {
         server: String::new(),
         interval_ns: 0,
         frames: None,
+        stream_id: None,
     };
     info.source = "a\u{1b}]0;title\u{7}".into();
     info.server = "s\u{8}\u{8}ok".into();
@@ -180,6 +181,7 @@ fn round_trip_all_kinds() {
         server: "rawlink 0.1".into(),
         interval_ns: 2_000_000_000,
         frames: Some(5),
+        stream_id: Some(0xfedc_ba98_7654_3210),
     };
     let end = EndOfStream {
         last_seq: 3,
