@@ -402,6 +402,8 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
     let mut backoff = Backoff::new(cfg.reconnect_max_delay);
     let started = Instant::now();
     let mut connected_once = false;
+    // Any connection at all, even one later counted as a failed first attempt.
+    let mut ever_connected = false;
     let mut down_since: Option<Instant> = None;
     let mut attempts = 0u64;
     let mut handshake_closes = 0u32;
@@ -492,6 +494,7 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
             info!(peer = %cfg.connect, legacy = cfg.legacy, tls = cfg.tls.is_some(), "connected");
         }
         connected_once = true;
+        ever_connected = true;
         attempts = 0;
         let span = tracing::info_span!("conn", peer = %cfg.connect);
         let before = summary.frames;
@@ -539,6 +542,14 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
                 down_since = Some(Instant::now());
             }
         }
+    }
+    if summary.interrupted && !ever_connected && summary.error.is_none() {
+        // Stopped while still trying: not a clean end, as scripts must be able to see.
+        summary.error = Some(format!(
+            "interrupted before any connection to {} was made ({attempts} attempt(s) over {:.1} s)",
+            cfg.connect,
+            started.elapsed().as_secs_f64()
+        ));
     }
     if let Some(l) = &cfg.live {
         let why = match (&summary.error, &summary.end) {

@@ -788,7 +788,15 @@ fn claim_stem(
         match write_new(dir, &format!("{stem}.{ext}"), bytes, io) {
             Ok(p) => {
                 if n > 0 {
-                    tracing::info!("frame_{seq:06} exists already: saving this one as {stem}");
+                    // Said once per process at info level (a restarted server renames
+                    // every frame it sends again), then at debug level.
+                    static SAID: std::sync::atomic::AtomicBool =
+                        std::sync::atomic::AtomicBool::new(false);
+                    if SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        tracing::debug!("frame_{seq:06} exists already: saving this one as {stem}");
+                    } else {
+                        tracing::info!("frame_{seq:06} exists already: saving this one as {stem} (frames whose names are taken get the next free suffix; further ones are logged at debug level)");
+                    }
                 }
                 return Ok((stem, p));
             }

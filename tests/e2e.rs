@@ -1023,3 +1023,24 @@ fn a_restarted_server_is_a_new_stream_not_a_gap() {
         assert!(stderr.contains(needle), "{stderr}");
     }
 }
+
+/// A receiver stopped while it is still trying to connect has not ended cleanly: it
+/// exits non-zero and says so (a script cannot tell otherwise).
+#[test]
+fn a_receiver_interrupted_before_connecting_fails() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let child = spawn_receive(&["--connect", &addr, "--out", dir.path().to_str().unwrap()]);
+    std::thread::sleep(Duration::from_millis(600));
+    signal(&child, nix::sys::signal::Signal::SIGINT);
+    let o = finish(child, T);
+    let last = last_line(&o);
+    assert!(!o.status.success(), "{last}");
+    assert!(
+        last.starts_with("rawlink: error: ")
+            && last.contains(&format!(
+                "interrupted before any connection to {addr} was made"
+            )),
+        "{last}"
+    );
+}

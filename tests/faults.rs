@@ -181,6 +181,8 @@ fn server_killed_mid_frame_then_restarted() {
         "{stderr}"
     );
     assert_eq!(field(&line, "missing"), 0, "{line}");
+    // Two frames renamed, said once.
+    assert_eq!(stderr.matches("exists already").count(), 1, "{stderr}");
     // Nothing overwritten: the new stream's seq 1 and 2 get their own names.
     assert_frame_sets(
         dir.path(),
