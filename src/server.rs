@@ -388,11 +388,13 @@ impl ClientHandle {
 
 /// Reads the client's hello, if it sends one within `timeout`.
 /// `Ok(None)`: a 1.0 client (nothing sent); `Err`: something other than a hello.
+/// Returns the bytes read past the hello too (a heartbeat that came with it): they
+/// are the start of what the client sends next.
 async fn read_hello(
     sock: &mut BoxConn,
     timeout: Duration,
     required: bool,
-) -> Result<Option<ClientHello>, HelloError> {
+) -> Result<(Option<ClientHello>, BytesMut), HelloError> {
     let bad = |e: anyhow::Error| HelloError {
         timed_out: false,
         error: e,
@@ -413,7 +415,7 @@ async fn read_hello(
         });
         if let Some(msg) = decoded? {
             return match msg {
-                Message::ClientHello(h) => Ok(Some(h)),
+                Message::ClientHello(h) => Ok((Some(h), buf)),
                 other => Err(bad(anyhow::anyhow!(
                     "expected a client hello, got a {} message",
                     other.kind_name()
@@ -421,7 +423,7 @@ async fn read_hello(
             };
         }
         match tokio::time::timeout_at(deadline, sock.read_buf(&mut buf)).await {
-            Err(_) if buf.is_empty() && !required => return Ok(None),
+            Err(_) if buf.is_empty() && !required => return Ok((None, buf)),
             Err(_) => {
                 let what = if buf.is_empty() {
                     "no client hello within"
@@ -436,7 +438,7 @@ async fn read_hello(
                     ),
                 });
             }
-            Ok(Ok(0)) if buf.is_empty() => return Ok(None),
+            Ok(Ok(0)) if buf.is_empty() => return Ok((None, buf)),
             Ok(Ok(0)) => return Err(bad(anyhow::anyhow!("client closed inside its hello"))),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(bad(e.into())),
@@ -833,8 +835,8 @@ async fn handle_client(sock: TcpStream, peer: SocketAddr, mut sh: ClientShared) 
             }
         },
     };
-    let hello = if cfg.legacy {
-        None
+    let (hello, after_hello) = if cfg.legacy {
+        (None, BytesMut::new())
     } else {
         let required = cfg.token.is_some();
         let wait = if required {
@@ -927,7 +929,7 @@ async fn handle_client(sock: TcpStream, peer: SocketAddr, mut sh: ClientShared) 
     let gone = CancellationToken::new();
     let reader = (!cfg.legacy).then(|| {
         let silent_limit = cfg.peer_timeout.filter(|_| heartbeats_in);
-        tokio::spawn(client_reader(rd, silent_limit, gone.clone()).in_current_span())
+        tokio::spawn(client_reader(rd, after_hello, silent_limit, gone.clone()).in_current_span())
     });
     let io = WriterIo {
         heartbeat: cfg.heartbeat,
@@ -981,16 +983,18 @@ fn end_grace(peer_timeout: Option<Duration>) -> Duration {
     (2 * linger(peer_timeout) + Duration::from_secs(5)).max(Duration::from_secs(5))
 }
 
-/// Reads what a client sends after its hello (heartbeats). Cancels `gone` when the
+/// Reads what a client sends after its hello (heartbeats), starting with `buf`, the
+/// bytes read with the hello past its end. Cancels `gone` when the
 /// client closes, sends something that is not a heartbeat, or, if it promised
 /// heartbeats, stays silent past `silent_limit`; returns which, for the log (`None`:
 /// the writer's side ended the connection first).
 async fn client_reader(
     mut rd: tokio::io::ReadHalf<BoxConn>,
+    mut buf: BytesMut,
     silent_limit: Option<Duration>,
     gone: CancellationToken,
 ) -> Option<&'static str> {
-    let mut buf = BytesMut::with_capacity(256);
+    buf.reserve(256);
     let mut dec = Decoder::with_limits(Limits {
         max_payload: 4096,
         ..Limits::default()

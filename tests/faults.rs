@@ -1185,3 +1185,64 @@ fn connect_timeout_bounds_a_silent_server() {
     );
     assert!(took < Duration::from_secs(8), "waited {took:?}");
 }
+
+/// Bytes a client sent after its hello and that arrived with it (a slow network, or a
+/// server slow to accept, delivers the hello and the first heartbeats together) are the
+/// start of its next messages: the server keeps them, instead of reading on from the
+/// middle of a heartbeat and dropping the client for bad data.
+#[test]
+fn heartbeats_that_arrive_with_the_hello_are_kept() {
+    use rawlink_proto::{ClientHello, Decoder, Encoder, Message};
+    let server = sim_server(
+        "127.0.0.1:0",
+        &[
+            "--frames",
+            "3",
+            "--interval-ms",
+            "50",
+            "--wait-clients",
+            "1",
+        ],
+    );
+    let mut first = bytes::BytesMut::new();
+    Encoder::encode(
+        &Message::ClientHello(ClientHello {
+            every: 1,
+            heartbeat_ms: 1000,
+            ..Default::default()
+        }),
+        &mut first,
+    );
+    // More than the server's first read (512 bytes): it ends inside a heartbeat.
+    for _ in 0..8 {
+        Encoder::encode(&Message::Heartbeat, &mut first);
+    }
+    assert!(first.len() > 600, "{}", first.len());
+    let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+    s.write_all(&first).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut buf = bytes::BytesMut::new();
+    let mut dec = Decoder::default();
+    let mut frames = 0;
+    let mut chunk = vec![0u8; 1 << 16];
+    'read: loop {
+        while let Some(m) = dec.decode(&mut buf).unwrap() {
+            match m {
+                Message::Frame(_) => frames += 1,
+                Message::EndOfStream(_) => break 'read,
+                _ => {}
+            }
+        }
+        let n = s.read(&mut chunk).unwrap();
+        assert!(
+            n > 0,
+            "closed after {frames} frame(s), before the end of the stream"
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    drop(s);
+    let (status, _, err) = server.wait(T);
+    assert!(status.success(), "{err}");
+    assert_eq!(frames, 3, "{err}");
+    assert!(!err.contains("bad data"), "{err}");
+}

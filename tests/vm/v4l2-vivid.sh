@@ -112,7 +112,18 @@ qemu-system-x86_64 "${ACCEL[@]}" -m 768 -smp 2 -nographic -no-reboot \
   > "$WORK/console.log" 2>&1 &
 QEMU_PID=$!
 
-# 4. Receive on the host (and give up at once if the VM dies).
+# 4. Receive on the host (and give up at once if the VM dies), once the server in the
+# VM is listening. QEMU's user network accepts a forwarded connection before anything
+# listens in the guest, and can hand one the receiver has already given up on to the
+# server later: if that came first it would count for --wait-clients and take frame 1.
+# (A hello that reaches the server together with the heartbeats behind it, as it did
+# here when the receiver started first, is covered by the faults test
+# heartbeats_that_arrive_with_the_hello_are_kept.)
+while ! grep -q "waiting for 1 client(s) before capturing" "$WORK/console.log"; do
+  kill -0 "$QEMU_PID" 2>/dev/null || { echo "FAILED: the VM stopped before rawlink serve listened"; cat "$WORK/console.log"; exit 1; }
+  [ "$SECONDS" -lt 540 ] || { echo "FAILED: rawlink serve did not start in the VM"; cat "$WORK/console.log"; exit 1; }
+  sleep 0.5
+done
 OUT="$WORK/out"
 "$BIN" receive --connect "127.0.0.1:$PORT" --connect-timeout 400 --out "$OUT" --quiet \
   --stats-interval 0 > "$WORK/receive.log" 2>&1 &
@@ -139,7 +150,7 @@ echo "---- receiver"
 tail -2 "$WORK/receive.log"
 
 # 5. Check: frame count, geometry, plausible content.
-python3 - "$OUT" "$FRAMES" "$FORMAT" <<'EOF'
+python3 - "$OUT" "$FRAMES" "$FORMAT" <<'EOF' || fail "the frames received do not check out"
 import glob, json, sys
 out, frames, fourcc = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 metas = [json.load(open(p)) for p in sorted(glob.glob(f"{out}/frame_*.json"))]
