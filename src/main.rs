@@ -952,11 +952,10 @@ fn raw_samples(path: &std::path::Path, bytes: &[u8], g: &GeometryArgs) -> Result
     let raw = RawPlane::from_le_bytes(g.width as usize, g.height as usize, bytes)
         .with_context(|| format!("{}", path.display()))?;
     let max = ((1u32 << g.bits) - 1) as u16;
-    if let Some((i, v)) = raw.data.iter().enumerate().find(|(_, &v)| v > max) {
+    if let Some((offset, v)) = rawlink_source::first_above(bytes, max) {
         bail!(
-            "{}: sample {v} at byte {} does not fit in {} bits (--bits)",
+            "{}: sample {v} at byte {offset} does not fit in {} bits (--bits)",
             path.display(),
-            i * 2,
             g.bits
         );
     }

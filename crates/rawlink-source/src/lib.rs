@@ -105,7 +105,7 @@ pub enum SourceError {
 /// The first little-endian `u16` sample of `data` above `max`, as (byte offset, value).
 /// The maximum of each block is taken first (a loop that vectorises), so a frame whose
 /// samples all fit costs one pass and no per-sample branch.
-pub(crate) fn first_above(data: &[u8], max: u16) -> Option<(u64, u16)> {
+pub fn first_above(data: &[u8], max: u16) -> Option<(u64, u16)> {
     const BLOCK: usize = 4096;
     data.chunks(BLOCK).enumerate().find_map(|(b, block)| {
         let top = block
