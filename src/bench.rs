@@ -20,14 +20,15 @@ pub struct BenchArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "640x480,1920x1080,3840x2160"
+        default_value = "640x480,1920x1080,3840x2160",
+        value_parser = size_arg
     )]
     pub sizes: Vec<String>,
     /// ISP profiles.
     #[arg(long, value_delimiter = ',', default_value = "reference,default")]
     pub profiles: Vec<String>,
     /// Thread counts (`all` = every core).
-    #[arg(long, value_delimiter = ',', default_value = "1,2,all")]
+    #[arg(long, value_delimiter = ',', default_value = "1,2,all", value_parser = threads_arg)]
     pub threads: Vec<String>,
     /// Timed runs per configuration (after one warm-up run).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -142,6 +143,21 @@ fn parse_size(s: &str) -> Result<(u32, u32)> {
         bail!("size {s:?} out of range (16..=16384 per side)");
     }
     Ok((w, h))
+}
+
+/// `--sizes` values, checked while the command line is parsed (a bad one exits 2, as any
+/// other bad option does).
+fn size_arg(s: &str) -> std::result::Result<String, String> {
+    parse_size(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// `--threads` values, checked while the command line is parsed.
+fn threads_arg(s: &str) -> std::result::Result<String, String> {
+    parse_threads(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 fn parse_threads(s: &str) -> Result<usize> {

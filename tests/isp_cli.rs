@@ -426,6 +426,10 @@ fn bench_prints_one_json_object_per_configuration() {
     ] {
         let o = bin().arg("bench").args(bad).output().unwrap();
         assert!(!o.status.success(), "{bad:?} accepted");
+        // Sizes, thread counts and rounds are the parser's to refuse: exit status 2.
+        if ["--sizes", "--threads", "--rounds"].contains(&bad[0]) {
+            assert_eq!(o.status.code(), Some(2), "{bad:?}");
+        }
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(err.trim().lines().count(), 1, "{bad:?}: {err}");
         assert!(
