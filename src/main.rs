@@ -109,7 +109,9 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// Cancels the returned token on SIGINT or SIGTERM.
+/// Cancels the returned token on SIGINT or SIGTERM, so that the command finishes what
+/// it has (a server its end-of-stream messages, a receiver the frames it holds). A
+/// second signal exits at once (status 130), for when that finishing takes too long.
 fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
@@ -123,10 +125,16 @@ fn shutdown_on_signals() -> CancellationToken {
                 }
             };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received: finishing (a second signal stops at once)"),
+            _ = term.recv() => tracing::info!("SIGTERM received: finishing (a second signal stops at once)"),
         }
         t.cancel();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("rawlink: error: second signal: stopped without finishing");
+        std::process::exit(130);
     });
     token
 }
@@ -837,7 +845,20 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
     )?;
     let mut cfg = cfg;
     cfg.live = hub.as_ref().map(|h| std::sync::Arc::clone(&h.streams[0]));
-    let summary = match receiver::receive(cfg, shutdown.clone()).await {
+    // On a signal the server finishes the stream (what it has captured, then the end
+    // message) and the receiver reads on to that end, so that no frame the server
+    // captured is lost; it is stopped only if the end takes longer than the server's
+    // own grace for its clients.
+    let receiver_stop = CancellationToken::new();
+    {
+        let (signalled, stop) = (shutdown.clone(), receiver_stop.clone());
+        tokio::spawn(async move {
+            signalled.cancelled().await;
+            tokio::time::sleep(server::end_grace(Some(Duration::from_secs(10)))).await;
+            stop.cancel();
+        });
+    }
+    let summary = match receiver::receive(cfg, receiver_stop.clone()).await {
         Ok(s) => s,
         Err(e) => {
             shutdown.cancel();

@@ -99,8 +99,8 @@ pub struct ReceiveSummary {
     pub server_drops: u64,
     /// Frames missing from the sequence (gaps in `seq`), whatever the cause.
     pub missing: u64,
-    /// Capture → receive latency of each frame, ms.
-    pub receive_latency_ms: Vec<f64>,
+    /// Capture → receive latency of the frames, ms.
+    pub receive_latency_ms: Quantiles,
     /// Connections re-established after a fault.
     pub reconnects: u64,
     /// Messages rejected for a header or payload CRC mismatch.
@@ -120,23 +120,31 @@ pub struct ReceiveSummary {
 impl ReceiveSummary {
     /// The one-line summary printed at the end.
     pub fn line(&self) -> String {
-        let fps = if self.seconds > 0.0 {
-            self.frames as f64 / self.seconds
+        // `seconds` runs from the first frame's arrival to the last's: frames − 1
+        // intervals, and the bytes of all frames but the first.
+        let (fps, mbps) = if self.seconds > 0.0 && self.frames > 1 {
+            let after_first = (self.frames - 1) as f64 / self.frames as f64;
+            (
+                (self.frames - 1) as f64 / self.seconds,
+                self.bytes as f64 * after_first / self.seconds / 1e6,
+            )
         } else {
-            0.0
+            (0.0, 0.0)
         };
-        let (p50, p99) = percentiles(&self.sink.latency_ms);
-        let (r50, r99) = percentiles(&self.receive_latency_ms);
+        let (p50, p99) = self.sink.latency_ms.p50_p99();
+        let (r50, r99) = self.receive_latency_ms.p50_p99();
+        // A disk error that stopped the workers is both the sink's error and the run's.
+        let own_error = self.error.is_some() && self.error != self.sink.fatal;
         format!(
             "summary: frames={} bytes={} seconds={:.2} fps={:.1} MB/s={:.1} written={} drops={} errors={} latency_ms_p50={:.1} latency_ms_p99={:.1} recv_latency_ms_p50={:.2} recv_latency_ms_p99={:.2} server_drops={} missing={} reconnects={} crc_errors={} protocol_errors={} resyncs={} skipped_bytes={} partial_frames={} disk_errors={} unwritten={} stale_temp_removed={}",
             self.frames,
             self.bytes,
             self.seconds,
             fps,
-            if self.seconds > 0.0 { self.bytes as f64 / self.seconds / 1e6 } else { 0.0 },
+            mbps,
             self.sink.written,
             self.sink.dropped,
-            self.sink.errors + self.error.is_some() as u64,
+            self.sink.errors + own_error as u64,
             p50,
             p99,
             r50,
@@ -166,6 +174,50 @@ impl ReceiveSummary {
             protocol_errors: self.protocol_errors,
             reconnects: self.reconnects,
         }
+    }
+}
+
+/// Median and 99th percentile of a stream of samples in bounded memory: a DDSketch
+/// (relative error 0.5 %, at most 2 048 bins), so a receiver that runs for months holds
+/// kilobytes, not a sample per frame, and a percentile costs the same at any count.
+#[derive(Clone)]
+pub struct Quantiles(sketches_ddsketch::DDSketch);
+
+impl Default for Quantiles {
+    fn default() -> Self {
+        Self(sketches_ddsketch::DDSketch::new(
+            sketches_ddsketch::Config::new(0.005, 2048, 1e-6),
+        ))
+    }
+}
+
+impl std::fmt::Debug for Quantiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (p50, p99) = self.p50_p99();
+        write!(f, "Quantiles(n={}, p50={p50}, p99={p99})", self.0.count())
+    }
+}
+
+impl Extend<f64> for Quantiles {
+    fn extend<I: IntoIterator<Item = f64>>(&mut self, it: I) {
+        for v in it {
+            self.push(v);
+        }
+    }
+}
+
+impl Quantiles {
+    /// Adds a sample (a non-finite one is ignored).
+    pub fn push(&mut self, v: f64) {
+        if v.is_finite() {
+            self.0.add(v.max(0.0));
+        }
+    }
+
+    /// Median and 99th percentile, within 0.5 %; zeros when empty.
+    pub fn p50_p99(&self) -> (f64, f64) {
+        let q = |q: f64| self.0.quantile(q).ok().flatten().unwrap_or(0.0);
+        (q(0.5), q(0.99))
     }
 }
 
@@ -495,7 +547,6 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
         }
         connected_once = true;
         ever_connected = true;
-        attempts = 0;
         let span = tracing::info_span!("conn", peer = %cfg.connect);
         let before = summary.frames;
         let mut session = Session::new(&cfg, sink.as_ref(), &mut summary, &mut track);
@@ -504,8 +555,10 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
             .run(conn, ack.as_ref(), &shutdown)
             .instrument(span)
             .await;
+        // Attempts and the backoff count from the last connection that delivered frames.
         if summary.frames > before {
             backoff.reset();
+            attempts = 0;
         }
         match ended {
             Ended::Done => break,
@@ -539,7 +592,30 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
                 if let Some(l) = &cfg.live {
                     l.state(crate::live::LinkState::Reconnecting, format!("{e:#}"));
                 }
-                down_since = Some(Instant::now());
+                // The stream is down from the last connection that delivered frames: a
+                // server that accepts and then refuses (busy) or fails again at once is
+                // retried with the backoff and held to --reconnect-timeout, not
+                // reconnected to in a tight loop.
+                let delivered = summary.frames > before;
+                if delivered || down_since.is_none() {
+                    down_since = Some(Instant::now());
+                }
+                if !delivered {
+                    attempts += 1;
+                    let since = down_since.unwrap_or(started);
+                    if cfg.reconnect_timeout.is_some_and(|t| since.elapsed() >= t) {
+                        summary.error = Some(format!(
+                            "{e:#} (gave up after {attempts} attempt(s) over {:.1} s)",
+                            since.elapsed().as_secs_f64()
+                        ));
+                        break;
+                    }
+                    let deadline = cfg.reconnect_timeout.map(|t| since + t);
+                    if !backoff.wait(deadline, &e, &shutdown).await {
+                        summary.interrupted = true;
+                        break;
+                    }
+                }
             }
         }
     }
@@ -784,6 +860,18 @@ impl<'a> Session<'a> {
             }
             Message::EndOfStream(end) => {
                 info!(reason = %end.reason, last_seq = end.last_seq, "end of stream: {}", end.message);
+                // Frames of this stream after the last one received (dropped by the
+                // server at shutdown, or skipped by --every) are a gap at the tail.
+                if let Some(last) = self.track.last_seq {
+                    let tail = end.last_seq.saturating_sub(last);
+                    if tail > 0 && tail <= 1 << 32 {
+                        self.summary.missing += tail;
+                        metrics::counter!("rawlink_receiver_missing_frames_total").increment(tail);
+                        tracing::debug!(
+                            "{tail} frame(s) missing after seq {last} at the end of the stream"
+                        );
+                    }
+                }
                 let msg = format!("server ended the stream: {}: {}", end.reason, end.message);
                 let reason = end.reason;
                 self.summary.end = Some(end);
@@ -800,7 +888,7 @@ impl<'a> Session<'a> {
     fn stats_line(&self, at: &mut (Instant, u64, u64)) {
         let s = &self.summary;
         let dt = at.0.elapsed().as_secs_f64();
-        let (p50, p99) = percentiles(&s.receive_latency_ms);
+        let (p50, p99) = s.receive_latency_ms.p50_p99();
         info!(
             "stats: frames={} fps={:.1} MB/s={:.1} server_drops={} missing={} crc_errors={} resyncs={} reconnects={} recv_latency_ms_p50={p50:.2} p99={p99:.2}",
             s.frames,
@@ -1025,6 +1113,61 @@ impl<'a> Session<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The sketch's percentiles stay within its 0.5 % of the exact nearest-rank ones,
+    /// and its size does not grow with the samples.
+    #[test]
+    fn quantiles_are_close_to_the_exact_percentiles_in_bounded_memory() {
+        let mut q = Quantiles::default();
+        assert_eq!(q.p50_p99(), (0.0, 0.0));
+        let mut exact = Vec::new();
+        let mut x = 12345u64;
+        for _ in 0..200_000 {
+            // Latency-like: mostly 1–20 ms, a long tail to ~2 s.
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let u = (x >> 11) as f64 / (1u64 << 53) as f64;
+            let v = 1.0
+                + 19.0 * u
+                + if u > 0.98 {
+                    2000.0 * (u - 0.98) * 50.0
+                } else {
+                    0.0
+                };
+            q.push(v);
+            exact.push(v);
+        }
+        q.push(f64::NAN); // ignored
+        assert_eq!(q.0.count(), 200_000);
+        let (e50, e99) = percentiles(&exact);
+        let (p50, p99) = q.p50_p99();
+        assert!((p50 / e50 - 1.0).abs() < 0.011, "{p50} vs {e50}");
+        assert!((p99 / e99 - 1.0).abs() < 0.011, "{p99} vs {e99}");
+        assert!(q.0.length() <= 2048, "{} bins", q.0.length());
+    }
+
+    /// `seconds` spans frames − 1 intervals, so 5 frames 200 ms apart are 5 frames/s; a
+    /// disk error that stopped the run is one error, not two.
+    #[test]
+    fn summary_rates_and_error_count() {
+        let mut s = ReceiveSummary {
+            frames: 5,
+            bytes: 5_000_000,
+            seconds: 0.8,
+            ..Default::default()
+        };
+        let line = s.line();
+        assert!(line.contains(" fps=5.0 MB/s=5.0 "), "{line}");
+        s.frames = 1;
+        assert!(s.line().contains(" fps=0.0 "), "{}", s.line());
+        s.sink.errors = 1;
+        s.sink.fatal = Some("stopped by a disk error".into());
+        s.error = s.sink.fatal.clone();
+        assert!(s.line().contains(" errors=1 "), "{}", s.line());
+        s.error = Some("connection lost".into());
+        assert!(s.line().contains(" errors=2 "), "{}", s.line());
+    }
 
     #[test]
     fn backoff_doubles_to_the_cap_with_jitter_and_resets() {

@@ -199,6 +199,13 @@ impl ClientQueue {
         });
     }
 
+    /// Counts a frame not offered to the client (the server is shutting down while its
+    /// lossless queue is full); the client is told in a notice before the next item.
+    fn drop_frame(&self, seq: u64, reason: &'static str) {
+        let mut st = self.lock();
+        self.record_drop(&mut st, seq, reason);
+    }
+
     /// Offers a frame under the client's policy. `can_wait`: the source can be paced.
     fn offer(&self, seq: u64, f: &EncodedFrame, can_wait: bool) -> Push {
         let len = f.wire_len();
@@ -397,6 +404,7 @@ async fn read_hello(
 ) -> Result<(Option<ClientHello>, BytesMut), HelloError> {
     let bad = |e: anyhow::Error| HelloError {
         timed_out: false,
+        closed: false,
         error: e,
     };
     let mut buf = BytesMut::with_capacity(512);
@@ -432,13 +440,22 @@ async fn read_hello(
                 };
                 return Err(HelloError {
                     timed_out: true,
+                    closed: false,
                     error: anyhow::anyhow!(
                         "handshake timeout: {what} {:.1} s",
                         timeout.as_secs_f64()
                     ),
                 });
             }
-            Ok(Ok(0)) if buf.is_empty() => return Ok((None, buf)),
+            // Closed before sending anything: a probe or a client that gave up, not a
+            // 1.0 client (which keeps its connection open to read).
+            Ok(Ok(0)) if buf.is_empty() => {
+                return Err(HelloError {
+                    timed_out: false,
+                    closed: true,
+                    error: anyhow::anyhow!("connection closed before any hello"),
+                })
+            }
             Ok(Ok(0)) => return Err(bad(anyhow::anyhow!("client closed inside its hello"))),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(bad(e.into())),
@@ -450,6 +467,8 @@ async fn read_hello(
 struct HelloError {
     /// The handshake timeout ran out (counted apart from malformed hellos).
     timed_out: bool,
+    /// The peer closed without sending a byte: not a client, not counted as rejected.
+    closed: bool,
     error: anyhow::Error,
 }
 
@@ -673,7 +692,13 @@ pub async fn serve(
                                     break;
                                 }
                                 Push::Full => {
-                                    if c.queue.closed.load(Ordering::SeqCst) || shutdown.is_cancelled() {
+                                    if c.queue.closed.load(Ordering::SeqCst) {
+                                        break;
+                                    }
+                                    if shutdown.is_cancelled() {
+                                        // Not waited for any more, but not dropped
+                                        // silently either: the client gets a notice.
+                                        c.queue.drop_frame(last_seq, "shutdown");
                                         break;
                                     }
                                     tokio::select! {
@@ -846,6 +871,10 @@ async fn handle_client(sock: TcpStream, peer: SocketAddr, mut sh: ClientShared) 
         };
         match read_hello(&mut conn, wait, required).await {
             Ok(h) => h,
+            Err(e) if e.closed => {
+                debug!("{:#}: not a client", e.error);
+                return;
+            }
             Err(e) => {
                 reject(if e.timed_out {
                     "handshake_timeout"
@@ -979,7 +1008,7 @@ fn linger(peer_timeout: Option<Duration>) -> Duration {
 /// How long the server waits at the end of the stream for its clients: room for a
 /// writer stalled up to `--peer-timeout` on its last write and then the `linger`,
 /// plus slack; at least 5 s.
-fn end_grace(peer_timeout: Option<Duration>) -> Duration {
+pub(crate) fn end_grace(peer_timeout: Option<Duration>) -> Duration {
     (2 * linger(peer_timeout) + Duration::from_secs(5)).max(Duration::from_secs(5))
 }
 

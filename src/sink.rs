@@ -152,13 +152,14 @@ pub struct SinkReport {
     pub errors: u64,
     /// First error, for the summary.
     pub first_error: Option<String>,
-    /// Capture → PNG-on-disk latency of each written frame, ms.
-    pub latency_ms: Vec<f64>,
-    /// ISP + encode time of each written frame, ms.
-    pub processing_ms: Vec<f64>,
+    /// Capture → PNG-on-disk latency of the written frames, ms.
+    pub latency_ms: crate::receiver::Quantiles,
+    /// ISP + encode time of the written frames, ms.
+    pub processing_ms: crate::receiver::Quantiles,
     /// Frames that failed because of a disk error (included in `errors`).
     pub disk_errors: u64,
-    /// Frames still queued when a disk error stopped the workers (not written).
+    /// Frames received but never written because a disk error had stopped the workers
+    /// (those queued then, and those that arrived after).
     pub abandoned: u64,
     /// The disk error that stopped the workers (`--on-disk-error stop`).
     pub fatal: Option<String>,
@@ -239,11 +240,19 @@ impl FrameSink {
     /// Hands a frame to the workers, waiting while their queue is full (lossless
     /// receivers: the wait propagates to the server as TCP back-pressure). Returns false
     /// only if the workers are gone.
+    /// A frame refused because the workers have stopped counts as `abandoned`, as the
+    /// frames they found queued do.
     pub async fn submit_wait(&self, mut job: Job) -> bool {
-        let Some(tx) = &self.tx else { return false };
+        let abandon = || {
+            lock(&self.report).abandoned += 1;
+            false
+        };
+        let Some(tx) = &self.tx else {
+            return abandon();
+        };
         loop {
             if self.stopped.load(std::sync::atomic::Ordering::SeqCst) {
-                return false;
+                return abandon();
             }
             match tx.try_send(job) {
                 Ok(()) => return true,
@@ -251,7 +260,7 @@ impl FrameSink {
                     job = j;
                     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                 }
-                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Disconnected(_)) => return abandon(),
             }
         }
     }

@@ -477,6 +477,18 @@ fn disk_full_stop_keeps_whole_frames_and_exits_with_the_error() {
     assert!(!kept.is_empty() && kept.len() < 10, "{kept:?}");
     assert_eq!(field(&line, "written"), kept.len() as u64, "{line}");
     assert!(field(&line, "disk_errors") >= 1, "{line}");
+    // Every frame received is accounted for, and the error that stopped the run is
+    // counted once.
+    assert_eq!(
+        field(&line, "written") + field(&line, "disk_errors") + field(&line, "unwritten"),
+        field(&line, "frames"),
+        "{line}"
+    );
+    assert_eq!(
+        field(&line, "errors"),
+        field(&line, "disk_errors"),
+        "{line}"
+    );
 }
 
 /// A full disk under direct I/O: frames of 1000×750 (a 1.43 MiB RAW file, not a whole
@@ -579,19 +591,25 @@ fn read_only_output_folder_is_a_clear_error() {
     );
 }
 
+/// `rawlink receive --connect SERVER --out DIR --quiet EXTRA…`, started.
+fn receive_into(server: &Server, dir: &Path, extra: &[&str]) -> std::process::Child {
+    let addr = server.addr.to_string();
+    let mut args = vec![
+        "--connect",
+        &addr,
+        "--out",
+        dir.to_str().unwrap(),
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    spawn_receive(&args)
+}
+
 #[test]
 fn sigterm_during_writes_finishes_every_received_frame() {
     let server = sim(5, 1_000_000, 1, &[]);
     let dir = tempfile::tempdir().unwrap();
-    let rx = spawn_receive(&[
-        "--connect",
-        &server.addr.to_string(),
-        "--out",
-        dir.path().to_str().unwrap(),
-        "--quiet",
-        "--profile",
-        "default",
-    ]);
+    let rx = receive_into(&server, dir.path(), &["--profile", "default"]);
     std::thread::sleep(Duration::from_millis(1500));
     signal(&rx, Signal::SIGTERM);
     let o = finish(rx, T);
@@ -1245,4 +1263,191 @@ fn heartbeats_that_arrive_with_the_hello_are_kept() {
     assert!(status.success(), "{err}");
     assert_eq!(frames, 3, "{err}");
     assert!(!err.contains("bad data"), "{err}");
+}
+
+/// A server that accepts and then refuses (`--max-clients` reached) is retried with the
+/// backoff and given up on after `--reconnect-timeout`, not reconnected to in a tight
+/// loop (which made thousands of connections a second and never gave up).
+#[test]
+fn a_busy_server_is_retried_with_backoff_and_given_up_on() {
+    let small = ["--max-clients", "1", "--width", "32", "--height", "32"];
+    let server = sim(20, 500, 1, &small);
+    let addr = server.addr.to_string();
+    let first = spawn_receive(&["--connect", &addr, "--sink", "null", "--quiet"]);
+    std::thread::sleep(Duration::from_millis(700));
+    let t = Instant::now();
+    let second = spawn_receive(&[
+        "--connect",
+        &addr,
+        "--sink",
+        "null",
+        "--quiet",
+        "--reconnect-timeout",
+        "1",
+    ]);
+    let o = finish(second, T);
+    let took = t.elapsed();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("server busy") && last.contains("gave up after"),
+        "{last}"
+    );
+    let line = summary_of(&o);
+    // 100 ms doubling (jittered) fits a handful of attempts in a second.
+    assert!(field(&line, "reconnects") <= 10, "{line}");
+    // The server streams for 10 s: the receiver gave up long before it ended.
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    signal(&first, Signal::SIGTERM);
+    let f = finish(first, T);
+    assert!(f.status.success(), "{}", String::from_utf8_lossy(&f.stderr));
+    signal(&server.child, Signal::SIGTERM);
+    let _ = server.wait(T);
+}
+
+/// A connection closed before sending anything (a port probe) is not a client: it does
+/// not start a `--wait-clients` capture, so the receiver that comes next gets every frame.
+#[test]
+fn a_connection_closed_before_its_hello_is_not_a_client() {
+    let server = sim(50, 3, 1, &["--width", "32", "--height", "32"]);
+    for _ in 0..3 {
+        drop(std::net::TcpStream::connect(server.addr).unwrap());
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    let addr = server.addr.to_string();
+    let o = finish(
+        spawn_receive(&["--connect", &addr, "--sink", "null", "--quiet"]),
+        T,
+    );
+    let line = summary_of(&o);
+    assert_eq!(
+        (field(&line, "frames"), field(&line, "missing")),
+        (3, 0),
+        "{line}"
+    );
+    let (status, out, err) = server.wait(T);
+    assert!(status.success(), "{err}");
+    assert!(out.contains("clients=1 "), "{out}");
+}
+
+/// Stopping a server whose lossless client is behind (a source that can wait: the sim
+/// at full speed) loses no frame silently: what the server captured is either received
+/// or reported dropped to the client, and the receiver counts the tail as missing.
+#[test]
+fn frames_captured_when_the_server_is_stopped_are_received_or_reported() {
+    let server = sim(
+        0,
+        1_000_000,
+        1,
+        &[
+            "--width",
+            "256",
+            "--height",
+            "256",
+            "--client-buffer-mb",
+            "1",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let rx = receive_into(
+        &server,
+        dir.path(),
+        &["--no-reconnect", "--workers", "1", "--queue", "1"],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&server.child, Signal::SIGTERM);
+    let (status, out, err) = server.wait(T);
+    assert!(status.success(), "{err}");
+    let o = finish(rx, T);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let served = out
+        .lines()
+        .find(|l| l.starts_with("serve summary: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let line = summary_of(&o);
+    let (captured, dropped) = (field(served, "frames"), field(served, "dropped"));
+    assert_eq!(
+        field(&line, "frames") + field(&line, "server_drops"),
+        captured,
+        "{served}\n{line}"
+    );
+    assert_eq!(field(&line, "server_drops"), dropped, "{served}\n{line}");
+    assert_eq!(field(&line, "missing"), dropped, "{served}\n{line}");
+    assert_eq!(field(&line, "written"), field(&line, "frames"), "{line}");
+}
+
+/// Ctrl-C in `demo`: the server finishes the stream and the receiver reads on to its
+/// end, so every frame captured is written or reported dropped (before, the receiver
+/// stopped at the signal and the frames in flight were lost without a count).
+#[test]
+fn demo_interrupted_writes_every_frame_it_captured() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = bin()
+        .args([
+            "demo",
+            "--frames",
+            "0",
+            "--interval-ms",
+            "0",
+            "--no-http",
+            "--quiet",
+        ])
+        .args(["--width", "256", "--height", "256", "--out"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2000));
+    signal(&child, Signal::SIGINT);
+    let o = finish(child, T);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let line = summary_of(&o);
+    let demo = out
+        .lines()
+        .find(|l| l.starts_with("demo: ") && l.contains(" frames captured, "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let captured: u64 = demo.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(captured > 5, "{demo}");
+    assert_eq!(
+        field(&line, "written") + field(&line, "server_drops"),
+        captured,
+        "{demo}\n{line}"
+    );
+    assert_eq!(field(&line, "written"), field(&line, "frames"), "{line}");
+    let files = names(dir.path());
+    for ext in [".raw", ".png"] {
+        let n = files.iter().filter(|f| f.ends_with(ext)).count() as u64;
+        assert_eq!(n, field(&line, "written"), "{ext} files: {files:?}");
+    }
+}
+
+/// A second signal stops a server at once, while the first is still waiting for a client
+/// that does not read to take the end of the stream.
+#[test]
+fn a_second_signal_stops_at_once() {
+    let server = sim(2, 1_000_000, 1, &["--peer-timeout", "0"]);
+    // A 1.0 client (no hello) that never reads: the server's writes to it stall.
+    let stalled = std::net::TcpStream::connect(server.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut server = server;
+    signal(&server.child, Signal::SIGINT);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the first signal is a graceful stop: the server still waits for its client"
+    );
+    let t = Instant::now();
+    signal(&server.child, Signal::SIGINT);
+    let (status, _, err) = server.wait(T);
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("second signal"), "{err}");
+    drop(stalled);
 }
