@@ -202,14 +202,16 @@ pub struct ServerSecurity {
 #[derive(Debug, Clone, Default, Args)]
 pub struct ClientSecurity {
     /// Connect over TLS, trusting the CA certificates in this PEM file.
-    #[arg(long, conflicts_with = "tls_insecure")]
+    #[arg(long, conflicts_with = "tls_insecure", group = "tls_trust")]
     pub tls_ca: Option<PathBuf>,
     /// Connect over TLS without checking the server's certificate (encrypted but not
     /// authenticated; for testing only).
-    #[arg(long)]
+    #[arg(long, group = "tls_trust")]
     pub tls_insecure: bool,
     /// Name to check the server's certificate against (default: the host of --connect).
-    #[arg(long)]
+    /// Needs --tls-ca or --tls-insecure: on its own it would leave the connection
+    /// plaintext.
+    #[arg(long, requires = "tls_trust")]
     pub tls_server_name: Option<String>,
     /// File holding the token the server requires.
     #[arg(long)]

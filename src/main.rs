@@ -354,9 +354,10 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
     if a.client_queue == 0 {
         bail!("--client-queue must be at least 1");
     }
-    if let Some(m) = a.metrics {
-        monitor::install(m, monitor::Role::Server)?;
-    }
+    let metrics_at = match a.metrics {
+        Some(m) => Some(monitor::install(m, monitor::Role::Server)?),
+        None => None,
+    };
     let sec = &a.security;
     if a.legacy && (sec.tls_cert.is_some() || sec.token_file.is_some()) {
         bail!("--legacy is plaintext and has no handshake (the reference programs speak bare TCP): it cannot use --tls-cert or --token-file");
@@ -403,6 +404,9 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
         tracing::warn!("{w}");
     }
     println!("listening on {addr}");
+    if let Some(m) = metrics_at {
+        println!("metrics: http://{m}/metrics");
+    }
     std::io::stdout().flush().ok();
     let cfg = server::ServeConfig {
         frames: a.frames,
@@ -590,19 +594,25 @@ fn receive_config(a: &ReceiveArgs, connect: &str) -> Result<receiver::ReceiveCon
 }
 
 /// The file sink's settings from `receive`'s options, checked.
-fn files_config(a: &ReceiveArgs, connect: &str) -> Result<sink::SinkConfig> {
+/// The receiver's ISP settings, checked. Legacy frames have the depth `--bits` gives; a
+/// v1 frame brings its own (set per frame), so settings are checked here against the
+/// widest, 16 bits, and against the frame's depth when a frame comes.
+fn receive_isp_config(a: &ReceiveArgs) -> Result<IspConfig> {
     let g = &a.geometry;
+    let bits = if a.legacy { g.bits } else { 16 };
+    let c = isp_config(&a.isp, g.pattern, bits)?;
+    c.validate()?;
+    Ok(c)
+}
+
+fn files_config(a: &ReceiveArgs, connect: &str) -> Result<sink::SinkConfig> {
     Ok(sink::SinkConfig {
         out: if a.connect.len() > 1 {
             a.out.join(stream_folder(connect))
         } else {
             a.out.clone()
         },
-        isp: {
-            let c = isp_config(&a.isp, g.pattern, g.bits)?;
-            c.validate()?;
-            c
-        },
+        isp: receive_isp_config(a)?,
         png_depth: a.isp.png_depth,
         workers: a.workers as usize,
         queue: a.queue as usize,
@@ -651,15 +661,14 @@ async fn receive(a: ReceiveArgs) -> Result<ExitCode> {
         configs.push(receive_config(&a, c)?);
     }
     if let Some(m) = a.metrics {
-        monitor::install(m, monitor::Role::Receiver)?;
+        let at = monitor::install(m, monitor::Role::Receiver)?;
+        println!("metrics: http://{at}/metrics");
     }
     let shutdown = shutdown_on_signals();
     let http_stop = CancellationToken::new();
     let _stop_http = http_stop.clone().drop_guard();
     if let Some(addr) = a.http.http {
-        let g = &a.geometry;
-        let isp = isp_config(&a.isp, g.pattern, g.bits)?;
-        isp.validate()?;
+        let isp = receive_isp_config(&a)?;
         let config = live::LiveConfig {
             max_fps: a.http.http_fps,
             preview_width: a.http.http_preview_width as usize,

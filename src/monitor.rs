@@ -81,12 +81,12 @@ pub const CATALOGUE: &[Metric] = {
         metric("rawlink_server_frames_captured_total", Counter, Server, "Frames read from the source."),
         metric("rawlink_server_clients", Gauge, Server, "Clients connected now."),
         Metric {
-            label: Some(("reason", &["slow", "overrun"])),
+            label: Some(("reason", &["slow", "overrun", "shutdown"])),
             ..metric(
                 "rawlink_server_client_drops_total",
                 Counter,
                 Server,
-                "Frames dropped for clients (slow: a latest-policy client's queue was full; overrun: a lossless client's buffer on a live source).",
+                "Frames dropped for clients (slow: a latest-policy client's queue was full; overrun: a lossless client's buffer on a live source; shutdown: a lossless client's full queue when the server stopped).",
             )
         },
         metric("rawlink_server_bytes_sent_total", Counter, Server, "Bytes written to all clients."),
@@ -98,7 +98,7 @@ pub const CATALOGUE: &[Metric] = {
             ..metric("rawlink_server_rejected_total", Counter, Server, "Connections refused.")
         },
         metric("rawlink_server_dead_peers_total", Counter, Server, "Clients dropped for stalled writes or missing heartbeats."),
-        metric("rawlink_server_tasks", Gauge, Server, "Live tokio tasks (updated with the stats line)."),
+        metric("rawlink_server_tasks", Gauge, Server, "Live tokio tasks (updated each second)."),
         metric("rawlink_receiver_frames_total", Counter, Receiver, "Whole, valid frames received."),
         metric("rawlink_receiver_bytes_total", Counter, Receiver, "Payload bytes of the frames received."),
         Metric {
@@ -137,7 +137,10 @@ fn register(role: Role) {
             match m.kind {
                 Kind::Counter => metrics::counter!(m.name, l).increment(0),
                 Kind::Gauge => metrics::gauge!(m.name, l).increment(0.0),
-                Kind::Histogram => {}
+                // Registered, so it is rendered (count 0) before the first sample.
+                Kind::Histogram => {
+                    let _ = metrics::histogram!(m.name, l);
+                }
             }
         }
     }
@@ -146,9 +149,9 @@ fn register(role: Role) {
 /// Serves Prometheus text format at `http://ADDR/metrics` (any other path is a 404),
 /// through the same HTTP server as the live view (a cap on connections, a timeout on
 /// request heads), with every metric of `role` present from the start ([`CATALOGUE`]).
-/// Logs the address actually bound, so `--metrics 127.0.0.1:0` names its port. Call
-/// inside the runtime.
-pub fn install(addr: SocketAddr, role: Role) -> Result<()> {
+/// Logs the address actually bound and returns it (the caller prints it on stdout), so
+/// `--metrics 127.0.0.1:0` names its port at any log level. Call inside the runtime.
+pub fn install(addr: SocketAddr, role: Role) -> Result<SocketAddr> {
     let listener = std::net::TcpListener::bind(addr)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .and_then(tokio::net::TcpListener::from_std)
@@ -202,7 +205,7 @@ pub fn install(addr: SocketAddr, role: Role) -> Result<()> {
         }
     });
     tracing::info!("metrics on http://{bound}/metrics");
-    Ok(())
+    Ok(bound)
 }
 
 /// A short label for a protocol error, for `receiver_errors_total{kind}`.

@@ -1068,7 +1068,7 @@ impl<'a> Session<'a> {
                 // Not a stream that ended: nothing ever came (a busy or failing
                 // streamer, or a TLS server waiting for a handshake).
                 return Ended::Fatal(anyhow!(
-                    "server closed the connection without sending a frame"
+                    "server closed the connection without sending a frame (a rawlink server with --tls-cert sends nothing until a TLS handshake: for one, drop --legacy and give --tls-ca)"
                 ));
             }
             if cfg.legacy {

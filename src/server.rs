@@ -621,13 +621,18 @@ pub async fn serve(
     let mut stats = tokio::time::interval(cfg.stats_interval.max(Duration::from_millis(100)));
     stats.tick().await;
     let mut window = StatsWindow::new();
+    // The tasks gauge, each second whatever --stats-interval says (the first tick at once).
+    let mut tasks_tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             biased;
+            _ = tasks_tick.tick() => {
+                metrics::gauge!("rawlink_server_tasks").set(alive_tasks() as f64);
+            }
             _ = stats.tick(), if !cfg.stats_interval.is_zero() => {
                 let counts = [accepted.load(Ordering::SeqCst), rejected.load(Ordering::SeqCst)];
                 let line = window.line(summary.frames, &mut clients, counts);
-                let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+                let tasks = alive_tasks();
                 metrics::gauge!("rawlink_server_tasks").set(tasks as f64);
                 // `tasks` stays last: the soak test reads it from the end of the line.
                 info!("stats: {line} tasks={tasks}");
@@ -1079,8 +1084,28 @@ struct WriterIo {
     legacy: bool,
 }
 
-/// Writes header and payload, failing if the client takes longer than `limit`.
+/// Live tokio tasks of this runtime.
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+/// Writes header and payload, failing if the client takes longer than `limit`; counts
+/// what was written in `rawlink_server_bytes_sent_total` (every message, not only frames).
 async fn send(
+    w: &mut tokio::io::WriteHalf<BoxConn>,
+    header: &[u8],
+    payload: &[u8],
+    limit: Option<Duration>,
+) -> std::io::Result<()> {
+    send_unmetered(w, header, payload, limit).await?;
+    metrics::counter!("rawlink_server_bytes_sent_total")
+        .increment((header.len() + payload.len()) as u64);
+    Ok(())
+}
+
+async fn send_unmetered(
     w: &mut tokio::io::WriteHalf<BoxConn>,
     header: &[u8],
     payload: &[u8],
@@ -1142,9 +1167,7 @@ async fn client_writer(
             Outgoing::Frame(_, f, queued) => {
                 let header: &[u8] = if io.legacy { &[] } else { &f.header };
                 send(&mut sock, header, &f.payload, limit).await?;
-                let bytes = header.len() + f.payload.len();
-                metrics::counter!("rawlink_server_bytes_sent_total").increment(bytes as u64);
-                queue.record_sent(bytes, queued);
+                queue.record_sent(header.len() + f.payload.len(), queued);
             }
             Outgoing::End(e) => {
                 if !io.legacy {

@@ -18,13 +18,35 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Why a PEM file holds nothing usable, when its text says: an encrypted key, or no
+/// PEM at all (DER, say).
+fn pem_hint(path: &Path) -> &'static str {
+    let Ok(bytes) = std::fs::read(path) else {
+        return "";
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || text.contains("Proc-Type: 4,ENCRYPTED")
+    {
+        " (the key is encrypted with a passphrase, which rawlink does not read: decrypt it, e.g. `openssl pkey -in KEY -out PLAIN`)"
+    } else if !text.contains("-----BEGIN ") {
+        " (expected PEM text with -----BEGIN lines; convert DER with `openssl x509 -inform der` or `openssl pkey -inform der`)"
+    } else {
+        ""
+    }
+}
+
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     let certs = CertificateDer::pem_file_iter(path)
         .with_context(|| format!("cannot read certificates from {}", path.display()))?
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("bad PEM certificate in {}", path.display()))?;
     if certs.is_empty() {
-        bail!("no certificate found in {}", path.display());
+        bail!(
+            "no certificate found in {}{}",
+            path.display(),
+            pem_hint(path)
+        );
     }
     Ok(certs)
 }
@@ -32,8 +54,13 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
 /// The server side: certificate chain and private key from PEM files.
 pub fn acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor> {
     let certs = read_certs(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("cannot read a private key from {}", key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| {
+        format!(
+            "cannot read a private key from {}{}",
+            key.display(),
+            pem_hint(key)
+        )
+    })?;
     let cfg = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
@@ -85,6 +112,11 @@ pub fn describe_handshake_error(e: &std::io::Error) -> String {
 }
 
 fn describe_rustls_error(e: &rustls::Error) -> String {
+    if let rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType) = e {
+        // The first bytes back were not a TLS record: a plaintext server (a --legacy
+        // one sends frames at once).
+        return "the server's answer is not TLS: is it a plaintext or --legacy server? (drop --tls-ca/--tls-insecure, or start it with --tls-cert/--tls-key)".into();
+    }
     if let rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) = e {
         if format!("{other:?}").contains("CaUsedAsEndEntity") {
             return "the server's certificate is a CA certificate; serve a leaf certificate signed by the CA given to --tls-ca".into();
@@ -193,6 +225,37 @@ pub fn token_matches(expected: &str, presented: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An encrypted key and a DER file are named as such, not as "no items found".
+    #[test]
+    fn unusable_pem_files_say_why() {
+        let d = tempfile::tempdir().unwrap();
+        let enc = d.path().join("enc.key");
+        std::fs::write(
+            &enc,
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0wSjAp\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let der = d.path().join("cert.der");
+        std::fs::write(&der, [0x30u8, 0x82, 0x01, 0x0a, 0x02, 0x82]).unwrap();
+        let e = format!("{:#}", acceptor(&der, &enc).err().unwrap());
+        assert!(
+            e.contains("no certificate found") && e.contains("expected PEM"),
+            "{e}"
+        );
+        let good = d.path().join("cert.pem");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(&good, cert.pem()).unwrap();
+        let e = format!("{:#}", acceptor(&good, &enc).err().unwrap());
+        assert!(
+            e.contains("cannot read a private key") && e.contains("encrypted with a passphrase"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn a_ca_certificate_served_as_a_leaf_is_explained() {

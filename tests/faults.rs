@@ -591,20 +591,6 @@ fn read_only_output_folder_is_a_clear_error() {
     );
 }
 
-/// `rawlink receive --connect SERVER --out DIR --quiet EXTRA…`, started.
-fn receive_into(server: &Server, dir: &Path, extra: &[&str]) -> std::process::Child {
-    let addr = server.addr.to_string();
-    let mut args = vec![
-        "--connect",
-        &addr,
-        "--out",
-        dir.to_str().unwrap(),
-        "--quiet",
-    ];
-    args.extend_from_slice(extra);
-    spawn_receive(&args)
-}
-
 #[test]
 fn sigterm_during_writes_finishes_every_received_frame() {
     let server = sim(5, 1_000_000, 1, &[]);
@@ -1063,11 +1049,23 @@ fn tls_on_one_side_only_and_a_ca_served_as_leaf_are_named_at_once() {
     let (o, _) = receive(&addr, &["--legacy", "--no-reconnect"]);
     let last = last_error(&o);
     assert!(
-        last.contains("server closed the connection without sending a frame"),
+        last.contains("server closed the connection without sending a frame")
+            && last.contains("drop --legacy and give --tls-ca"),
         "{last}"
     );
     signal(&tls.child, Signal::SIGTERM);
     tls.wait(T);
+    // A TLS receiver and a legacy server, which sends bare frames at once.
+    let legacy = sim_server("127.0.0.1:0", &["--interval-ms", "20", "--legacy"]);
+    let (o, took) = receive(&legacy.addr.to_string(), &["--tls-ca", &ca]);
+    let last = last_error(&o);
+    assert!(
+        last.contains("the server's answer is not TLS: is it a plaintext or --legacy server?"),
+        "{last}"
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    signal(&legacy.child, Signal::SIGTERM);
+    legacy.wait(T);
     // A CA certificate served as the server's own.
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
     let ca_key = KeyPair::generate().unwrap();

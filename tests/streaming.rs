@@ -245,6 +245,8 @@ fn metrics_are_scraped_over_http_and_count_a_stalled_clients_drops() {
         "the stalled client's drops are counted: {sm:?}"
     );
     assert!(metric(&sm, "rawlink_server_bytes_sent_total", "") > 0.0);
+    // Set each second, not only with the stats line (every 5 s by default).
+    assert!(metric(&sm, "rawlink_server_tasks", "") >= 1.0, "{sm:?}");
     let got = metric(&rm, "rawlink_receiver_frames_total", "");
     assert!(got >= 50.0, "{rm:?}");
     assert_eq!(metric(&rm, "rawlink_receiver_server_drops_total", ""), 0.0);
@@ -260,6 +262,10 @@ fn metrics_are_scraped_over_http_and_count_a_stalled_clients_drops() {
     for (m, key) in [
         (&sm, "rawlink_server_dead_peers_total"),
         (&sm, "rawlink_server_client_drops_total{reason=\"overrun\"}"),
+        (
+            &sm,
+            "rawlink_server_client_drops_total{reason=\"shutdown\"}",
+        ),
         (&sm, "rawlink_server_rejected_total{reason=\"auth\"}"),
         (&rm, "rawlink_receiver_errors_total{kind=\"crc\"}"),
         (&rm, "rawlink_receiver_reconnects_total"),
@@ -489,4 +495,93 @@ fn twenty_clients_all_get_every_frame() {
     }
     let (status, out, _) = server.wait(T);
     assert!(status.success() && out.contains("clients=20"), "{out}");
+}
+
+/// `--metrics 127.0.0.1:0` prints the address bound on stdout, and the latency histogram
+/// is there (count 0) before any frame, as every other metric is.
+#[test]
+fn metrics_address_is_printed_and_the_histogram_is_there_before_any_frame() {
+    use std::io::BufRead;
+    let mut rx = bin()
+        .args([
+            "receive",
+            "--connect",
+            "127.0.0.1:1",
+            "--connect-timeout",
+            "20",
+        ])
+        .args([
+            "--sink",
+            "null",
+            "--metrics",
+            "127.0.0.1:0",
+            "--log",
+            "warn",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(rx.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line
+        .trim()
+        .strip_prefix("metrics: http://127.0.0.1:")
+        .and_then(|r| r.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .parse()
+        .unwrap();
+    let m = scrape(port);
+    rx.kill().unwrap();
+    rx.wait().unwrap();
+    let count = m
+        .iter()
+        .find(|(k, _)| k == "rawlink_receiver_capture_to_receive_seconds_count")
+        .map(|(_, v)| *v);
+    assert_eq!(count, Some(0.0), "{m:?}");
+}
+
+/// A v1 frame brings its own depth: ISP settings that fit a 16-bit stream are taken
+/// whatever `--bits` (which describes legacy frames) says; in legacy mode they are
+/// checked against `--bits`.
+#[test]
+fn receiver_isp_settings_are_checked_against_the_streams_depth() {
+    let server = Server::start(&[
+        "--bits",
+        "16",
+        "--width",
+        "64",
+        "--height",
+        "48",
+        "--frames",
+        "2",
+        "--wait-clients",
+        "1",
+        "--interval-ms",
+        "20",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let o = finish(
+        receive_into(&server, dir.path(), &["--white-level", "60000"]),
+        T,
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let s = summary_of(&o);
+    assert_eq!((field(&s, "frames"), field(&s, "written")), (2, 2), "{s}");
+    let (status, _, err) = server.wait(T);
+    assert!(status.success(), "{err}");
+    let o = bin()
+        .args(["receive", "--legacy", "--connect", "127.0.0.1:1"])
+        .args(["--white-level", "60000"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("white level 60000 exceeds the 12-bit maximum"),
+        "{err}"
+    );
 }

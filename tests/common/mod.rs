@@ -101,6 +101,20 @@ pub fn spawn_receive(args: &[&str]) -> Child {
         .expect("spawn rawlink receive")
 }
 
+/// `rawlink receive --connect SERVER --out DIR --quiet EXTRA…`, started.
+pub fn receive_into(server: &Server, dir: &Path, extra: &[&str]) -> Child {
+    let addr = server.addr.to_string();
+    let mut args = vec![
+        "--connect",
+        &addr,
+        "--out",
+        dir.to_str().unwrap(),
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    spawn_receive(&args)
+}
+
 /// Collects a child's output after it exits (with a timeout).
 pub fn finish(mut child: Child, timeout: Duration) -> Output {
     let status = wait_timeout(&mut child, timeout);

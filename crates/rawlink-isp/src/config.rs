@@ -450,13 +450,8 @@ impl IspConfig {
             path: path.to_path_buf(),
             error,
         })?;
-        let mut cfg: Self = toml::from_str(&text).map_err(|e| {
-            IspError::BadParam(format!(
-                "{}: {}",
-                path.display(),
-                e.to_string().replace('\n', " ")
-            ))
-        })?;
+        let mut cfg: Self =
+            toml::from_str(&text).map_err(|e| IspError::BadParam(toml_error(path, &text, &e)))?;
         // A relative gain-map path names a file next to the configuration, wherever the
         // command runs from.
         if let (Some(map), Some(dir)) = (&cfg.lsc.map, path.parent()) {
@@ -596,7 +591,7 @@ impl IspConfig {
         let finite = |x: f32| x.is_finite();
         let within = |x: f32, lo: f32, hi: f32| x.is_finite() && (lo..=hi).contains(&x);
         if !(finite(self.dpc.threshold) && self.dpc.threshold > 0.0) {
-            return bad("dpc.threshold must be > 0".into());
+            return bad("dpc.threshold must be finite and > 0".into());
         }
         // The radial gain at the corners is 1 + strength, which must stay positive.
         if !(finite(self.lsc.strength) && self.lsc.strength > -1.0 && self.lsc.strength <= 4.0) {
@@ -638,4 +633,68 @@ pub fn ccm_matrix_ok(m: &[[f32; 3]; 3]) -> bool {
     m.iter()
         .flatten()
         .all(|x| x.is_finite() && (-64.0..=64.0).contains(x))
+}
+
+/// A TOML error on one line: where (line, column and the table it is in), what, and the
+/// line's text. toml's own rendering is a multi-line snippet with a caret.
+fn toml_error(path: &std::path::Path, text: &str, e: &toml::de::Error) -> String {
+    let mut out = format!("{}: ", path.display());
+    if let Some(span) = e.span() {
+        let start = span.start.min(text.len());
+        let start = (0..=start)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        let before = &text[..start];
+        let line_no = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = text[line_start..start].chars().count() + 1;
+        let line = text[line_start..].lines().next().unwrap_or("").trim();
+        let table = before
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| l.starts_with('[') && l.ends_with(']'));
+        out += &format!("line {line_no}, column {column}");
+        if let Some(t) = table {
+            out += &format!(" (in {t})");
+        }
+        out += &format!(": {}", e.message().trim());
+        if !line.is_empty() && !line.starts_with('[') {
+            let shown: String = line.chars().take(80).collect();
+            out += &format!(" (`{shown}`)");
+        }
+    } else {
+        out += e.message().trim();
+    }
+    out.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod toml_error_tests {
+    use super::*;
+
+    /// One line that says where (line, column, table), what, and shows the line.
+    #[test]
+    fn toml_errors_are_one_line_with_the_place() {
+        let text = "[sharpen]\namount = \"lots\"\n";
+        let e = toml::from_str::<IspConfig>(text).unwrap_err();
+        let m = toml_error(std::path::Path::new("isp.toml"), text, &e);
+        assert_eq!(
+            m,
+            "isp.toml: line 2, column 10 (in [sharpen]): invalid type: string \"lots\", expected f32 (`amount = \"lots\"`)"
+        );
+        let text = "[dpc]\nthreshold = 1e300\n";
+        let cfg: IspConfig = toml::from_str(text).unwrap();
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("dpc.threshold must be finite and > 0"), "{e}");
+        let text = "nonsense = 1\n";
+        let e = toml::from_str::<IspConfig>(text).unwrap_err();
+        let m = toml_error(std::path::Path::new("c.toml"), text, &e);
+        assert!(
+            m.starts_with("c.toml: line 1, column 1: unknown field `nonsense`"),
+            "{m}"
+        );
+        assert!(!m.contains('\n'), "{m}");
+    }
 }
