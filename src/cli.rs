@@ -403,7 +403,9 @@ pub struct IspArgs {
     pub output: PathBuf,
     #[command(flatten)]
     pub isp: IspOpts,
-    /// Black level in sample units (default: 64 for the reference profile, else 0).
+    /// Black level in sample units (default for headerless input: the reference
+    /// driver's 64 at 12 bits, scaled to --bits, as the receiver's frames have it; a DNG's
+    /// own otherwise).
     #[arg(long)]
     pub black_level: Option<u16>,
     /// Print per-stage timings to stderr.

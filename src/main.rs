@@ -287,6 +287,10 @@ fn isp_config(
         Some(p) => IspConfig::from_toml_file(p)?,
         None => IspConfig::default(),
     };
+    // The configuration as given, before the flags: what the reference profile's warning
+    // about ignored settings is about (the flags it takes, such as `--demosaic bilinear`,
+    // are not settings it ignores).
+    let from_file = cfg.clone();
     cfg.pattern = pattern;
     cfg.bits = bits;
     if let Some(p) = &o.profile {
@@ -334,7 +338,11 @@ fn isp_config(
                  bilinear demosaic, gray-world white balance, no white level)"
             );
         }
-        let unused = cfg.unused_settings();
+        let unused = IspConfig {
+            profile: Profile::Reference,
+            ..from_file
+        }
+        .unused_settings();
         if !unused.is_empty() {
             tracing::warn!(
                 "the reference profile ignores these settings of the configuration: {}",
@@ -892,6 +900,24 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
     finish_receive(&summary)
 }
 
+/// The input as a DNG, if it is one: it starts as a TIFF file does and either reads as a
+/// DNG or is not the size of the headerless samples `g` describes (16-bit samples can
+/// begin with a TIFF file's bytes, 0x4949 0x002A).
+fn as_dng(
+    path: &std::path::Path,
+    bytes: &[u8],
+    g: &GeometryArgs,
+) -> Result<Option<rawlink_dng::DngImage>> {
+    if !is_tiff(bytes) {
+        return Ok(None);
+    }
+    match rawlink_dng::read_dng(bytes) {
+        Ok(d) => Ok(Some(d)),
+        Err(_) if bytes.len() as u64 == g.width as u64 * g.height as u64 * 2 => Ok(None),
+        Err(e) => Err(anyhow!(e).context(path.display().to_string())),
+    }
+}
+
 /// True for a TIFF (and so DNG) file.
 fn is_tiff(b: &[u8]) -> bool {
     matches!(b.get(..4), Some(b"II*\0") | Some(b"MM\0*"))
@@ -1028,15 +1054,13 @@ fn convert(a: ConvertArgs) -> Result<ExitCode> {
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();
-    if is_tiff(&bytes) {
+    if let Some(dng) = as_dng(&a.input, &bytes, &a.geometry)? {
         if ext != "raw" {
             bail!(
                 "a DNG input converts to a .raw file (got --output {})",
                 a.output.display()
             );
         }
-        let dng =
-            rawlink_dng::read_dng(&bytes).with_context(|| format!("{}", a.input.display()))?;
         let out: Vec<u8> = dng.samples.iter().flat_map(|v| v.to_le_bytes()).collect();
         // Folders are created only once the input is known to be good.
         let (dir, name) = sink::split_output(&a.output)?;
@@ -1074,10 +1098,19 @@ fn convert(a: ConvertArgs) -> Result<ExitCode> {
     let neutral = match &a.wb_gains {
         None => [1.0; 3],
         Some(v) => match v[..] {
-            [r, gg, b] if [r, gg, b].iter().all(|x| x.is_finite() && *x > 0.0) => {
+            // The range the ISP takes for gains (so the file's AsShotNeutral is one
+            // that rawlink, and a raw converter, can use).
+            [r, gg, b] => {
+                rawlink_isp::check_wb_gains([r, gg, b].map(|x| x as f32))
+                    .map_err(|e| anyhow!("--wb-gains: {e}"))?;
+                // AsShotNeutral is stored as rationals of at most 2^32: gains of 1/64
+                // to 64 keep its ratios far inside them.
+                if [r, gg, b].iter().any(|&x| x < 1.0 / 64.0) {
+                    bail!("--wb-gains: white-balance gains {r},{gg},{b} must be at least 1/64");
+                }
                 [gg / r, 1.0, gg / b]
             }
-            _ => bail!("--wb-gains needs three positive values r,g,b"),
+            _ => bail!("--wb-gains needs three values r,g,b, got {}", v.len()),
         },
     };
     let color_matrix = match &a.color_matrix {
@@ -1150,9 +1183,7 @@ fn isp(a: IspArgs) -> Result<ExitCode> {
     }
     check_output(&a.input, &a.output)?;
     let bytes = read_input(&a.input, g)?;
-    let (raw, orientation) = if is_tiff(&bytes) {
-        let dng =
-            rawlink_dng::read_dng(&bytes).with_context(|| format!("{}", a.input.display()))?;
+    let (raw, orientation) = if let Some(dng) = as_dng(&a.input, &bytes, g)? {
         let m = &dng.meta;
         cfg.pattern = m.pattern;
         cfg.bits = m.bits;
@@ -1194,6 +1225,17 @@ fn isp(a: IspArgs) -> Result<ExitCode> {
         if let (Some(ccm), true) = (dng_ccm, dng_ccm_ok) {
             cfg.ccm.matrix = ccm;
         }
+        if m.color_matrix.is_some() && !reference && !config_ccm && !dng_ccm_ok {
+            tracing::warn!(
+                "{}: its ColorMatrix1 is ignored ({}); no colour matrix is applied",
+                a.input.display(),
+                if dng_ccm.is_some() {
+                    "its camera-to-sRGB matrix has entries beyond ±64"
+                } else {
+                    "not invertible"
+                }
+            );
+        }
         tracing::info!(
             "{}: DNG {}x{} {} {}-bit, black {} white {}, AsShotNeutral {:?}, ColorMatrix1 {}",
             a.input.display(),
@@ -1229,7 +1271,7 @@ fn isp(a: IspArgs) -> Result<ExitCode> {
         // Headerless samples: the reference driver's black level unless a flag or the
         // config sets one, as `file:` replays them and `convert` writes them to DNG, so
         // a saved frame processes as the receiver processed it.
-        if cfg.blc.black.is_none() && cfg.profile != Profile::Reference {
+        if cfg.blc.black.is_none() {
             cfg.set_black_level(rawlink_source::reference_black_level(g.bits));
         }
         (raw_samples(&a.input, &bytes, g)?, 1)

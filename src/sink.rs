@@ -632,7 +632,12 @@ fn process(
         None => Ok(None),
     };
     let done = isp.as_ref().ok().and_then(Option::as_ref);
-    let wb = done.map(|i| i.wb_gains);
+    // A DNG without a PNG still carries the white balance the ISP would use.
+    let wb = match done {
+        Some(i) => Some(i.wb_gains),
+        None if cfg.save.dng && !cfg.save.png => wb_only(job, cfg, pipelines).ok().flatten(),
+        None => None,
+    };
     // The first file written claims the frame's name.
     // Borrowed where the bytes exist already (the payload, the encoded PNG): no
     // frame-sized copy just to name the file.
@@ -653,7 +658,7 @@ fn process(
         cfg.io,
     )?;
     let mut written = vec![claimed];
-    let res = finish_frame(job, cfg, isp, t0, &stem, first_ext, &mut written);
+    let res = finish_frame(job, cfg, isp, wb, t0, &stem, first_ext, &mut written);
     if let Err(e) = &res {
         if e.downcast_ref::<DiskError>().is_some() {
             // A frame's files appear whole or not at all: no orphan .raw without its
@@ -673,12 +678,12 @@ struct IspResult {
     json: serde_json::Value,
 }
 
-fn run_isp(
+/// The frame's pipeline (built once per pattern, depth and levels) and its mosaic.
+fn pipeline_and_plane<'p>(
     job: &Job,
     cfg: &SinkConfig,
-    pipelines: &mut HashMap<PipelineKey, Pipeline>,
-    scratch: &mut EncodeScratch,
-) -> Result<IspResult> {
+    pipelines: &'p mut HashMap<PipelineKey, Pipeline>,
+) -> Result<(&'p Pipeline, RawPlane)> {
     let h = &job.frame.header;
     let key = (
         h.format.pattern,
@@ -694,6 +699,27 @@ fn run_isp(
     };
     let raw = job.frame.raw().context("frame payload")?;
     let plane = RawPlane::new(raw.width(), raw.height(), raw.to_vec())?;
+    Ok((pipeline, plane))
+}
+
+/// The white-balance gains the ISP would use for the frame, without making an image.
+fn wb_only(
+    job: &Job,
+    cfg: &SinkConfig,
+    pipelines: &mut HashMap<PipelineKey, Pipeline>,
+) -> Result<Option<[f64; 3]>> {
+    let (pipeline, plane) = pipeline_and_plane(job, cfg, pipelines)?;
+    Ok(pipeline.wb_gains(plane, Default::default()))
+}
+
+fn run_isp(
+    job: &Job,
+    cfg: &SinkConfig,
+    pipelines: &mut HashMap<PipelineKey, Pipeline>,
+    scratch: &mut EncodeScratch,
+) -> Result<IspResult> {
+    let h = &job.frame.header;
+    let (pipeline, plane) = pipeline_and_plane(job, cfg, pipelines)?;
     let mut out = pipeline.run(plane);
     let png = encode_png_in(
         &mut out,
@@ -816,10 +842,14 @@ fn claim_stem(
     anyhow::bail!("no free file name for frame {seq} in {}", dir.display())
 }
 
+/// Writes the frame's other files and its JSON. `wb_gains`: the white balance for a
+/// DNG (the ISP's, or worked out alone when no PNG is made).
+#[allow(clippy::too_many_arguments)]
 fn finish_frame(
     job: &Job,
     cfg: &SinkConfig,
     isp: Result<Option<IspResult>>,
+    wb_gains: Option<[f64; 3]>,
     t0: Instant,
     stem: &str,
     first_ext: &str,
@@ -835,7 +865,6 @@ fn finish_frame(
         problems.push(format!("no PNG: {e:#}"));
         None
     });
-    let wb_gains = isp.as_ref().map(|i| i.wb_gains);
     let mut isp_json = serde_json::Value::Null;
     if let Some(i) = isp {
         if first_ext != "png" {

@@ -483,6 +483,21 @@ fn unusable_dng_colour_metadata_is_ignored_with_a_warning() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(read_png(&png).0, w as u32);
+    // Warnings, not info lines: they show at the quietest useful level too.
+    let warn = bin()
+        .arg("isp")
+        .arg(&dng)
+        .arg("-o")
+        .arg(d.path().join("again.png"))
+        .args(["--log", "warn"])
+        .output()
+        .unwrap();
+    let warned = String::from_utf8_lossy(&warn.stderr);
+    assert!(
+        warned.contains("odd.dng: its ColorMatrix1 is ignored (its camera-to-sRGB matrix has entries beyond ±64)")
+            && warned.contains("odd.dng: AsShotNeutral"),
+        "{warned}"
+    );
     assert!(
         stderr.contains("odd.dng: AsShotNeutral [1e-6, 1.0, ")
             && stderr.contains("] ignored (bad ISP parameter: white-balance gains")
@@ -492,4 +507,40 @@ fn unusable_dng_colour_metadata_is_ignored_with_a_warning() {
             ),
         "{stderr}"
     );
+}
+
+/// A DNG saved without a PNG carries the same white balance (AsShotNeutral) as one saved
+/// with it: the ISP's gains are worked out even when no image is made. Before, it was
+/// 1 1 1, and every raw converter showed the frame green.
+#[test]
+fn a_dng_saved_without_a_png_still_carries_the_white_balance() {
+    let server = Server::start(&[
+        "--source",
+        "sim:scene",
+        "--width",
+        "320",
+        "--height",
+        "240",
+        "--frames",
+        "1",
+        "--wait-clients",
+        "2",
+    ]);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let with_png = receive_into(&server, a.path(), &["--save", "dng,png"]);
+    let without = receive_into(&server, b.path(), &["--save", "raw,dng"]);
+    for r in [with_png, without] {
+        let o = finish(r, std::time::Duration::from_secs(60));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let _ = server.wait(std::time::Duration::from_secs(60));
+    let neutral = |d: &Path| {
+        let bytes = std::fs::read(d.join("frame_000001.dng")).unwrap();
+        rawlink_dng::read_dng(&bytes).unwrap().meta.as_shot_neutral
+    };
+    let (x, y) = (neutral(a.path()), neutral(b.path()));
+    assert!(x.iter().any(|&v| (v - 1.0).abs() > 0.05), "{x:?}");
+    for i in 0..3 {
+        assert!((x[i] - y[i]).abs() < 1e-6, "{x:?} vs {y:?}");
+    }
 }

@@ -221,6 +221,9 @@ fn default_profile_config_stages_and_png_depth() {
     );
     assert!(ok, "{text}");
     assert!(text.contains("stages blc,demosaic"), "{text}");
+    // Without blc only the scaling to the working range runs, and it is named so.
+    let (ok, nob) = run(&["--stages", "dpc,demosaic"], "noblc.png");
+    assert!(ok && nob.contains("stages dpc,normalize,demosaic"), "{nob}");
     let dec = png::Decoder::new(std::fs::File::open(dir.path().join("lin.png")).unwrap());
     let r = dec.read_info().unwrap();
     assert_eq!(r.info().bit_depth, png::BitDepth::Sixteen);
@@ -677,5 +680,117 @@ fn a_saved_frame_reprocesses_to_the_receivers_png() {
     assert_error(
         rawlink(&["isp", again.to_str().unwrap(), "-o", zero.to_str().unwrap()]),
         "again.png: a PNG image, not RAW samples or a DNG",
+    );
+    // The same in the reference profile at 10 bits, where the frames' black level is
+    // the driver's scaled (16), not the reference ISP's 12-bit 64.
+    let out10 = d.path().join("demo10");
+    let o = bin()
+        .args(["demo", "--frames", "1", "--interval-ms", "0", "--no-http"])
+        .args(["--bits", "10", "--profile", "reference", "--out"])
+        .arg(&out10)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let raw10 = out10.join("frame_000001.raw");
+    let again10 = d.path().join("again10.png");
+    let (ok, err) = rawlink(&[
+        "isp",
+        raw10.to_str().unwrap(),
+        "-o",
+        again10.to_str().unwrap(),
+        "--bits",
+        "10",
+        "--profile",
+        "reference",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        read_png(&again10).3 == read_png(&out10.join("frame_000001.png")).3,
+        "the re-processed 10-bit reference PNG differs"
+    );
+}
+
+/// `--profile reference` with the flags it takes (`--demosaic bilinear`, `--wb
+/// grayworld`) warns of nothing; a configuration file's setting it ignores is named.
+/// `convert --wb-gains` takes the ISP's range of gains, so the DNG's AsShotNeutral is
+/// one a reader can use.
+#[test]
+fn reference_flags_do_not_warn_and_convert_checks_its_gains() {
+    let d = tempfile::tempdir().unwrap();
+    let raw = d.path().join("in.raw");
+    std::fs::write(&raw, [0x00u8, 0x04].repeat(64 * 48)).unwrap();
+    let raw = raw.to_str().unwrap();
+    let png = d.path().join("out.png");
+    let png = png.to_str().unwrap();
+    let geometry = ["--width", "64", "--height", "48"];
+    let isp = |extra: &[&str]| {
+        let o = bin()
+            .args(["isp", raw, "-o", png])
+            .args(geometry)
+            .args(["--profile", "reference"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let err = isp(&["--demosaic", "bilinear", "--wb", "grayworld"]);
+    assert!(!err.contains("ignores"), "{err}");
+    let cfg = d.path().join("isp.toml");
+    std::fs::write(&cfg, "[demosaic]\nmethod = \"malvar\"\n").unwrap();
+    let err = isp(&["--config", cfg.to_str().unwrap(), "--demosaic", "bilinear"]);
+    assert!(
+        err.contains("the reference profile ignores these settings of the configuration: demosaic"),
+        "{err}"
+    );
+    let dng = d.path().join("out.dng");
+    for gains in ["3000000,1,1", "1e-7,1,1"] {
+        let mut args = vec!["convert", raw, "-o", dng.to_str().unwrap()];
+        args.extend_from_slice(&geometry);
+        args.extend_from_slice(&["--wb-gains", gains]);
+        assert_error(rawlink(&args), "white-balance gains");
+        assert!(!dng.exists());
+    }
+}
+
+/// 16-bit headerless samples that happen to begin with a TIFF file's bytes (0x4949,
+/// 0x002A) are RAW samples when they do not read as a DNG and have the frame's size.
+#[test]
+fn raw_samples_that_begin_like_a_tiff_file_are_raw() {
+    let d = tempfile::tempdir().unwrap();
+    let raw = d.path().join("tiffish.raw");
+    let mut samples: Vec<u16> = (0..64 * 48).map(|i| (i * 13 % 60000) as u16).collect();
+    samples[0] = 0x4949;
+    samples[1] = 0x002A;
+    let bytes: Vec<u8> = samples.iter().flat_map(|v| v.to_le_bytes()).collect();
+    assert_eq!(&bytes[..4], b"II*\0");
+    std::fs::write(&raw, &bytes).unwrap();
+    let raw = raw.to_str().unwrap();
+    let geometry = ["--width", "64", "--height", "48", "--bits", "16"];
+    let png = d.path().join("t.png");
+    let dng = d.path().join("t.dng");
+    for (cmd, out) in [("isp", &png), ("convert", &dng)] {
+        let o = bin()
+            .args([cmd, raw, "-o", out.to_str().unwrap()])
+            .args(geometry)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    assert_eq!(read_png(&png).0, 64);
+    // The DNG holds the samples as they were.
+    let back = rawlink_dng::read_dng(&std::fs::read(&dng).unwrap()).unwrap();
+    assert_eq!(back.samples, samples);
+    // A file of another size with the magic is still read as a DNG, and its error named.
+    let bad = d.path().join("short.dng");
+    std::fs::write(&bad, &bytes[..100]).unwrap();
+    let (ok, err) = rawlink(&["isp", bad.to_str().unwrap(), "-o", png.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("short.dng") && err.contains("DNG"),
+        "{err}"
     );
 }

@@ -693,10 +693,15 @@ impl Pipeline {
                 // passes over the mosaic less. Not with lens shading in between.
                 let defer =
                     matches!(config.demosaic.method, DemosaicMethod::Rcd) && !on(StageName::Lsc);
-                raw_stages.push(Box::new(if defer {
+                let normalize = if defer {
                     stages::blc::Normalize::deferred(black, white, max)
                 } else {
                     stages::blc::Normalize::new(config.pattern, black, white, max)
+                };
+                raw_stages.push(Box::new(if on(StageName::Blc) {
+                    normalize
+                } else {
+                    normalize.without_blc()
                 }));
                 if on(StageName::Lsc) {
                     let map = match &config.lsc.map {
@@ -801,6 +806,26 @@ impl Pipeline {
             .chain(std::iter::once(self.demosaic.name()))
             .chain(self.rgb_stages.iter().map(|s| s.name()))
             .collect()
+    }
+
+    /// The white-balance gains (R, G, B) this pipeline would apply to `raw`, for a
+    /// DNG's AsShotNeutral when no image is wanted: where the white balance works on
+    /// the mosaic (the default profile) only the stages up to it run; otherwise (the
+    /// reference profile's gray world, after the demosaic) the whole pipeline does.
+    /// `None` when no white balance runs.
+    pub fn wb_gains(&self, mut raw: RawPlane, meta: FrameMeta) -> Option<[f64; 3]> {
+        if let Some(last) = self.raw_stages.iter().position(|s| s.name() == "wb") {
+            let mut ctx = FrameContext::new(self.config.pattern, self.config.max_value());
+            ctx.meta = meta;
+            for s in &self.raw_stages[..=last] {
+                s.apply(&mut raw, &mut ctx);
+            }
+            return Some(ctx.stats.wb_gains);
+        }
+        self.rgb_stages
+            .iter()
+            .any(|s| s.name() == "wb")
+            .then(|| self.run_with_meta(raw, meta).stats.wb_gains)
     }
 
     /// Runs every stage on `raw`.

@@ -203,6 +203,37 @@ fn every_pattern_and_depth_gives_neutral_grey_on_a_flat_field() {
     }
 }
 
+/// `Pipeline::wb_gains` (the gains alone, for a DNG saved without a PNG) equals what a
+/// full run applies, in both profiles, with and without a white balance.
+#[test]
+fn wb_gains_alone_equal_the_full_runs() {
+    let (w, h) = (64, 48);
+    let data: Vec<u16> = (0..h)
+        .flat_map(|y| (0..w).map(move |x| (300 + (x * 37 + y * 11) % 2000 + (x % 2) * 700) as u16))
+        .collect();
+    for (profile, stages) in [
+        (Profile::Default, None),
+        (Profile::Reference, None),
+        (Profile::Default, Some("blc,demosaic")),
+    ] {
+        let mut cfg = IspConfig::new(profile, BayerPattern::Rggb, 12);
+        cfg.set_black_level(64);
+        if let Some(s) = stages {
+            cfg.stages = Some(crate::parse_stage_list(s).unwrap());
+        }
+        let p = Pipeline::new(&cfg).unwrap();
+        let plane = || RawPlane::new(w, h, data.clone()).unwrap();
+        let full = p.run(plane()).stats.wb_gains;
+        let alone = p.wb_gains(plane(), FrameMeta::default());
+        if stages.is_none() {
+            assert_eq!(alone, Some(full), "{profile}");
+            assert!(full.iter().any(|&g| (g - 1.0).abs() > 0.05), "{full:?}");
+        } else {
+            assert_eq!(alone, None);
+        }
+    }
+}
+
 /// The table-driven 8-bit conversion equals the per-sample division for every code.
 #[test]
 fn rgb8_table_equals_the_division() {

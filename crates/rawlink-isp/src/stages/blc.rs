@@ -41,6 +41,9 @@ pub struct Normalize {
     luts: Option<[[CodeMap; 2]; 2]>,
     /// The formula of the tables, per colour (R, G, B).
     norm: [NormCode; 3],
+    /// The stage's name: `blc`, or `normalize` when the stage list leaves black-level
+    /// correction out and only the scaling to the working range runs.
+    name: &'static str,
 }
 
 /// One colour's normalisation: `(min(v, max_code) − black) · k + ½`, with
@@ -94,6 +97,16 @@ impl Normalize {
                 [lut(cell[1][0]), lut(cell[1][1])],
             ]),
             norm,
+            name: "blc",
+        }
+    }
+
+    /// The same stage named `normalize`: for a pipeline without `blc` in its stage
+    /// list, where it only scales the codes to the working range (black 0).
+    pub fn without_blc(self) -> Self {
+        Self {
+            name: "normalize",
+            ..self
         }
     }
 
@@ -106,6 +119,7 @@ impl Normalize {
         Self {
             luts: None,
             norm: Self::formula(black, white, max_code),
+            name: "blc",
         }
     }
 
@@ -118,7 +132,7 @@ impl Normalize {
 
 impl RawStage for Normalize {
     fn name(&self) -> &'static str {
-        "blc"
+        self.name
     }
     fn apply(&self, img: &mut RawPlane, ctx: &mut FrameContext) {
         let Some(luts) = &self.luts else {
