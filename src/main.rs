@@ -610,6 +610,11 @@ fn receive_isp_config(a: &ReceiveArgs) -> Result<IspConfig> {
     let bits = if a.legacy { g.bits } else { 16 };
     let c = isp_config(&a.isp, g.pattern, bits)?;
     c.validate()?;
+    if c.wb.mode == rawlink_isp::WbMode::Metadata {
+        tracing::warn!(
+            "--wb metadata: stream frames carry no white-balance gains, so each frame's are estimated from the image (robust)"
+        );
+    }
     Ok(c)
 }
 
@@ -1190,7 +1195,20 @@ fn isp(a: IspArgs) -> Result<ExitCode> {
         // The file's levels and colour matrix apply unless a flag or the config file
         // sets that value itself.
         if cfg.blc.black.is_none() {
-            cfg.set_black_level(m.black_level);
+            match dng.black_per_channel {
+                // Per CFA site (BlackLevelRepeatDim): per colour in the default profile;
+                // the reference ISP has one black level, so it takes their mean.
+                Some(b) if cfg.profile != Profile::Reference => cfg.blc.black = Some(b),
+                Some(b) => {
+                    tracing::warn!(
+                        "{}: black levels per colour {b:?}; the reference profile uses one, their mean {}",
+                        a.input.display(),
+                        m.black_level
+                    );
+                    cfg.set_black_level(m.black_level);
+                }
+                None => cfg.set_black_level(m.black_level),
+            }
         }
         if cfg.blc.white.is_none() {
             cfg.blc.white = Some(m.white_level);
@@ -1198,7 +1216,15 @@ fn isp(a: IspArgs) -> Result<ExitCode> {
         let defaults = IspConfig::default();
         let reference = cfg.profile == Profile::Reference;
         let wb_unset = a.isp.wb.is_none() && a.isp.wb_gains.is_none() && cfg.wb == defaults.wb;
-        if wb_unset && !reference && m.as_shot_neutral != [1.0; 3] {
+        // `--wb metadata` asks for the file's white balance by name.
+        let from_file = cfg.wb.mode == rawlink_isp::WbMode::Metadata && cfg.wb.gains.is_none();
+        if from_file && m.as_shot_neutral == [1.0; 3] {
+            tracing::warn!(
+                "{}: --wb metadata, but the file has no AsShotNeutral (or a neutral one): white balance from the image (robust)",
+                a.input.display()
+            );
+        }
+        if (wb_unset || from_file) && !reference && m.as_shot_neutral != [1.0; 3] {
             let n = m.as_shot_neutral;
             let gains = [(n[1] / n[0]) as f32, 1.0, (n[1] / n[2]) as f32];
             match rawlink_isp::check_wb_gains(gains) {
@@ -1268,6 +1294,12 @@ fn isp(a: IspArgs) -> Result<ExitCode> {
         let plane = RawPlane::new(m.width as usize, m.height as usize, dng.samples)?;
         (plane, orientation)
     } else {
+        if cfg.wb.mode == rawlink_isp::WbMode::Metadata {
+            tracing::warn!(
+                "{}: --wb metadata, but headerless samples carry no white balance: estimated from the image (robust)",
+                a.input.display()
+            );
+        }
         // Headerless samples: the reference driver's black level unless a flag or the
         // config sets one, as `file:` replays them and `convert` writes them to DNG, so
         // a saved frame processes as the receiver processed it.

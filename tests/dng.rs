@@ -544,3 +544,52 @@ fn a_dng_saved_without_a_png_still_carries_the_white_balance() {
         assert!((x[i] - y[i]).abs() < 1e-6, "{x:?} vs {y:?}");
     }
 }
+
+/// `--wb metadata` on a DNG uses its AsShotNeutral (as no `--wb` does), not the image's
+/// own estimate; on headerless samples, which carry none, it says so.
+#[test]
+fn wb_metadata_uses_the_dngs_neutral() {
+    let d = tempfile::tempdir().unwrap();
+    let (w, h) = (64usize, 48usize);
+    let raw = d.path().join("s.raw");
+    std::fs::write(&raw, samples(w, h, 12, 7)).unwrap();
+    let dng = d.path().join("s.dng");
+    run(bin().arg("convert").arg(&raw).arg("-o").arg(&dng).args([
+        "--width",
+        "64",
+        "--height",
+        "48",
+        "--wb-gains",
+        "2,1,1.5",
+    ]));
+    let isp = |name: &str, extra: &[&str]| {
+        let out = d.path().join(name);
+        let o = bin()
+            .arg("isp")
+            .arg(&dng)
+            .arg("-o")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        read_png(&out).3
+    };
+    let plain = isp("plain.png", &[]);
+    assert!(isp("meta.png", &["--wb", "metadata"]) == plain);
+    assert!(isp("robust.png", &["--wb", "robust"]) != plain);
+    let o = bin()
+        .arg("isp")
+        .arg(&raw)
+        .arg("-o")
+        .arg(d.path().join("r.png"))
+        .args(["--width", "64", "--height", "48", "--wb", "metadata"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("headerless samples carry no white balance"),
+        "{err}"
+    );
+}

@@ -439,6 +439,9 @@ pub struct DngImage {
     /// Metadata (fields the file lacks keep [`DngMeta::default`] values; `bits` is the
     /// smallest depth that holds the white level).
     pub meta: DngMeta,
+    /// Black levels per colour (R, G, B) where the file gives one per CFA site that are
+    /// not all equal (`meta.black_level` is then their mean); `None` otherwise.
+    pub black_per_channel: Option<[u16; 3]>,
     /// Row-major samples.
     pub samples: Vec<u16>,
 }
@@ -734,6 +737,8 @@ pub fn read_dng(data: &[u8]) -> Result<DngImage, DngError> {
     }
     let white = white.min(max);
     let black = level(50714)?.unwrap_or(0.0).max(0.0);
+    let black_per_channel =
+        per_site_black(&t, &raw, pattern)?.map(|b| b.map(|v| v.clamp(0.0, 65535.0).round() as u16));
     if black >= white {
         return Err(DngError::Corrupt(format!(
             "BlackLevel {black} is not below WhiteLevel {white}"
@@ -793,8 +798,35 @@ pub fn read_dng(data: &[u8]) -> Result<DngImage, DngError> {
             },
             ..DngMeta::default()
         },
+        black_per_channel,
         samples,
     })
+}
+
+/// Black levels that differ by CFA site (BlackLevelRepeatDim 2×2 with four BlackLevel
+/// values, relative to the active area as the CFA pattern is), per colour R, G, B (the
+/// two green sites averaged); `None` for one level for all sites.
+fn per_site_black(
+    t: &Tiff<'_>,
+    raw: &[(u16, Field)],
+    pattern: BayerPattern,
+) -> Result<Option<[f64; 3]>, DngError> {
+    let (Some(dim), Some(f)) = (find(raw, 50713), find(raw, 50714)) else {
+        return Ok(None);
+    };
+    if dim.count != 2 || (t.num(dim, 0)?, t.num(dim, 1)?) != (2.0, 2.0) || f.count != 4 {
+        return Ok(None);
+    }
+    let v = [t.num(f, 0)?, t.num(f, 1)?, t.num(f, 2)?, t.num(f, 3)?];
+    if v.iter().all(|&x| x == v[0]) {
+        return Ok(None);
+    }
+    let (mut sum, mut n) = ([0.0f64; 3], [0u32; 3]);
+    for (i, c) in pattern.cell().iter().flatten().enumerate() {
+        sum[*c as usize] += v[i];
+        n[*c as usize] += 1;
+    }
+    Ok(Some([0, 1, 2].map(|c| sum[c] / n[c].max(1) as f64)))
 }
 
 /// Applies the raw image's LinearizationTable (each stored sample is an index into it;
@@ -958,6 +990,29 @@ mod tests {
         let e = read_dng(&patch(50714, 5000)).unwrap_err().to_string();
         assert!(e.contains("BlackLevel 5000"), "{e}");
         assert_eq!(read_dng(&patch(50714, 100)).unwrap().meta.black_level, 100);
+    }
+
+    /// Black levels per CFA site (BlackLevelRepeatDim 2×2) come back per colour, on the
+    /// sites the CFA pattern gives them; equal ones are one level.
+    #[test]
+    fn per_site_black_levels_are_read_per_colour() {
+        let per_site = |pattern, levels: [u32; 4]| {
+            let mut d = write_dng(&meta(4, 2, pattern, 12), &[0; 8]).unwrap();
+            let e = entry(&d, 50713);
+            d[e + 8..e + 10].copy_from_slice(&2u16.to_le_bytes());
+            d[e + 10..e + 12].copy_from_slice(&2u16.to_le_bytes());
+            let at = append_longs(&mut d, &levels);
+            patch_field(&mut d, 50714, 4, at);
+            read_dng(&d).unwrap()
+        };
+        // GRBG: G R / B G.
+        let r = per_site(BayerPattern::Grbg, [60, 100, 28, 68]);
+        assert_eq!(r.black_per_channel, Some([100, 64, 28]));
+        assert_eq!(r.meta.black_level, 64); // the mean
+        let r = per_site(BayerPattern::Rggb, [100, 64, 64, 28]);
+        assert_eq!(r.black_per_channel, Some([100, 64, 28]));
+        let r = per_site(BayerPattern::Bggr, [50, 50, 50, 50]);
+        assert_eq!((r.black_per_channel, r.meta.black_level), (None, 50));
     }
 
     /// Where the IFD 0 entry of `tag` starts in a little-endian file.
