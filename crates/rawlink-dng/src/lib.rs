@@ -388,18 +388,21 @@ pub fn write_dng(meta: &DngMeta, samples: &[u16]) -> Result<Vec<u8>, DngError> {
             shorts(277, &[1]),                // SamplesPerPixel
             longs(278, &[h]),                 // RowsPerStrip
             longs(279, &[strip_len as u32]),  // StripByteCounts
-            shorts(284, &[1]),                // PlanarConfiguration
+            // MaxSampleValue: the samples' depth, which a WhiteLevel below the top of
+            // the range does not give (a 12-bit frame with white 2000).
+            shorts(281, &[((1u32 << meta.bits.clamp(8, 16)) - 1) as u16]),
+            shorts(284, &[1]), // PlanarConfiguration
             ascii(305, concat!("rawlink ", env!("CARGO_PKG_VERSION"))), // Software
-            ascii(306, &date),                // DateTime
-            shorts(33421, &[2, 2]),           // CFARepeatPatternDim
-            bytes(33422, &cfa),               // CFAPattern
-            longs(34665, &[exif_at]),         // ExifIFD
-            bytes(50706, &[1, 4, 0, 0]),      // DNGVersion
-            bytes(50707, &[1, 1, 0, 0]),      // DNGBackwardVersion
-            ascii(50708, &meta.model),        // UniqueCameraModel
-            bytes(50710, &[0, 1, 2]),         // CFAPlaneColor
-            shorts(50711, &[1]),              // CFALayout: rectangular
-            shorts(50713, &[1, 1]),           // BlackLevelRepeatDim
+            ascii(306, &date), // DateTime
+            shorts(33421, &[2, 2]), // CFARepeatPatternDim
+            bytes(33422, &cfa), // CFAPattern
+            longs(34665, &[exif_at]), // ExifIFD
+            bytes(50706, &[1, 4, 0, 0]), // DNGVersion
+            bytes(50707, &[1, 1, 0, 0]), // DNGBackwardVersion
+            ascii(50708, &meta.model), // UniqueCameraModel
+            bytes(50710, &[0, 1, 2]), // CFAPlaneColor
+            shorts(50711, &[1]), // CFALayout: rectangular
+            shorts(50713, &[1, 1]), // BlackLevelRepeatDim
             longs(50714, &[meta.black_level as u32]), // BlackLevel
             longs(50717, &[meta.white_level as u32]), // WhiteLevel
             rationals(50728, &neutral, false), // AsShotNeutral
@@ -437,7 +440,8 @@ pub fn write_dng(meta: &DngMeta, samples: &[u16]) -> Result<Vec<u8>, DngError> {
 #[derive(Debug, Clone)]
 pub struct DngImage {
     /// Metadata (fields the file lacks keep [`DngMeta::default`] values; `bits` is the
-    /// smallest depth that holds the white level).
+    /// smallest depth that holds the white level, every sample and the file's
+    /// MaxSampleValue, which rawlink writes).
     pub meta: DngMeta,
     /// Black levels per colour (R, G, B) where the file gives one per CFA site that are
     /// not all equal (`meta.black_level` is then their mean); `None` otherwise.
@@ -744,8 +748,16 @@ pub fn read_dng(data: &[u8]) -> Result<DngImage, DngError> {
             "BlackLevel {black} is not below WhiteLevel {white}"
         )));
     }
+    // The depth: the smallest that holds the white level, the largest sample, and the
+    // MaxSampleValue if the file gives one (rawlink writes it).
+    let largest = samples.iter().copied().max().unwrap_or(0) as f64;
+    let stated = match find(&ifd0, 281).or_else(|| find(&raw, 281)) {
+        Some(f) => t.num(f, 0)?.min(max),
+        None => 0.0,
+    };
+    let top = white.max(largest).max(stated);
     let bits = (8..=16u8)
-        .find(|b| white <= ((1u32 << b) - 1) as f64)
+        .find(|b| top <= ((1u32 << b) - 1) as f64)
         .unwrap_or(16);
     let as_shot_neutral = match find(&ifd0, 50728) {
         Some(f) if f.count >= 3 => {
@@ -990,6 +1002,26 @@ mod tests {
         let e = read_dng(&patch(50714, 5000)).unwrap_err().to_string();
         assert!(e.contains("BlackLevel 5000"), "{e}");
         assert_eq!(read_dng(&patch(50714, 100)).unwrap().meta.black_level, 100);
+    }
+
+    /// The depth comes back from MaxSampleValue when the white level is lower (a 12-bit
+    /// frame with white 2000 is 12-bit, not 11); without the tag, from the white level
+    /// and the samples.
+    #[test]
+    fn the_depth_reads_back_when_white_is_below_the_range() {
+        let m = DngMeta {
+            white_level: 2000,
+            black_level: 256,
+            ..meta(4, 2, BayerPattern::Rggb, 12)
+        };
+        let mut d = write_dng(&m, &[300, 2000, 256, 1999, 300, 400, 500, 600]).unwrap();
+        assert_eq!(read_dng(&d).unwrap().meta.bits, 12);
+        retag(&mut d, 281, 65000); // a private tag: no MaxSampleValue
+        assert_eq!(read_dng(&d).unwrap().meta.bits, 11);
+        let d = write_dng(&m, &[300, 2000, 256, 3000, 300, 400, 500, 600]).unwrap();
+        let mut d2 = d.clone();
+        retag(&mut d2, 281, 65000);
+        assert_eq!(read_dng(&d2).unwrap().meta.bits, 12, "a sample above white");
     }
 
     /// Black levels per CFA site (BlackLevelRepeatDim 2×2) come back per colour, on the
