@@ -300,7 +300,8 @@ pub struct ReceiveArgs {
     /// Exit with an error on the first fault instead of reconnecting.
     #[arg(long, overrides_with = "reconnect")]
     pub no_reconnect: bool,
-    /// Give up reconnecting after this many seconds without a connection (0: never).
+    /// Give up reconnecting after this many seconds without a connection that was up
+    /// (delivered frames or stayed open 5 s; a refusal does not count) (0: never).
     #[arg(long, default_value_t = 0.0)]
     pub reconnect_timeout: f64,
     /// Longest delay between reconnect attempts, in seconds.

@@ -111,7 +111,8 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// Cancels the returned token on SIGINT or SIGTERM, so that the command finishes what
 /// it has (a server its end-of-stream messages, a receiver the frames it holds). A
-/// second signal exits at once (status 130), for when that finishing takes too long.
+/// second signal exits at once (status 130 for SIGINT, 143 for SIGTERM), for when that
+/// finishing takes too long.
 fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
@@ -124,17 +125,26 @@ fn shutdown_on_signals() -> CancellationToken {
                     return;
                 }
             };
+        let mut int = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot install a SIGINT handler: {e}");
+                return;
+            }
+        };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received: finishing (a second signal stops at once)"),
+            _ = int.recv() => tracing::info!("SIGINT received: finishing (a second signal stops at once)"),
             _ = term.recv() => tracing::info!("SIGTERM received: finishing (a second signal stops at once)"),
         }
         t.cancel();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        // The same streams, so a signal between the two waits is not lost.
+        let status = tokio::select! {
+            _ = int.recv() => 130,
+            _ = term.recv() => 143,
+        };
         eprintln!("rawlink: error: second signal: stopped without finishing");
-        std::process::exit(130);
+        std::process::exit(status);
     });
     token
 }
@@ -610,10 +620,11 @@ fn receive_isp_config(a: &ReceiveArgs) -> Result<IspConfig> {
     let bits = if a.legacy { g.bits } else { 16 };
     let c = isp_config(&a.isp, g.pattern, bits)?;
     c.validate()?;
+    static ONCE: std::sync::Once = std::sync::Once::new();
     if c.wb.mode == rawlink_isp::WbMode::Metadata {
-        tracing::warn!(
+        ONCE.call_once(|| tracing::warn!(
             "--wb metadata: stream frames carry no white-balance gains, so each frame's are estimated from the image (robust)"
-        );
+        ));
     }
     Ok(c)
 }
@@ -798,27 +809,31 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
             .await?,
         )
     };
-    let server = tokio::spawn(server::serve(
-        listener,
-        source,
-        server::ServeConfig {
-            frames: (a.frames > 0).then_some(a.frames),
-            legacy: false,
-            wait_clients: 1,
-            max_clients: 4,
-            client_queue: 64,
-            client_buffer_bytes: 256 << 20,
-            hello_timeout: Duration::from_secs(1),
-            stats_interval: Duration::ZERO,
-            source_name: spec.to_string(),
-            handshake_timeout: Duration::from_secs(5),
-            max_pending: 4,
-            peer_timeout: Some(Duration::from_secs(10)),
-            heartbeat: Duration::from_secs(1),
-            tls: None,
-            token: None,
-        },
-        shutdown.clone(),
+    let server_done = CancellationToken::new();
+    let server = tokio::spawn(then_cancel(
+        server_done.clone(),
+        server::serve(
+            listener,
+            source,
+            server::ServeConfig {
+                frames: (a.frames > 0).then_some(a.frames),
+                legacy: false,
+                wait_clients: 1,
+                max_clients: 4,
+                client_queue: 64,
+                client_buffer_bytes: 256 << 20,
+                hello_timeout: Duration::from_secs(1),
+                stats_interval: Duration::ZERO,
+                source_name: spec.to_string(),
+                handshake_timeout: Duration::from_secs(5),
+                max_pending: 4,
+                peer_timeout: Some(Duration::from_secs(10)),
+                heartbeat: Duration::from_secs(1),
+                tls: None,
+                token: None,
+            },
+            shutdown.clone(),
+        ),
     ));
     let connect = addr.to_string();
     let cfg = receive_config(
@@ -874,9 +889,14 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
     let receiver_stop = CancellationToken::new();
     {
         let (signalled, stop) = (shutdown.clone(), receiver_stop.clone());
+        let done = server_done.clone();
         tokio::spawn(async move {
             signalled.cancelled().await;
-            tokio::time::sleep(server::end_grace(Some(Duration::from_secs(10)))).await;
+            // The server returns once its client has taken the end of the stream (or
+            // after its own grace); by then the receiver has read it. A few seconds
+            // more, and it is stopped whatever it is doing.
+            done.cancelled().await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
             stop.cancel();
         });
     }
@@ -918,9 +938,19 @@ fn as_dng(
     }
     match rawlink_dng::read_dng(bytes) {
         Ok(d) => Ok(Some(d)),
-        Err(_) if bytes.len() as u64 == g.width as u64 * g.height as u64 * 2 => Ok(None),
+        // Only samples of 15 bits and more can hold 0x4949 (18 761) as their first.
+        Err(_) if g.bits >= 15 && bytes.len() as u64 == g.width as u64 * g.height as u64 * 2 => {
+            Ok(None)
+        }
         Err(e) => Err(anyhow!(e).context(path.display().to_string())),
     }
+}
+
+/// Runs `fut`, then cancels `done`.
+async fn then_cancel<T>(done: CancellationToken, fut: impl std::future::Future<Output = T>) -> T {
+    let r = fut.await;
+    done.cancel();
+    r
 }
 
 /// True for a TIFF (and so DNG) file.
@@ -1108,10 +1138,13 @@ fn convert(a: ConvertArgs) -> Result<ExitCode> {
             [r, gg, b] => {
                 rawlink_isp::check_wb_gains([r, gg, b].map(|x| x as f32))
                     .map_err(|e| anyhow!("--wb-gains: {e}"))?;
-                // AsShotNeutral is stored as rationals of at most 2^32: gains of 1/64
-                // to 64 keep its ratios far inside them.
-                if [r, gg, b].iter().any(|&x| x < 1.0 / 64.0) {
-                    bail!("--wb-gains: white-balance gains {r},{gg},{b} must be at least 1/64");
+                // A reader takes the gains back as ratios to green (AsShotNeutral): those
+                // must be in the ISP's range too, and not tiny (stored as rationals).
+                let ratios = [r / gg, 1.0, b / gg];
+                rawlink_isp::check_wb_gains(ratios.map(|x| x as f32))
+                    .map_err(|e| anyhow!("--wb-gains {r},{gg},{b} relative to green: {e}"))?;
+                if ratios.iter().any(|&x| x < 1.0 / 64.0) {
+                    bail!("--wb-gains: white-balance gains {r},{gg},{b} relative to green must be at least 1/64");
                 }
                 [gg / r, 1.0, gg / b]
             }

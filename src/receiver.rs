@@ -180,14 +180,17 @@ impl ReceiveSummary {
 /// Median and 99th percentile of a stream of samples in bounded memory: a DDSketch
 /// (relative error 0.5 %, at most 2 048 bins), so a receiver that runs for months holds
 /// kilobytes, not a sample per frame, and a percentile costs the same at any count.
+/// Up to [`Quantiles::EXACT`] samples the percentiles are exact (nearest rank, as
+/// [`percentiles`]), so a short run's p99 is its largest sample.
 #[derive(Clone)]
-pub struct Quantiles(sketches_ddsketch::DDSketch);
+pub struct Quantiles(sketches_ddsketch::DDSketch, Vec<f64>);
 
 impl Default for Quantiles {
     fn default() -> Self {
-        Self(sketches_ddsketch::DDSketch::new(
-            sketches_ddsketch::Config::new(0.005, 2048, 1e-6),
-        ))
+        Self(
+            sketches_ddsketch::DDSketch::new(sketches_ddsketch::Config::new(0.005, 2048, 1e-6)),
+            Vec::new(),
+        )
     }
 }
 
@@ -207,15 +210,28 @@ impl Extend<f64> for Quantiles {
 }
 
 impl Quantiles {
+    /// Samples kept exactly before the sketch alone answers.
+    pub const EXACT: usize = 1024;
+
     /// Adds a sample (a non-finite one is ignored).
     pub fn push(&mut self, v: f64) {
         if v.is_finite() {
-            self.0.add(v.max(0.0));
+            let v = v.max(0.0);
+            self.0.add(v);
+            if self.0.count() <= Self::EXACT {
+                self.1.push(v);
+            } else if !self.1.is_empty() {
+                self.1 = Vec::new();
+            }
         }
     }
 
-    /// Median and 99th percentile, within 0.5 %; zeros when empty.
+    /// Median and 99th percentile: exact up to [`Self::EXACT`] samples, then within
+    /// 0.5 %; zeros when empty.
     pub fn p50_p99(&self) -> (f64, f64) {
+        if self.0.count() <= Self::EXACT {
+            return percentiles(&self.1);
+        }
         let q = |q: f64| self.0.quantile(q).ok().flatten().unwrap_or(0.0);
         (q(0.5), q(0.99))
     }
@@ -300,6 +316,10 @@ impl AckHandle {
         let _ = socket2::SockRef::from(&self.0).set_tcp_quickack(true);
     }
 }
+
+/// A connection that stayed open this long was up, even without a frame: a fault after
+/// it starts the reconnect budget and the backoff afresh.
+const UP_AFTER: Duration = Duration::from_secs(5);
 
 /// The least time one connection attempt is given, even at its deadline (unless the
 /// peer timeout is shorter): enough for a TLS handshake over a slow link.
@@ -549,14 +569,18 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
         ever_connected = true;
         let span = tracing::info_span!("conn", peer = %cfg.connect);
         let before = summary.frames;
+        let session_start = Instant::now();
         let mut session = Session::new(&cfg, sink.as_ref(), &mut summary, &mut track);
         session.first_by = first_deadline;
         let ended = session
             .run(conn, ack.as_ref(), &shutdown)
             .instrument(span)
             .await;
-        // Attempts and the backoff count from the last connection that delivered frames.
-        if summary.frames > before {
+        // Attempts and the backoff count from the last connection that was up: one that
+        // delivered frames, or stayed open a while (a stream between frames, a server
+        // still waiting for its clients), unlike a refusal or a failure at once.
+        let was_up = summary.frames > before || session_start.elapsed() >= UP_AFTER;
+        if was_up {
             backoff.reset();
             attempts = 0;
         }
@@ -596,11 +620,10 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
                 // server that accepts and then refuses (busy) or fails again at once is
                 // retried with the backoff and held to --reconnect-timeout, not
                 // reconnected to in a tight loop.
-                let delivered = summary.frames > before;
-                if delivered || down_since.is_none() {
+                if was_up || down_since.is_none() {
                     down_since = Some(Instant::now());
                 }
-                if !delivered {
+                if !was_up {
                     attempts += 1;
                     let since = down_since.unwrap_or(started);
                     if cfg.reconnect_timeout.is_some_and(|t| since.elapsed() >= t) {
@@ -866,10 +889,14 @@ impl<'a> Session<'a> {
                     let tail = end.last_seq.saturating_sub(last);
                     if tail > 0 && tail <= 1 << 32 {
                         self.summary.missing += tail;
+                        self.track.last_seq = Some(end.last_seq);
                         metrics::counter!("rawlink_receiver_missing_frames_total").increment(tail);
                         tracing::debug!(
                             "{tail} frame(s) missing after seq {last} at the end of the stream"
                         );
+                        if let Some(l) = &self.cfg.live {
+                            l.counters(self.summary.live_counters());
+                        }
                     }
                 }
                 let msg = format!("server ended the stream: {}: {}", end.reason, end.message);
@@ -1140,11 +1167,16 @@ mod tests {
         }
         q.push(f64::NAN); // ignored
         assert_eq!(q.0.count(), 200_000);
+        assert!(q.1.is_empty(), "the exact samples are dropped past EXACT");
         let (e50, e99) = percentiles(&exact);
         let (p50, p99) = q.p50_p99();
         assert!((p50 / e50 - 1.0).abs() < 0.011, "{p50} vs {e50}");
         assert!((p99 / e99 - 1.0).abs() < 0.011, "{p99} vs {e99}");
         assert!(q.0.length() <= 2048, "{} bins", q.0.length());
+        // A short run is exact: its p99 is its largest sample (nearest rank).
+        let mut short = Quantiles::default();
+        short.extend([48.0, 47.2, 48.8, 47.9, 48.1]);
+        assert_eq!(short.p50_p99(), (48.0, 48.8));
     }
 
     /// `seconds` spans frames − 1 intervals, so 5 frames 200 ms apart are 5 frames/s; a

@@ -1013,7 +1013,7 @@ fn linger(peer_timeout: Option<Duration>) -> Duration {
 /// How long the server waits at the end of the stream for its clients: room for a
 /// writer stalled up to `--peer-timeout` on its last write and then the `linger`,
 /// plus slack; at least 5 s.
-pub(crate) fn end_grace(peer_timeout: Option<Duration>) -> Duration {
+fn end_grace(peer_timeout: Option<Duration>) -> Duration {
     (2 * linger(peer_timeout) + Duration::from_secs(5)).max(Duration::from_secs(5))
 }
 

@@ -1271,8 +1271,11 @@ fn a_busy_server_is_retried_with_backoff_and_given_up_on() {
     let small = ["--max-clients", "1", "--width", "32", "--height", "32"];
     let server = sim(20, 500, 1, &small);
     let addr = server.addr.to_string();
-    let first = spawn_receive(&["--connect", &addr, "--sink", "null", "--quiet"]);
-    std::thread::sleep(Duration::from_millis(700));
+    let held = tempfile::tempdir().unwrap();
+    let first = receive_into(&server, held.path(), &["--save", "raw"]);
+    // The server captures once its one client is in: the first frame on disk says the
+    // slot is taken.
+    wait_for_file(&held.path().join("frame_000001.raw"));
     let t = Instant::now();
     let second = spawn_receive(&[
         "--connect",
@@ -1302,6 +1305,19 @@ fn a_busy_server_is_retried_with_backoff_and_given_up_on() {
     assert!(f.status.success(), "{}", String::from_utf8_lossy(&f.stderr));
     signal(&server.child, Signal::SIGTERM);
     let _ = server.wait(T);
+}
+
+/// Waits (up to 60 s) until `path` exists.
+fn wait_for_file(path: &Path) {
+    let t = Instant::now();
+    while !path.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A connection closed before sending anything (a port probe) is not a client: it does
@@ -1353,7 +1369,8 @@ fn frames_captured_when_the_server_is_stopped_are_received_or_reported() {
         dir.path(),
         &["--no-reconnect", "--workers", "1", "--queue", "1"],
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_for_file(&dir.path().join("frame_000001.raw"));
+    std::thread::sleep(Duration::from_millis(1000));
     signal(&server.child, Signal::SIGTERM);
     let (status, out, err) = server.wait(T);
     assert!(status.success(), "{err}");
@@ -1387,7 +1404,7 @@ fn demo_interrupted_writes_every_frame_it_captured() {
             "--frames",
             "0",
             "--interval-ms",
-            "0",
+            "2",
             "--no-http",
             "--quiet",
         ])

@@ -224,6 +224,12 @@ fn default_profile_config_stages_and_png_depth() {
     // Without blc only the scaling to the working range runs, and it is named so.
     let (ok, nob) = run(&["--stages", "dpc,demosaic"], "noblc.png");
     assert!(ok && nob.contains("stages dpc,normalize,demosaic"), "{nob}");
+    // That list, copied from the output, reads back.
+    let (ok, again) = run(&["--stages", "dpc,normalize,demosaic"], "noblc2.png");
+    assert!(
+        ok && again.contains("stages dpc,normalize,demosaic"),
+        "{again}"
+    );
     let dec = png::Decoder::new(std::fs::File::open(dir.path().join("lin.png")).unwrap());
     let r = dec.read_info().unwrap();
     assert_eq!(r.info().bit_depth, png::BitDepth::Sixteen);
@@ -744,7 +750,7 @@ fn reference_flags_do_not_warn_and_convert_checks_its_gains() {
         "{err}"
     );
     let dng = d.path().join("out.dng");
-    for gains in ["3000000,1,1", "1e-7,1,1"] {
+    for gains in ["3000000,1,1", "1e-7,1,1", "2,0.02,1"] {
         let mut args = vec!["convert", raw, "-o", dng.to_str().unwrap()];
         args.extend_from_slice(&geometry);
         args.extend_from_slice(&["--wb-gains", gains]);

@@ -751,9 +751,19 @@ pub fn read_dng(data: &[u8]) -> Result<DngImage, DngError> {
     // The depth: the smallest that holds the white level, the largest sample, and the
     // MaxSampleValue if the file gives one (rawlink writes it).
     let largest = samples.iter().copied().max().unwrap_or(0) as f64;
-    let stated = match find(&ifd0, 281).or_else(|| find(&raw, 281)) {
-        Some(f) => t.num(f, 0)?.min(max),
-        None => 0.0,
+    // Only the raw image's own MaxSampleValue, only below the container's top (TIFF's
+    // default, which many writers state), and only for samples stored as they are (a
+    // LinearizationTable maps them, and the tag is in stored units).
+    let stated = match find(&raw, 281) {
+        Some(f) if find(&raw, 50712).is_none() => {
+            let v = t.num(f, 0)?;
+            if v < max {
+                v
+            } else {
+                0.0
+            }
+        }
+        _ => 0.0,
     };
     let top = white.max(largest).max(stated);
     let bits = (8..=16u8)

@@ -125,9 +125,12 @@ impl FromStr for StageName {
 }
 
 /// Parses `a,b,c` into stage names.
+/// `normalize`, the name the always-on scaling shows under when `blc` is off, is taken
+/// and skipped, so a stage list copied from a run's output reads back.
 pub fn parse_stage_list(s: &str) -> Result<Vec<StageName>, IspError> {
     s.split(',')
-        .filter(|p| !p.trim().is_empty())
+        .map(str::trim)
+        .filter(|p| !p.is_empty() && *p != "normalize")
         .map(str::parse)
         .collect()
 }
