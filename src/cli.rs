@@ -255,7 +255,7 @@ pub struct ReceiveArgs {
     /// Read bare frames of W*H*2 bytes (the reference streamer's format).
     #[arg(long)]
     pub legacy: bool,
-    /// Exit after N frames.
+    /// Exit after N frames (0: no limit).
     #[arg(long)]
     pub frames: Option<u64>,
     /// Flow control asked of the server: lossless (recorder; nothing dropped silently) or

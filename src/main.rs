@@ -558,6 +558,19 @@ fn receive_config(a: &ReceiveArgs, connect: &str) -> Result<receiver::ReceiveCon
             })
         }
     };
+    // Delivery options go to the server in the hello, which legacy mode does not send.
+    if a.legacy {
+        let asked = [
+            ("--every", a.every != 1),
+            ("--max-fps", a.max_fps != 0.0),
+            ("--pack", a.pack),
+            ("--compress", a.compress),
+            ("--policy", a.policy != "lossless"),
+        ];
+        if let Some((flag, _)) = asked.iter().find(|(_, set)| *set) {
+            bail!("--legacy has no handshake: the server cannot be asked for {flag} (the reference streamer sends every frame, bare)");
+        }
+    }
     let token = match &sec.token_file {
         Some(_) if a.legacy => {
             bail!("--legacy has no handshake: it cannot send a token (--token-file)")
@@ -569,7 +582,8 @@ fn receive_config(a: &ReceiveArgs, connect: &str) -> Result<receiver::ReceiveCon
         connect: connect.to_string(),
         legacy: a.legacy,
         legacy_template: template,
-        frames: a.frames,
+        // 0: no limit, as `demo --frames 0`.
+        frames: a.frames.filter(|&n| n > 0),
         connect_timeout: seconds("--connect-timeout", a.connect_timeout, false)?
             .unwrap_or_default(),
         reconnect: !a.no_reconnect,
@@ -611,7 +625,6 @@ fn receive_config(a: &ReceiveArgs, connect: &str) -> Result<receiver::ReceiveCon
     })
 }
 
-/// The file sink's settings from `receive`'s options, checked.
 /// The receiver's ISP settings, checked. Legacy frames have the depth `--bits` gives; a
 /// v1 frame brings its own (set per frame), so settings are checked here against the
 /// widest, 16 bits, and against the frame's depth when a frame comes.
@@ -629,12 +642,20 @@ fn receive_isp_config(a: &ReceiveArgs) -> Result<IspConfig> {
     Ok(c)
 }
 
+/// The file sink's settings from `receive`'s options, checked.
 fn files_config(a: &ReceiveArgs, connect: &str) -> Result<sink::SinkConfig> {
+    let several = a.connect.len() > 1;
     Ok(sink::SinkConfig {
-        out: if a.connect.len() > 1 {
+        out: if several {
             a.out.join(stream_folder(connect))
         } else {
             a.out.clone()
+        },
+        // With several streams each per-frame line names its stream, as the summaries do.
+        label: if several {
+            format!("[{connect}] ")
+        } else {
+            String::new()
         },
         isp: receive_isp_config(a)?,
         png_depth: a.isp.png_depth,
@@ -680,6 +701,14 @@ async fn start_live(
 }
 
 async fn receive(a: ReceiveArgs) -> Result<ExitCode> {
+    // Two streams into one folder would interleave their files (and the server would
+    // send everything twice).
+    let mut folders = std::collections::HashSet::new();
+    for c in &a.connect {
+        if !folders.insert(stream_folder(c)) {
+            bail!("--connect {c} is given twice (or maps to the same output folder as another)");
+        }
+    }
     let mut configs = Vec::new();
     for c in &a.connect {
         configs.push(receive_config(&a, c)?);

@@ -47,6 +47,8 @@ pub struct SinkConfig {
     pub save: SaveSet,
     /// How the files are written.
     pub io: FileIo,
+    /// Printed before each per-frame line (the stream, when there are several).
+    pub label: String,
 }
 
 /// `--io`: how frame files are written.
@@ -918,7 +920,8 @@ fn finish_frame(
         "receive_time_ns": job.recv_ns,
         "capture_to_receive_ms": receive_latency_ms,
         "processing_ms": processing_ms,
-        "capture_to_png_ms": latency_ms,
+        // Only where a PNG was written.
+        "capture_to_png_ms": latency_ms.filter(|_| files.contains_key("png")),
         "isp": isp_json,
         "files": files,
         "errors": problems,
@@ -934,7 +937,8 @@ fn finish_frame(
     }
     if !cfg.quiet {
         println!(
-            "frame seq={} bytes={} latency={} isp={:.1}ms files={stem}.{{{}}}",
+            "{}frame seq={} bytes={} latency={} isp={:.1}ms files={stem}.{{{}}}",
+            cfg.label,
             h.seq,
             job.frame.payload.len(),
             latency_ms.map_or("-".into(), |l| format!("{l:.1}ms")),

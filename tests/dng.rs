@@ -539,6 +539,12 @@ fn a_dng_saved_without_a_png_still_carries_the_white_balance() {
         rawlink_dng::read_dng(&bytes).unwrap().meta.as_shot_neutral
     };
     let (x, y) = (neutral(a.path()), neutral(b.path()));
+    // Capture to PNG only where a PNG was written.
+    let json = |d: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(d.join("frame_000001.json")).unwrap()).unwrap()
+    };
+    assert!(json(a.path())["capture_to_png_ms"].is_f64());
+    assert!(json(b.path())["capture_to_png_ms"].is_null());
     assert!(x.iter().any(|&v| (v - 1.0).abs() > 0.05), "{x:?}");
     for i in 0..3 {
         assert!((x[i] - y[i]).abs() < 1e-6, "{x:?} vs {y:?}");

@@ -763,6 +763,20 @@ fn bad_cli_values_give_one_line_errors() {
             "--handshake-timeout must be at least",
         ),
         (vec!["receive", "--max-fps", "1e300"], "--max-fps must be"),
+        (
+            vec!["receive", "--legacy", "--every", "3"],
+            "--legacy has no handshake: the server cannot be asked for --every",
+        ),
+        (
+            vec![
+                "receive",
+                "--connect",
+                "127.0.0.1:9",
+                "--connect",
+                "127.0.0.1:9",
+            ],
+            "--connect 127.0.0.1:9 is given twice",
+        ),
         // File options are checked with `--sink null` too.
         (
             vec!["receive", "--sink", "null", "--save", "raw,tiff"],

@@ -445,12 +445,21 @@ fn one_receiver_follows_two_cameras_into_subfolders() {
             &ba,
             "--out",
             dir.path().to_str().unwrap(),
-            "--quiet",
+            // 0 is no limit, as for `demo`.
+            "--frames",
+            "0",
         ]),
         T,
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
+    // Each per-frame line names its stream.
+    for (addr, seq) in [(&aa, 3), (&ba, 2)] {
+        assert!(
+            stdout.contains(&format!("[{addr}] frame seq={seq} ")),
+            "{stdout}"
+        );
+    }
     assert!(
         stdout.contains(&format!("[{aa}] summary: frames=3 ")),
         "{stdout}"
