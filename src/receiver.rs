@@ -616,8 +616,8 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
                 if let Some(l) = &cfg.live {
                     l.state(crate::live::LinkState::Reconnecting, format!("{e:#}"));
                 }
-                // The stream is down from the last connection that delivered frames: a
-                // server that accepts and then refuses (busy) or fails again at once is
+                // The stream is down from the last connection that was up: a server
+                // that accepts and then refuses (busy) or fails again at once is
                 // retried with the backoff and held to --reconnect-timeout, not
                 // reconnected to in a tight loop.
                 if was_up || down_since.is_none() {

@@ -156,8 +156,6 @@ pub struct SinkReport {
     pub first_error: Option<String>,
     /// Capture → PNG-on-disk latency of the written frames, ms.
     pub latency_ms: crate::receiver::Quantiles,
-    /// ISP + encode time of the written frames, ms.
-    pub processing_ms: crate::receiver::Quantiles,
     /// Frames that failed because of a disk error (included in `errors`).
     pub disk_errors: u64,
     /// Frames received but never written because a disk error had stopped the workers
@@ -588,11 +586,10 @@ fn worker(
             _ => run(),
         };
         match result {
-            Ok((latency, processing)) => {
+            Ok(latency) => {
                 let mut r = lock(&report);
                 r.written += 1;
                 r.latency_ms.extend(latency);
-                r.processing_ms.push(processing);
             }
             Err(e) => {
                 let disk = e.downcast_ref::<DiskError>().is_some();
@@ -624,7 +621,7 @@ fn process(
     cfg: &SinkConfig,
     pipelines: &mut HashMap<PipelineKey, Pipeline>,
     scratch: &mut EncodeScratch,
-) -> Result<(Option<f64>, f64)> {
+) -> Result<Option<f64>> {
     let t0 = Instant::now();
     // A frame the ISP cannot process (say, a header whose levels leave no range) still
     // has its other files saved; the error is reported once they are written.
@@ -845,7 +842,8 @@ fn claim_stem(
 }
 
 /// Writes the frame's other files and its JSON. `wb_gains`: the white balance for a
-/// DNG (the ISP's, or worked out alone when no PNG is made).
+/// DNG (the ISP's, or worked out alone when no PNG is made). Returns the capture →
+/// done latency (on this host's clock only).
 #[allow(clippy::too_many_arguments)]
 fn finish_frame(
     job: &Job,
@@ -856,7 +854,7 @@ fn finish_frame(
     stem: &str,
     first_ext: &str,
     written: &mut Vec<PathBuf>,
-) -> Result<(Option<f64>, f64)> {
+) -> Result<Option<f64>> {
     let h = &job.frame.header;
     let mut files = serde_json::Map::new();
     files.insert(first_ext.into(), format!("{stem}.{first_ext}").into());
@@ -946,7 +944,7 @@ fn finish_frame(
             files.keys().cloned().collect::<Vec<_>>().join(",")
         );
     }
-    Ok((latency_ms, processing_ms))
+    Ok(latency_ms)
 }
 
 /// Smallest file written with direct I/O. A direct write waits for the device, so for
