@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-5}
+# Needs: python3 with numpy (step 5's frame), GNU time at /usr/bin/time (peak RSS).
+python3 -c 'import numpy' 2>/dev/null || { echo "bench_e2e.sh: needs numpy (pip install numpy)" >&2; exit 1; }
+[ -x /usr/bin/time ] || { echo "bench_e2e.sh: needs GNU time at /usr/bin/time (apt install time)" >&2; exit 1; }
 cargo build --release --quiet
 BIN=target/release/rawlink
 TMP=$(mktemp -d)
@@ -63,8 +66,13 @@ for geom in "640 480 600 direct rcd" "1920 1080 200 direct rcd" "1920 1080 200 b
   "640 480 600 direct malvar" "1920 1080 200 direct malvar"; do
   set -- $geom
   for i in $(seq "$RUNS"); do
-    $BIN demo --frames "$3" --interval-ms 0 --no-http --width "$1" --height "$2" --io "$4" \
-      --demosaic "$5" --out "$TMP/thr-$1-$4-$5-$i" 2>/dev/null | sed -n 's/.* fps=\([0-9.]*\).*/\1/p'
+    # disk_fps: frames written over the time from the first arrival to the last frame's
+    # files on disk (the summary's fps counts arrivals, which run ahead of the disk
+    # while the receiver's queue of 64 frames fills).
+    v=$($BIN demo --frames "$3" --interval-ms 0 --no-http --width "$1" --height "$2" --io "$4" \
+      --demosaic "$5" --out "$TMP/thr-$1-$4-$5-$i" | sed -n 's/.* disk_fps=\([0-9.]*\).*/\1/p')
+    [ -n "$v" ] || { echo "bench_e2e.sh: demo printed no disk_fps" >&2; exit 1; }
+    echo "$v"
     find "$TMP/thr-$1-$4-$5-$i" -type f -exec truncate -s 0 {} +
     sync
     sleep 2

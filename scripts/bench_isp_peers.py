@@ -3,9 +3,13 @@
 
     pip install numpy opencv-python-headless && python3 scripts/bench_isp_peers.py [--iters 7] [--rounds 3]
 
-Prints medians (ms) for, on this machine and with 2 threads:
-  - OpenCV cvtColor(COLOR_BayerBG2RGB) on a 16-bit RGGB frame at 640x480, 1920x1080, 3840x2160;
-  - OpenCV bilateralFilter(d=9, sigmaColor=30, sigmaSpace=2) on a float32 3-channel 640x480 frame;
+Builds rawlink (cargo build --release) unless --bin names a binary. Prints medians (ms) for,
+on this machine:
+  - OpenCV cvtColor(COLOR_BayerBG2RGB) on a 16-bit RGGB frame at 640x480, 1920x1080, 3840x2160,
+    with 1 and with 2 threads (each rawlink row is compared with OpenCV on its own thread
+    count; the frame is uniform noise, which this data-independent kernel times as any other);
+  - OpenCV bilateralFilter(d=9, sigmaColor=30, sigmaSpace=2) on a float32 3-channel 640x480 frame,
+    2 threads;
   - `rawlink bench --json` for both profiles at the same sizes, 1 and 2 threads, and the
     default profile with `--demosaic malvar` on 2 threads;
   - the reference system's C++ ISP, reconstructed in scripts/reference_isp/ref_isp.cpp and
@@ -115,10 +119,14 @@ def main():
     ap.add_argument("--rounds", type=int, default=3,
                     help="rounds, each measuring every peer and rawlink once, back to back; figures are "
                          "medians over the rounds, ratios the medians of the per-round ratios")
-    ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "rawlink"))
+    ap.add_argument("--bin", help="the rawlink binary to time (default: build target/release/rawlink)")
     a = ap.parse_args()
     if a.rounds < 1 or a.iters < 1:
         ap.error("--rounds and --iters must be at least 1")
+    if a.bin is None:
+        root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=root, check=True)
+        a.bin = os.path.join(root, "target", "release", "rawlink")
     cv2.setNumThreads(2)
     rng = np.random.default_rng(1)
     print(f"OpenCV {cv2.__version__}, {cv2.getNumThreads()} threads; numpy {np.__version__}")
@@ -128,26 +136,30 @@ def main():
         cpp = ReferenceCpp(a.bin, tmp)
         rounds = []
         for i in range(a.rounds):
-            peers = {k: median_ms(lambda m=m: cv2.cvtColor(m, cv2.COLOR_BayerBG2RGB), a.iters)
-                     for k, m in mosaics.items()}
+            peers = {}
+            for t in (1, 2):
+                cv2.setNumThreads(t)
+                peers.update({(k, t): median_ms(lambda m=m: cv2.cvtColor(m, cv2.COLOR_BayerBG2RGB), a.iters)
+                              for k, m in mosaics.items()})
+            cv2.setNumThreads(2)
             bil = median_ms(lambda: cv2.bilateralFilter(img, 9, 30, 2), a.iters)
             runs = rawlink_runs(a)
             ref_cpp = cpp.ms(a.iters) if cpp.exe else None
             rounds.append((peers, bil, runs, ref_cpp))
             print(f"round {i + 1} of {a.rounds}: OpenCV bilinear "
-                  + ", ".join(f"{k} {v:.2f} ms" for k, v in peers.items())
+                  + ", ".join(f"{k} x{t} {v:.2f} ms" for (k, t), v in peers.items())
                   + f"; bilateralFilter {bil:.2f} ms"
                   + (f"; reference C++ ISP {ref_cpp:.2f} ms" if ref_cpp else ""), flush=True)
     keys = list(rounds[0][2].keys())
     print()
     print(f"medians over {a.rounds} rounds of {a.iters} timed runs each; the ratio is the median of the per-round ratios")
     print()
-    print("| size | profile | threads | rawlink ms | MP/s | peak RSS MB | OpenCV bilinear ms | ratio rawlink/OpenCV |")
+    print("| size | profile | threads | rawlink ms | MP/s | peak RSS MB | OpenCV bilinear ms (same threads) | ratio rawlink/OpenCV |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for k in keys:
         size = k[0]
         ms = [r[2][k]["total_ms_median"] for r in rounds]
-        cv = [r[0][size] for r in rounds]
+        cv = [r[0][(size, min(k[2], 2))] for r in rounds]
         mp = [r[2][k]["mp_per_s"] for r in rounds]
         rss = max(r[2][k]["peak_rss_mb"] for r in rounds)
         ratio = med([x / y for x, y in zip(ms, cv)])

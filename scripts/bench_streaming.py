@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -96,7 +97,7 @@ def throughput_table(a):
         pairs.append((ip, rate, s.get("fps", 0)))
         print(f"round {i + 1}: iperf3 {ip / 1e6:.0f} MB/s, rawlink 4K plain {s.get('fps', 0):.1f} fps "
               f"{rate / 1e6:.0f} MB/s = {rate / ip * 100:.0f} %")
-    med = lambda v: sorted(v)[len(v) // 2]
+    med = statistics.median
     ip = med([p[0] for p in pairs])
     ratio = med([p[1] / p[0] for p in pairs])
     print(f"\n| transfer | frames/s | payload MB/s | vs iperf3 (median {ip / 1e6:.0f} MB/s) |")

@@ -409,11 +409,13 @@ async fn serve(a: ServeArgs) -> Result<ExitCode> {
     if a.heartbeat_ms == 0 {
         bail!("--heartbeat-ms must be at least 1");
     }
+    // The source first: a camera that cannot be opened is the error to report, whatever
+    // the port's state.
+    let source = rawlink_source::open(&spec, &opts)?;
     let listener = TcpListener::bind(a.listen)
         .await
         .with_context(|| format!("cannot listen on {}", a.listen))?;
     let addr = listener.local_addr()?;
-    let source = rawlink_source::open(&spec, &opts)?;
     tracing::info!(source = %source.describe(), legacy = a.legacy, tls = tls.is_some(), token = token.is_some(), "serving");
     if a.legacy {
         tracing::info!("legacy mode: bare frames over plaintext TCP, no authentication");
@@ -945,11 +947,16 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
     let served = server.await.context("server task")??;
     println!("{}", summary.line());
     println!(
-        "demo: {} frames captured, {} written to {} in {:.2} s",
+        "demo: {} frames captured, {} written to {} in {:.2} s ({:.1} frames/s to disk)",
         served.frames,
         summary.sink.written,
         a.out.display(),
-        t0.elapsed().as_secs_f64()
+        t0.elapsed().as_secs_f64(),
+        if summary.disk_seconds > 0.0 {
+            summary.sink.written as f64 / summary.disk_seconds
+        } else {
+            0.0
+        }
     );
     finish_receive(&summary)
 }

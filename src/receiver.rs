@@ -85,8 +85,11 @@ pub struct ReceiveSummary {
     pub frames: u64,
     /// Payload bytes of those frames.
     pub bytes: u64,
-    /// From the first frame's arrival to the end.
+    /// From the first frame's arrival to the last's.
     pub seconds: f64,
+    /// From the first frame's arrival to the moment the last frame written had all its
+    /// files on disk (0 when none was written).
+    pub disk_seconds: f64,
     /// The end-of-stream message, if one arrived.
     pub end: Option<EndOfStream>,
     /// Why the receiver failed, if it did.
@@ -131,18 +134,27 @@ impl ReceiveSummary {
         } else {
             (0.0, 0.0)
         };
+        // Frames on disk per second over the whole span, the processing of the first
+        // frame and the draining of the queue included: what the receiver sustains to
+        // disk, which `fps` (arrivals) overstates while the queue is filling.
+        let disk_fps = if self.disk_seconds > 0.0 {
+            self.sink.written as f64 / self.disk_seconds
+        } else {
+            0.0
+        };
         let (p50, p99) = self.sink.latency_ms.p50_p99();
         let (r50, r99) = self.receive_latency_ms.p50_p99();
         // A disk error that stopped the workers is both the sink's error and the run's.
         let own_error = self.error.is_some() && self.error != self.sink.fatal;
         format!(
-            "summary: frames={} bytes={} seconds={:.2} fps={:.1} MB/s={:.1} written={} drops={} errors={} latency_ms_p50={:.1} latency_ms_p99={:.1} recv_latency_ms_p50={:.2} recv_latency_ms_p99={:.2} server_drops={} missing={} reconnects={} crc_errors={} protocol_errors={} resyncs={} skipped_bytes={} partial_frames={} disk_errors={} unwritten={} stale_temp_removed={}",
+            "summary: frames={} bytes={} seconds={:.2} fps={:.1} MB/s={:.1} written={} disk_fps={:.1} drops={} errors={} latency_ms_p50={:.1} latency_ms_p99={:.1} recv_latency_ms_p50={:.2} recv_latency_ms_p99={:.2} server_drops={} missing={} reconnects={} crc_errors={} protocol_errors={} resyncs={} skipped_bytes={} partial_frames={} disk_errors={} unwritten={} stale_temp_removed={}",
             self.frames,
             self.bytes,
             self.seconds,
             fps,
             mbps,
             self.sink.written,
+            disk_fps,
             self.sink.dropped,
             self.sink.errors + own_error as u64,
             p50,
@@ -662,6 +674,9 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
     }
     if let Some(sink) = sink {
         summary.sink = sink.finish();
+        if let (Some(first), Some(last)) = (track.first, summary.sink.last_written_at) {
+            summary.disk_seconds = last.saturating_duration_since(first).as_secs_f64();
+        }
         if summary.error.is_none() {
             if let Some(e) = &summary.sink.fatal {
                 summary.error = Some(e.clone());
@@ -1191,6 +1206,16 @@ mod tests {
         };
         let line = s.line();
         assert!(line.contains(" fps=5.0 MB/s=5.0 "), "{line}");
+        assert!(line.contains(" disk_fps=0.0 "), "nothing written: {line}");
+        // Disk rate: frames written over the span to the last file, first frame's
+        // processing included.
+        s.sink.written = 5;
+        s.disk_seconds = 1.25;
+        assert!(
+            s.line().contains(" written=5 disk_fps=4.0 "),
+            "{}",
+            s.line()
+        );
         s.frames = 1;
         assert!(s.line().contains(" fps=0.0 "), "{}", s.line());
         s.sink.errors = 1;

@@ -401,18 +401,36 @@ fn other_sites_and_idle_connections_cannot_take_the_view_or_the_recording() {
     let files = |dir: &std::path::Path| std::fs::read_dir(dir).unwrap().count();
     let before = files(d._out.path());
     let idle: Vec<TcpStream> = (0..300).map(|_| TcpStream::connect(a).unwrap()).collect();
-    std::thread::sleep(Duration::from_millis(500));
-    let closed = idle
-        .iter()
-        .filter(|s| {
-            let mut s = *s;
-            s.set_nonblocking(true).unwrap();
-            matches!(s.read(&mut [0u8; 1]), Ok(0))
-        })
-        .count();
+    for s in &idle {
+        s.set_nonblocking(true).unwrap();
+    }
+    let is_closed = |s: &TcpStream| matches!((&*s).read(&mut [0u8; 1]), Ok(0));
+    let mut closed = vec![false; idle.len()];
+    // Wait until the server has taken all 300 (at least 300 − 256 closed, and no change
+    // for 300 ms), well inside the 15 s head timeout that closes the others.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut last = (0, std::time::Instant::now());
+    loop {
+        for (c, s) in closed.iter_mut().zip(&idle) {
+            *c = *c || is_closed(s);
+        }
+        let n = closed.iter().filter(|c| **c).count();
+        if n != last.0 {
+            last = (n, std::time::Instant::now());
+        }
+        if (n >= 300 - 256 && last.1.elapsed() >= Duration::from_millis(300))
+            || std::time::Instant::now() > deadline
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let closed = last.0;
     eprintln!("{closed} of 300 idle connections closed at once");
+    // 256 slots: 44 of the 300 are closed, a few more if earlier connections of this
+    // test still hold slots.
     assert!(
-        (300 - 256..300).contains(&closed),
+        (300 - 256..=300 - 256 + 4).contains(&closed),
         "{closed} of 300 idle connections closed: the cap is 256"
     );
     std::thread::sleep(Duration::from_secs(1));

@@ -15,7 +15,10 @@ fn summarise(m: &Message) -> String {
 }
 
 fn run(chunks: &mut dyn Iterator<Item = Vec<u8>>) -> (Vec<String>, usize, u64, usize) {
-    let limits = Limits { max_payload: 1 << 20, max_dimension: 4096 };
+    let limits = Limits {
+        max_payload: 1 << 20,
+        max_dimension: 4096,
+    };
     let mut dec = Decoder::with_limits(limits);
     let mut buf = BytesMut::new();
     let (mut out, mut errors, mut skipped) = (Vec::new(), 0usize, 0u64);

@@ -3,26 +3,18 @@
 //! encode/decode round trip unchanged.
 #![no_main]
 
+mod common;
+
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use rawlink_proto::{ClientHello, Decoder, Encoder, Limits, Message};
 
-/// A hello message with `payload`, its lengths and CRCs made valid.
-fn hello_with(payload: &[u8]) -> BytesMut {
-    let mut b = BytesMut::new();
-    Encoder::encode(&Message::ClientHello(ClientHello::default()), &mut b);
-    b.truncate(80);
-    b[56..60].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-    b[60..64].copy_from_slice(&crc32c::crc32c(payload).to_le_bytes());
-    let crc = crc32c::crc32c(&b[..76]);
-    b[76..80].copy_from_slice(&crc.to_le_bytes());
-    b.extend_from_slice(payload);
-    b
-}
-
 fuzz_target!(|data: &[u8]| {
-    let limits = Limits { max_payload: 4096, ..Limits::default() };
-    let mut wire = hello_with(data);
+    let limits = Limits {
+        max_payload: 4096,
+        ..Limits::default()
+    };
+    let mut wire = common::with_payload(&Message::ClientHello(ClientHello::default()), data);
     let Ok(Some(Message::ClientHello(h))) = Decoder::with_limits(limits).decode(&mut wire) else {
         return;
     };

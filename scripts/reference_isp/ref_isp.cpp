@@ -200,6 +200,7 @@ int main(int argc, char** argv) {
     }
     std::fwrite(body.data(), 1, body.size(), o);
     std::fclose(o);
-    std::printf("%.3f\n", ms[ms.size() / 2]);
+    const size_t n = ms.size();
+    std::printf("%.3f\n", n % 2 ? ms[n / 2] : (ms[n / 2 - 1] + ms[n / 2]) / 2);
     return 0;
 }

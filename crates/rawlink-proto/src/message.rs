@@ -192,15 +192,34 @@ pub const MAX_TEXT_CHARS: usize = 1024;
 
 /// Text from a peer, made safe to print on one line of a log or an error: control
 /// characters (line breaks, escape sequences) written as Rust escapes (`\n`, `\u{1b}`),
-/// and text past [`MAX_TEXT_CHARS`] cut with a note of how much was left out.
+/// and text whose printable form is longer than [`MAX_TEXT_CHARS`] cut, with a note of
+/// how many characters were left out, to at most that many characters in all. Printable
+/// text comes back unchanged, so `printable(printable(t)) == printable(t)`.
 pub fn printable(text: &str) -> String {
-    let mut out = String::with_capacity(text.len().min(MAX_TEXT_CHARS));
+    /// Room kept for the note: "… (" + up to 20 digits + " more characters)".
+    const NOTE: usize = 40;
+    let width = |c: char| {
+        if c.is_control() {
+            c.escape_default().count()
+        } else {
+            1
+        }
+    };
+    let fits = text.chars().map(width).sum::<usize>() <= MAX_TEXT_CHARS;
+    let room = if fits {
+        usize::MAX
+    } else {
+        MAX_TEXT_CHARS - NOTE
+    };
+    let mut out = String::with_capacity(text.len().min(MAX_TEXT_CHARS * 4));
+    let mut used = 0;
     for (i, c) in text.chars().enumerate() {
-        if i == MAX_TEXT_CHARS {
+        if used + width(c) > room {
             let rest = text.chars().count() - i;
             out.push_str(&format!("… ({rest} more characters)"));
             break;
         }
+        used += width(c);
         if c.is_control() {
             out.extend(c.escape_default());
         } else {

@@ -146,10 +146,31 @@ fn peer_text_is_one_printable_bounded_line() {
     }
     assert_eq!(
         texts[4],
-        format!("{}… (5 more characters)", "é".repeat(MAX_TEXT_CHARS))
+        format!("{}… (45 more characters)", "é".repeat(MAX_TEXT_CHARS - 40))
     );
     // Ordinary text is kept as it is.
     assert_eq!(printable("5 frames sent: ok"), "5 frames sent: ok");
+    // Whatever comes in, what goes out is at most MAX_TEXT_CHARS characters and
+    // printable again unchanged (a relayed message reads the same), escapes that
+    // lengthen it past the cap included.
+    for t in [
+        "\u{18}".repeat(MAX_TEXT_CHARS),
+        "x".repeat(MAX_TEXT_CHARS),
+        "x".repeat(MAX_TEXT_CHARS + 1),
+        format!("{}\n", "x".repeat(MAX_TEXT_CHARS - 1)),
+    ] {
+        let p = printable(&t);
+        assert!(
+            p.chars().count() <= MAX_TEXT_CHARS,
+            "{} chars",
+            p.chars().count()
+        );
+        assert_eq!(printable(&p), p);
+    }
+    assert_eq!(
+        printable(&"x".repeat(MAX_TEXT_CHARS)),
+        "x".repeat(MAX_TEXT_CHARS)
+    );
 }
 
 /// End reasons print by name; an unknown code says so.
@@ -409,13 +430,17 @@ proptest! {
         }
     }
 
-    /// Arbitrary bytes never panic the decoder and never make it reserve beyond the limit.
+    /// Arbitrary bytes never panic the decoder and never make it reserve beyond the limit,
+    /// also when they carry a valid magic, version, header length and header CRC (so that
+    /// the length fields are believed).
     #[test]
     fn garbage_never_panics(mut bytes in proptest::collection::vec(any::<u8>(), 0..300), valid_prefix: bool) {
-        if valid_prefix && bytes.len() >= 8 {
+        if valid_prefix && bytes.len() >= HEADER_LEN {
             bytes[..4].copy_from_slice(&MAGIC);
             bytes[4] = 1;
             bytes[6..8].copy_from_slice(&80u16.to_le_bytes());
+            let crc = crc32c::crc32c(&bytes[..76]);
+            bytes[76..80].copy_from_slice(&crc.to_le_bytes());
         }
         let mut buf = BytesMut::from(&bytes[..]);
         let mut dec = Decoder::with_limits(Limits { max_payload: 1 << 20, max_dimension: 4096 });
@@ -426,6 +451,82 @@ proptest! {
             }
         }
         prop_assert!(buf.capacity() <= (1 << 20) + 1024);
+    }
+}
+
+/// One example of each control message, as the template whose payload the property below
+/// replaces.
+fn control_templates() -> Vec<Message> {
+    vec![
+        Message::StreamStart(StreamInfo {
+            header: frame(0, 4, 4).header,
+            source: "sim".into(),
+            server: "rawlink".into(),
+            interval_ns: 1,
+            frames: Some(3),
+            stream_id: Some(7),
+        }),
+        Message::EndOfStream(EndOfStream {
+            last_seq: 3,
+            reason: EndReason::SourceError,
+            message: "done".into(),
+        }),
+        Message::Notice(Notice {
+            dropped: 1,
+            reason: "slow".into(),
+            first_seq: 1,
+            last_seq: 1,
+        }),
+        Message::ClientHello(ClientHello {
+            every: 2,
+            pack: true,
+            ..ClientHello::default()
+        }),
+        Message::Heartbeat,
+    ]
+}
+
+/// `template`'s header with `payload` as its payload, every length and CRC made valid, so
+/// the payload parser itself is reached.
+fn with_payload(template: &Message, payload: &[u8]) -> BytesMut {
+    let mut b = wire(std::slice::from_ref(template));
+    b.truncate(HEADER_LEN);
+    b[56..60].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    b[60..64].copy_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    let crc = crc32c::crc32c(&b[..76]);
+    b[76..80].copy_from_slice(&crc.to_le_bytes());
+    b.extend_from_slice(payload);
+    b
+}
+
+proptest! {
+    /// Every control message's payload parser (stream start, end, notice, hello,
+    /// heartbeat), reached past valid CRCs: never panics, and what it accepts encodes and
+    /// decodes again to the same message.
+    #[test]
+    fn control_payloads_never_panic_and_round_trip(
+        kind in 0usize..5,
+        payload in proptest::collection::vec(any::<u8>(), 0..400),
+    ) {
+        let template = &control_templates()[kind];
+        let limits = Limits { max_payload: 4096, ..Limits::default() };
+        let mut buf = with_payload(template, &payload);
+        if let Ok(Some(m)) = Decoder::with_limits(limits).decode(&mut buf) {
+            let mut again = wire(std::slice::from_ref(&m));
+            let back = Decoder::with_limits(limits).decode(&mut again);
+            prop_assert_eq!(format!("{:?}", back), format!("{:?}", Ok::<_, ProtoError>(Some(m))));
+        }
+    }
+}
+
+/// The templates' own payloads are accepted, so the property above reaches the parsers.
+#[test]
+fn control_templates_decode_with_their_own_payloads() {
+    for t in control_templates() {
+        let full = wire(std::slice::from_ref(&t));
+        let mut buf = with_payload(&t, &full[HEADER_LEN..]);
+        let got = Decoder::default().decode(&mut buf).unwrap().unwrap();
+        assert_eq!(format!("{got:?}"), format!("{t:?}"));
     }
 }
 
