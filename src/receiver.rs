@@ -588,6 +588,8 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
             .run(conn, ack.as_ref(), &shutdown)
             .instrument(span)
             .await;
+        // The duplicated descriptor would keep the socket open through the backoff below.
+        drop(ack);
         // Attempts and the backoff count from the last connection that was up: one that
         // delivered frames, or stayed open a while (a stream between frames, a server
         // still waiting for its clients), unlike a refusal or a failure at once.
@@ -765,12 +767,27 @@ impl<'a> Session<'a> {
                     tracing::debug!("sequence gap: {gap} frame(s) missing before seq {seq}");
                 }
             }
+            // On one connection the numbering never goes back: a repeated or late frame
+            // is the server's fault. The frame is kept, and the sequence tracked from the
+            // highest number seen.
+            Some(last) if seq <= last && !across => {
+                s.protocol_errors += 1;
+                metrics::counter!("rawlink_receiver_errors_total", "kind" => "sequence")
+                    .increment(1);
+                self.complain(format!(
+                    "sequence went back from {last} to {seq} on one connection (a repeated or \
+                     out-of-order frame): kept, counted in protocol_errors"
+                ));
+            }
             Some(last) if seq <= last => {
                 info!("sequence restarted at {seq} (was {last}): the server started a new stream");
             }
             _ => {}
         }
-        self.track.last_seq = Some(seq);
+        let s = &mut *self.summary;
+        if across || self.track.last_seq.is_none_or(|last| seq > last) {
+            self.track.last_seq = Some(seq);
+        }
         let latency_ms = (frame.header.clock == ClockId::Realtime).then(|| {
             let lat_ns = recv_ns.saturating_sub(frame.header.timestamp_ns);
             metrics::histogram!("rawlink_receiver_capture_to_receive_seconds")
@@ -826,16 +843,22 @@ impl<'a> Session<'a> {
         if let Some(l) = &self.cfg.live {
             l.counters(s.live_counters());
         }
-        const LOUD: u32 = 10;
         let after = self.track.last_seq.unwrap_or(0);
+        self.complain(format!("{e}; {what} (after seq {after})"));
+    }
+
+    /// Logs a bad message at warn level, the first few on a connection, then at debug
+    /// level, so that a flood of garbage cannot flood the log.
+    fn complain(&mut self, msg: String) {
+        const LOUD: u32 = 10;
         if self.warned < LOUD {
             self.warned += 1;
-            warn!("{e}; {what} (after seq {after})");
+            warn!("{msg}");
             if self.warned == LOUD {
                 warn!("further bad messages on this connection are logged at debug level; the summary counts them all");
             }
         } else {
-            tracing::debug!("{e}; {what} (after seq {after})");
+            tracing::debug!("{msg}");
         }
     }
 

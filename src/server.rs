@@ -264,7 +264,10 @@ impl ClientQueue {
         self.item_ready.notify_one();
     }
 
-    /// Next item, with a notice of unreported drops first if there are any.
+    /// Next item, with a notice of unreported drops first if there are any and the item
+    /// comes after all of them: a lossless queue drops new frames while older ones wait,
+    /// and those go out before the notice of the drops, so the client hears of frame
+    /// `n`'s loss only once every frame before `n` it will get has come.
     async fn pop(&self) -> (Option<DropRun>, Outgoing) {
         loop {
             let notified = self.item_ready.notified();
@@ -275,7 +278,11 @@ impl ClientQueue {
                         st.frames -= 1;
                         st.bytes -= e.wire_len();
                     }
-                    let notice = st.unreported.take();
+                    let due = match (&item, st.unreported) {
+                        (Outgoing::Frame(seq, ..), Some(run)) => *seq > run.last,
+                        _ => true,
+                    };
+                    let notice = if due { st.unreported.take() } else { None };
                     drop(st);
                     self.space_ready.notify_one();
                     return (notice, item);
@@ -693,7 +700,16 @@ pub async fn serve(
                                     break;
                                 }
                                 Push::DroppedNew => {
-                                    warn!(peer = %c.peer, seq = last_seq, "lossless buffer full on a live source: frame dropped (overrun)");
+                                    // Logged at the 1st, 2nd, 4th, 8th… drop of the
+                                    // client: a stalled client on a live source would
+                                    // otherwise log every frame. The stats line and the
+                                    // client's notices count them all.
+                                    let n = c.queue.dropped.load(Ordering::Relaxed);
+                                    if n.is_power_of_two() {
+                                        warn!(peer = %c.peer, seq = last_seq, "lossless buffer full on a live source: frame dropped (overrun; {n} so far for this client)");
+                                    } else {
+                                        tracing::debug!(peer = %c.peer, seq = last_seq, "lossless buffer full: frame dropped (overrun)");
+                                    }
                                     break;
                                 }
                                 Push::Full => {
@@ -1201,6 +1217,59 @@ mod tests {
             last_sent_ns: None,
             reported: (0, 0),
         }
+    }
+
+    /// A lossless queue that overruns drops the new frames while older ones wait: the
+    /// notice of the drops goes out with the first frame after them (or the end), never
+    /// ahead of an older frame still queued.
+    #[tokio::test]
+    async fn a_lossless_overrun_notice_follows_the_older_frames() {
+        let fmt =
+            rawlink_frame::PixelFormat::unpacked(rawlink_frame::BayerPattern::Rggb, 12).unwrap();
+        let frame = |seq| {
+            let h = rawlink_frame::FrameHeader::new(seq, 4, 4, fmt);
+            Encoder::encode_frame(&rawlink_frame::Frame::new(h, vec![0u8; 32].into()).unwrap())
+        };
+        let one = frame(1).wire_len();
+        // Room for two frames.
+        let lossless = ClientHello {
+            policy: Policy::Lossless,
+            ..ClientHello::default()
+        };
+        let q = ClientQueue::new(lossless, true, 16, 2 * one);
+        for seq in 1..=2 {
+            assert!(matches!(q.offer(seq, &frame(seq), false), Push::Queued));
+        }
+        for seq in 3..=5 {
+            assert!(matches!(q.offer(seq, &frame(seq), false), Push::DroppedNew));
+        }
+        let seq_of = |o: &Outgoing| match o {
+            Outgoing::Frame(s, ..) => Some(*s),
+            Outgoing::End(_) => None,
+        };
+        let (n, item) = q.pop().await;
+        assert!(n.is_none() && seq_of(&item) == Some(1), "{n:?}");
+        let (n, item) = q.pop().await;
+        assert!(n.is_none() && seq_of(&item) == Some(2), "{n:?}");
+        assert!(matches!(q.offer(6, &frame(6), false), Push::Queued));
+        let (n, item) = q.pop().await;
+        let n = n.expect("the notice comes with the first frame after the drops");
+        assert_eq!(
+            (n.first, n.last, n.count, seq_of(&item)),
+            (3, 5, 3, Some(6))
+        );
+        // With nothing after the drops, the end carries the notice.
+        assert!(matches!(q.offer(7, &frame(7), false), Push::Queued));
+        assert!(matches!(q.offer(8, &frame(8), false), Push::Queued));
+        assert!(matches!(q.offer(9, &frame(9), false), Push::DroppedNew));
+        q.push_end(frame(0));
+        assert!(q.pop().await.0.is_none());
+        assert!(q.pop().await.0.is_none());
+        let (n, item) = q.pop().await;
+        assert!(
+            seq_of(&item).is_none() && n.is_some_and(|n| n.first == 9),
+            "{n:?}"
+        );
     }
 
     fn field<'a>(line: &'a str, key: &str) -> &'a str {

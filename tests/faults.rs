@@ -1466,3 +1466,108 @@ fn a_second_signal_stops_at_once() {
     assert!(err.contains("second signal"), "{err}");
     drop(stalled);
 }
+
+/// A receiver refused with "busy" closes its end of the connection as soon as it has the
+/// end-of-stream message, not when its reconnect backoff (seconds, after a few
+/// refusals) is over: a duplicated descriptor used to keep the socket open meanwhile.
+#[test]
+fn a_refused_receiver_closes_at_once_during_its_backoff() {
+    use rawlink_proto::{EndOfStream, EndReason, Message};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let rx = spawn_receive(&[
+        "--connect",
+        &addr,
+        "--sink",
+        "null",
+        "--quiet",
+        "--reconnect-timeout",
+        "60",
+    ]);
+    let busy = encode(&[Message::EndOfStream(EndOfStream {
+        last_seq: 0,
+        reason: EndReason::Busy,
+        message: "server busy".into(),
+    })]);
+    let mut closed_after = Vec::new();
+    // Backoff after refusals: 100 ms doubling, jittered to [d/2, d]; after the sixth it
+    // is at least 1.6 s.
+    for _ in 0..6 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut s = loop {
+            match l.accept() {
+                Ok((s, _)) => break s,
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                Err(e) => panic!("the receiver did not come back: {e}"),
+            }
+        };
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut head = [0u8; 80];
+        s.read_exact(&mut head).unwrap();
+        let len = u32::from_le_bytes(head[56..60].try_into().unwrap()) as usize;
+        s.read_exact(&mut vec![0u8; len]).unwrap();
+        s.write_all(&busy).unwrap();
+        let t = Instant::now();
+        // Anything else the receiver sends (a heartbeat) is read past; EOF ends it.
+        let mut sink = [0u8; 256];
+        while s.read(&mut sink).map(|n| n > 0).unwrap_or(false) {}
+        closed_after.push(t.elapsed());
+    }
+    signal(&rx, Signal::SIGTERM);
+    let _ = finish(rx, T);
+    let last = *closed_after.last().unwrap();
+    assert!(
+        last < Duration::from_millis(800),
+        "closed {closed_after:?} after each refusal"
+    );
+}
+
+/// On one connection the numbering never goes back: a repeated frame and a late one are
+/// kept (nothing received is lost) but counted as protocol errors, not taken for a
+/// server that restarted, and the sequence is tracked from the highest number seen.
+#[test]
+fn a_sequence_that_goes_back_on_one_connection_is_a_protocol_error() {
+    let (addr, server) = fake_server(|mut s| {
+        let seqs = [1, 2, 2, 3, 5, 4, 6];
+        s.write_all(&encode(&seqs.map(frame_msg))).unwrap();
+        s.write_all(&encode(&[rawlink_proto::Message::EndOfStream(
+            rawlink_proto::EndOfStream {
+                last_seq: 6,
+                reason: rawlink_proto::EndReason::FramesDone,
+                message: "done".into(),
+            },
+        )]))
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let o = finish(
+        spawn_receive(&[
+            "--connect",
+            &addr,
+            "--out",
+            dir.path().to_str().unwrap(),
+            "--save",
+            "raw",
+            "--no-reconnect",
+        ]),
+        T,
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let line = summary_of(&o);
+    for (k, v) in [
+        ("frames", 7),
+        ("written", 7),
+        ("protocol_errors", 2),
+        ("missing", 1),
+    ] {
+        assert_eq!(field(&line, k), v, "{k} in {line}\n{err}");
+    }
+    assert!(!err.contains("restarted"), "{err}");
+    assert_eq!(err.matches("sequence went back").count(), 2, "{err}");
+    assert!(dir.path().join("frame_000002-1.raw").exists());
+    server.join().unwrap();
+}

@@ -228,7 +228,8 @@ pub enum ProtoError {
     Truncated {
         /// Bytes that were buffered.
         buffered: usize,
-        /// Bytes the message needed (0 if the header was incomplete).
+        /// Bytes the message needed (with an incomplete header, the header's declared
+        /// length, or [`HEADER_LEN`]).
         needed: u64,
     },
     /// A compressed payload could not be decoded; the message has been consumed.
@@ -601,10 +602,16 @@ impl Decoder {
             None if buf.is_empty() => Ok(None),
             None => Err(ProtoError::Truncated {
                 buffered: buf.len(),
+                // Without a checked header: its declared length, if that much came.
                 needed: self
                     .pending
                     .map(|p| hlen_total(p) as u64)
-                    .unwrap_or_default(),
+                    .unwrap_or_else(|| {
+                        buf.get(6..8)
+                            .map(|h| u16::from_le_bytes([h[0], h[1]]) as u64)
+                            .filter(|&h| h as usize >= HEADER_LEN)
+                            .unwrap_or(HEADER_LEN as u64)
+                    }),
             })
             .inspect_err(|_| self.header_failed = self.pending.is_none() && !self.scanning),
         }
@@ -678,8 +685,21 @@ impl Decoder {
         }
         let bad_frame = |source| ProtoError::BadFrame { seq, source };
         let kind_v = Kind::from_code(kind).ok_or(ProtoError::UnknownKind(kind))?;
-        let pattern = BayerPattern::from_code(b[11]).map_err(bad_frame)?;
-        let packing = Packing::from_code(b[13]).map_err(bad_frame)?;
+        // The image fields mean something only in frames and stream starts; in the other
+        // kinds a receiver must neither check nor use them (PROTOCOL.md), so an unknown
+        // pattern or packing code there is not an error.
+        let image = matches!(kind_v, Kind::Frame | Kind::StreamStart);
+        let (pattern, packing) = if image {
+            (
+                BayerPattern::from_code(b[11]).map_err(bad_frame)?,
+                Packing::from_code(b[13]).map_err(bad_frame)?,
+            )
+        } else {
+            (
+                BayerPattern::from_code(b[11]).unwrap_or(BayerPattern::Rggb),
+                Packing::from_code(b[13]).unwrap_or(Packing::U16Le),
+            )
+        };
         let bits = b[12];
         let header = FrameHeader {
             seq,
@@ -698,7 +718,7 @@ impl Decoder {
             black_level: get_u16(b, 52),
             white_level: get_u16(b, 54),
         };
-        if matches!(kind_v, Kind::Frame | Kind::StreamStart) {
+        if image {
             header.validate().map_err(bad_frame)?;
             let max_dim = self.limits.max_dimension.min(MAX_DIMENSION);
             if header.width > max_dim || header.height > max_dim {
@@ -715,10 +735,23 @@ impl Decoder {
         if compressed {
             let plain_rows = header.format.packing == Packing::U16Le
                 && header.stride == header.width.saturating_mul(2);
-            if kind_v != Kind::Frame || b[14] != compress::CODEC_CFA_LZ4 || !plain_rows {
+            let why = if kind_v != Kind::Frame {
+                Some("only frames may be compressed".to_string())
+            } else if b[14] != compress::CODEC_CFA_LZ4 {
+                Some(format!("unsupported compression codec {}", b[14]))
+            } else if !plain_rows {
+                Some(format!(
+                    "a compressed frame must describe unpacked 16-bit rows (packing 0, stride \
+                     = width × 2), not packing {} with stride {}",
+                    b[13], header.stride
+                ))
+            } else {
+                None
+            };
+            if let Some(reason) = why {
                 return Err(ProtoError::BadMessage {
                     kind: kind_v,
-                    reason: format!("unsupported compression (codec {}) for this message", b[14]),
+                    reason,
                 });
             }
             // The decoded size is bounded by the same limit as a plain payload, so a

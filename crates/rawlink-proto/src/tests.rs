@@ -856,3 +856,50 @@ fn a_frame_over_the_dimension_limit_names_the_limit_and_the_next_frame_decodes()
         other => panic!("{other:?}"),
     }
 }
+
+/// The image fields of control messages are neither checked nor used: an end of stream,
+/// a notice or a heartbeat with an unknown pattern or packing code still decodes (a
+/// clean end must not be lost to a field that means nothing there); a frame with one
+/// does not.
+#[test]
+fn control_messages_ignore_image_codes() {
+    for t in control_templates() {
+        if matches!(t, Message::StreamStart(_)) {
+            continue;
+        }
+        let mut b = wire(std::slice::from_ref(&t));
+        b[11] = 9; // pattern
+        b[13] = 7; // packing
+        let crc = crc32c::crc32c(&b[..76]);
+        b[76..80].copy_from_slice(&crc.to_le_bytes());
+        let got = Decoder::default().decode(&mut b);
+        assert!(
+            matches!(got, Ok(Some(ref m)) if m.kind_name() == t.kind_name()),
+            "{}: {got:?}",
+            t.kind_name()
+        );
+    }
+    let mut b = wire(&[Message::Frame(frame(1, 4, 4))]);
+    b[11] = 9;
+    let crc = crc32c::crc32c(&b[..76]);
+    b[76..80].copy_from_slice(&crc.to_le_bytes());
+    assert!(matches!(
+        Decoder::default().decode(&mut b),
+        Err(ProtoError::BadFrame { .. })
+    ));
+}
+
+/// A stream cut inside a header says how long the header would have been.
+#[test]
+fn truncated_header_names_its_length() {
+    let full = wire(&[Message::Heartbeat]);
+    for cut in [4, 8, 40] {
+        let mut b = BytesMut::from(&full[..cut]);
+        match Decoder::default().decode_eof(&mut b) {
+            Err(ProtoError::Truncated { buffered, needed }) => {
+                assert_eq!((buffered, needed), (cut, HEADER_LEN as u64))
+            }
+            other => panic!("cut at {cut}: {other:?}"),
+        }
+    }
+}
