@@ -25,7 +25,7 @@ pub struct BenchArgs {
     )]
     pub sizes: Vec<String>,
     /// ISP profiles.
-    #[arg(long, value_delimiter = ',', default_value = "reference,default")]
+    #[arg(long, value_delimiter = ',', default_value = "reference,default", value_parser = crate::cli::checked::<Profile>)]
     pub profiles: Vec<String>,
     /// Thread counts (`all` = every core).
     #[arg(long, value_delimiter = ',', default_value = "1,2,all", value_parser = threads_arg)]
@@ -52,10 +52,10 @@ pub struct BenchArgs {
     pub config: Option<PathBuf>,
     /// Demosaic method for the `default` profile: bilinear, malvar or rcd (overrides the
     /// configuration).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::checked::<rawlink_isp::DemosaicMethod>)]
     pub demosaic: Option<String>,
     /// Run exactly these stages, e.g. `blc,demosaic` (overrides the configuration).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cli::stages_arg)]
     pub stages: Option<String>,
     /// Run the first configuration in this process and print one JSON object.
     #[arg(long, hide = true)]

@@ -57,24 +57,24 @@ pub struct GeometryArgs {
 #[derive(Debug, Clone, Args)]
 pub struct IspOpts {
     /// ISP profile: default (best quality in real time) or reference (the reference ISP, within ±1 LSB; bit-exact with --bit-exact) [default: default].
-    #[arg(long)]
+    #[arg(long, value_parser = checked::<rawlink_isp::Profile>)]
     pub profile: Option<String>,
     /// ISP configuration file (TOML); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Run exactly these stages, e.g. `blc,demosaic` (dpc, blc, lsc, wb, demosaic, ccm, tone, denoise, sharpen).
-    #[arg(long)]
+    #[arg(long, value_parser = stages_arg)]
     pub stages: Option<String>,
     /// Demosaic method: bilinear, malvar or rcd [default: rcd; the reference profile's
     /// is bilinear].
-    #[arg(long)]
+    #[arg(long, value_parser = checked::<rawlink_isp::DemosaicMethod>)]
     pub demosaic: Option<String>,
     /// White-balance mode: grayworld, robust, manual or metadata [default: robust; the
     /// reference profile's is gray world].
-    #[arg(long)]
+    #[arg(long, value_parser = checked::<rawlink_isp::WbMode>)]
     pub wb: Option<String>,
     /// Manual white-balance gains `r,g,b` (implies --wb manual).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     pub wb_gains: Option<Vec<f32>>,
     /// White level in sample units (default: from the frame, else 2^bits-1).
     #[arg(long)]
@@ -376,17 +376,17 @@ pub struct ConvertArgs {
     #[arg(long)]
     pub white_level: Option<u16>,
     /// White-balance gains `r,g,b` of the scene; AsShotNeutral is their inverse.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     pub wb_gains: Option<Vec<f64>>,
     /// ColorMatrix1 (XYZ D65 -> camera), 9 values row-major (default: derived from the
     /// ISP's default colour correction).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     pub color_matrix: Option<Vec<f64>>,
     /// Exposure time in µs, for the EXIF ExposureTime tag.
     #[arg(long, default_value_t = 0)]
     pub exposure_us: u32,
     /// Analog gain (written as ISO 100 × gain).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub gain: f32,
     /// Capture time, ns since the Unix epoch (default: the input file's modification time).
     #[arg(long)]
@@ -460,6 +460,25 @@ pub struct DemoArgs {
     pub quiet: bool,
     #[command(flatten)]
     pub geometry: GeometryArgs,
+}
+
+/// A name the ISP parses (profile, demosaic method, white-balance mode), checked while
+/// the command line is parsed, so a bad one is a usage error (exit status 2) like any
+/// other bad flag value.
+pub(crate) fn checked<T: std::str::FromStr>(s: &str) -> Result<String, String>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse::<T>()
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// `--stages`, checked while the command line is parsed.
+pub(crate) fn stages_arg(s: &str) -> Result<String, String> {
+    rawlink_isp::parse_stage_list(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 fn parse_png_depth(s: &str) -> Result<u8, String> {

@@ -320,8 +320,11 @@ fn isp_config(
             bail!("--wb-gains needs three values r,g,b, got {}", g.len());
         };
         cfg.wb.gains = Some([r, gg, b]);
-        if o.wb.is_none() {
-            cfg.wb.mode = rawlink_isp::WbMode::Manual;
+        match o.wb.as_deref() {
+            None => cfg.wb.mode = rawlink_isp::WbMode::Manual,
+            Some("manual") => {}
+            // Robust, gray-world and metadata white balance find their own gains.
+            Some(m) => bail!("--wb-gains needs --wb manual (or no --wb), not --wb {m}"),
         }
     }
     if let Some(w) = o.white_level {
@@ -329,6 +332,21 @@ fn isp_config(
     }
     if o.bit_exact {
         cfg.denoise.exact = true;
+    }
+    // Flags that would change nothing in the pipeline as configured are named.
+    let active = cfg.active_stages();
+    if (o.wb.is_some() || o.wb_gains.is_some()) && !active.contains(&rawlink_isp::StageName::Wb) {
+        tracing::warn!("--wb / --wb-gains have no effect: the stage list has no wb");
+    }
+    if o.bit_exact
+        && cfg.profile != Profile::Reference
+        && (cfg.denoise.method != rawlink_isp::DenoiseMethod::Bilateral
+            || !active.contains(&rawlink_isp::StageName::Denoise))
+    {
+        tracing::warn!(
+            "--bit-exact has no effect: it applies to the bilateral denoise (the reference \
+             profile's, or denoise.method = \"bilateral\"), which this pipeline does not run"
+        );
     }
     if cfg.profile == Profile::Reference {
         // The reference pipeline is fixed: a flag it would ignore is refused, settings
@@ -1259,6 +1277,30 @@ fn isp(a: IspArgs) -> Result<ExitCode> {
     let bytes = read_input(&a.input, g)?;
     let (raw, orientation) = if let Some(dng) = as_dng(&a.input, &bytes, g)? {
         let m = &dng.meta;
+        // The geometry flags describe headerless input: a DNG's own metadata win. A flag
+        // set away from its default that says otherwise is named, so it is not taken
+        // for applied.
+        let ignored: Vec<String> = [
+            (g.pattern != rawlink_frame::BayerPattern::Rggb && g.pattern != m.pattern)
+                .then(|| format!("--pattern {}", g.pattern)),
+            (g.bits != 12 && g.bits != m.bits).then(|| format!("--bits {}", g.bits)),
+            (g.width != 640 && g.width != m.width).then(|| format!("--width {}", g.width)),
+            (g.height != 480 && g.height != m.height).then(|| format!("--height {}", g.height)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !ignored.is_empty() {
+            tracing::warn!(
+                "{}: {} ignored: the DNG says {}x{} {} {}-bit",
+                a.input.display(),
+                ignored.join(", "),
+                m.width,
+                m.height,
+                m.pattern,
+                m.bits
+            );
+        }
         cfg.pattern = m.pattern;
         cfg.bits = m.bits;
         // The file's levels and colour matrix apply unless a flag or the config file

@@ -599,3 +599,41 @@ fn wb_metadata_uses_the_dngs_neutral() {
         "{err}"
     );
 }
+
+/// A DNG's own metadata describe its samples; geometry flags set to something else are
+/// named as ignored (they used to be dropped without a word), and the image is the same
+/// as without them.
+#[test]
+fn geometry_flags_that_contradict_a_dng_are_named_as_ignored() {
+    let d = tempfile::tempdir().unwrap();
+    let (_, dng) = convert(d.path(), "bggr", 12, 33, 17);
+    let (a, b) = (d.path().join("a.png"), d.path().join("b.png"));
+    let o = bin()
+        .arg("isp")
+        .arg(&dng)
+        .arg("-o")
+        .arg(&a)
+        .args(["--pattern", "grbg", "--bits", "10", "--width", "5"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "--pattern grbg, --bits 10, --width 5 ignored: the DNG says 33x17 bggr 12-bit"
+        ),
+        "{err}"
+    );
+    run(bin().arg("isp").arg(&dng).arg("-o").arg(&b));
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    // Flags that agree with the file, or are left at their defaults, say nothing.
+    let o = bin()
+        .arg("isp")
+        .arg(&dng)
+        .arg("-o")
+        .arg(d.path().join("c.png"))
+        .args(["--pattern", "bggr"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("ignored"));
+}

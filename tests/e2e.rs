@@ -103,7 +103,7 @@ fn fake_server(bytes: Vec<u8>) -> (String, std::thread::JoinHandle<()>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let h = std::thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
+        let mut s = accept_within(&l, T);
         drain_hello(&mut s);
         let _ = s.write_all(&bytes);
         let _ = s.flush();
@@ -322,7 +322,7 @@ fn reconnects_after_a_close_mid_frame_and_keeps_every_complete_frame() {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let server = std::thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
+        let mut s = accept_within(&l, T);
         drain_hello(&mut s);
         let mut first = encode(&[
             start_msg(),
@@ -333,7 +333,7 @@ fn reconnects_after_a_close_mid_frame_and_keeps_every_complete_frame() {
         first.extend_from_slice(&third[..third.len() / 2]);
         s.write_all(&first).unwrap();
         drop(s);
-        let (mut s, _) = l.accept().unwrap();
+        let mut s = accept_within(&l, T);
         drain_hello(&mut s);
         s.write_all(&encode(&[
             start_msg(),
@@ -456,7 +456,7 @@ fn legacy_receiver(extra: &[&str]) -> (TcpListener, tempfile::TempDir, std::proc
 fn legacy_receiver_reads_a_bare_tcp_streamer() {
     // Like the reference streamer: bare frames, then close at a frame boundary.
     let (l, dir, child) = legacy_receiver(&[]);
-    let (mut s, _) = l.accept().unwrap();
+    let mut s = accept_within(&l, T);
     for n in 1..=3 {
         for piece in driver_frame(n).chunks(100_000) {
             s.write_all(piece).unwrap();
@@ -489,7 +489,7 @@ fn legacy_receiver_reads_a_bare_tcp_streamer() {
 #[test]
 fn legacy_receiver_reports_a_close_mid_frame() {
     let (l, dir, child) = legacy_receiver(&["--no-reconnect"]);
-    let (mut s, _) = l.accept().unwrap();
+    let mut s = accept_within(&l, T);
     s.write_all(&driver_frame(1)).unwrap();
     s.write_all(&driver_frame(2)[..1234]).unwrap();
     drop(s);
@@ -726,7 +726,7 @@ fn nothing_accepted_and_legacy_against_v1_are_errors() {
     let addr = l.local_addr().unwrap().to_string();
     let bytes = frames();
     let server = std::thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
+        let mut s = accept_within(&l, T);
         let _ = s.write_all(&bytes);
         std::thread::sleep(Duration::from_millis(200));
     });
@@ -872,7 +872,8 @@ fn sigterm_ends_the_stream_cleanly_for_server_and_client() {
         "--out",
         dir.path().to_str().unwrap(),
     ]);
-    std::thread::sleep(Duration::from_millis(400));
+    // Two frames received (asserted below) before the signal, however slow the start.
+    wait_for_file(&dir.path().join("frame_000002.raw"));
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(server.child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -949,7 +950,7 @@ fn receiver_started_before_the_server_connects_when_it_comes_up() {
 #[test]
 fn legacy_receiver_fails_when_the_server_closes_without_a_frame() {
     let (l, _dir, child) = legacy_receiver(&[]);
-    let (s, _) = l.accept().unwrap();
+    let s = accept_within(&l, T);
     drop(s);
     let o = finish(child, T);
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -1048,7 +1049,7 @@ fn a_restarted_server_is_a_new_stream_not_a_gap() {
         let addr = l.local_addr().unwrap().to_string();
         let server = std::thread::spawn(move || {
             for bytes in [first, second] {
-                let (mut s, _) = l.accept().unwrap();
+                let mut s = accept_within(&l, T);
                 drain_hello(&mut s);
                 s.write_all(&bytes).unwrap();
                 std::thread::sleep(Duration::from_millis(100));

@@ -201,8 +201,18 @@ fn receiver_killed_and_restarted_while_the_others_keep_going() {
     let server = sim(40, 50, 2, &[]);
     let addr = server.addr.to_string();
     let steady = spawn_receive(&["--connect", &addr, "--sink", "null", "--quiet"]);
-    let victim = spawn_receive(&["--connect", &addr, "--sink", "null", "--quiet"]);
-    std::thread::sleep(Duration::from_millis(700));
+    let victim_dir = tempfile::tempdir().unwrap();
+    let victim = spawn_receive(&[
+        "--connect",
+        &addr,
+        "--out",
+        victim_dir.path().to_str().unwrap(),
+        "--save",
+        "raw",
+        "--quiet",
+    ]);
+    // Killed once it is a client (the server counts 3 below), however slow the start.
+    wait_for_file(&victim_dir.path().join("frame_000001.raw"));
     signal(&victim, Signal::SIGKILL);
     let _ = finish(victim, T);
     let again = spawn_receive(&["--connect", &addr, "--sink", "null", "--quiet"]);
@@ -271,7 +281,7 @@ fn fake_server(
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let h = std::thread::spawn(move || {
-        let (mut s, _) = l.accept().unwrap();
+        let mut s = accept_within(&l, T);
         let mut head = [0u8; 80];
         s.read_exact(&mut head).unwrap();
         let len = u32::from_le_bytes(head[56..60].try_into().unwrap()) as usize;
@@ -1307,19 +1317,6 @@ fn a_busy_server_is_retried_with_backoff_and_given_up_on() {
     let _ = server.wait(T);
 }
 
-/// Waits (up to 60 s) until `path` exists.
-fn wait_for_file(path: &Path) {
-    let t = Instant::now();
-    while !path.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A connection closed before sending anything (a port probe) is not a client: it does
 /// not start a `--wait-clients` capture, so the receiver that comes next gets every frame.
 #[test]
@@ -1474,7 +1471,6 @@ fn a_second_signal_stops_at_once() {
 fn a_refused_receiver_closes_at_once_during_its_backoff() {
     use rawlink_proto::{EndOfStream, EndReason, Message};
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.set_nonblocking(true).unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let rx = spawn_receive(&[
         "--connect",
@@ -1494,15 +1490,7 @@ fn a_refused_receiver_closes_at_once_during_its_backoff() {
     // Backoff after refusals: 100 ms doubling, jittered to [d/2, d]; after the sixth it
     // is at least 1.6 s.
     for _ in 0..6 {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut s = loop {
-            match l.accept() {
-                Ok((s, _)) => break s,
-                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-                Err(e) => panic!("the receiver did not come back: {e}"),
-            }
-        };
-        s.set_nonblocking(false).unwrap();
+        let mut s = accept_within(&l, Duration::from_secs(20));
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut head = [0u8; 80];
         s.read_exact(&mut head).unwrap();

@@ -238,6 +238,10 @@ fn default_profile_config_stages_and_png_depth() {
         (vec!["--stages", "blc,tone"], "must include demosaic"),
         (vec!["--demosaic", "ahd2"], "unknown demosaic method"),
         (vec!["--wb-gains", "1,0,1"], "white-balance gains"),
+        (
+            vec!["--wb", "robust", "--wb-gains", "2,1,1"],
+            "--wb-gains needs --wb manual",
+        ),
         (vec!["--png-depth", "12"], "PNG depth"),
         (
             vec!["--profile", "reference", "--stages", "dpc,demosaic"],
@@ -261,6 +265,20 @@ fn default_profile_config_stages_and_png_depth() {
         assert!(!ok && text.contains(needle), "{args:?}: {text}");
         assert_eq!(text.trim().lines().count(), 1, "{args:?}: {text}");
     }
+    // Flags that change nothing in the pipeline as configured are named, not dropped
+    // without a word.
+    for (args, needle) in [
+        (
+            vec!["--stages", "blc,demosaic", "--wb-gains", "2,1,1"],
+            "--wb / --wb-gains have no effect",
+        ),
+        (vec!["--bit-exact"], "--bit-exact has no effect"),
+    ] {
+        let (ok, text) = run(&args, "noop.png");
+        assert!(ok && text.contains(needle), "{args:?}: {text}");
+    }
+    let (ok, text) = run(&["--profile", "reference", "--bit-exact"], "exact.png");
+    assert!(ok && !text.contains("no effect"), "{text}");
     // Config values that would leave no image: refused, one line each.
     for (toml, needle) in [
         ("[blc]\nwhite = 0\n", "white level must be above 0"),
@@ -797,6 +815,49 @@ fn raw_samples_that_begin_like_a_tiff_file_are_raw() {
     let (ok, err) = rawlink(&["isp", bad.to_str().unwrap(), "-o", png.to_str().unwrap()]);
     assert!(
         !ok && err.contains("short.dng") && err.contains("DNG"),
+        "{err}"
+    );
+}
+
+/// A bad name for a profile, demosaic method, white-balance mode or stage is a usage
+/// error, exit status 2, like any other bad flag value (it was 1, an error while
+/// running), named in one line; a negative gain reaches the gain check instead of being
+/// taken for a flag.
+#[test]
+fn bad_isp_names_are_usage_errors() {
+    for (flag, value, needle) in [
+        ("--demosaic", "ahd2", "unknown demosaic method"),
+        ("--wb", "auto", "unknown white-balance mode"),
+        ("--profile", "fancy", "unknown ISP profile"),
+        ("--stages", "blc,blur", "unknown stage"),
+        ("--pattern", "rgbg", "rgbg"),
+    ] {
+        for cmd in ["isp", "receive"] {
+            let mut args = vec![cmd];
+            if cmd == "isp" {
+                args.extend(["x.raw", "-o", "y.png"]);
+            }
+            args.extend([flag, value]);
+            let o = bin().args(&args).output().unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+            assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("z.raw");
+    std::fs::write(&raw, vec![0u8; 64 * 48 * 2]).unwrap();
+    let o = bin()
+        .arg("isp")
+        .arg(&raw)
+        .args(["-o", "y.png", "--width", "64", "--height", "48"])
+        .args(["--wb-gains", "-1,1,1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("white-balance gains [-1.0, 1.0, 1.0] must be in"),
         "{err}"
     );
 }

@@ -9,6 +9,17 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(90);
 
+/// A receiver (`args` plus RAW files into `dir`), returned once its first frame is on
+/// disk: connected and streaming, so a `--wait-clients` server has counted it (a fixed
+/// sleep could stop it before it connected, and the server would never start).
+fn streaming_receiver(args: &[&str], dir: &std::path::Path) -> std::process::Child {
+    let mut a = args.to_vec();
+    a.extend(["--out", dir.to_str().unwrap(), "--save", "raw", "--quiet"]);
+    let child = spawn_receive(&a);
+    wait_for_file(&dir.join("frame_000001.raw"));
+    child
+}
+
 #[test]
 fn latest_policy_drops_only_for_the_slow_client() {
     let frames = 150u64;
@@ -26,8 +37,8 @@ fn latest_policy_drops_only_for_the_slow_client() {
     ]);
     let addr = server.addr.to_string();
     let fast = spawn_receive(&["--connect", &addr, "--policy", "latest", "--sink", "null"]);
-    let slow = spawn_receive(&["--connect", &addr, "--policy", "latest", "--sink", "null"]);
-    std::thread::sleep(Duration::from_millis(300));
+    let slow_dir = tempfile::tempdir().unwrap();
+    let slow = streaming_receiver(&["--connect", &addr, "--policy", "latest"], slow_dir.path());
     signal(&slow, Signal::SIGSTOP); // stalled while the server streams
     let fast_out = finish(fast, T);
     assert!(
@@ -110,8 +121,7 @@ fn lossless_policy_delivers_every_file_frame_to_a_slow_client() {
         out_fast.to_str().unwrap(),
         "--quiet",
     ]);
-    let slow = spawn_receive(&["--connect", &addr, "--sink", "null"]);
-    std::thread::sleep(Duration::from_millis(300));
+    let slow = streaming_receiver(&["--connect", &addr], &dir.path().join("slow"));
     signal(&slow, Signal::SIGSTOP);
     std::thread::sleep(Duration::from_millis(1500));
     signal(&slow, Signal::SIGCONT);
@@ -223,8 +233,8 @@ fn metrics_are_scraped_over_http_and_count_a_stalled_clients_drops() {
         "--metrics",
         &format!("127.0.0.1:{rp}"),
     ]);
-    let slow = spawn_receive(&["--connect", &addr, "--policy", "latest", "--sink", "null"]);
-    std::thread::sleep(Duration::from_millis(300));
+    let slow_dir = tempfile::tempdir().unwrap();
+    let slow = streaming_receiver(&["--connect", &addr, "--policy", "latest"], slow_dir.path());
     signal(&slow, Signal::SIGSTOP);
     std::thread::sleep(Duration::from_millis(1500));
     let sm = scrape(sp);

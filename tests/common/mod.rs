@@ -289,6 +289,29 @@ impl Proxy {
     }
 }
 
+/// The next connection on `l`, or a panic naming the wait if none comes within
+/// `timeout` (a receiver that exited early must fail the test, not hang it).
+pub fn accept_within(l: &std::net::TcpListener, timeout: Duration) -> std::net::TcpStream {
+    l.set_nonblocking(true).unwrap();
+    let deadline = std::time::Instant::now() + timeout;
+    let s = loop {
+        match l.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "nobody connected to {:?} within {timeout:?}",
+                    l.local_addr()
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    };
+    s.set_nonblocking(false).unwrap();
+    s
+}
+
 /// A free TCP port on 127.0.0.1 (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -381,4 +404,17 @@ pub fn live_demo(out: &Path) -> (Child, SocketAddr) {
         .expect("spawn rawlink demo");
     let (addr, _) = live_addr(&mut child);
     (child, addr)
+}
+
+/// Waits (up to 60 s) until `path` exists.
+pub fn wait_for_file(path: &Path) {
+    let t = Instant::now();
+    while !path.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -593,8 +593,8 @@ impl IspConfig {
         }
         let finite = |x: f32| x.is_finite();
         let within = |x: f32, lo: f32, hi: f32| x.is_finite() && (lo..=hi).contains(&x);
-        if !(finite(self.dpc.threshold) && self.dpc.threshold > 0.0) {
-            return bad("dpc.threshold must be finite and > 0".into());
+        if !(finite(self.dpc.threshold) && self.dpc.threshold > 0.0 && self.dpc.threshold <= 1.0) {
+            return bad("dpc.threshold must be within (0, 1] (a fraction of full scale)".into());
         }
         // The radial gain at the corners is 1 + strength, which must stay positive.
         if !(finite(self.lsc.strength) && self.lsc.strength > -1.0 && self.lsc.strength <= 4.0) {
@@ -677,6 +677,32 @@ fn toml_error(path: &std::path::Path, text: &str, e: &toml::de::Error) -> String
 mod toml_error_tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Any text, as a configuration file: parsing, the error message (which slices
+        /// the text by the error's span) and validation never panic, and an error is
+        /// one line.
+        #[test]
+        fn any_config_text_parses_or_fails_in_one_line(
+            text in "(\\[[a-z]{0,8}\\]\n|[a-z_.]{1,12} = [-+0-9.eE\"a-zé, \\[\\]]{0,16}\n|[\\PC\n]{0,12}){0,6}"
+        ) {
+            match toml::from_str::<IspConfig>(&text) {
+                Ok(cfg) => {
+                    let _ = cfg.validate();
+                }
+                Err(e) => {
+                    let m = toml_error(std::path::Path::new("c.toml"), &text, &e);
+                    proptest::prop_assert!(!m.contains('\n'), "{m}");
+                }
+            }
+        }
+
+        /// Any stage list: parsed or refused, never a panic.
+        #[test]
+        fn any_stage_list_parses_or_fails(s in "[a-z,é ]{0,40}") {
+            let _ = parse_stage_list(&s);
+        }
+    }
+
     /// One line that says where (line, column, table), what, and shows the line.
     #[test]
     fn toml_errors_are_one_line_with_the_place() {
@@ -690,7 +716,13 @@ mod toml_error_tests {
         let text = "[dpc]\nthreshold = 1e300\n";
         let cfg: IspConfig = toml::from_str(text).unwrap();
         let e = cfg.validate().unwrap_err().to_string();
-        assert!(e.contains("dpc.threshold must be finite and > 0"), "{e}");
+        assert!(e.contains("dpc.threshold must be within (0, 1]"), "{e}");
+        // Above full scale nothing could ever be repaired; refused rather than run (it
+        // used to overflow the edge columns' test and repair every pixel there).
+        let cfg: IspConfig = toml::from_str("[dpc]\nthreshold = 6e5\n").unwrap();
+        assert!(cfg.validate().is_err());
+        let cfg: IspConfig = toml::from_str("[dpc]\nthreshold = 1.0\n").unwrap();
+        assert!(cfg.validate().is_ok());
         let text = "nonsense = 1\n";
         let e = toml::from_str::<IspConfig>(text).unwrap_err();
         let m = toml_error(std::path::Path::new("c.toml"), text, &e);

@@ -397,8 +397,10 @@ impl RgbImage {
                 Some((key, lut)) if *key == (m, bias) => lut,
                 slot => {
                     let mut lut = Box::new([0u8; 1 << 16]);
+                    // Codes above the scale (a sample above its stated depth that no
+                    // stage clamped) are white, not wrapped around to dark.
                     for (v, e) in lut.iter_mut().enumerate() {
-                        *e = ((v as u32 * 255 + bias) / m) as u8;
+                        *e = (((v as u32).min(m) * 255 + bias) / m) as u8;
                     }
                     &mut slot.insert(((m, bias), lut)).1
                 }
@@ -427,7 +429,7 @@ impl RgbImage {
         let mut out = Vec::with_capacity(n * 3);
         for j in 0..n {
             for p in &self.planes {
-                out.push(((p[j] as u32 * 65535 + m / 2) / m) as u16);
+                out.push((((p[j] as u32).min(m) * 65535 + m / 2) / m) as u16);
             }
         }
         out

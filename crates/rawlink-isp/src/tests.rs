@@ -329,7 +329,8 @@ fn full_scale_8bit_arithmetic_equals_the_division() {
         for (bias, got) in [(0, img.to_rgb8(max)), (m / 2, img.to_rgb8_rounded(max))] {
             let want: Vec<u8> = (0..6)
                 .flat_map(|i| img.planes.iter().map(move |p| p[i]))
-                .map(|v| ((v as u32 * 255 + bias) / m) as u8)
+                // Codes above the scale are white (clamped), not wrapped.
+                .map(|v| (((v as u32).min(m) * 255 + bias) / m) as u8)
                 .collect();
             assert_eq!(got, want, "max {max} bias {bias}");
         }
@@ -499,4 +500,27 @@ fn orientations_compose_across_block_edges() {
     let t = turn(img.clone(), 5);
     assert_eq!((t.width, t.height), (h, w));
     assert_eq!(t.planes[1][3 * h + 2], img.planes[1][2 * w + 3]);
+}
+
+/// Codes above the output scale (samples above their stated depth that no stage clamped)
+/// come out white in 8 and 16 bits, not wrapped around to dark.
+#[test]
+fn codes_above_the_scale_are_white() {
+    let img = RgbImage {
+        width: 3,
+        height: 1,
+        planes: [
+            vec![1023, 1200, 65535],
+            vec![0, 1023, 1024],
+            vec![512, 4000, 1023],
+        ],
+    };
+    assert_eq!(
+        img.to_rgb8(1023),
+        [255, 0, 127, 255, 255, 255, 255, 255, 255]
+    );
+    assert_eq!(
+        img.to_rgb16(1023),
+        [65535, 0, 32800, 65535, 65535, 65535, 65535, 65535, 65535]
+    );
 }

@@ -375,6 +375,35 @@ impl Pacer {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any `--source` text is parsed or refused, never a panic; what is accepted
+        /// prints back as the same text.
+        #[test]
+        fn source_specs_parse_or_fail_and_round_trip(s in "(sim|chardev|file|v4l2|x)?(:[a-z/*é.]{0,12})?") {
+            if let Ok(spec) = s.parse::<SourceSpec>() {
+                prop_assert_eq!(spec.to_string(), s);
+            }
+        }
+
+        /// The block-wise scan finds the same first sample above the maximum as a plain
+        /// one, on any bytes (odd lengths: the last byte is not a sample).
+        #[test]
+        fn first_above_equals_a_plain_scan(
+            data in proptest::collection::vec(any::<u8>(), 0..20000),
+            max in any::<u16>(),
+        ) {
+            let want = data
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .enumerate()
+                .find(|&(_, v)| v > max)
+                .map(|(i, v)| (2 * i as u64, v));
+            prop_assert_eq!(first_above(&data, max), want);
+        }
+    }
+
     use super::*;
 
     #[test]

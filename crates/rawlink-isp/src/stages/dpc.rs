@@ -47,7 +47,8 @@ impl RawStage for DefectivePixels {
         if w < 5 || h < 5 {
             return;
         }
-        let thr = (self.threshold * ctx.max_value as f32).max(1.0) as i32;
+        // At most full scale, so that `hi + thr` cannot overflow whatever the setting.
+        let thr = (self.threshold.min(1.0) * ctx.max_value as f32).max(1.0) as i32;
         let arch = pulp::Arch::new();
         // Every test reads the mosaic as it came in, so the repairs are found first (in
         // parallel, reading only) and written after: no copy of the frame, and defects
@@ -259,6 +260,20 @@ mod tests {
         img.data[10 * w + 12] = 0;
         DefectivePixels { threshold: 0.1 }.apply(&mut img, &mut c);
         assert_eq!(c.stats.defective_pixels, 2);
+        assert_eq!(img.data, data);
+    }
+
+    /// A threshold above full scale (possible through the library, not the checked
+    /// configuration) repairs nothing: it used to overflow the edge columns' test, which
+    /// then flagged every pixel there.
+    #[test]
+    fn a_threshold_past_full_scale_repairs_nothing() {
+        let (w, h) = (24, 16);
+        let data: Vec<u16> = (0..w * h).map(|i| ((i * 7919) % 4096) as u16).collect();
+        let mut img = RawPlane::new(w, h, data.clone()).unwrap();
+        let mut c = ctx();
+        DefectivePixels { threshold: 6e5 }.apply(&mut img, &mut c);
+        assert_eq!(c.stats.defective_pixels, 0);
         assert_eq!(img.data, data);
     }
 
