@@ -66,12 +66,16 @@ for geom in "640 480 600 direct rcd" "1920 1080 200 direct rcd" "1920 1080 200 b
   "640 480 600 direct malvar" "1920 1080 200 direct malvar"; do
   set -- $geom
   for i in $(seq "$RUNS"); do
-    # disk_fps: frames written over the time from the first arrival to the last frame's
-    # files on disk (the summary's fps counts arrivals, which run ahead of the disk
-    # while the receiver's queue of 64 frames fills).
-    v=$($BIN demo --frames "$3" --interval-ms 0 --no-http --width "$1" --height "$2" --io "$4" \
-      --demosaic "$5" --out "$TMP/thr-$1-$4-$5-$i" 2>"$TMP/demo.log" | sed -n 's/.* disk_fps=\([0-9.]*\).*/\1/p')
-    [ -n "$v" ] || { tail -n 5 "$TMP/demo.log" >&2; echo "bench_e2e.sh: demo printed no disk_fps" >&2; exit 1; }
+    # disk_fps: frames written per second, from the first frame's files to the last's
+    # (the summary's fps counts arrivals, which run ahead of the disk while the
+    # receiver's queue of 64 frames fills).
+    if ! v=$($BIN demo --frames "$3" --interval-ms 0 --no-http --width "$1" --height "$2" --io "$4" \
+      --demosaic "$5" --out "$TMP/thr-$1-$4-$5-$i" 2>"$TMP/demo.log" | sed -n 's/.* disk_fps=\([0-9.]*\).*/\1/p') \
+      || [ -z "$v" ]; then
+      tail -n 20 "$TMP/demo.log" >&2
+      echo "bench_e2e.sh: demo failed or printed no disk_fps" >&2
+      exit 1
+    fi
     echo "$v"
     find "$TMP/thr-$1-$4-$5-$i" -type f -exec truncate -s 0 {} +
     sync

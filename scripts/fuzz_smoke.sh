@@ -3,7 +3,8 @@
 # toolchain (the flags `cargo fuzz build --sanitizer none` passes; no nightly, no
 # cargo-fuzz install) and fuzzes each for a short time from its committed corpus.
 # Usage: scripts/fuzz_smoke.sh [SECONDS_PER_TARGET]   (default 15)
-# A crash or a panic fails the script; libFuzzer leaves the input as crash-* in fuzz/.
+# A crash, a panic or a hang (one input past 10 s) fails the script; libFuzzer leaves
+# the input in fuzz/artifacts/.
 # New inputs go to a temporary folder: the committed corpus is only read.
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
@@ -19,12 +20,15 @@ trap 'rm -rf "$TMP"' EXIT
 for t in fuzz_targets/*.rs; do
   t=$(basename "$t" .rs)
   mkdir -p "$TMP/$t"
-  corpus=()
-  [ -d "corpus/$t" ] && corpus=("corpus/$t")
+  corpus=("$TMP/$t")
+  [ -d "corpus/$t" ] && corpus+=("corpus/$t")
   echo "fuzz $t: ${SECS}s"
   status=0
-  "target/$TRIPLE/release/$t" -max_total_time="$SECS" -max_len=65536 -rss_limit_mb=2048 \
-    -print_final_stats=1 "$TMP/$t" "${corpus[@]}" >"$TMP/$t.log" 2>&1 || status=$?
+  # -timeout: one input running past 10 s is a hang, and fails like a crash.
+  mkdir -p artifacts
+  "target/$TRIPLE/release/$t" -max_total_time="$SECS" -timeout=10 -max_len=65536 \
+    -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="artifacts/$t-" \
+    "${corpus[@]}" >"$TMP/$t.log" 2>&1 || status=$?
   grep -E '^stat::(number_of_executed_units|new_units_added)' "$TMP/$t.log" || true
   if [ "$status" -ne 0 ]; then
     tail -n 40 "$TMP/$t.log" >&2

@@ -970,11 +970,7 @@ async fn demo(a: DemoArgs) -> Result<ExitCode> {
         summary.sink.written,
         a.out.display(),
         t0.elapsed().as_secs_f64(),
-        if summary.disk_seconds > 0.0 {
-            summary.sink.written as f64 / summary.disk_seconds
-        } else {
-            0.0
-        }
+        summary.disk_fps()
     );
     finish_receive(&summary)
 }

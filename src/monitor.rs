@@ -57,7 +57,12 @@ const fn metric(name: &'static str, kind: Kind, role: Role, help: &'static str) 
     }
 }
 
-/// `receiver_errors_total`'s `kind` values: every value of [`error_kind`].
+/// `receiver_errors_total`'s `kind` for a frame whose `seq` went back on one connection
+/// (kept, but a protocol error).
+pub const SEQUENCE_ERROR_KIND: &str = "sequence";
+
+/// `receiver_errors_total`'s `kind` values: every value of [`error_kind`], and
+/// [`SEQUENCE_ERROR_KIND`].
 pub const ERROR_KINDS: &[&str] = &[
     "magic",
     "version",
@@ -71,6 +76,7 @@ pub const ERROR_KINDS: &[&str] = &[
     "truncated",
     "decompress",
     "io",
+    SEQUENCE_ERROR_KIND,
 ];
 
 /// Every metric rawlink reports.
@@ -285,6 +291,8 @@ mod tests {
             assert!(ERROR_KINDS.contains(&v), "{v} is not in ERROR_KINDS");
             arms += 1;
         }
-        assert_eq!(arms, ERROR_KINDS.len());
+        // ... and the one the receiver's sequence tracking reports.
+        assert_eq!(arms + 1, ERROR_KINDS.len());
+        assert!(ERROR_KINDS.contains(&SEQUENCE_ERROR_KIND));
     }
 }

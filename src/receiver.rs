@@ -87,9 +87,6 @@ pub struct ReceiveSummary {
     pub bytes: u64,
     /// From the first frame's arrival to the last's.
     pub seconds: f64,
-    /// From the first frame's arrival to the moment the last frame written had all its
-    /// files on disk (0 when none was written).
-    pub disk_seconds: f64,
     /// The end-of-stream message, if one arrived.
     pub end: Option<EndOfStream>,
     /// Why the receiver failed, if it did.
@@ -121,6 +118,19 @@ pub struct ReceiveSummary {
 }
 
 impl ReceiveSummary {
+    /// Frames written per second, over written − 1 intervals from the first frame's files
+    /// being written to the last's (as `fps` is over arrivals): the rate the receiver
+    /// sustains to disk, which `fps` overstates while its queue fills. 0 with fewer than
+    /// two frames written (`--sink null` writes none).
+    pub fn disk_fps(&self) -> f64 {
+        match self.sink.written_span {
+            Some((first, last)) if self.sink.written > 1 && last > first => {
+                (self.sink.written - 1) as f64 / (last - first).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+
     /// The one-line summary printed at the end.
     pub fn line(&self) -> String {
         // `seconds` runs from the first frame's arrival to the last's: frames − 1
@@ -134,14 +144,6 @@ impl ReceiveSummary {
         } else {
             (0.0, 0.0)
         };
-        // Frames on disk per second over the whole span, the processing of the first
-        // frame and the draining of the queue included: what the receiver sustains to
-        // disk, which `fps` (arrivals) overstates while the queue is filling.
-        let disk_fps = if self.disk_seconds > 0.0 {
-            self.sink.written as f64 / self.disk_seconds
-        } else {
-            0.0
-        };
         let (p50, p99) = self.sink.latency_ms.p50_p99();
         let (r50, r99) = self.receive_latency_ms.p50_p99();
         // A disk error that stopped the workers is both the sink's error and the run's.
@@ -154,7 +156,7 @@ impl ReceiveSummary {
             fps,
             mbps,
             self.sink.written,
-            disk_fps,
+            self.disk_fps(),
             self.sink.dropped,
             self.sink.errors + own_error as u64,
             p50,
@@ -676,9 +678,6 @@ pub async fn receive(cfg: ReceiveConfig, shutdown: CancellationToken) -> Result<
     }
     if let Some(sink) = sink {
         summary.sink = sink.finish();
-        if let (Some(first), Some(last)) = (track.first, summary.sink.last_written_at) {
-            summary.disk_seconds = last.saturating_duration_since(first).as_secs_f64();
-        }
         if summary.error.is_none() {
             if let Some(e) = &summary.sink.fatal {
                 summary.error = Some(e.clone());
@@ -753,8 +752,13 @@ impl<'a> Session<'a> {
         // A jump further than any stream could have run (2^32 frames is over two years at
         // 60 frames/s) is a new numbering, not frames lost.
         const JUMP: u64 = 1 << 32;
+        // Either way: a numbering of its own, tracked from here.
+        let renumbered = self
+            .track
+            .last_seq
+            .is_some_and(|last| seq > last.saturating_add(JUMP) || seq.saturating_add(JUMP) < last);
         match self.track.last_seq {
-            Some(last) if seq > last.saturating_add(JUMP) => {
+            Some(last) if renumbered => {
                 warn!("sequence jumped from {last} to {seq}: counted as a new numbering, not as missing frames");
             }
             Some(last) if seq > last.saturating_add(1) => {
@@ -772,8 +776,11 @@ impl<'a> Session<'a> {
             // highest number seen.
             Some(last) if seq <= last && !across => {
                 s.protocol_errors += 1;
-                metrics::counter!("rawlink_receiver_errors_total", "kind" => "sequence")
-                    .increment(1);
+                metrics::counter!(
+                    "rawlink_receiver_errors_total",
+                    "kind" => crate::monitor::SEQUENCE_ERROR_KIND
+                )
+                .increment(1);
                 self.complain(format!(
                     "sequence went back from {last} to {seq} on one connection (a repeated or \
                      out-of-order frame): kept, counted in protocol_errors"
@@ -785,7 +792,7 @@ impl<'a> Session<'a> {
             _ => {}
         }
         let s = &mut *self.summary;
-        if across || self.track.last_seq.is_none_or(|last| seq > last) {
+        if across || renumbered || self.track.last_seq.is_none_or(|last| seq > last) {
             self.track.last_seq = Some(seq);
         }
         let latency_ms = (frame.header.clock == ClockId::Realtime).then(|| {
@@ -1230,12 +1237,18 @@ mod tests {
         let line = s.line();
         assert!(line.contains(" fps=5.0 MB/s=5.0 "), "{line}");
         assert!(line.contains(" disk_fps=0.0 "), "nothing written: {line}");
-        // Disk rate: frames written over the span to the last file, first frame's
-        // processing included.
+        // Disk rate: written − 1 intervals between the first and the last frame written.
+        let t = Instant::now();
         s.sink.written = 5;
-        s.disk_seconds = 1.25;
+        s.sink.written_span = Some((t, t + Duration::from_millis(1600)));
         assert!(
-            s.line().contains(" written=5 disk_fps=4.0 "),
+            s.line().contains(" written=5 disk_fps=2.5 "),
+            "{}",
+            s.line()
+        );
+        s.sink.written = 1;
+        assert!(
+            s.line().contains(" written=1 disk_fps=0.0 "),
             "{}",
             s.line()
         );

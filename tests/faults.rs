@@ -1518,11 +1518,13 @@ fn a_refused_receiver_closes_at_once_during_its_backoff() {
 #[test]
 fn a_sequence_that_goes_back_on_one_connection_is_a_protocol_error() {
     let (addr, server) = fake_server(|mut s| {
-        let seqs = [1, 2, 2, 3, 5, 4, 6];
+        // Then a jump past 2^32 and back: each a new numbering, tracked from there
+        // (one outlier must not make every later frame an error).
+        let seqs = [1, 2, 2, 3, 5, 4, 6, 6 + (1 << 33), 7, 8];
         s.write_all(&encode(&seqs.map(frame_msg))).unwrap();
         s.write_all(&encode(&[rawlink_proto::Message::EndOfStream(
             rawlink_proto::EndOfStream {
-                last_seq: 6,
+                last_seq: 8,
                 reason: rawlink_proto::EndReason::FramesDone,
                 message: "done".into(),
             },
@@ -1547,8 +1549,8 @@ fn a_sequence_that_goes_back_on_one_connection_is_a_protocol_error() {
     assert!(o.status.success(), "{err}");
     let line = summary_of(&o);
     for (k, v) in [
-        ("frames", 7),
-        ("written", 7),
+        ("frames", 10),
+        ("written", 10),
         ("protocol_errors", 2),
         ("missing", 1),
     ] {
@@ -1556,6 +1558,7 @@ fn a_sequence_that_goes_back_on_one_connection_is_a_protocol_error() {
     }
     assert!(!err.contains("restarted"), "{err}");
     assert_eq!(err.matches("sequence went back").count(), 2, "{err}");
+    assert_eq!(err.matches("sequence jumped").count(), 2, "{err}");
     assert!(dir.path().join("frame_000002-1.raw").exists());
     server.join().unwrap();
 }

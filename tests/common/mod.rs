@@ -309,6 +309,7 @@ pub fn accept_within(l: &std::net::TcpListener, timeout: Duration) -> std::net::
         }
     };
     s.set_nonblocking(false).unwrap();
+    l.set_nonblocking(false).unwrap();
     s
 }
 

@@ -608,9 +608,10 @@ impl Decoder {
                     .map(|p| hlen_total(p) as u64)
                     .unwrap_or_else(|| {
                         buf.get(6..8)
-                            .map(|h| u16::from_le_bytes([h[0], h[1]]) as u64)
-                            .filter(|&h| h as usize >= HEADER_LEN)
-                            .unwrap_or(HEADER_LEN as u64)
+                            .filter(|_| buf.starts_with(&MAGIC))
+                            .map(|h| u16::from_le_bytes([h[0], h[1]]) as usize)
+                            .filter(|h| (HEADER_LEN..=MAX_HEADER_LEN).contains(h))
+                            .unwrap_or(HEADER_LEN) as u64
                     }),
             })
             .inspect_err(|_| self.header_failed = self.pending.is_none() && !self.scanning),

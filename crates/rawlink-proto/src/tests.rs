@@ -435,10 +435,12 @@ proptest! {
     /// the length fields are believed).
     #[test]
     fn garbage_never_panics(mut bytes in proptest::collection::vec(any::<u8>(), 0..300), valid_prefix: bool) {
-        if valid_prefix && bytes.len() >= HEADER_LEN {
+        if valid_prefix && bytes.len() >= 8 {
             bytes[..4].copy_from_slice(&MAGIC);
             bytes[4] = 1;
             bytes[6..8].copy_from_slice(&80u16.to_le_bytes());
+        }
+        if valid_prefix && bytes.len() >= HEADER_LEN {
             let crc = crc32c::crc32c(&bytes[..76]);
             bytes[76..80].copy_from_slice(&crc.to_le_bytes());
         }
