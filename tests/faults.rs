@@ -300,6 +300,15 @@ fn encode(msgs: &[rawlink_proto::Message]) -> Vec<u8> {
     b.to_vec()
 }
 
+/// A clean end of stream after frame `last_seq`.
+fn end_msg(last_seq: u64) -> rawlink_proto::Message {
+    rawlink_proto::Message::EndOfStream(rawlink_proto::EndOfStream {
+        last_seq,
+        reason: rawlink_proto::EndReason::FramesDone,
+        message: "done".into(),
+    })
+}
+
 fn frame_msg(seq: u64) -> rawlink_proto::Message {
     use rawlink_frame::*;
     let fmt = PixelFormat::unpacked(BayerPattern::Rggb, 12).unwrap();
@@ -342,14 +351,7 @@ fn absurd_headers_are_rejected_before_allocation_and_memory_stays_flat() {
         s.write_all(&encode(&[frame_msg(2)])).unwrap();
         // Hold the connection open while the test measures the receiver.
         let _ = rx.recv_timeout(Duration::from_secs(60));
-        s.write_all(&encode(&[rawlink_proto::Message::EndOfStream(
-            rawlink_proto::EndOfStream {
-                last_seq: 2,
-                reason: rawlink_proto::EndReason::FramesDone,
-                message: "done".into(),
-            },
-        )]))
-        .unwrap();
+        s.write_all(&encode(&[end_msg(2)])).unwrap();
         std::thread::sleep(Duration::from_millis(100));
     });
     let dir = tempfile::tempdir().unwrap();
@@ -1522,14 +1524,7 @@ fn a_sequence_that_goes_back_on_one_connection_is_a_protocol_error() {
         // (one outlier must not make every later frame an error).
         let seqs = [1, 2, 2, 3, 5, 4, 6, 6 + (1 << 33), 7, 8];
         s.write_all(&encode(&seqs.map(frame_msg))).unwrap();
-        s.write_all(&encode(&[rawlink_proto::Message::EndOfStream(
-            rawlink_proto::EndOfStream {
-                last_seq: 8,
-                reason: rawlink_proto::EndReason::FramesDone,
-                message: "done".into(),
-            },
-        )]))
-        .unwrap();
+        s.write_all(&encode(&[end_msg(8)])).unwrap();
         std::thread::sleep(Duration::from_millis(200));
     });
     let dir = tempfile::tempdir().unwrap();
