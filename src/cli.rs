@@ -40,17 +40,27 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct GeometryArgs {
     /// Frame width in pixels.
-    #[arg(long, default_value_t = 640, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    #[arg(long, default_value_t = GeometryArgs::DEFAULT.width, value_parser = clap::value_parser!(u32).range(1..=65535))]
     pub width: u32,
     /// Frame height in pixels.
-    #[arg(long, default_value_t = 480, value_parser = clap::value_parser!(u32).range(1..=65535))]
+    #[arg(long, default_value_t = GeometryArgs::DEFAULT.height, value_parser = clap::value_parser!(u32).range(1..=65535))]
     pub height: u32,
     /// Bayer pattern: rggb, bggr, grbg or gbrg.
-    #[arg(long, default_value = "rggb")]
+    #[arg(long, default_value_t = GeometryArgs::DEFAULT.pattern)]
     pub pattern: BayerPattern,
     /// Bits per sample (8..16), stored in 16-bit little-endian containers.
-    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u8).range(8..=16))]
+    #[arg(long, default_value_t = GeometryArgs::DEFAULT.bits, value_parser = clap::value_parser!(u8).range(8..=16))]
     pub bits: u8,
+}
+
+impl GeometryArgs {
+    /// The defaults: the reference driver's 640×480 RGGB 12-bit frame.
+    pub const DEFAULT: GeometryArgs = GeometryArgs {
+        width: 640,
+        height: 480,
+        pattern: BayerPattern::Rggb,
+        bits: 12,
+    };
 }
 
 /// ISP selection and overrides (on top of `--config`).

@@ -1276,12 +1276,14 @@ fn isp(a: IspArgs) -> Result<ExitCode> {
         // The geometry flags describe headerless input: a DNG's own metadata win. A flag
         // set away from its default that says otherwise is named, so it is not taken
         // for applied.
+        let d = &cli::GeometryArgs::DEFAULT;
         let ignored: Vec<String> = [
-            (g.pattern != rawlink_frame::BayerPattern::Rggb && g.pattern != m.pattern)
+            (g.pattern != d.pattern && g.pattern != m.pattern)
                 .then(|| format!("--pattern {}", g.pattern)),
-            (g.bits != 12 && g.bits != m.bits).then(|| format!("--bits {}", g.bits)),
-            (g.width != 640 && g.width != m.width).then(|| format!("--width {}", g.width)),
-            (g.height != 480 && g.height != m.height).then(|| format!("--height {}", g.height)),
+            (g.bits != d.bits && g.bits != m.bits).then(|| format!("--bits {}", g.bits)),
+            (g.width != d.width && g.width != m.width).then(|| format!("--width {}", g.width)),
+            (g.height != d.height && g.height != m.height)
+                .then(|| format!("--height {}", g.height)),
         ]
         .into_iter()
         .flatten()
