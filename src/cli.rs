@@ -338,7 +338,7 @@ pub struct ReceiveArgs {
     /// the reference driver's, 64 at 12 bits scaled to --bits (16 at 10 bits).
     #[arg(long)]
     pub black_level: Option<u16>,
-    /// Worker threads running the ISP and writing files.
+    /// Worker threads running the ISP (and as many threads writing the files).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub workers: u32,
     /// How frame files are written: direct (files of 1 MiB and more with `O_DIRECT`,
@@ -455,7 +455,7 @@ pub struct DemoArgs {
     /// Source: sim or sim:scene.
     #[arg(long, default_value = "sim")]
     pub source: String,
-    /// Receiver worker threads running the ISP and writing files.
+    /// Receiver worker threads running the ISP (and as many threads writing the files).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub workers: u32,
     /// How frame files are written: direct (files of 1 MiB and more with `O_DIRECT`,

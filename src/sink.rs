@@ -35,7 +35,7 @@ pub struct SinkConfig {
     pub isp: IspConfig,
     /// PNG bit depth, 8 or 16.
     pub png_depth: u8,
-    /// Worker threads.
+    /// Worker threads (ISP, PNG, DNG); as many writer threads put the files on disk.
     pub workers: usize,
     /// Queue depth in frames.
     pub queue: usize,
@@ -173,6 +173,8 @@ pub struct SinkReport {
 pub struct FrameSink {
     tx: Option<Sender<Job>>,
     workers: Vec<JoinHandle<()>>,
+    /// The file writers, fed by the workers (joined after them).
+    writers: Vec<JoinHandle<()>>,
     report: Arc<Mutex<SinkReport>>,
     stopped: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -197,21 +199,42 @@ impl FrameSink {
         }));
         let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let cfg = Arc::new(cfg);
-        let workers = (0..cfg.workers.max(1))
+        let n = cfg.workers.max(1);
+        // Workers compute (ISP, PNG, DNG); writers put the files on disk. A write can
+        // wait for the device (direct I/O always does), and a worker that waited there
+        // would leave its core idle: at 1920×1080, ~13 % of the two cores in `demo`.
+        // As many writers as workers, so a slow device stalls neither more than before.
+        let (wtx, wrx) = bounded::<Computed>(n);
+        let sink = Shared {
+            cfg,
+            report: report.clone(),
+            stopped: stopped.clone(),
+        };
+        let writers = (0..n)
+            .map(|i| {
+                let rx = wrx.clone();
+                let sink = sink.clone();
+                std::thread::Builder::new()
+                    .name(format!("sink-write-{i}"))
+                    .spawn(move || writer(rx, sink))
+                    .context("starting a sink writer")
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let workers = (0..n)
             .map(|i| {
                 let rx = rx.clone();
-                let report = report.clone();
-                let cfg = cfg.clone();
-                let stopped = stopped.clone();
+                let tx = wtx.clone();
+                let sink = sink.clone();
                 std::thread::Builder::new()
                     .name(format!("sink-{i}"))
-                    .spawn(move || worker(rx, cfg, report, stopped))
+                    .spawn(move || worker(rx, tx, sink))
                     .context("starting a sink worker")
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             tx: Some(tx),
             workers,
+            writers,
             report,
             stopped,
         })
@@ -270,7 +293,12 @@ impl FrameSink {
     /// Waits for queued frames to be written and returns the report.
     pub fn finish(mut self) -> SinkReport {
         self.tx.take();
-        for w in self.workers.drain(..) {
+        // The workers' exit closes the writers' queue; the writers finish it.
+        for w in self
+            .workers
+            .drain(..)
+            .chain(std::mem::take(&mut self.writers))
+        {
             let _ = w.join();
         }
         let r = lock(&self.report).clone();
@@ -557,13 +585,76 @@ pub(crate) fn frame_config(base: &IspConfig, h: &rawlink_frame::FrameHeader) -> 
     c
 }
 
-fn worker(
-    rx: Receiver<Job>,
+/// What the workers and the writers share.
+#[derive(Clone)]
+struct Shared {
     cfg: Arc<SinkConfig>,
     report: Arc<Mutex<SinkReport>>,
     stopped: Arc<std::sync::atomic::AtomicBool>,
-) {
-    use std::sync::atomic::Ordering;
+}
+
+impl Shared {
+    fn stopped(&self) -> bool {
+        self.stopped.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Counts a frame that the stopped sink will not write.
+    fn abandon(&self) {
+        lock(&self.report).abandoned += 1;
+    }
+
+    /// Records the outcome of frame `seq`: written (with its capture → PNG latency), or
+    /// an error; a disk error stops the sink under `--on-disk-error stop`.
+    fn record(&self, seq: u64, result: Result<Option<f64>>) {
+        use std::sync::atomic::Ordering;
+        match result {
+            Ok(latency) => {
+                let mut r = lock(&self.report);
+                r.written += 1;
+                let now = std::time::Instant::now();
+                r.written_span = Some((r.written_span.map_or(now, |(first, _)| first), now));
+                r.latency_ms.extend(latency);
+            }
+            Err(e) => {
+                let disk = e.downcast_ref::<DiskError>().is_some();
+                let msg = format!("frame {seq}: {e:#}");
+                let mut r = lock(&self.report);
+                r.errors += 1;
+                r.first_error.get_or_insert(msg.clone());
+                if disk {
+                    r.disk_errors += 1;
+                    metrics::counter!("rawlink_receiver_disk_errors_total").increment(1);
+                    if self.cfg.on_disk_error == DiskErrorPolicy::Stop {
+                        if !self.stopped.swap(true, Ordering::SeqCst) {
+                            tracing::error!("{msg}; stopping (--on-disk-error stop)");
+                            r.fatal = Some(format!("stopped by a disk error: {msg}"));
+                        }
+                        return;
+                    }
+                    tracing::error!("{msg}; frame dropped (--on-disk-error drop)");
+                } else {
+                    tracing::error!("{msg}");
+                }
+            }
+        }
+    }
+}
+
+/// A frame whose images are made, on its way to a writer.
+struct Computed {
+    job: Job,
+    /// The PNG (when one is saved), or why it could not be made.
+    isp: Result<Option<IspResult>>,
+    /// The white balance for a DNG.
+    wb: Option<[f64; 3]>,
+    /// The DNG, when one is saved.
+    dng: Option<Result<Vec<u8>>>,
+    /// Time spent making them.
+    busy: std::time::Duration,
+}
+
+fn worker(rx: Receiver<Job>, tx: Sender<Computed>, sink: Shared) {
+    let cfg = &sink.cfg;
     let mut pipelines: HashMap<PipelineKey, Pipeline> = HashMap::new();
     let mut scratch = EncodeScratch::default();
     // A one-thread pool for frames that have others queued behind them: then every
@@ -576,60 +667,51 @@ fn worker(
         .build()
         .ok();
     while let Ok(job) = rx.recv() {
-        let seq = job.frame.header.seq;
-        if stopped.load(Ordering::SeqCst) {
-            lock(&report).abandoned += 1;
+        if sink.stopped() {
+            sink.abandon();
             continue;
         }
         let backlog = !rx.is_empty();
-        let mut run = || process(&job, &cfg, &mut pipelines, &mut scratch);
+        let seq = job.frame.header.seq;
+        let run = || compute(job, cfg, &mut pipelines, &mut scratch);
         let result = match &solo {
             Some(pool) if backlog => pool.install(run),
             _ => run(),
         };
         match result {
-            Ok(latency) => {
-                let mut r = lock(&report);
-                r.written += 1;
-                let now = std::time::Instant::now();
-                r.written_span = Some((r.written_span.map_or(now, |(first, _)| first), now));
-                r.latency_ms.extend(latency);
-            }
-            Err(e) => {
-                let disk = e.downcast_ref::<DiskError>().is_some();
-                let msg = format!("frame {seq}: {e:#}");
-                let mut r = lock(&report);
-                r.errors += 1;
-                r.first_error.get_or_insert(msg.clone());
-                if disk {
-                    r.disk_errors += 1;
-                    metrics::counter!("rawlink_receiver_disk_errors_total").increment(1);
-                    if cfg.on_disk_error == DiskErrorPolicy::Stop {
-                        if !stopped.swap(true, Ordering::SeqCst) {
-                            tracing::error!("{msg}; stopping (--on-disk-error stop)");
-                            r.fatal = Some(format!("stopped by a disk error: {msg}"));
-                        }
-                        continue;
-                    }
-                    tracing::error!("{msg}; frame dropped (--on-disk-error drop)");
-                } else {
-                    tracing::error!("{msg}");
+            Ok(c) => {
+                if tx.send(c).is_err() {
+                    sink.abandon();
                 }
             }
+            Err(e) => sink.record(seq, Err(e)),
         }
     }
 }
 
-fn process(
-    job: &Job,
+fn writer(rx: Receiver<Computed>, sink: Shared) {
+    while let Ok(c) = rx.recv() {
+        if sink.stopped() {
+            sink.abandon();
+            continue;
+        }
+        let seq = c.job.frame.header.seq;
+        sink.record(seq, write_frame(c, &sink.cfg));
+    }
+}
+
+/// Makes a frame's images: its PNG, and its DNG when one is saved. An error here means
+/// the frame has nothing to save.
+fn compute(
+    job: Job,
     cfg: &SinkConfig,
     pipelines: &mut HashMap<PipelineKey, Pipeline>,
     scratch: &mut EncodeScratch,
-) -> Result<Option<f64>> {
+) -> Result<Computed> {
     let t0 = Instant::now();
     // A frame the ISP cannot process (say, a header whose levels leave no range) still
     // has its other files saved; the error is reported once they are written.
-    let isp = match cfg.save.png.then(|| run_isp(job, cfg, pipelines, scratch)) {
+    let isp = match cfg.save.png.then(|| run_isp(&job, cfg, pipelines, scratch)) {
         Some(Err(e)) if !(cfg.save.raw || cfg.save.dng) => return Err(e),
         Some(result) => result.map(Some),
         None => Ok(None),
@@ -638,18 +720,39 @@ fn process(
     // A DNG without a PNG still carries the white balance the ISP would use.
     let wb = match done {
         Some(i) => Some(i.wb_gains),
-        None if cfg.save.dng && !cfg.save.png => wb_only(job, cfg, pipelines).ok().flatten(),
+        None if cfg.save.dng && !cfg.save.png => wb_only(&job, cfg, pipelines).ok().flatten(),
         None => None,
     };
+    let dng = cfg.save.dng.then(|| dng_bytes(&job, cfg, wb));
+    Ok(Computed {
+        job,
+        isp,
+        wb,
+        dng,
+        busy: t0.elapsed(),
+    })
+}
+
+/// Writes a frame's files; returns its capture → PNG-on-disk latency.
+fn write_frame(c: Computed, cfg: &SinkConfig) -> Result<Option<f64>> {
+    let t0 = Instant::now();
+    let Computed {
+        job,
+        isp,
+        wb,
+        mut dng,
+        busy,
+    } = c;
+    let done = isp.as_ref().ok().and_then(Option::as_ref);
     // The first file written claims the frame's name.
     // Borrowed where the bytes exist already (the payload, the encoded PNG): no
     // frame-sized copy just to name the file.
-    let dng;
+    let dng_first;
     let (first_ext, first_bytes): (&str, &[u8]) = if cfg.save.raw {
         ("raw", &job.frame.payload)
     } else if cfg.save.dng {
-        dng = dng_bytes(job, cfg, wb)?;
-        ("dng", &dng)
+        dng_first = dng.take().unwrap_or_else(|| dng_bytes(&job, cfg, wb))?;
+        ("dng", &dng_first)
     } else {
         ("png", done.map(|i| &i.png[..]).unwrap_or_default())
     };
@@ -661,7 +764,16 @@ fn process(
         cfg.io,
     )?;
     let mut written = vec![claimed];
-    let res = finish_frame(job, cfg, isp, wb, t0, &stem, first_ext, &mut written);
+    let res = finish_frame(
+        &job,
+        cfg,
+        isp,
+        dng,
+        (busy, t0),
+        &stem,
+        first_ext,
+        &mut written,
+    );
     if let Err(e) = &res {
         if e.downcast_ref::<DiskError>().is_some() {
             // A frame's files appear whole or not at all: no orphan .raw without its
@@ -845,16 +957,16 @@ fn claim_stem(
     anyhow::bail!("no free file name for frame {seq} in {}", dir.display())
 }
 
-/// Writes the frame's other files and its JSON. `wb_gains`: the white balance for a
-/// DNG (the ISP's, or worked out alone when no PNG is made). Returns the capture →
-/// done latency (on this host's clock only).
+/// Writes the frame's other files and its JSON. `dng`: the DNG, when one is saved and
+/// was not the first file. `busy`: the time spent computing the frame, and when its
+/// writing began. Returns the capture → done latency (on this host's clock only).
 #[allow(clippy::too_many_arguments)]
 fn finish_frame(
     job: &Job,
     cfg: &SinkConfig,
     isp: Result<Option<IspResult>>,
-    wb_gains: Option<[f64; 3]>,
-    t0: Instant,
+    dng: Option<Result<Vec<u8>>>,
+    busy: (std::time::Duration, Instant),
     stem: &str,
     first_ext: &str,
     written: &mut Vec<PathBuf>,
@@ -878,8 +990,8 @@ fn finish_frame(
         }
         isp_json = i.json;
     }
-    if cfg.save.dng && first_ext != "dng" {
-        match dng_bytes(job, cfg, wb_gains) {
+    if let Some(dng) = dng.filter(|_| first_ext != "dng") {
+        match dng {
             Ok(bytes) => {
                 let dng_name = format!("{stem}.dng");
                 written.push(write_new(&cfg.out, &dng_name, &bytes, cfg.io)?);
@@ -888,7 +1000,7 @@ fn finish_frame(
             Err(e) => problems.push(format!("no DNG: {e:#}")),
         }
     }
-    let processing_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let processing_ms = (busy.0 + busy.1.elapsed()).as_secs_f64() * 1e3;
     let done_ns = now_realtime_ns();
     // Latencies only from a capture time on this host's clock (a legacy frame has none;
     // a monotonic one is another host's, or another boot's, clock).
@@ -962,7 +1074,7 @@ const DIRECT_MIN: usize = 1 << 20;
 const DIRECT_BLOCK: usize = 4096;
 
 thread_local! {
-    /// Each worker's block-aligned staging buffer for direct writes, kept between files
+    /// Each writer's block-aligned staging buffer for direct writes, kept between files
     /// (a fresh one per file would be mapped and zeroed by the kernel every time).
     static DIRECT_STAGE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
