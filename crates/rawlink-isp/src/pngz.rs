@@ -11,8 +11,8 @@
 //!
 //! Why not the `png` crate's own fast mode (fdeflate), which this replaced: measured on
 //! the receiver's 640×480 frames, it spends ~3 ms per frame (filter, compressor, growing
-//! output buffers) where this spends about half, with the bit buffer in registers, one
-//! 1 KiB table of code and length, the filter fused into the row pass, and an output
+//! output buffers) where this spends about half, with the bit buffer in registers, a table
+//! of code and length per pair of bytes, the filter fused into the row pass, and an output
 //! buffer kept from frame to frame (docs/BENCHMARKS.md). The `png` crate still writes
 //! the chunks around the stream.
 //!
@@ -52,6 +52,10 @@ const LEN_258_BITS: u8 = 11;
 const EOB_BITS: u8 = 13;
 /// Longest code: four literals and a partial byte fit the 64-bit buffer.
 const MAX_BITS: u8 = 13;
+/// Low bits of a [`Code::pairs`] entry that hold its length (at most `2 · MAX_BITS`);
+/// the code's bits above them fill the rest of the `u32`.
+const PAIR_LEN_BITS: u32 = 5;
+const _: () = assert!(2 * MAX_BITS as u32 + PAIR_LEN_BITS <= 32 && 2 * MAX_BITS < 32);
 /// The first match length of each length symbol 257..=285 and its extra bits
 /// (RFC 1951, 3.2.5).
 const LEN_BASE: [(u16, u8); 29] = [
@@ -95,6 +99,11 @@ const MIN_MATCH_RUN: usize = 8;
 /// header.
 struct Code {
     sym: [u32; NLIT],
+    /// `pairs[a | b << 8]`: the literals `a` then `b`, as one code of up to
+    /// `2 · MAX_BITS` bits: the bits (first bit lowest) above [`PAIR_LEN_BITS`] bits of
+    /// length. Half the lookups and the shifts of coding byte by byte (256 KiB, which
+    /// stays in L2 cache).
+    pairs: Box<[u32]>,
     /// `matches[l]`: a match of `l` bytes at distance 1, for `l` in 3..=258.
     matches: [u32; 259],
     /// The block header (BFINAL, BTYPE, the code-length code and the code lengths) as
@@ -221,8 +230,16 @@ impl Code {
         for &l in len.iter().chain(&[1u8]) {
             b.put(cl_code[usize::from(l)], 4);
         }
+        let pairs = (0..1usize << 16)
+            .map(|ab| {
+                let (a, b) = (sym[ab & 0xFF], sym[ab >> 8]);
+                let bits = (a >> 8) | (b >> 8) << (a & 0xFF);
+                (bits << PAIR_LEN_BITS) | ((a & 0xFF) + (b & 0xFF))
+            })
+            .collect();
         Code {
             sym,
+            pairs,
             matches,
             header: b.bytes,
             header_tail: b.acc,
@@ -254,21 +271,22 @@ impl Out<'_> {
         self.n -= whole * 8;
     }
 
-    /// Four literals at once (≤ 48 bits).
+    /// Eight literals, the bytes of `v` from the lowest: two appends of four (≤ 52 bits
+    /// each), from four pair codes.
     #[inline(always)]
-    fn put4(&mut self, t: &[u32; NLIT], b: &[u8]) {
-        let (e0, e1, e2, e3) = (
-            t[usize::from(b[0])],
-            t[usize::from(b[1])],
-            t[usize::from(b[2])],
-            t[usize::from(b[3])],
+    fn put8(&mut self, pairs: &[u32], v: u64) {
+        const MASK: u32 = (1 << PAIR_LEN_BITS) - 1;
+        let pair = |k: u32| pairs[((v >> (16 * k)) & 0xFFFF) as usize];
+        let (p0, p1, p2, p3) = (pair(0), pair(1), pair(2), pair(3));
+        let (l0, l2) = (p0 & MASK, p2 & MASK);
+        self.put(
+            u64::from(p0 >> PAIR_LEN_BITS) | u64::from(p1 >> PAIR_LEN_BITS) << l0,
+            l0 + (p1 & MASK),
         );
-        let (l0, l1, l2) = (e0 & 0xFF, e1 & 0xFF, e2 & 0xFF);
-        let v = u64::from(e0 >> 8)
-            | u64::from(e1 >> 8) << l0
-            | u64::from(e2 >> 8) << (l0 + l1)
-            | u64::from(e3 >> 8) << (l0 + l1 + l2);
-        self.put(v, l0 + l1 + l2 + (e3 & 0xFF));
+        self.put(
+            u64::from(p2 >> PAIR_LEN_BITS) | u64::from(p3 >> PAIR_LEN_BITS) << l2,
+            l2 + (p3 & MASK),
+        );
     }
 
     /// `run` zero bytes: a literal zero, then matches at distance 1 (258 bytes at a
@@ -392,8 +410,7 @@ fn encode_row(w: &mut Out, c: &Code, row: &[u8]) {
                 continue;
             }
         }
-        w.put4(t, &word[..4]);
-        w.put4(t, &word[4..]);
+        w.put8(&c.pairs, v);
     }
     if run > 0 {
         w.zeros(c, run);
