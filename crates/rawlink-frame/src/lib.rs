@@ -550,9 +550,15 @@ impl<'a> RawImage<'a> {
 
     /// All samples as a tightly packed vector, row by row.
     pub fn to_vec(&self) -> Vec<u16> {
-        let mut v = vec![0u16; self.width * self.height];
-        for (r, row) in v.chunks_exact_mut(self.width).enumerate() {
-            self.read_row(r, row);
+        // Filled as it is read: no zeroing pass over a frame-sized buffer first.
+        let mut v = Vec::with_capacity(self.width * self.height);
+        for r in 0..self.height {
+            let start = r * self.stride;
+            v.extend(
+                self.data[start..start + self.width * 2]
+                    .chunks_exact(2)
+                    .map(|b| u16::from_le_bytes([b[0], b[1]])),
+            );
         }
         v
     }
