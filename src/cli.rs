@@ -341,7 +341,7 @@ pub struct ReceiveArgs {
     /// Worker threads running the ISP (and as many threads writing the files).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub workers: u32,
-    /// How frame files are written: direct (files of 1 MiB and more with `O_DIRECT`,
+    /// How frame files are written: direct (files of 64 KiB and more with `O_DIRECT`,
     /// bypassing the page cache where the file system allows it; smaller ones buffered)
     /// or buffered (everything through the page cache).
     #[arg(long, default_value = "direct")]
@@ -458,7 +458,7 @@ pub struct DemoArgs {
     /// Receiver worker threads running the ISP (and as many threads writing the files).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub workers: u32,
-    /// How frame files are written: direct (files of 1 MiB and more with `O_DIRECT`,
+    /// How frame files are written: direct (files of 64 KiB and more with `O_DIRECT`,
     /// bypassing the page cache where the file system allows it; smaller ones buffered)
     /// or buffered (everything through the page cache).
     #[arg(long, default_value = "direct")]
