@@ -59,7 +59,7 @@ done
 #    `openat` (`recently_deleted`, `find_get_block_common`); with the files emptied
 #    instead, 0.6 %. That cost is the harness's, not the receiver's. The last line is
 #    1080p again with every file written through the page cache (`--io buffered`), for
-#    comparison with the default (direct I/O for files of 1 MiB and more).
+#    comparison with the default (direct I/O for files of 64 KiB and more).
 #    The last two lines run the default profile with `--demosaic malvar` (the fastest
 #    demosaic that passes the quality bar for the default; RCD is the default).
 for geom in "640 480 600 direct rcd" "1920 1080 200 direct rcd" "1920 1080 200 buffered rcd" \
