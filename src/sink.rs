@@ -1,5 +1,5 @@
-//! The receiver's output stage: a pool of worker threads that run the ISP and write
-//! `frame_NNNNNN.{raw,png,json}`. The network task hands frames over through a
+//! The receiver's output stage: a pool of worker threads that run the ISP, and as many
+//! writer threads that write `frame_NNNNNN.{raw,png,json}`. The network task hands frames over through a
 //! bounded queue; a `latest` receiver never waits (a full queue drops the frame, counted),
 //! a `lossless` one does. Every file is written under a temporary name and linked into
 //! place without replacing anything: a crash leaves only complete files under final
@@ -411,7 +411,7 @@ fn write_named(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, DiskErro
 /// [`write_new`] through an unnamed file (`O_TMPFILE`), linked into place once written:
 /// one directory operation per file instead of three (create, link and unlink of a
 /// named temporary), which also holds the directory's lock a third as often when two
-/// workers write at once. Ok(false) where the file system or kernel has no unnamed
+/// writers write at once. Ok(false) where the file system or kernel has no unnamed
 /// files (or `/proc` is missing): the caller then uses a named temporary.
 fn write_unnamed(dir: &Path, dst: &Path, bytes: &[u8], io: FileIo) -> std::io::Result<bool> {
     use nix::errno::Errno;
@@ -645,9 +645,7 @@ struct Computed {
     job: Job,
     /// The PNG (when one is saved), or why it could not be made.
     isp: Result<Option<IspResult>>,
-    /// The white balance for a DNG.
-    wb: Option<[f64; 3]>,
-    /// The DNG, when one is saved.
+    /// The DNG, when one is saved (always made here, so the writer only writes).
     dng: Option<Result<Vec<u8>>>,
     /// Time spent making them.
     busy: std::time::Duration,
@@ -680,8 +678,10 @@ fn worker(rx: Receiver<Job>, tx: Sender<Computed>, sink: Shared) {
         };
         match result {
             Ok(c) => {
+                // Fails only if every writer has died (a panic): the frame is lost, and
+                // says so.
                 if tx.send(c).is_err() {
-                    sink.abandon();
+                    sink.record(seq, Err(anyhow::anyhow!("no file writer is left")));
                 }
             }
             Err(e) => sink.record(seq, Err(e)),
@@ -727,7 +727,6 @@ fn compute(
     Ok(Computed {
         job,
         isp,
-        wb,
         dng,
         busy: t0.elapsed(),
     })
@@ -739,7 +738,6 @@ fn write_frame(c: Computed, cfg: &SinkConfig) -> Result<Option<f64>> {
     let Computed {
         job,
         isp,
-        wb,
         mut dng,
         busy,
     } = c;
@@ -751,7 +749,9 @@ fn write_frame(c: Computed, cfg: &SinkConfig) -> Result<Option<f64>> {
     let (first_ext, first_bytes): (&str, &[u8]) = if cfg.save.raw {
         ("raw", &job.frame.payload)
     } else if cfg.save.dng {
-        dng_first = dng.take().unwrap_or_else(|| dng_bytes(&job, cfg, wb))?;
+        dng_first = dng
+            .take()
+            .context("internal error: the worker made no DNG")??;
         ("dng", &dng_first)
     } else {
         ("png", done.map(|i| &i.png[..]).unwrap_or_default())
@@ -1066,7 +1066,8 @@ fn finish_frame(
 /// Smallest file written with direct I/O. A direct write waits for the device, but in a
 /// writer thread, not in a worker (the ISP goes on meanwhile), so it pays from a few
 /// tens of KB: at 640×480 (600 KB RAW, ~300 KB PNG per frame) `demo` writes ~11 % more
-/// frames per second than with the page cache (5 alternated runs, medians 296 → 328),
+/// frames per second with this threshold than with the former 1 MiB one, which sent
+/// those files through the page cache (5 alternated runs, medians 296 → 328),
 /// and each frame's capture → PNG latency grows by about the device's round trip (~1 ms
 /// at 10 frames/s); `--io buffered` keeps the lower latency. The JSON (~1 KB) is always
 /// buffered: a whole block padded and cut back for it would cost more than its copy.

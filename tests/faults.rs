@@ -453,8 +453,10 @@ fn receive_on_tmpfs(size: &str, server: &str, copy: &Path, extra: &str) -> std::
     o
 }
 
-/// Ten sim frames to a receiver whose output is a 2 MiB tmpfs, under `policy`; returns
-/// its output, whether the server succeeded, and a copy of what it kept.
+/// Ten sim frames to a receiver whose output is a 2 MiB tmpfs, under `policy`, every
+/// file written through the page cache (`--io buffered`; the direct path has its own
+/// test below); returns its output, whether the server succeeded, and a copy of what it
+/// kept.
 fn disk_full(policy: &str) -> (std::process::Output, bool, tempfile::TempDir) {
     let server = sim(20, 10, 1, &[]);
     let copy = tempfile::tempdir().unwrap();
@@ -462,7 +464,7 @@ fn disk_full(policy: &str) -> (std::process::Output, bool, tempfile::TempDir) {
         "2m",
         &server.addr.to_string(),
         copy.path(),
-        &format!("--on-disk-error {policy}"),
+        &format!("--on-disk-error {policy} --io buffered"),
     );
     let (status, _, _) = server.wait(T);
     (o, status.success(), copy)

@@ -56,6 +56,8 @@ const MAX_BITS: u8 = 13;
 /// the code's bits above them fill the rest of the `u32`.
 const PAIR_LEN_BITS: u32 = 5;
 const _: () = assert!(2 * MAX_BITS as u32 + PAIR_LEN_BITS <= 32 && 2 * MAX_BITS < 32);
+// `Out::put8` appends four codes at once: at most 56 bits.
+const _: () = assert!(4 * MAX_BITS as u32 <= 56);
 /// The first match length of each length symbol 257..=285 and its extra bits
 /// (RFC 1951, 3.2.5).
 const LEN_BASE: [(u16, u8); 29] = [
