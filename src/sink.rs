@@ -175,8 +175,8 @@ pub struct FrameSink {
     workers: Vec<JoinHandle<()>>,
     /// The file writers, fed by the workers (joined after them).
     writers: Vec<JoinHandle<()>>,
-    report: Arc<Mutex<SinkReport>>,
-    stopped: Arc<std::sync::atomic::AtomicBool>,
+    /// The report and the stop flag, shared with the threads.
+    shared: Shared,
 }
 
 impl FrameSink {
@@ -193,12 +193,6 @@ impl FrameSink {
         }
         probe_writable(&cfg.out)?;
         let (tx, rx) = bounded::<Job>(cfg.queue.max(1));
-        let report = Arc::new(Mutex::new(SinkReport {
-            stale_temp_files: stale,
-            ..SinkReport::default()
-        }));
-        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let cfg = Arc::new(cfg);
         let n = cfg.workers.max(1);
         // Workers compute (ISP, PNG, DNG); writers put the files on disk. A write can
         // wait for the device (direct I/O always does), and a worker that waited there
@@ -206,9 +200,12 @@ impl FrameSink {
         // As many writers as workers, so a slow device stalls neither more than before.
         let (wtx, wrx) = bounded::<Computed>(n);
         let sink = Shared {
-            cfg,
-            report: report.clone(),
-            stopped: stopped.clone(),
+            cfg: Arc::new(cfg),
+            report: Arc::new(Mutex::new(SinkReport {
+                stale_temp_files: stale,
+                ..SinkReport::default()
+            })),
+            stopped: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         };
         let writers = (0..n)
             .map(|i| {
@@ -235,17 +232,16 @@ impl FrameSink {
             tx: Some(tx),
             workers,
             writers,
-            report,
-            stopped,
+            shared: sink,
         })
     }
 
     /// The disk error that stopped the workers, if one did (`--on-disk-error stop`).
     pub fn fatal(&self) -> Option<String> {
-        if !self.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+        if !self.shared.stopped() {
             return None;
         }
-        lock(&self.report).fatal.clone()
+        lock(&self.shared.report).fatal.clone()
     }
 
     /// Hands a frame to the workers without waiting. Returns false if it was dropped.
@@ -255,7 +251,7 @@ impl FrameSink {
             Ok(()) => true,
             Err(TrySendError::Full(j)) | Err(TrySendError::Disconnected(j)) => {
                 tracing::warn!(seq = j.frame.header.seq, "worker queue full: frame dropped");
-                lock(&self.report).dropped += 1;
+                lock(&self.shared.report).dropped += 1;
                 metrics::counter!("rawlink_receiver_local_drops_total").increment(1);
                 false
             }
@@ -269,14 +265,14 @@ impl FrameSink {
     /// frames they found queued do.
     pub async fn submit_wait(&self, mut job: Job) -> bool {
         let abandon = || {
-            lock(&self.report).abandoned += 1;
+            self.shared.abandon();
             false
         };
         let Some(tx) = &self.tx else {
             return abandon();
         };
         loop {
-            if self.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+            if self.shared.stopped() {
                 return abandon();
             }
             match tx.try_send(job) {
@@ -301,7 +297,7 @@ impl FrameSink {
         {
             let _ = w.join();
         }
-        let r = lock(&self.report).clone();
+        let r = lock(&self.shared.report).clone();
         r
     }
 }
