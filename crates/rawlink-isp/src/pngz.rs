@@ -105,7 +105,7 @@ struct Code {
     /// `2 · MAX_BITS` bits: the bits (first bit lowest) above [`PAIR_LEN_BITS`] bits of
     /// length. Half the lookups and the shifts of coding byte by byte (256 KiB, which
     /// stays in L2 cache).
-    pairs: Box<[u32]>,
+    pairs: Box<[u32; 1 << 16]>,
     /// `matches[l]`: a match of `l` bytes at distance 1, for `l` in 3..=258.
     matches: [u32; 259],
     /// The block header (BFINAL, BTYPE, the code-length code and the code lengths) as
@@ -238,7 +238,9 @@ impl Code {
                 let bits = (a >> 8) | (b >> 8) << (a & 0xFF);
                 (bits << PAIR_LEN_BITS) | ((a & 0xFF) + (b & 0xFF))
             })
-            .collect();
+            .collect::<Box<[u32]>>()
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("65 536 pairs"));
         Code {
             sym,
             pairs,
@@ -276,7 +278,7 @@ impl Out<'_> {
     /// Eight literals, the bytes of `v` from the lowest, from four pair codes: one
     /// append where they fit 56 bits, else two of four (≤ 52 bits each).
     #[inline(always)]
-    fn put8(&mut self, pairs: &[u32], v: u64) {
+    fn put8(&mut self, pairs: &[u32; 1 << 16], v: u64) {
         const MASK: u32 = (1 << PAIR_LEN_BITS) - 1;
         let pair = |k: u32| pairs[((v >> (16 * k)) & 0xFFFF) as usize];
         let (p0, p1, p2, p3) = (pair(0), pair(1), pair(2), pair(3));
