@@ -16,7 +16,7 @@
 use anyhow::{Context, Result};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use rawlink_frame::Frame;
-use rawlink_isp::encode::{write_png_rgb16, write_png_rgb8, PngSpeed};
+use rawlink_isp::encode::{write_png_rgb16, write_png_rgb8, write_png_rgb8_fast_at, PngSpeed};
 use rawlink_isp::{IspConfig, IspError, Pipeline, PipelineOutput, Profile, RawPlane, RgbImage};
 use rawlink_source::now_realtime_ns;
 use std::collections::HashMap;
@@ -514,16 +514,62 @@ pub fn encode_png(
     depth: u8,
     text: &[(&str, String)],
 ) -> Result<Vec<u8>, IspError> {
-    encode_png_in(out, depth, text, None)
+    encode_png_in(out, depth, text, None).map(PngFile::into_vec)
 }
 
-/// Buffers a sink worker keeps from frame to frame: the interleaved 8-bit frame, and
-/// (through [`rawlink_isp::RgbImage::recycle_planes`]) the ISP's output planes. A
-/// stream of frames then runs in memory that is already mapped: measured at 640×480,
-/// fresh frame-sized buffers cost ~500 page faults and a zero-fill per frame.
+/// An encoded PNG file, `buf[range]`. A sink worker's files start on a block boundary,
+/// so a direct write sends them from where they are, and their buffer goes back to the
+/// worker's pool when the file is dropped (after it is written).
+pub(crate) struct PngFile {
+    buf: Vec<u8>,
+    range: std::ops::Range<usize>,
+    pool: Option<PngPool>,
+}
+
+/// A sink worker's spare PNG buffers (at most [`PNG_POOL_MAX`]).
+type PngPool = Arc<Mutex<Vec<Vec<u8>>>>;
+
+/// Spare PNG buffers a worker keeps: one frame's file is being coded, one waits for a
+/// writer and one is being written at most.
+const PNG_POOL_MAX: usize = 3;
+
+impl PngFile {
+    /// The file's bytes as a vector of their own.
+    fn into_vec(mut self) -> Vec<u8> {
+        let mut v = std::mem::take(&mut self.buf);
+        v.truncate(self.range.end);
+        v.drain(..self.range.start);
+        v
+    }
+}
+
+impl std::ops::Deref for PngFile {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.range.clone()]
+    }
+}
+
+impl Drop for PngFile {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            let mut spare = lock(pool);
+            if spare.len() < PNG_POOL_MAX {
+                spare.push(std::mem::take(&mut self.buf));
+            }
+        }
+    }
+}
+
+/// Buffers a sink worker keeps from frame to frame: the interleaved 8-bit frame, the
+/// encoded files (a pool the writers hand them back to), and (through
+/// [`rawlink_isp::RgbImage::recycle_planes`]) the ISP's output planes. A stream of
+/// frames then runs in memory that is already mapped: measured at 640×480, fresh
+/// frame-sized buffers cost ~500 page faults and a zero-fill per frame.
 #[derive(Debug, Default)]
 pub(crate) struct EncodeScratch {
     rgb8: Vec<u8>,
+    png: PngPool,
 }
 
 /// [`encode_png`]; with `scratch`, the 8-bit samples go into its buffer and the planes
@@ -533,7 +579,7 @@ fn encode_png_in(
     depth: u8,
     text: &[(&str, String)],
     scratch: Option<&mut EncodeScratch>,
-) -> Result<Vec<u8>, IspError> {
+) -> Result<PngFile, IspError> {
     let mut text = text.to_vec();
     text.insert(
         0,
@@ -542,7 +588,7 @@ fn encode_png_in(
     let (w, h) = (out.image.width, out.image.height);
     // Room for a typical compressed frame (about 40 % of the 8-bit samples), so the
     // buffer is not grown and copied several times per frame.
-    let mut png = Vec::with_capacity(w * h * 3 / 2 + 4096);
+    let room = w * h * 3 / 2 + 2 * DIRECT_BLOCK;
     // The planes are released as soon as they are interleaved, so a frame is never held
     // three times over (planes, interleaved samples, compressed bytes): handed back to
     // the ISP for the next frame where a worker reuses buffers, freed otherwise.
@@ -553,20 +599,37 @@ fn encode_png_in(
             RgbImage::recycle_planes(planes);
         }
     };
+    let mut png = Vec::new();
     if depth == 16 {
         let rgb = out.to_rgb16();
         release(out);
+        png.reserve(room);
         write_png_rgb16(&mut png, w, h, &rgb, &text)?;
     } else if let Some(sc) = scratch {
         out.to_rgb8_into(&mut sc.rgb8);
         release(out);
-        write_png_rgb8(&mut png, w, h, &sc.rgb8, &text, PngSpeed::Fast)?;
+        // Coded in place at a block boundary of a pooled buffer (its room reserved
+        // first: growing it would move it).
+        let mut buf = lock(&sc.png).pop().unwrap_or_default();
+        buf.reserve(room.saturating_sub(buf.len()));
+        let at = (DIRECT_BLOCK - buf.as_ptr() as usize % DIRECT_BLOCK) % DIRECT_BLOCK;
+        let end = write_png_rgb8_fast_at(&mut buf, at, w, h, &sc.rgb8, &text)?;
+        return Ok(PngFile {
+            buf,
+            range: at..end,
+            pool: Some(sc.png.clone()),
+        });
     } else {
         let rgb = out.to_rgb8();
         release(out);
+        png.reserve(room);
         write_png_rgb8(&mut png, w, h, &rgb, &text, PngSpeed::Fast)?;
     }
-    Ok(png)
+    Ok(PngFile {
+        range: 0..png.len(),
+        buf: png,
+        pool: None,
+    })
 }
 
 /// The pipeline configuration for a frame: the base configuration with the frame's
@@ -787,7 +850,7 @@ fn write_frame(c: Computed, cfg: &SinkConfig) -> Result<Option<f64>> {
 
 /// The ISP's output for a frame, encoded.
 struct IspResult {
-    png: Vec<u8>,
+    png: PngFile,
     wb_gains: [f64; 3],
     json: serde_json::Value,
 }
@@ -1082,22 +1145,35 @@ thread_local! {
     static DIRECT_STAGE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Writes `bytes` to `f`, opened with `O_DIRECT` and empty: copied into a block-aligned
-/// buffer and padded with zeros to whole blocks, written, then cut back to its length.
-/// If the device refuses the direct write (`EINVAL`: an alignment it does not accept),
-/// `O_DIRECT` is cleared on the file and the bytes are written through the page cache.
+/// Writes `bytes` to `f`, opened with `O_DIRECT` and empty, in whole blocks, then cuts
+/// the file back to its length. Where `bytes` starts on a block boundary (the received
+/// payloads and the encoded PNGs are placed so), its whole blocks are written from
+/// where they are and only the last partial block is copied, padded with zeros, into a
+/// block-aligned buffer; otherwise all of it is copied there first. If the device
+/// refuses the direct write (`EINVAL`: an alignment it does not accept), `O_DIRECT` is
+/// cleared on the file and the bytes are written through the page cache.
 fn write_direct(f: &mut std::fs::File, bytes: &[u8]) -> std::io::Result<()> {
-    let padded = bytes.len().div_ceil(DIRECT_BLOCK) * DIRECT_BLOCK;
-    let res = DIRECT_STAGE.with(|stage| {
-        let mut stage = stage.borrow_mut();
-        if stage.len() < padded + DIRECT_BLOCK {
-            stage.resize(padded + DIRECT_BLOCK, 0);
-        }
-        let at = stage.as_ptr().align_offset(DIRECT_BLOCK);
-        let buf = &mut stage[at..at + padded];
-        buf[..bytes.len()].copy_from_slice(bytes);
-        buf[bytes.len()..].fill(0);
-        f.write_all(buf)
+    let aligned = bytes.as_ptr().align_offset(DIRECT_BLOCK) == 0;
+    // The part written in place: every whole block, when `bytes` is aligned.
+    let direct = if aligned {
+        bytes.len() / DIRECT_BLOCK * DIRECT_BLOCK
+    } else {
+        0
+    };
+    let rest = &bytes[direct..];
+    let padded = rest.len().div_ceil(DIRECT_BLOCK) * DIRECT_BLOCK;
+    let res = f.write_all(&bytes[..direct]).and_then(|()| {
+        DIRECT_STAGE.with(|stage| {
+            let mut stage = stage.borrow_mut();
+            if stage.len() < padded + DIRECT_BLOCK {
+                stage.resize(padded + DIRECT_BLOCK, 0);
+            }
+            let at = stage.as_ptr().align_offset(DIRECT_BLOCK);
+            let buf = &mut stage[at..at + padded];
+            buf[..rest.len()].copy_from_slice(rest);
+            buf[rest.len()..].fill(0);
+            f.write_all(buf)
+        })
     });
     match res {
         Ok(()) => f.set_len(bytes.len() as u64),
@@ -1189,18 +1265,27 @@ mod tests {
             .into_iter()
             .enumerate()
         {
-            let bytes: Vec<u8> = (0..len).map(|i| (i * 31 + k) as u8).collect();
-            let name = format!("f{k}.bin");
-            write_new(d.path(), &name, &bytes, FileIo::Direct).unwrap();
-            let back = std::fs::read(d.path().join(&name)).unwrap();
-            assert!(back == bytes, "{len} bytes");
-            // The direct path itself, on a file of any length.
-            let mut f = tempfile::tempfile_in(d.path()).unwrap();
-            write_direct(&mut f, &bytes).unwrap();
-            let mut back = Vec::new();
-            std::io::Seek::rewind(&mut f).unwrap();
-            std::io::Read::read_to_end(&mut f, &mut back).unwrap();
-            assert!(back == bytes, "{len} bytes, direct path");
+            let data: Vec<u8> = (0..len).map(|i| (i * 31 + k) as u8).collect();
+            // The same bytes starting on a block boundary (whole blocks written in
+            // place) and one byte past it (all copied).
+            let mut room = vec![0u8; len + 2 * DIRECT_BLOCK];
+            let at = room.as_ptr().align_offset(DIRECT_BLOCK);
+            for (how, off) in [("aligned", at), ("unaligned", at + 1)] {
+                room[off..off + len].copy_from_slice(&data);
+                let bytes = &room[off..off + len];
+                assert_eq!(bytes.as_ptr().align_offset(DIRECT_BLOCK) == 0, off == at);
+                let name = format!("f{k}-{how}.bin");
+                write_new(d.path(), &name, bytes, FileIo::Direct).unwrap();
+                let back = std::fs::read(d.path().join(&name)).unwrap();
+                assert!(back == data, "{len} bytes, {how}");
+                // The direct path itself, on a file of any length.
+                let mut f = tempfile::tempfile_in(d.path()).unwrap();
+                write_direct(&mut f, bytes).unwrap();
+                let mut back = Vec::new();
+                std::io::Seek::rewind(&mut f).unwrap();
+                std::io::Read::read_to_end(&mut f, &mut back).unwrap();
+                assert!(back == data, "{len} bytes, {how}, direct path");
+            }
         }
         assert!("direct".parse::<FileIo>() == Ok(FileIo::Direct));
         assert!("buffered".parse::<FileIo>() == Ok(FileIo::Buffered));

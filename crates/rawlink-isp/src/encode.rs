@@ -20,7 +20,7 @@ pub enum PngSpeed {
 /// [`PngSpeed::Fast`] compresses with this crate's static-Huffman coder for `Up`-filtered
 /// rows (`pngz`), [`PngSpeed::Best`] with the `png` crate's zlib at its best setting.
 pub fn write_png_rgb8<W: Write>(
-    w: W,
+    mut w: W,
     width: usize,
     height: usize,
     rgb: &[u8],
@@ -34,6 +34,47 @@ pub fn write_png_rgb8<W: Write>(
             rgb.len()
         )));
     }
+    if speed == PngSpeed::Fast && rgb.len() + height < FAST_IN_PLACE_MAX {
+        // The file is built in a per-thread buffer kept between images: a frame's worth
+        // of output is not allocated and faulted in afresh for every frame.
+        thread_local! {
+            static FILE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        return FILE.with_borrow_mut(|f| {
+            let end = write_png_rgb8_fast_at(f, 0, width, height, rgb, text)?;
+            Ok(w.write_all(&f[..end]).map_err(png::EncodingError::from)?)
+        });
+    }
+    let mut writer = png_head(w, width, height, text, speed)?;
+    match speed {
+        PngSpeed::Best => writer.write_image_data(rgb)?,
+        PngSpeed::Fast => {
+            // Past `FAST_IN_PLACE_MAX` the stream may need several IDAT chunks (one
+            // holds at most 2^31 − 1 bytes).
+            let mut z = Vec::new();
+            let n = crate::pngz::compress_up(rgb, width * 3, &mut z, 0);
+            for part in z[..n].chunks(1 << 30) {
+                writer.write_chunk(png::chunk::IDAT, part)?;
+            }
+        }
+    }
+    writer.finish()?;
+    Ok(())
+}
+
+/// Filtered bytes (samples plus a filter byte per row) up to which a
+/// [`PngSpeed::Fast`] stream is sure to fit one IDAT chunk (at most 13 bits per byte:
+/// 1.63 GiB < 2^31 − 1).
+const FAST_IN_PLACE_MAX: usize = 1 << 30;
+
+/// A PNG encoder for 8-bit RGB with its text chunks, its header written to `w`.
+fn png_head<W: Write>(
+    w: W,
+    width: usize,
+    height: usize,
+    text: &[(&str, String)],
+    speed: PngSpeed,
+) -> Result<png::Writer<W>, IspError> {
     let mut enc = png::Encoder::new(w, width as u32, height as u32);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
@@ -43,27 +84,68 @@ pub fn write_png_rgb8<W: Write>(
     for (k, v) in text {
         enc.add_text_chunk(k.to_string(), v.clone())?;
     }
-    let mut writer = enc.write_header()?;
-    match speed {
-        PngSpeed::Best => writer.write_image_data(rgb)?,
-        PngSpeed::Fast => {
-            // The stream is built in a per-thread buffer kept between images: a frame's
-            // worth of output is not allocated and faulted in afresh for every frame.
-            thread_local! {
-                static ZLIB: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-            }
-            ZLIB.with_borrow_mut(|z| -> Result<(), IspError> {
-                let n = crate::pngz::compress_up(rgb, width * 3, z);
-                // A chunk holds at most 2^31 - 1 bytes; a stream may span several IDATs.
-                for part in z[..n].chunks(1 << 30) {
-                    writer.write_chunk(png::chunk::IDAT, part)?;
-                }
-                Ok(())
-            })?;
+    Ok(enc.write_header()?)
+}
+
+/// Encodes interleaved 8-bit RGB as a [`PngSpeed::Fast`] PNG written into `out` from
+/// index `at`, and returns the index just past its end: the image data is coded straight
+/// into its place in the file, with no intermediate buffer to copy from (the receiver
+/// places `at` on a block boundary and writes the file from there with direct I/O).
+///
+/// `out` is grown as needed and never shrunk, so a buffer kept between images is not
+/// zeroed again; bytes before `at` and past the returned end are not part of the file.
+/// The file is the one [`write_png_rgb8`] writes with [`PngSpeed::Fast`]. Images whose
+/// filtered bytes reach 2^30 (more than ~350 megapixels) are coded through a separate
+/// buffer, since their stream may need several IDAT chunks.
+pub fn write_png_rgb8_fast_at(
+    out: &mut Vec<u8>,
+    at: usize,
+    width: usize,
+    height: usize,
+    rgb: &[u8],
+    text: &[(&str, String)],
+) -> Result<usize, IspError> {
+    /// The IEND chunk, which ends every PNG: empty, with its CRC.
+    const IEND: [u8; 12] = [0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xAE, 0x42, 0x60, 0x82];
+    /// Writes `bytes` into `out` at `at` (grown as needed); returns the end.
+    fn put(out: &mut Vec<u8>, at: usize, bytes: &[u8]) -> usize {
+        let end = at + bytes.len();
+        if out.len() < end {
+            out.resize(end, 0);
         }
+        out[at..end].copy_from_slice(bytes);
+        end
     }
-    writer.finish()?;
-    Ok(())
+    let expected = width.checked_mul(height).and_then(|n| n.checked_mul(3));
+    if expected != Some(rgb.len()) {
+        return Err(IspError::BadParam(format!(
+            "PNG: {} bytes of samples for a {width}x{height} RGB image",
+            rgb.len()
+        )));
+    }
+    if rgb.len() + height >= FAST_IN_PLACE_MAX {
+        let mut file = Vec::new();
+        write_png_rgb8(&mut file, width, height, rgb, text, PngSpeed::Fast)?;
+        return Ok(put(out, at, &file));
+    }
+    // The signature, header and text chunks from the `png` crate: written and finished
+    // with no image data, then everything before its IEND kept.
+    let mut head = Vec::new();
+    png_head(&mut head, width, height, text, PngSpeed::Fast)?.finish()?;
+    let head = head.strip_suffix(&IEND).ok_or_else(|| {
+        IspError::BadParam("PNG: the encoder's header does not end with IEND".into())
+    })?;
+    // One IDAT chunk: its length (known once the stream is coded), type, the stream
+    // coded in place, and the CRC of type and stream.
+    let idat = put(out, at, head);
+    let data = put(out, idat + 4, b"IDAT");
+    let end = crate::pngz::compress_up(rgb, width * 3, out, data);
+    let len = u32::try_from(end - data)
+        .map_err(|_| IspError::BadParam("PNG: the image data does not fit one chunk".into()))?;
+    out[idat..idat + 4].copy_from_slice(&len.to_be_bytes());
+    let crc = crc32fast::hash(&out[idat + 4..end]);
+    let end = put(out, end, &crc.to_be_bytes());
+    Ok(put(out, end, &IEND))
 }
 
 /// Encodes interleaved 16-bit RGB as PNG (samples big-endian on disk, as PNG requires).
@@ -159,6 +241,45 @@ mod tests {
             // And the files are compressed at all: well below the raw samples.
             assert!(ours.len() < rgb.len() * 9 / 10, "{name}");
         }
+    }
+
+    #[test]
+    fn fast_png_in_place_is_the_png_crates_framing_of_the_stream() {
+        let text = [("Software", "rawlink test".to_string()), ("k", "v".into())];
+        for (name, w, h, rgb) in photos().into_iter().take(2).chain([
+            ("1x1".into(), 1, 1, vec![7, 8, 9]),
+            (
+                "5x3".into(),
+                5,
+                3,
+                (0..45).map(|i| (i * 37) as u8).collect(),
+            ),
+        ]) {
+            // The file as the `png` crate frames the coded stream in one IDAT chunk.
+            let mut z = Vec::new();
+            let n = crate::pngz::compress_up(&rgb, w * 3, &mut z, 0);
+            let mut want = Vec::new();
+            let mut wr = png_head(&mut want, w, h, &text, PngSpeed::Fast).unwrap();
+            wr.write_chunk(png::chunk::IDAT, &z[..n]).unwrap();
+            wr.finish().unwrap();
+            // In place, at an offset into a longer buffer of other bytes, which stay.
+            let mut out = vec![0xEE; 3 * want.len()];
+            let end = write_png_rgb8_fast_at(&mut out, 100, w, h, &rgb, &text).unwrap();
+            assert!(out[100..end] == want[..], "{name}");
+            assert!(
+                out[..100].iter().chain(&out[end..]).all(|&b| b == 0xEE),
+                "{name}"
+            );
+            // Into an empty buffer, and through the writer.
+            let mut empty = Vec::new();
+            let end = write_png_rgb8_fast_at(&mut empty, 0, w, h, &rgb, &text).unwrap();
+            let mut through = Vec::new();
+            write_png_rgb8(&mut through, w, h, &rgb, &text, PngSpeed::Fast).unwrap();
+            assert!(empty[..end] == want[..] && through == want, "{name}");
+            assert!(decode(&want).1 == rgb, "{name}");
+        }
+        let e = write_png_rgb8_fast_at(&mut Vec::new(), 0, 4, 4, &[0; 47], &[]).unwrap_err();
+        assert!(e.to_string().contains("47 bytes"), "{e}");
     }
 
     #[test]

@@ -329,27 +329,28 @@ fn coded_bound(bytes: usize) -> usize {
 }
 
 /// Writes the zlib stream of `data` (rows of `row_len` bytes) filtered with PNG's `Up`
-/// filter to the start of `out`, and returns its length.
+/// filter into `out` from index `start`, and returns the index just past its end.
 ///
 /// `out` is grown as the rows need, never shrunk or cleared, so a buffer kept between
 /// frames is neither allocated nor zeroed again (sizing it for the worst case up front
-/// zeroed 1.6 times the image per frame: `memset` was 2.3 % of a `demo` run).
-pub(crate) fn compress_up(data: &[u8], row_len: usize, out: &mut Vec<u8>) -> usize {
+/// zeroed 1.6 times the image per frame: `memset` was 2.3 % of a `demo` run). Bytes
+/// before `start` and past the returned end are not part of the stream.
+pub(crate) fn compress_up(data: &[u8], row_len: usize, out: &mut Vec<u8>, start: usize) -> usize {
     let code = Code::get();
     let t = &code.sym;
     let rows = data.len().checked_div(row_len).unwrap_or(0);
     let head = code.header.len();
     // A first guess, grown by half as needed (photographs code to about 40 % of their
     // samples; a larger guess only adds memory that is zeroed and never used).
-    let guess = 2 + head + (row_len + 1) * rows / 4 + 64;
+    let guess = start + 2 + head + (row_len + 1) * rows / 4 + 64;
     let row_bound = coded_bound(row_len + 1);
-    if out.len() < guess.max(2 + head + row_bound) {
-        out.resize(guess.max(2 + head + row_bound), 0);
+    if out.len() < guess.max(start + 2 + head + row_bound) {
+        out.resize(guess.max(start + 2 + head + row_bound), 0);
     }
-    out[0] = 0x78; // deflate, 32 KiB window
-    out[1] = 0x01; // fastest; (0x78 · 256 + 0x01) % 31 == 0
-    out[2..2 + head].copy_from_slice(&code.header);
-    let (mut pos, mut acc, mut n) = (2 + head, code.header_tail, code.header_bits);
+    out[start] = 0x78; // deflate, 32 KiB window
+    out[start + 1] = 0x01; // fastest; (0x78 · 256 + 0x01) % 31 == 0
+    out[start + 2..start + 2 + head].copy_from_slice(&code.header);
+    let (mut pos, mut acc, mut n) = (start + 2 + head, code.header_tail, code.header_bits);
     let mut adler = simd_adler32::Adler32::new();
     // One row: the filter byte, then the differences from the row above.
     let mut row = vec![0u8; row_len + 1];
@@ -463,9 +464,14 @@ mod tests {
     fn round_trip(data: &[u8], row_len: usize) {
         // A buffer left over from a larger image: only its start is the stream.
         let mut z = vec![0xA5; 3 * data.len() + 300];
-        let n = compress_up(data, row_len, &mut z);
+        let n = compress_up(data, row_len, &mut z, 0);
         assert!(n <= 2 + 200 + coded_bound(data.len() + data.len() / row_len) + 6);
         assert_eq!(inflate(&z[..n]), filtered(data, row_len));
+        // Written further on, into a buffer too short for it: the same stream there,
+        // and the bytes before it untouched.
+        let mut y = vec![0x5A; 7];
+        let end = compress_up(data, row_len, &mut y, 7);
+        assert_eq!((&y[..7], &y[7..end]), (&[0x5A; 7][..], &z[..n]));
     }
 
     #[test]
@@ -512,7 +518,7 @@ mod tests {
         let (w, h) = (640 * 3, 480);
         let black = vec![0u8; w * h];
         let mut z = Vec::new();
-        let n = compress_up(&black, w, &mut z);
+        let n = compress_up(&black, w, &mut z, 0);
         assert_eq!(inflate(&z[..n]), filtered(&black, w));
         // Zero runs as matches: ~40 bytes a row, where literal zeros take 480.
         assert!(n < 40 * h, "{n} bytes");
@@ -528,7 +534,7 @@ mod tests {
             .map(|i| if (i / w) % 2 == 0 { 128 } else { 0 })
             .collect();
         let mut z = Vec::new();
-        let n = compress_up(&data, w, &mut z);
+        let n = compress_up(&data, w, &mut z, 0);
         assert_eq!(inflate(&z[..n]), filtered(&data, w));
         assert!(
             n + 16 > (w * h * usize::from(MAX_BITS)) / 8,
@@ -567,7 +573,7 @@ mod tests {
                 })
                 .collect();
             let mut z = Vec::new();
-            let n = compress_up(&data, row_len, &mut z);
+            let n = compress_up(&data, row_len, &mut z, 0);
             prop_assert_eq!(inflate(&z[..n]), filtered(&data, row_len));
         }
     }

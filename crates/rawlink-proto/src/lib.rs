@@ -529,8 +529,7 @@ impl Decoder {
                     self.pending = Some(p);
                     self.partial_crc = Default::default();
                     // Reserve for the payload only now that the header is checked.
-                    let total = hlen_total(p);
-                    buf.reserve(total.saturating_sub(buf.len()));
+                    reserve_for(buf, p.1, hlen_total(p));
                     p
                 }
                 None => return Ok(None),
@@ -805,6 +804,37 @@ fn find_resync_point_from(buf: &[u8], from: usize) -> usize {
 
 fn hlen_total((wh, hlen): (WireHeader, usize)) -> usize {
     hlen + wh.payload_len as usize
+}
+
+/// Payloads of this many bytes or more are placed on a [`PAYLOAD_ALIGN`] boundary in
+/// memory.
+pub const ALIGN_PAYLOAD_MIN: usize = 64 << 10;
+/// Memory alignment of large payloads: a block boundary, so that a receiver can write
+/// them to a file opened with `O_DIRECT` from where they are, without copying them into
+/// an aligned buffer first.
+pub const PAYLOAD_ALIGN: usize = 4096;
+
+/// Makes room in `buf` (whose first `hlen` bytes are a checked header) for the whole
+/// message of `total` bytes. A payload of [`ALIGN_PAYLOAD_MIN`] or more goes into a
+/// fresh buffer where it starts on a [`PAYLOAD_ALIGN`] boundary, unless it already does
+/// and fits; the bytes already buffered are carried over (the header and whatever part
+/// of the payload came with it).
+fn reserve_for(buf: &mut BytesMut, hlen: usize, total: usize) {
+    let need = total.saturating_sub(buf.len());
+    let aligned = (buf.as_ptr() as usize)
+        .wrapping_add(hlen)
+        .is_multiple_of(PAYLOAD_ALIGN);
+    if total - hlen < ALIGN_PAYLOAD_MIN || (aligned && buf.capacity() - buf.len() >= need) {
+        buf.reserve(need);
+        return;
+    }
+    let mut fresh = BytesMut::with_capacity(total.max(buf.len()) + PAYLOAD_ALIGN);
+    let start = (fresh.as_ptr() as usize).wrapping_add(hlen);
+    let pad = (PAYLOAD_ALIGN - start % PAYLOAD_ALIGN) % PAYLOAD_ALIGN;
+    fresh.resize(pad, 0);
+    fresh.advance(pad);
+    fresh.extend_from_slice(buf);
+    *buf = fresh;
 }
 
 #[cfg(feature = "codec")]

@@ -905,3 +905,54 @@ fn truncated_header_names_its_length() {
         }
     }
 }
+
+#[test]
+fn large_payloads_start_on_a_block_boundary() {
+    // 256×160 frames (80 KiB payloads, over ALIGN_PAYLOAD_MIN) and small ones between
+    // them, read in pieces of odd sizes so that headers and payloads straddle reads; as
+    // `AsyncReadExt::read_buf` does, a read fills at most the spare capacity (and makes
+    // some first where there is none).
+    let msgs: Vec<Message> = (1..=6)
+        .map(|s| {
+            Message::Frame(if s % 3 == 0 {
+                frame(s, 16, 8)
+            } else {
+                frame(s, 256, 160)
+            })
+        })
+        .collect();
+    let all = wire(&msgs);
+    for piece in [1000, 4093, 70_001, all.len()] {
+        let (mut dec, mut buf) = (Decoder::default(), BytesMut::new());
+        let mut got = Vec::new();
+        let mut at = 0;
+        while at < all.len() {
+            if buf.capacity() == buf.len() {
+                buf.reserve(64);
+            }
+            let n = piece.min(all.len() - at).min(buf.capacity() - buf.len());
+            buf.extend_from_slice(&all[at..at + n]);
+            at += n;
+            got.extend(decode_all(&mut dec, &mut buf).unwrap());
+        }
+        assert_eq!(got.len(), msgs.len(), "pieces of {piece}");
+        for (m, want) in got.iter().zip(&msgs) {
+            let (Message::Frame(f), Message::Frame(w)) = (m, want) else {
+                panic!("not a frame")
+            };
+            assert!(
+                f.payload == w.payload,
+                "seq {}, pieces of {piece}",
+                w.header.seq
+            );
+            if f.payload.len() >= ALIGN_PAYLOAD_MIN {
+                assert_eq!(
+                    f.payload.as_ptr() as usize % PAYLOAD_ALIGN,
+                    0,
+                    "seq {}, pieces of {piece}",
+                    w.header.seq
+                );
+            }
+        }
+    }
+}
