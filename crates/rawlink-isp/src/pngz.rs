@@ -304,6 +304,7 @@ impl Out<'_> {
     /// time), or, for short runs, literal zeros. Zero's code is all zero bits (the
     /// shortest code is the first canonical one), so literal zeros only advance the bit
     /// count.
+    #[inline(always)]
     fn zeros(&mut self, c: &Code, mut run: usize) {
         let zero_bits = c.sym[0] & 0xFF;
         if run > MIN_MATCH_RUN {
@@ -336,6 +337,42 @@ fn coded_bound(bytes: usize) -> usize {
 /// zeroed 1.6 times the image per frame: `memset` was 2.3 % of a `demo` run). Bytes
 /// before `start` and past the returned end are not part of the stream.
 pub(crate) fn compress_up(data: &[u8], row_len: usize, out: &mut Vec<u8>, start: usize) -> usize {
+    pulp::Arch::new().dispatch(CompressUp {
+        data,
+        row_len,
+        out,
+        start,
+    })
+}
+
+/// [`compress_up`] as a `pulp` kernel: compiled for x86-64-v3 (AVX2 and BMI2, whose
+/// three-operand variable shifts the bit buffer uses on every append) and v4 as well as
+/// the baseline, and picked at run time.
+struct CompressUp<'a> {
+    data: &'a [u8],
+    row_len: usize,
+    out: &'a mut Vec<u8>,
+    start: usize,
+}
+
+impl pulp::WithSimd for CompressUp<'_> {
+    type Output = usize;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) -> usize {
+        let Self {
+            data,
+            row_len,
+            out,
+            start,
+        } = self;
+        compress_up_body(data, row_len, out, start)
+    }
+}
+
+/// The body of [`compress_up`], inlined into each compiled version of [`CompressUp`].
+#[inline(always)]
+fn compress_up_body(data: &[u8], row_len: usize, out: &mut Vec<u8>, start: usize) -> usize {
     let code = Code::get();
     let t = &code.sym;
     let rows = data.len().checked_div(row_len).unwrap_or(0);
