@@ -16,7 +16,7 @@
 use anyhow::{Context, Result};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use rawlink_frame::Frame;
-use rawlink_isp::encode::{write_png_rgb16, write_png_rgb8, write_png_rgb8_fast_at, PngSpeed};
+use rawlink_isp::encode::{write_png_output_fast_at, write_png_rgb16};
 use rawlink_isp::{IspConfig, IspError, Pipeline, PipelineOutput, Profile, RawPlane, RgbImage};
 use rawlink_source::now_realtime_ns;
 use std::collections::HashMap;
@@ -561,14 +561,13 @@ impl Drop for PngFile {
     }
 }
 
-/// Buffers a sink worker keeps from frame to frame: the interleaved 8-bit frame, the
-/// encoded files (a pool the writers hand them back to), and (through
-/// [`rawlink_isp::RgbImage::recycle_planes`]) the ISP's output planes. A stream of
-/// frames then runs in memory that is already mapped: measured at 640×480, fresh
-/// frame-sized buffers cost ~500 page faults and a zero-fill per frame.
+/// Buffers a sink worker keeps from frame to frame: the encoded files (a pool the
+/// writers hand them back to), and (through [`rawlink_isp::RgbImage::recycle_planes`])
+/// the ISP's output planes. A stream of frames then runs in memory that is already
+/// mapped: measured at 640×480, fresh frame-sized buffers cost ~500 page faults and a
+/// zero-fill per frame.
 #[derive(Debug, Default)]
 pub(crate) struct EncodeScratch {
-    rgb8: Vec<u8>,
     png: PngPool,
 }
 
@@ -589,9 +588,9 @@ fn encode_png_in(
     // Room for a typical compressed frame (about 40 % of the 8-bit samples), so the
     // buffer is not grown and copied several times per frame.
     let room = w * h * 3 / 2 + 2 * DIRECT_BLOCK;
-    // The planes are released as soon as they are interleaved, so a frame is never held
-    // three times over (planes, interleaved samples, compressed bytes): handed back to
-    // the ISP for the next frame where a worker reuses buffers, freed otherwise.
+    // The planes are released once coded, so a frame is never held three times over:
+    // handed back to the ISP for the next frame where a worker reuses buffers, freed
+    // otherwise.
     let reuse = scratch.is_some();
     let release = |out: &mut PipelineOutput| {
         let planes = std::mem::take(&mut out.image.planes);
@@ -599,36 +598,38 @@ fn encode_png_in(
             RgbImage::recycle_planes(planes);
         }
     };
-    let mut png = Vec::new();
     if depth == 16 {
         let rgb = out.to_rgb16();
         release(out);
-        png.reserve(room);
+        let mut png = Vec::with_capacity(room);
         write_png_rgb16(&mut png, w, h, &rgb, &text)?;
-    } else if let Some(sc) = scratch {
-        out.to_rgb8_into(&mut sc.rgb8);
-        release(out);
-        // Coded in place at a block boundary of a pooled buffer (its room reserved
-        // first: growing it would move it).
-        let mut buf = lock(&sc.png).pop().unwrap_or_default();
-        buf.reserve(room.saturating_sub(buf.len()));
-        let at = (DIRECT_BLOCK - buf.as_ptr() as usize % DIRECT_BLOCK) % DIRECT_BLOCK;
-        let end = write_png_rgb8_fast_at(&mut buf, at, w, h, &sc.rgb8, &text)?;
         return Ok(PngFile {
-            buf,
-            range: at..end,
-            pool: Some(sc.png.clone()),
+            range: 0..png.len(),
+            buf: png,
+            pool: None,
         });
-    } else {
-        let rgb = out.to_rgb8();
-        release(out);
-        png.reserve(room);
-        write_png_rgb8(&mut png, w, h, &rgb, &text, PngSpeed::Fast)?;
     }
+    // 8-bit: coded in place, each row made from the planes as it is coded (no 8-bit
+    // frame); a worker's file goes into a pooled buffer at a block boundary (its room
+    // reserved first: growing it would move it).
+    let (mut buf, pool) = match scratch {
+        Some(sc) => (
+            lock(&sc.png).pop().unwrap_or_default(),
+            Some(sc.png.clone()),
+        ),
+        None => (Vec::new(), None),
+    };
+    buf.reserve(room.saturating_sub(buf.len()));
+    let at = match pool {
+        Some(_) => (DIRECT_BLOCK - buf.as_ptr() as usize % DIRECT_BLOCK) % DIRECT_BLOCK,
+        None => 0,
+    };
+    let end = write_png_output_fast_at(&mut buf, at, out, &text);
+    release(out);
     Ok(PngFile {
-        range: 0..png.len(),
-        buf: png,
-        pool: None,
+        range: at..end?,
+        buf,
+        pool,
     })
 }
 

@@ -105,17 +105,6 @@ pub fn write_png_rgb8_fast_at(
     rgb: &[u8],
     text: &[(&str, String)],
 ) -> Result<usize, IspError> {
-    /// The IEND chunk, which ends every PNG: empty, with its CRC.
-    const IEND: [u8; 12] = [0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xAE, 0x42, 0x60, 0x82];
-    /// Writes `bytes` into `out` at `at` (grown as needed); returns the end.
-    fn put(out: &mut Vec<u8>, at: usize, bytes: &[u8]) -> usize {
-        let end = at + bytes.len();
-        if out.len() < end {
-            out.resize(end, 0);
-        }
-        out[at..end].copy_from_slice(bytes);
-        end
-    }
     let expected = width.checked_mul(height).and_then(|n| n.checked_mul(3));
     if expected != Some(rgb.len()) {
         return Err(IspError::BadParam(format!(
@@ -128,6 +117,69 @@ pub fn write_png_rgb8_fast_at(
         write_png_rgb8(&mut file, width, height, rgb, text, PngSpeed::Fast)?;
         return Ok(put(out, at, &file));
     }
+    fast_file_at(out, at, width, height, text, |out, data| {
+        crate::pngz::compress_up(rgb, width * 3, out, data)
+    })
+}
+
+/// [`write_png_rgb8_fast_at`] for a pipeline's output, its 8-bit rows made one at a time
+/// as they are coded (the values of [`crate::PipelineOutput::to_rgb8`]): the whole
+/// 8-bit frame is neither written nor read back. The file is the one
+/// [`write_png_rgb8_fast_at`] writes for `image.to_rgb8()`.
+pub fn write_png_output_fast_at(
+    out: &mut Vec<u8>,
+    at: usize,
+    image: &crate::PipelineOutput,
+    text: &[(&str, String)],
+) -> Result<usize, IspError> {
+    let (width, height) = (image.image.width, image.image.height);
+    if image
+        .image
+        .planes
+        .iter()
+        .any(|p| Some(p.len()) != width.checked_mul(height))
+    {
+        return Err(IspError::BadParam(format!(
+            "PNG: the image's planes do not hold {width}x{height} samples"
+        )));
+    }
+    if width
+        .saturating_mul(3)
+        .saturating_add(1)
+        .saturating_mul(height)
+        >= FAST_IN_PLACE_MAX
+    {
+        return write_png_rgb8_fast_at(out, at, width, height, &image.to_rgb8(), text);
+    }
+    fast_file_at(out, at, width, height, text, |out, data| {
+        image.with_rgb8_rows(|rows| crate::pngz::compress_rows(rows, out, data))
+    })
+}
+
+/// The IEND chunk, which ends every PNG: empty, with its CRC.
+const IEND: [u8; 12] = [0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xAE, 0x42, 0x60, 0x82];
+
+/// Writes `bytes` into `out` at `at` (grown as needed); returns the end.
+fn put(out: &mut Vec<u8>, at: usize, bytes: &[u8]) -> usize {
+    let end = at + bytes.len();
+    if out.len() < end {
+        out.resize(end, 0);
+    }
+    out[at..end].copy_from_slice(bytes);
+    end
+}
+
+/// A [`PngSpeed::Fast`] PNG file written into `out` from `at`, its image data one IDAT
+/// chunk that `stream` codes in place: `stream(out, data)` writes the zlib stream at
+/// `out[data..]` and returns its end. Returns the file's end.
+fn fast_file_at(
+    out: &mut Vec<u8>,
+    at: usize,
+    width: usize,
+    height: usize,
+    text: &[(&str, String)],
+    stream: impl FnOnce(&mut Vec<u8>, usize) -> usize,
+) -> Result<usize, IspError> {
     // The signature, header and text chunks from the `png` crate: written and finished
     // with no image data, then everything before its IEND kept.
     let mut head = Vec::new();
@@ -139,7 +191,7 @@ pub fn write_png_rgb8_fast_at(
     // coded in place, and the CRC of type and stream.
     let idat = put(out, at, head);
     let data = put(out, idat + 4, b"IDAT");
-    let end = crate::pngz::compress_up(rgb, width * 3, out, data);
+    let end = stream(out, data);
     let len = u32::try_from(end - data)
         .map_err(|_| IspError::BadParam("PNG: the image data does not fit one chunk".into()))?;
     out[idat..idat + 4].copy_from_slice(&len.to_be_bytes());
@@ -280,6 +332,56 @@ mod tests {
         }
         let e = write_png_rgb8_fast_at(&mut Vec::new(), 0, 4, 4, &[0; 47], &[]).unwrap_err();
         assert!(e.to_string().contains("47 bytes"), "{e}");
+    }
+
+    #[test]
+    fn output_png_rows_made_as_coded_are_the_same_file() {
+        let text = [("Software", "rawlink test".to_string())];
+        // Full 16-bit scale (arithmetic) and 12-bit (per-code table), rounded or
+        // truncated, codes above the scale included; odd sizes and one row or column.
+        for (w, h) in [(1, 1), (7, 3), (640, 2), (1, 9), (33, 17)] {
+            for (max_value, round_8bit) in [(65535, true), (4095, false), (4095, true)] {
+                let n = w * h;
+                let plane = |k: usize| -> Vec<u16> {
+                    (0..n)
+                        .map(|i| ((i * 2654435761 + k * 977) % 70_000).min(65535) as u16)
+                        .map(|v| if max_value == 65535 { v } else { v % 4200 })
+                        .collect()
+                };
+                let img = crate::PipelineOutput {
+                    image: crate::RgbImage {
+                        width: w,
+                        height: h,
+                        planes: [plane(0), plane(1), plane(2)],
+                    },
+                    max_value,
+                    round_8bit,
+                    timings: Vec::new(),
+                    stats: Default::default(),
+                };
+                let mut want = Vec::new();
+                let end =
+                    write_png_rgb8_fast_at(&mut want, 0, w, h, &img.to_rgb8(), &text).unwrap();
+                let mut got = vec![0x33; 10];
+                let got_end = write_png_output_fast_at(&mut got, 10, &img, &text).unwrap();
+                assert!(got[10..got_end] == want[..end], "{w}x{h}, max {max_value}");
+                assert_eq!(decode(&want[..end]).1, img.to_rgb8());
+            }
+        }
+        // Planes that do not hold the image: an error, not a panic.
+        let bad = crate::PipelineOutput {
+            image: crate::RgbImage {
+                width: 4,
+                height: 4,
+                planes: [vec![0; 16], vec![0; 15], vec![0; 16]],
+            },
+            max_value: 4095,
+            round_8bit: false,
+            timings: Vec::new(),
+            stats: Default::default(),
+        };
+        let e = write_png_output_fast_at(&mut Vec::new(), 0, &bad, &[]).unwrap_err();
+        assert!(e.to_string().contains("4x4"), "{e}");
     }
 
     #[test]

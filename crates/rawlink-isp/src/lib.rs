@@ -179,6 +179,74 @@ fn full_scale_to_8bit(v: u16, bias: u32) -> u8 {
     ((x + 1 + (x >> 16)) >> 16) as u8
 }
 
+/// Runs `f` with the table of 8-bit values of every code for the scale `m` and rounding
+/// `bias` (one division per possible code instead of one per sample: the 8-bit value
+/// depends on the code alone). The 64 KiB table (65 536 divisions, ~0.1 ms) is kept per
+/// thread for the next frame with the same scale.
+fn with_rgb8_lut<T>(m: u32, bias: u32, f: impl FnOnce(&[u8; 1 << 16]) -> T) -> T {
+    RGB8_LUT.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let lut = match &mut *cache {
+            Some((key, lut)) if *key == (m, bias) => lut,
+            slot => {
+                let mut lut = Box::new([0u8; 1 << 16]);
+                // Codes above the scale (a sample above its stated depth that no stage
+                // clamped) are white, not wrapped around to dark.
+                for (v, e) in lut.iter_mut().enumerate() {
+                    *e = (((v as u32).min(m) * 255 + bias) / m) as u8;
+                }
+                &mut slot.insert(((m, bias), lut)).1
+            }
+        };
+        // A table of exactly 2^16 entries: a u16 index needs no bounds check.
+        f(lut)
+    })
+}
+
+/// An image's rows as interleaved 8-bit RGB, made one at a time for the PNG coder: the
+/// same values as [`PipelineOutput::to_rgb8_into`], without the whole 8-bit frame.
+pub(crate) struct Rgb8Rows<'a> {
+    planes: [&'a [u16]; 3],
+    width: usize,
+    height: usize,
+    bias: u32,
+    /// The per-code table, except at the full 16-bit scale (arithmetic there).
+    lut: Option<&'a [u8; 1 << 16]>,
+}
+
+impl pngz::FillRow for Rgb8Rows<'_> {
+    fn rows(&self) -> usize {
+        self.height
+    }
+
+    fn row_len(&self) -> usize {
+        3 * self.width
+    }
+
+    #[inline(always)]
+    fn fill<S: pulp::Simd>(&self, simd: S, y: usize, row: &mut [u8]) {
+        let k = y * self.width;
+        let [r, g, b] = self.planes.map(|p| &p[k..k + self.width]);
+        match self.lut {
+            None => pulp::WithSimd::with_simd(
+                Rgb8Full {
+                    rgb: [r, g, b],
+                    bias: self.bias,
+                    out: row,
+                },
+                simd,
+            ),
+            Some(lut) => {
+                for (((px, &r), &g), &b) in row.chunks_exact_mut(3).zip(r).zip(g).zip(b) {
+                    px[0] = lut[r as usize];
+                    px[1] = lut[g as usize];
+                    px[2] = lut[b as usize];
+                }
+            }
+        }
+    }
+}
+
 /// Planes of 16-bit working codes to interleaved 8-bit RGB, as a `pulp` kernel.
 struct Rgb8Full<'a> {
     rgb: [&'a [u16]; 3],
@@ -388,25 +456,7 @@ impl RgbImage {
                 });
             return;
         }
-        RGB8_LUT.with(|cache| {
-            // One division per possible code instead of one per sample: the 8-bit value
-            // depends on the code alone. The 64 KiB table (65 536 divisions, ~0.1 ms) is
-            // kept per thread for the next frame with the same scale.
-            let mut cache = cache.borrow_mut();
-            let lut = match &mut *cache {
-                Some((key, lut)) if *key == (m, bias) => lut,
-                slot => {
-                    let mut lut = Box::new([0u8; 1 << 16]);
-                    // Codes above the scale (a sample above its stated depth that no
-                    // stage clamped) are white, not wrapped around to dark.
-                    for (v, e) in lut.iter_mut().enumerate() {
-                        *e = (((v as u32).min(m) * 255 + bias) / m) as u8;
-                    }
-                    &mut slot.insert(((m, bias), lut)).1
-                }
-            };
-            // A table of exactly 2^16 entries: a u16 index needs no bounds check.
-            let lut: &[u8; 1 << 16] = lut;
+        with_rgb8_lut(m, bias, |lut| {
             out.par_chunks_mut(3 * 4096)
                 .enumerate()
                 .for_each(|(k, chunk)| {
@@ -562,12 +612,46 @@ impl PipelineOutput {
 
     /// [`PipelineOutput::to_rgb8`] into a buffer that may be reused from frame to frame.
     pub fn to_rgb8_into(&self, out: &mut Vec<u8>) {
-        let bias = if self.round_8bit {
+        self.image
+            .to_rgb8_into(self.max_value, self.rgb8_bias(), out)
+    }
+
+    /// The rounding bias of the 8-bit conversion.
+    fn rgb8_bias(&self) -> u32 {
+        if self.round_8bit {
             self.max_value.max(1) as u32 / 2
         } else {
             0
-        };
-        self.image.to_rgb8_into(self.max_value, bias, out)
+        }
+    }
+
+    /// Runs `f` with the image's rows as 8-bit RGB, made one at a time (the values of
+    /// [`PipelineOutput::to_rgb8`]). The planes must hold the image (a row past their
+    /// end panics when it is made).
+    pub(crate) fn with_rgb8_rows<T>(&self, f: impl FnOnce(&Rgb8Rows<'_>) -> T) -> T {
+        let (w, h) = (self.image.width, self.image.height);
+        let [r, g, b] = &self.image.planes;
+        let (m, bias) = (self.max_value.max(1) as u32, self.rgb8_bias());
+        let planes: [&[u16]; 3] = [r, g, b];
+        if m == 65535 {
+            f(&Rgb8Rows {
+                planes,
+                width: w,
+                height: h,
+                bias,
+                lut: None,
+            })
+        } else {
+            with_rgb8_lut(m, bias, |lut| {
+                f(&Rgb8Rows {
+                    planes,
+                    width: w,
+                    height: h,
+                    bias,
+                    lut: Some(lut),
+                })
+            })
+        }
     }
 
     /// Interleaved 16-bit RGB, full range.

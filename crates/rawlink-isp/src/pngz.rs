@@ -345,6 +345,24 @@ pub(crate) fn compress_up(data: &[u8], row_len: usize, out: &mut Vec<u8>, start:
     })
 }
 
+/// Makes the rows of an image for [`compress_rows`] one at a time, so that the whole
+/// image never exists as bytes.
+pub(crate) trait FillRow {
+    /// Rows in the image.
+    fn rows(&self) -> usize;
+    /// Bytes in a row.
+    fn row_len(&self) -> usize;
+    /// Writes row `y` into `row` (exactly [`FillRow::row_len`] bytes), in code compiled
+    /// for `simd`.
+    fn fill<S: pulp::Simd>(&self, simd: S, y: usize, row: &mut [u8]);
+}
+
+/// [`compress_up`] for rows made one at a time by `rows`: the stream is the same as for
+/// the image they make.
+pub(crate) fn compress_rows<R: FillRow>(rows: &R, out: &mut Vec<u8>, start: usize) -> usize {
+    pulp::Arch::new().dispatch(CompressRows { rows, out, start })
+}
+
 /// [`compress_up`] as a `pulp` kernel: compiled for x86-64-v3 (AVX2 and BMI2, whose
 /// three-operand variable shifts the bit buffer uses on every append) and v4 as well as
 /// the baseline, and picked at run time.
@@ -366,71 +384,142 @@ impl pulp::WithSimd for CompressUp<'_> {
             out,
             start,
         } = self;
-        compress_up_body(data, row_len, out, start)
+        let rows = data.len().checked_div(row_len).unwrap_or(0);
+        let mut z = Coder::begin(out, start, row_len, rows);
+        let mut above: &[u8] = &[];
+        for cur in data.chunks_exact(row_len.max(1)).take(rows) {
+            filter_up(&mut z.row[1..], cur, above);
+            above = cur;
+            z.code_row();
+        }
+        z.finish()
     }
 }
 
-/// The body of [`compress_up`], inlined into each compiled version of [`CompressUp`].
-#[inline(always)]
-fn compress_up_body(data: &[u8], row_len: usize, out: &mut Vec<u8>, start: usize) -> usize {
-    let code = Code::get();
-    let t = &code.sym;
-    let rows = data.len().checked_div(row_len).unwrap_or(0);
-    let head = code.header.len();
-    // A first guess, grown by half as needed (photographs code to about 40 % of their
-    // samples; a larger guess only adds memory that is zeroed and never used).
-    let guess = start + 2 + head + (row_len + 1) * rows / 4 + 64;
-    let row_bound = coded_bound(row_len + 1);
-    if out.len() < guess.max(start + 2 + head + row_bound) {
-        out.resize(guess.max(start + 2 + head + row_bound), 0);
-    }
-    out[start] = 0x78; // deflate, 32 KiB window
-    out[start + 1] = 0x01; // fastest; (0x78 · 256 + 0x01) % 31 == 0
-    out[start + 2..start + 2 + head].copy_from_slice(&code.header);
-    let (mut pos, mut acc, mut n) = (start + 2 + head, code.header_tail, code.header_bits);
-    let mut adler = simd_adler32::Adler32::new();
-    // One row: the filter byte, then the differences from the row above.
-    let mut row = vec![0u8; row_len + 1];
-    row[0] = 2;
-    let mut above: &[u8] = &[];
-    for cur in data.chunks_exact(row_len.max(1)).take(rows) {
-        if above.is_empty() {
-            row[1..].copy_from_slice(cur);
-        } else {
-            for ((d, &c), &a) in row[1..].iter_mut().zip(cur).zip(above) {
-                *d = c.wrapping_sub(a);
-            }
+/// [`compress_rows`] as a `pulp` kernel (as [`CompressUp`]); the rows are made in the
+/// same compiled code.
+struct CompressRows<'a, R> {
+    rows: &'a R,
+    out: &'a mut Vec<u8>,
+    start: usize,
+}
+
+impl<R: FillRow> pulp::WithSimd for CompressRows<'_, R> {
+    type Output = usize;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) -> usize {
+        let Self { rows, out, start } = self;
+        let (n, row_len) = (rows.rows(), rows.row_len());
+        let mut z = Coder::begin(out, start, row_len, n);
+        // This row and the one above, swapped after each row.
+        let (mut cur, mut above) = (vec![0u8; row_len], vec![0u8; row_len]);
+        for y in 0..n {
+            rows.fill(simd, y, &mut cur);
+            filter_up(&mut z.row[1..], &cur, if y == 0 { &[] } else { &above });
+            std::mem::swap(&mut cur, &mut above);
+            z.code_row();
         }
-        above = cur;
-        adler.write(&row);
-        if out.len() < pos + row_bound {
-            let grown = (out.len() + out.len() / 2).max(pos + row_bound);
-            out.resize(grown, 0);
+        z.finish()
+    }
+}
+
+/// PNG's `Up` filter: `cur` less the row `above` (empty for the first row), byte by byte.
+#[inline(always)]
+fn filter_up(filtered: &mut [u8], cur: &[u8], above: &[u8]) {
+    if above.is_empty() {
+        filtered.copy_from_slice(cur);
+    } else {
+        for ((d, &c), &a) in filtered.iter_mut().zip(cur).zip(above) {
+            *d = c.wrapping_sub(a);
+        }
+    }
+}
+
+/// The zlib stream being written: the bit writer's state between rows, the checksum,
+/// and the row being coded (its filter byte, then the filtered bytes).
+struct Coder<'o> {
+    code: &'static Code,
+    out: &'o mut Vec<u8>,
+    pos: usize,
+    acc: u64,
+    n: u32,
+    adler: simd_adler32::Adler32,
+    row: Vec<u8>,
+    /// Most bytes one coded row can take.
+    row_bound: usize,
+}
+
+impl<'o> Coder<'o> {
+    /// Starts the stream at `out[start]`, for `rows` rows of `row_len` bytes: the zlib
+    /// header and the block header with its code.
+    #[inline(always)]
+    fn begin(out: &'o mut Vec<u8>, start: usize, row_len: usize, rows: usize) -> Self {
+        let code = Code::get();
+        let head = code.header.len();
+        // A first guess, grown by half as needed (photographs code to about 40 % of
+        // their samples; a larger guess only adds memory that is zeroed and never used).
+        let guess = start + 2 + head + (row_len + 1) * rows / 4 + 64;
+        let row_bound = coded_bound(row_len + 1);
+        if out.len() < guess.max(start + 2 + head + row_bound) {
+            out.resize(guess.max(start + 2 + head + row_bound), 0);
+        }
+        out[start] = 0x78; // deflate, 32 KiB window
+        out[start + 1] = 0x01; // fastest; (0x78 · 256 + 0x01) % 31 == 0
+        out[start + 2..start + 2 + head].copy_from_slice(&code.header);
+        let mut row = vec![0u8; row_len + 1];
+        row[0] = 2; // `Up`
+        Self {
+            code,
+            out,
+            pos: start + 2 + head,
+            acc: code.header_tail,
+            n: code.header_bits,
+            adler: simd_adler32::Adler32::new(),
+            row,
+            row_bound,
+        }
+    }
+
+    /// Codes `self.row`, whose filtered bytes the caller has written.
+    #[inline(always)]
+    fn code_row(&mut self) {
+        self.adler.write(&self.row);
+        if self.out.len() < self.pos + self.row_bound {
+            let grown = (self.out.len() + self.out.len() / 2).max(self.pos + self.row_bound);
+            self.out.resize(grown, 0);
+        }
+        let mut w = Out {
+            buf: self.out.as_mut_slice(),
+            pos: self.pos,
+            acc: self.acc,
+            n: self.n,
+        };
+        encode_row(&mut w, self.code, &self.row);
+        (self.pos, self.acc, self.n) = (w.pos, w.acc, w.n);
+    }
+
+    /// Ends the stream: the end of block, the last bits flushed to a whole byte, and
+    /// the checksum. Returns the index just past the stream.
+    #[inline(always)]
+    fn finish(self) -> usize {
+        let t = &self.code.sym;
+        let out = self.out;
+        if out.len() < self.pos + 16 {
+            out.resize(self.pos + 16, 0);
         }
         let mut w = Out {
             buf: out.as_mut_slice(),
-            pos,
-            acc,
-            n,
+            pos: self.pos,
+            acc: self.acc,
+            n: self.n,
         };
-        encode_row(&mut w, code, &row);
-        (pos, acc, n) = (w.pos, w.acc, w.n);
+        w.put(u64::from(t[EOB] >> 8), t[EOB] & 0xFF);
+        w.put(0, (8 - w.n % 8) % 8);
+        let pos = w.pos;
+        out[pos..pos + 4].copy_from_slice(&self.adler.finish().to_be_bytes());
+        pos + 4
     }
-    // The end of block, the last bits flushed to a whole byte, and the checksum.
-    if out.len() < pos + 16 {
-        out.resize(pos + 16, 0);
-    }
-    let mut w = Out {
-        buf: out.as_mut_slice(),
-        pos,
-        acc,
-        n,
-    };
-    w.put(u64::from(t[EOB] >> 8), t[EOB] & 0xFF);
-    w.put(0, (8 - w.n % 8) % 8);
-    let pos = w.pos;
-    out[pos..pos + 4].copy_from_slice(&adler.finish().to_be_bytes());
-    pos + 4
 }
 
 /// Codes one filtered row eight bytes at a time: a zero word extends the current run of
