@@ -3,7 +3,9 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rawlink_frame::BayerPattern;
-use rawlink_isp::encode::{write_png_rgb8, PngSpeed};
+use rawlink_isp::encode::{
+    write_png_output_fast_at, write_png_rgb8, write_png_rgb8_fast_at, PngSpeed,
+};
 use rawlink_isp::stages::{awb, bilateral, demosaic, denoise, gamma, malvar, rcd, sharpen};
 use rawlink_isp::{FrameContext, IspConfig, Pipeline, Profile, RawPlane, RgbStage};
 
@@ -128,7 +130,8 @@ fn profiles(c: &mut Criterion) {
 fn png_encode(c: &mut Criterion) {
     let mut cfg = IspConfig::new(Profile::Default, BayerPattern::Rggb, 12);
     cfg.set_black_level(64);
-    let frame = Pipeline::new(&cfg).unwrap().run(mosaic(640, 480)).to_rgb8();
+    let output = Pipeline::new(&cfg).unwrap().run(mosaic(640, 480));
+    let frame = output.to_rgb8();
     let photo = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../tests/data/photos/coffee.png"
@@ -167,6 +170,22 @@ fn png_encode(c: &mut Criterion) {
             })
         });
     }
+    g.finish();
+    // The receiver's way, from the pipeline's planes: each 8-bit row made as it is
+    // coded, against the whole 8-bit frame made first and then coded.
+    let mut g = c.benchmark_group("png_output");
+    g.throughput(Throughput::Elements(640 * 480));
+    g.bench_function("rows_as_coded/frame_640x480", |b| {
+        let mut out = Vec::new();
+        b.iter(|| write_png_output_fast_at(&mut out, 0, &output, &[]).unwrap())
+    });
+    g.bench_function("to_rgb8_then_coded/frame_640x480", |b| {
+        let (mut out, mut rgb) = (Vec::new(), Vec::new());
+        b.iter(|| {
+            output.to_rgb8_into(&mut rgb);
+            write_png_rgb8_fast_at(&mut out, 0, 640, 480, &rgb, &[]).unwrap()
+        })
+    });
     g.finish();
 }
 
