@@ -237,7 +237,7 @@ impl pulp::WithSimd for UnsharpRow<'_> {
     }
 }
 
-impl UnsharpRow<'_> {
+impl<'a> UnsharpRow<'a> {
     /// The row's unsharp mask (inlined into the caller's dispatched kernel, if any).
     #[inline(always)]
     pub(crate) fn run(self) {
@@ -252,11 +252,24 @@ impl UnsharpRow<'_> {
         } = self;
         let w = mid.len();
         let (up, dn, r, g, b) = (&up[..w], &dn[..w], &mut r[..w], &mut g[..w], &mut b[..w]);
-        for x in 1..w - 1 {
-            let dl = sharpen_delta(stage.amount, thr, up, mid, dn, x, x - 1, x + 1);
-            r[x] = add_delta(r[x], dl, top);
-            g[x] = add_delta(g[x], dl, top);
-            b[x] = add_delta(b[x], dl, top);
+        // The interior over equal-length slices of the taps (left, centre, right of each
+        // row), so that the loop has no index arithmetic and vectorises.
+        let n = w.saturating_sub(2);
+        let taps = |row: &'a [f32]| [&row[..n], &row[1..][..n], &row[2..][..n]];
+        let (u, m, d) = (taps(up), taps(mid), taps(dn));
+        let amount = stage.amount;
+        let (ri, gi, bi) = (&mut r[1..][..n], &mut g[1..][..n], &mut b[1..][..n]);
+        for i in 0..n {
+            let dl = unsharp_delta(
+                amount,
+                thr,
+                [u[0][i], u[1][i], u[2][i]],
+                [m[0][i], m[1][i], m[2][i]],
+                [d[0][i], d[1][i], d[2][i]],
+            );
+            ri[i] = add_delta(ri[i], dl, top);
+            gi[i] = add_delta(gi[i], dl, top);
+            bi[i] = add_delta(bi[i], dl, top);
         }
         for (x, l, rr) in [(0, 0, 1), (w - 1, w - 2, w - 1)] {
             let dl = sharpen_delta(stage.amount, thr, up, mid, dn, x, l, rr);
@@ -280,12 +293,23 @@ fn sharpen_delta(
     l: usize,
     rr: usize,
 ) -> f32 {
-    let blur = (4.0 * mid[x]
-        + 2.0 * (mid[l] + mid[rr] + up[x] + dn[x])
-        + (up[l] + up[rr] + dn[l] + dn[rr]))
-        / 16.0;
-    let d = mid[x] - blur;
-    amount * (d.signum() * (d.abs() - thr).max(0.0))
+    unsharp_delta(
+        amount,
+        thr,
+        [up[l], up[x], up[rr]],
+        [mid[l], mid[x], mid[rr]],
+        [dn[l], dn[x], dn[rr]],
+    )
+}
+
+/// The unsharp mask's luma change from the luma left, at and right of the pixel in the
+/// rows above (`u`), its own (`m`) and below (`d`).
+#[inline(always)]
+fn unsharp_delta(amount: f32, thr: f32, u: [f32; 3], m: [f32; 3], d: [f32; 3]) -> f32 {
+    let blur =
+        (4.0 * m[1] + 2.0 * (m[0] + m[2] + u[1] + d[1]) + (u[0] + u[2] + d[0] + d[2])) / 16.0;
+    let diff = m[1] - blur;
+    amount * (diff.signum() * (diff.abs() - thr).max(0.0))
 }
 
 /// A code plus a luma change, rounded and clamped to `[0, top]`.
