@@ -240,8 +240,10 @@ fn run_single(a: &BenchArgs) -> Result<BenchResult> {
         .context("thread pool")?;
     let mut totals = Vec::new();
     let mut stages: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    // As the receiver's sink workers do: the 8-bit buffer is kept and the output planes
-    // handed back for the next frame, so the figures are the steady state of a stream.
+    // The output planes are handed back for the next frame, as the receiver's sink
+    // workers do, and the 8-bit buffer is kept, so the figures are the steady state of a
+    // stream. (The receiver makes the 8-bit rows inside the PNG coder instead, so this
+    // `to_8bit` stage is a pass it no longer makes on its own.)
     let mut rgb8 = Vec::new();
     pool.install(|| {
         for i in 0..=iters {

@@ -209,6 +209,7 @@ impl FrameSink {
                 ..SinkReport::default()
             })),
             stopped: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            png: Arc::new(PngPool::new(n)),
         };
         let writers = (0..n)
             .map(|i| {
@@ -519,19 +520,51 @@ pub fn encode_png(
 
 /// An encoded PNG file, `buf[range]`. A sink worker's files start on a block boundary,
 /// so a direct write sends them from where they are, and their buffer goes back to the
-/// worker's pool when the file is dropped (after it is written).
+/// sink's pool when the file is dropped (after it is written).
 pub(crate) struct PngFile {
     buf: Vec<u8>,
     range: std::ops::Range<usize>,
-    pool: Option<PngPool>,
+    pool: Option<Arc<PngPool>>,
 }
 
-/// A sink worker's spare PNG buffers (at most [`PNG_POOL_MAX`]).
-type PngPool = Arc<Mutex<Vec<Vec<u8>>>>;
+/// The sink's spare PNG buffers, shared by its workers and handed back by its writers.
+#[derive(Default)]
+pub(crate) struct PngPool {
+    spare: Mutex<Vec<Vec<u8>>>,
+    /// Most buffers kept: as many as can be in use at once (per worker, a file being
+    /// coded, one waiting for a writer and one being written).
+    max: usize,
+}
 
-/// Spare PNG buffers a worker keeps: one frame's file is being coded, one waits for a
-/// writer and one is being written at most.
-const PNG_POOL_MAX: usize = 3;
+impl PngPool {
+    /// A pool for `workers` workers.
+    fn new(workers: usize) -> Self {
+        Self {
+            spare: Mutex::new(Vec::new()),
+            max: 3 * workers.max(1),
+        }
+    }
+
+    /// A spare buffer with room for `room` bytes reserved (not touched), or a new one.
+    /// A spare much larger than that (from larger frames earlier) is freed rather than
+    /// kept for good.
+    fn take(&self, room: usize) -> Vec<u8> {
+        let mut spare = lock(&self.spare);
+        while let Some(mut buf) = spare.pop() {
+            if buf.capacity() <= 4 * room.max(1 << 16) {
+                buf.reserve(room.saturating_sub(buf.len()));
+                return buf;
+            }
+        }
+        Vec::with_capacity(room)
+    }
+}
+
+impl std::fmt::Debug for PngPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} spare PNG buffers", lock(&self.spare).len())
+    }
+}
 
 impl PngFile {
     /// The file's bytes as a vector of their own.
@@ -553,26 +586,27 @@ impl std::ops::Deref for PngFile {
 impl Drop for PngFile {
     fn drop(&mut self) {
         if let Some(pool) = &self.pool {
-            let mut spare = lock(pool);
-            if spare.len() < PNG_POOL_MAX {
+            let mut spare = lock(&pool.spare);
+            if spare.len() < pool.max {
                 spare.push(std::mem::take(&mut self.buf));
             }
         }
     }
 }
 
-/// Buffers a sink worker keeps from frame to frame: the encoded files (a pool the
-/// writers hand them back to), and (through [`rawlink_isp::RgbImage::recycle_planes`])
-/// the ISP's output planes. A stream of frames then runs in memory that is already
-/// mapped: measured at 640×480, fresh frame-sized buffers cost ~500 page faults and a
-/// zero-fill per frame.
+/// Buffers a sink worker reuses from frame to frame: the encoded files (the sink's pool,
+/// which the writers hand them back to), and (through
+/// [`rawlink_isp::RgbImage::recycle_planes`]) the ISP's output planes. A stream of
+/// frames then runs in memory that is already mapped: measured at 640×480, fresh
+/// frame-sized buffers cost ~500 page faults and a zero-fill per frame.
 #[derive(Debug, Default)]
 pub(crate) struct EncodeScratch {
-    png: PngPool,
+    png: Arc<PngPool>,
 }
 
-/// [`encode_png`]; with `scratch`, the 8-bit samples go into its buffer and the planes
-/// are handed back to the ISP for the next frame instead of being freed.
+/// [`encode_png`]; with `scratch`, the file is coded into a buffer from its pool, at a
+/// block boundary, and the planes are handed back to the ISP for the next frame instead
+/// of being freed.
 fn encode_png_in(
     out: &mut PipelineOutput,
     depth: u8,
@@ -585,8 +619,10 @@ fn encode_png_in(
         ("Software", format!("rawlink {}", env!("CARGO_PKG_VERSION"))),
     );
     let (w, h) = (out.image.width, out.image.height);
-    // Room for a typical compressed frame (about 40 % of the 8-bit samples), so the
-    // buffer is not grown and copied several times per frame.
+    // Room for a typical compressed frame (about 40 % of the 8-bit samples, at most
+    // 13/8 of them), so the buffer is not grown and copied several times per frame. A
+    // file that outgrows it is still right, but its buffer has moved off the block
+    // boundary, so its direct write copies it whole.
     let room = w * h * 3 / 2 + 2 * DIRECT_BLOCK;
     // The planes are released once coded, so a frame is never held three times over:
     // handed back to the ISP for the next frame where a worker reuses buffers, freed
@@ -613,13 +649,9 @@ fn encode_png_in(
     // frame); a worker's file goes into a pooled buffer at a block boundary (its room
     // reserved first: growing it would move it).
     let (mut buf, pool) = match scratch {
-        Some(sc) => (
-            lock(&sc.png).pop().unwrap_or_default(),
-            Some(sc.png.clone()),
-        ),
-        None => (Vec::new(), None),
+        Some(sc) => (sc.png.take(room), Some(sc.png.clone())),
+        None => (Vec::with_capacity(room), None),
     };
-    buf.reserve(room.saturating_sub(buf.len()));
     let at = match pool {
         Some(_) => (DIRECT_BLOCK - buf.as_ptr() as usize % DIRECT_BLOCK) % DIRECT_BLOCK,
         None => 0,
@@ -654,6 +686,8 @@ struct Shared {
     cfg: Arc<SinkConfig>,
     report: Arc<Mutex<SinkReport>>,
     stopped: Arc<std::sync::atomic::AtomicBool>,
+    /// The workers' spare PNG buffers.
+    png: Arc<PngPool>,
 }
 
 impl Shared {
@@ -717,7 +751,9 @@ struct Computed {
 fn worker(rx: Receiver<Job>, tx: Sender<Computed>, sink: Shared) {
     let cfg = &sink.cfg;
     let mut pipelines: HashMap<PipelineKey, Pipeline> = HashMap::new();
-    let mut scratch = EncodeScratch::default();
+    let mut scratch = EncodeScratch {
+        png: sink.png.clone(),
+    };
     // A one-thread pool for frames that have others queued behind them: then every
     // worker runs a whole frame on one thread, in parallel with the others, with no
     // fork-join inside the frame. A frame with none behind it uses every thread (the
@@ -1139,6 +1175,11 @@ const DIRECT_MIN: usize = 1 << 16;
 /// Block size for direct I/O: buffer address, file offset and length are multiples of
 /// it (4 KiB covers devices with 512-byte and 4 KiB logical blocks).
 const DIRECT_BLOCK: usize = 4096;
+// The decoder places the payloads that are written directly on block boundaries.
+const _: () = assert!(
+    rawlink_proto::PAYLOAD_ALIGN.is_multiple_of(DIRECT_BLOCK)
+        && rawlink_proto::ALIGN_PAYLOAD_MIN <= DIRECT_MIN
+);
 
 thread_local! {
     /// Each writer's block-aligned staging buffer for direct writes, kept between files
@@ -1202,6 +1243,35 @@ fn rewrite_buffered(f: &mut std::fs::File, bytes: &[u8]) -> std::io::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pooled_pngs_are_the_same_files_on_block_boundaries() {
+        let mut cfg = IspConfig::new(Profile::Default, rawlink_frame::BayerPattern::Rggb, 12);
+        cfg.set_black_level(64);
+        let p = Pipeline::new(&cfg).unwrap();
+        let raw = |k: usize| {
+            let data = (0..64 * 48).map(|i| ((i * 37 + k) % 4000 + 64) as u16);
+            RawPlane::new(64, 48, data.collect()).unwrap()
+        };
+        let pool = Arc::new(PngPool::new(1));
+        let mut sc = EncodeScratch { png: pool.clone() };
+        let mut first = None;
+        for k in 0..3 {
+            let want = encode_png(&mut p.run(raw(k)), 8, &[]).unwrap();
+            let got = encode_png_in(&mut p.run(raw(k)), 8, &[], Some(&mut sc)).unwrap();
+            assert!(*got == want[..], "frame {k}");
+            assert_eq!(got.as_ptr() as usize % DIRECT_BLOCK, 0, "frame {k}");
+            // Written, dropped: its buffer goes back, and the next file reuses it.
+            let buf = got.buf.as_ptr();
+            assert_eq!(*first.get_or_insert(buf), buf, "frame {k}");
+            drop(got);
+            assert_eq!(lock(&pool.spare).len(), 1);
+        }
+        // A spare far larger than a frame needs (from larger frames) is freed, not used.
+        lock(&pool.spare)[0] = Vec::with_capacity(64 << 20);
+        let b = pool.take(1000);
+        assert!(b.capacity() < 1 << 20 && lock(&pool.spare).is_empty());
+    }
 
     #[test]
     fn atomic_write_leaves_no_temp_file() {

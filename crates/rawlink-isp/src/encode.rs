@@ -192,8 +192,11 @@ fn fast_file_at(
     let idat = put(out, at, head);
     let data = put(out, idat + 4, b"IDAT");
     let end = stream(out, data);
+    // A chunk holds at most 2^31 − 1 bytes.
     let len = u32::try_from(end - data)
-        .map_err(|_| IspError::BadParam("PNG: the image data does not fit one chunk".into()))?;
+        .ok()
+        .filter(|&n| n <= 0x7FFF_FFFF)
+        .ok_or_else(|| IspError::BadParam("PNG: the image data does not fit one chunk".into()))?;
     out[idat..idat + 4].copy_from_slice(&len.to_be_bytes());
     let crc = crc32fast::hash(&out[idat + 4..end]);
     let end = put(out, end, &crc.to_be_bytes());

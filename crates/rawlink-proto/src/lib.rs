@@ -529,7 +529,7 @@ impl Decoder {
                     self.pending = Some(p);
                     self.partial_crc = Default::default();
                     // Reserve for the payload only now that the header is checked.
-                    reserve_for(buf, p.1, hlen_total(p));
+                    reserve_for(buf, p, hlen_total(p));
                     p
                 }
                 None => return Ok(None),
@@ -814,17 +814,24 @@ pub const ALIGN_PAYLOAD_MIN: usize = 64 << 10;
 /// an aligned buffer first.
 pub const PAYLOAD_ALIGN: usize = 4096;
 
-/// Makes room in `buf` (whose first `hlen` bytes are a checked header) for the whole
-/// message of `total` bytes. A payload of [`ALIGN_PAYLOAD_MIN`] or more goes into a
-/// fresh buffer where it starts on a [`PAYLOAD_ALIGN`] boundary, unless it already does
-/// and fits; the bytes already buffered are carried over (the header and whatever part
-/// of the payload came with it).
-fn reserve_for(buf: &mut BytesMut, hlen: usize, total: usize) {
+/// Makes room in `buf` (whose first `hlen` bytes are the checked header `wh`) for the
+/// whole message of `total` bytes. A payload of [`ALIGN_PAYLOAD_MIN`] or more that is
+/// still arriving goes into a fresh buffer where it starts on a [`PAYLOAD_ALIGN`]
+/// boundary, unless it already does and fits; the bytes already buffered are carried
+/// over (the header and whatever part of the payload came with it). Not for a message
+/// already buffered whole (the copy would cost what it saves, and a caller that buffers
+/// a whole capture would copy it again for every message) nor for a compressed payload
+/// (it is decompressed into a buffer of its own).
+fn reserve_for(buf: &mut BytesMut, (wh, hlen): (WireHeader, usize), total: usize) {
     let need = total.saturating_sub(buf.len());
     let aligned = (buf.as_ptr() as usize)
         .wrapping_add(hlen)
         .is_multiple_of(PAYLOAD_ALIGN);
-    if total - hlen < ALIGN_PAYLOAD_MIN || (aligned && buf.capacity() - buf.len() >= need) {
+    if total - hlen < ALIGN_PAYLOAD_MIN
+        || need == 0
+        || wh.flags & FLAG_COMPRESSED != 0
+        || (aligned && buf.capacity() - buf.len() >= need)
+    {
         buf.reserve(need);
         return;
     }

@@ -13,7 +13,7 @@ fn frame(seq: u64, w: u32, h: u32) -> Frame {
     hd.analog_gain = 2.5;
     hd.black_level = 64;
     let payload: Vec<u8> = (0..(w * h) as usize)
-        .flat_map(|i| ((i as u16 * 16 + seq as u16) & 0xfff).to_le_bytes())
+        .flat_map(|i| ((i as u16).wrapping_mul(16).wrapping_add(seq as u16) & 0xfff).to_le_bytes())
         .collect();
     Frame::new(hd, payload.into()).unwrap()
 }
