@@ -16,7 +16,7 @@
 use anyhow::{Context, Result};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use rawlink_frame::Frame;
-use rawlink_isp::encode::{write_png_output_fast_at, write_png_rgb16};
+use rawlink_isp::encode::{fast_png_bound, write_png_output_fast_at, write_png_rgb16};
 use rawlink_isp::{IspConfig, IspError, Pipeline, PipelineOutput, Profile, RawPlane, RgbImage};
 use rawlink_source::now_realtime_ns;
 use std::collections::HashMap;
@@ -619,11 +619,6 @@ fn encode_png_in(
         ("Software", format!("rawlink {}", env!("CARGO_PKG_VERSION"))),
     );
     let (w, h) = (out.image.width, out.image.height);
-    // Room for a typical compressed frame (about 40 % of the 8-bit samples, at most
-    // 13/8 of them), so the buffer is not grown and copied several times per frame. A
-    // file that outgrows it is still right, but its buffer has moved off the block
-    // boundary, so its direct write copies it whole.
-    let room = w * h * 3 / 2 + 2 * DIRECT_BLOCK;
     // The planes are released once coded, so a frame is never held three times over:
     // handed back to the ISP for the next frame where a worker reuses buffers, freed
     // otherwise.
@@ -637,7 +632,7 @@ fn encode_png_in(
     if depth == 16 {
         let rgb = out.to_rgb16();
         release(out);
-        let mut png = Vec::with_capacity(room);
+        let mut png = Vec::new();
         write_png_rgb16(&mut png, w, h, &rgb, &text)?;
         return Ok(PngFile {
             range: 0..png.len(),
@@ -646,8 +641,10 @@ fn encode_png_in(
         });
     }
     // 8-bit: coded in place, each row made from the planes as it is coded (no 8-bit
-    // frame); a worker's file goes into a pooled buffer at a block boundary (its room
-    // reserved first: growing it would move it).
+    // frame); a worker's file goes into a pooled buffer at a block boundary. Room for the
+    // largest file is reserved first (address space only: the pages past the file are
+    // never touched), so the buffer is never moved off that boundary.
+    let room = fast_png_bound(w, h, &text) + DIRECT_BLOCK;
     let (mut buf, pool) = match scratch {
         Some(sc) => (sc.png.take(room), Some(sc.png.clone())),
         None => (Vec::with_capacity(room), None),

@@ -156,6 +156,19 @@ pub fn write_png_output_fast_at(
     })
 }
 
+/// Most bytes [`write_png_rgb8_fast_at`] or [`write_png_output_fast_at`] write past `at`
+/// (or size the buffer to) for a `width`×`height` image with `text`: a buffer with that
+/// much room past `at` is never reallocated, so it stays where it was placed (on a
+/// block boundary, say). Only address space is reserved: the pages the file does not
+/// reach are never touched.
+pub fn fast_png_bound(width: usize, height: usize, text: &[(&str, String)]) -> usize {
+    // Signature, IHDR, each tEXt chunk (length, type, keyword, NUL, text, CRC), the
+    // IDAT chunk's length, type and CRC, IEND; 256 bytes to spare for the header.
+    let chunks: usize = text.iter().map(|(k, v)| 13 + k.len() + v.len()).sum();
+    let row = width.saturating_mul(3);
+    8 + 25 + chunks + 12 + 12 + 256 + crate::pngz::stream_bound(row, height)
+}
+
 /// The IEND chunk, which ends every PNG: empty, with its CRC.
 const IEND: [u8; 12] = [0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xAE, 0x42, 0x60, 0x82];
 
@@ -385,6 +398,39 @@ mod tests {
         };
         let e = write_png_output_fast_at(&mut Vec::new(), 0, &bad, &[]).unwrap_err();
         assert!(e.to_string().contains("4x4"), "{e}");
+    }
+
+    #[test]
+    fn the_bound_holds_and_the_buffer_never_moves() {
+        // Noise (the worst case for the coder: about 13/8 of the samples), flat and
+        // photographic content, odd sizes, long text.
+        let text = [("Software", "x".repeat(300)), ("k", "v".into())];
+        let noise = |n: usize| -> Vec<u8> {
+            let mut s = 0x9E37_79B9u32;
+            (0..n)
+                .map(|_| {
+                    s ^= s << 13;
+                    s ^= s >> 17;
+                    s ^= s << 5;
+                    s as u8
+                })
+                .collect()
+        };
+        let mut images = vec![
+            ("noise 1x1".to_string(), 1, 1, noise(3)),
+            ("noise 97x31".into(), 97, 31, noise(97 * 31 * 3)),
+            ("flat 64x8".into(), 64, 8, vec![7; 64 * 8 * 3]),
+        ];
+        images.extend(photos().into_iter().take(1));
+        for (name, w, h, rgb) in images {
+            let bound = fast_png_bound(w, h, &text);
+            let mut out = Vec::with_capacity(bound + 10);
+            let at_start = out.as_ptr();
+            let end = write_png_rgb8_fast_at(&mut out, 10, w, h, &rgb, &text).unwrap();
+            assert!(end - 10 <= bound && out.len() - 10 <= bound, "{name}");
+            assert_eq!(out.as_ptr(), at_start, "{name}: the buffer moved");
+            assert!(decode(&out[10..end]).1 == rgb, "{name}");
+        }
     }
 
     #[test]

@@ -322,6 +322,15 @@ impl Out<'_> {
     }
 }
 
+/// Most bytes the stream of `rows` rows of `row_len` bytes can take, and the most the
+/// coder ever sizes its buffer to past the stream's start (so a buffer with that much
+/// room is never moved).
+pub(crate) fn stream_bound(row_len: usize, rows: usize) -> usize {
+    let head = 2 + Code::get().header.len();
+    let guess = head + (row_len + 1) * rows / 4 + 64;
+    (head + rows * coded_bound(row_len + 1) + 16 + 4).max(guess)
+}
+
 /// Worst-case length of `bytes` filtered bytes once coded: every byte a literal of the
 /// longest code (a run is never longer than its literals), and 8 bytes of slack for the
 /// unconditional 8-byte stores.
@@ -486,7 +495,10 @@ impl<'o> Coder<'o> {
     fn code_row(&mut self) {
         self.adler.write(&self.row);
         if self.out.len() < self.pos + self.row_bound {
-            let grown = (self.out.len() + self.out.len() / 2).max(self.pos + self.row_bound);
+            // By half, within the capacity there is before the buffer has to move.
+            let grown = (self.out.len() + self.out.len() / 2)
+                .min(self.out.capacity())
+                .max(self.pos + self.row_bound);
             self.out.resize(grown, 0);
         }
         let mut w = Out {
