@@ -528,7 +528,6 @@ pub(crate) struct PngFile {
 }
 
 /// The sink's spare PNG buffers, shared by its workers and handed back by its writers.
-#[derive(Default)]
 pub(crate) struct PngPool {
     spare: Mutex<Vec<Vec<u8>>>,
     /// Most buffers kept: as many as can be in use at once (per worker, a file being
@@ -599,7 +598,7 @@ impl Drop for PngFile {
 /// [`rawlink_isp::RgbImage::recycle_planes`]) the ISP's output planes. A stream of
 /// frames then runs in memory that is already mapped: measured at 640×480, fresh
 /// frame-sized buffers cost ~500 page faults and a zero-fill per frame.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct EncodeScratch {
     png: Arc<PngPool>,
 }
