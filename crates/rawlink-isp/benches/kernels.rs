@@ -41,6 +41,15 @@ fn kernels(c: &mut Criterion) {
     g.bench_function("rcd", |b| {
         b.iter(|| rcd::demosaic_rcd(&raw, BayerPattern::Rggb, 4095))
     });
+    // With a tone curve folded into the output, as the default profile runs it.
+    let curve = gamma::CodeMap::new(
+        &(0..=4095u32)
+            .map(|v| ((v as f64 / 4095.0).powf(1.0 / 2.4) * 4095.0).round() as u16)
+            .collect::<Vec<u16>>(),
+    );
+    g.bench_function("rcd_tone", |b| {
+        b.iter(|| rcd::demosaic_rcd_mapped(&raw, BayerPattern::Rggb, 4095, Some(&curve)))
+    });
     g.finish();
 
     let rgb = demosaic::demosaic_bilinear(&raw, BayerPattern::Rggb);

@@ -170,13 +170,27 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// `(v · 255 + bias) / 65 535` for a code `v` and `bias < 65 535`: the dividend `x` is
-/// below 2^24, where `x / 65 535 = (x + 1 + x / 65 536) / 65 536` exactly (tested for
-/// every code at both biases used).
+/// `(v · 255 + bias) / 65 535` for a code `v`, in 16-bit arithmetic, for the two
+/// rounding biases used: 0 (truncating; `add` 0) and 32 767 (rounding; `add` 128).
+/// `255 v + 32 767 = 255 (v + 128) + 127` and `255 · 256 + 127 < 65 535`, so the value is
+/// `⌊(v + add) / 257⌋`; the sum saturates at 65 535, whose value (255) is the largest
+/// anyway; and `⌊t / 257⌋ = (t − ⌊t / 256⌋) / 256` for every 16-bit `t`. Tested for every
+/// code at both biases. Lanes of 16 bits hold twice the samples of the 32 bits that
+/// `v · 255 + bias` needs.
 #[inline(always)]
-fn full_scale_to_8bit(v: u16, bias: u32) -> u8 {
-    let x = v as u32 * 255 + bias;
-    ((x + 1 + (x >> 16)) >> 16) as u8
+fn full_scale_to_8bit(v: u16, add: u16) -> u8 {
+    let t = v.saturating_add(add);
+    ((t - (t >> 8)) >> 8) as u8
+}
+
+/// The `add` of [`full_scale_to_8bit`] for a rounding `bias` at the full 16-bit scale,
+/// for the biases it covers (other scales and biases take the per-code table).
+fn full_scale_add(max: u32, bias: u32) -> Option<u16> {
+    match (max, bias) {
+        (65535, 0) => Some(0),
+        (65535, 32767) => Some(128),
+        _ => None,
+    }
 }
 
 /// Runs `f` with the table of 8-bit values of every code for the scale `m` and rounding
@@ -209,9 +223,18 @@ pub(crate) struct Rgb8Rows<'a> {
     planes: [&'a [u16]; 3],
     width: usize,
     height: usize,
-    bias: u32,
-    /// The per-code table, except at the full 16-bit scale (arithmetic there).
-    lut: Option<&'a [u8; 1 << 16]>,
+    /// How the rows are made: arithmetic at the full 16-bit scale (the `add` of
+    /// [`full_scale_to_8bit`]), else the per-code table.
+    conv: Rgb8Conv<'a>,
+}
+
+/// How codes become 8-bit values.
+#[derive(Clone, Copy)]
+enum Rgb8Conv<'a> {
+    /// [`full_scale_to_8bit`] with this `add`.
+    Full(u16),
+    /// A table over every code.
+    Lut(&'a [u8; 1 << 16]),
 }
 
 impl pngz::FillRow for Rgb8Rows<'_> {
@@ -227,16 +250,16 @@ impl pngz::FillRow for Rgb8Rows<'_> {
     fn fill<S: pulp::Simd>(&self, simd: S, y: usize, row: &mut [u8]) {
         let k = y * self.width;
         let [r, g, b] = self.planes.map(|p| &p[k..k + self.width]);
-        match self.lut {
-            None => pulp::WithSimd::with_simd(
+        match self.conv {
+            Rgb8Conv::Full(add) => pulp::WithSimd::with_simd(
                 Rgb8Full {
                     rgb: [r, g, b],
-                    bias: self.bias,
+                    add,
                     out: row,
                 },
                 simd,
             ),
-            Some(lut) => {
+            Rgb8Conv::Lut(lut) => {
                 for (((px, &r), &g), &b) in row.chunks_exact_mut(3).zip(r).zip(g).zip(b) {
                     px[0] = lut[r as usize];
                     px[1] = lut[g as usize];
@@ -250,7 +273,8 @@ impl pngz::FillRow for Rgb8Rows<'_> {
 /// Planes of 16-bit working codes to interleaved 8-bit RGB, as a `pulp` kernel.
 struct Rgb8Full<'a> {
     rgb: [&'a [u16]; 3],
-    bias: u32,
+    /// The `add` of [`full_scale_to_8bit`].
+    add: u16,
     out: &'a mut [u8],
 }
 
@@ -261,13 +285,13 @@ impl pulp::WithSimd for Rgb8Full<'_> {
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
         let Self {
             rgb: [r, g, b],
-            bias,
+            add,
             out,
         } = self;
         for (((px, &r), &g), &b) in out.chunks_exact_mut(3).zip(r).zip(g).zip(b) {
-            px[0] = full_scale_to_8bit(r, bias);
-            px[1] = full_scale_to_8bit(g, bias);
-            px[2] = full_scale_to_8bit(b, bias);
+            px[0] = full_scale_to_8bit(r, add);
+            px[1] = full_scale_to_8bit(g, add);
+            px[2] = full_scale_to_8bit(b, add);
         }
     }
 }
@@ -438,7 +462,7 @@ impl RgbImage {
         out.resize(n * 3, 0);
         out.truncate(n * 3);
         let [r, g, b] = &self.planes;
-        if m == 65535 {
+        if let Some(add) = full_scale_add(m, bias) {
             // The 16-bit working range (the default profile): the division by 65 535 is
             // exact as shifts and adds (below), which vectorise; no table lookups.
             let arch = pulp::Arch::new();
@@ -450,7 +474,7 @@ impl RgbImage {
                     let rgb = [&r[base..][..len], &g[base..][..len], &b[base..][..len]];
                     arch.dispatch(Rgb8Full {
                         rgb,
-                        bias,
+                        add,
                         out: chunk,
                     });
                 });
@@ -633,24 +657,21 @@ impl PipelineOutput {
         let [r, g, b] = &self.image.planes;
         let (m, bias) = (self.max_value.max(1) as u32, self.rgb8_bias());
         let planes: [&[u16]; 3] = [r, g, b];
-        if m == 65535 {
-            f(&Rgb8Rows {
+        match full_scale_add(m, bias) {
+            Some(add) => f(&Rgb8Rows {
                 planes,
                 width: w,
                 height: h,
-                bias,
-                lut: None,
-            })
-        } else {
-            with_rgb8_lut(m, bias, |lut| {
+                conv: Rgb8Conv::Full(add),
+            }),
+            None => with_rgb8_lut(m, bias, |lut| {
                 f(&Rgb8Rows {
                     planes,
                     width: w,
                     height: h,
-                    bias,
-                    lut: Some(lut),
+                    conv: Rgb8Conv::Lut(lut),
                 })
-            })
+            }),
         }
     }
 

@@ -311,11 +311,15 @@ fn rgb8_into_a_reused_buffer_equals_a_fresh_one() {
 #[test]
 fn full_scale_8bit_arithmetic_equals_the_division() {
     for bias in [0u32, 32767] {
+        let add = super::full_scale_add(65535, bias).unwrap();
         for v in 0..=u16::MAX {
             let want = ((v as u32 * 255 + bias) / 65535) as u8;
-            assert_eq!(super::full_scale_to_8bit(v, bias), want, "{v} {bias}");
+            assert_eq!(super::full_scale_to_8bit(v, add), want, "{v} {bias}");
         }
     }
+    // Other scales and biases take the table.
+    assert_eq!(super::full_scale_add(65535, 1), None);
+    assert_eq!(super::full_scale_add(4095, 0), None);
     // Both conversion paths (arithmetic at the full scale, the table below it) agree
     // with the per-sample division on an image.
     for max in [65535u16, 65534, 4095] {
