@@ -557,6 +557,14 @@ impl PngPool {
         }
         Vec::with_capacity(room)
     }
+
+    /// Keeps `buf` for a later [`PngPool::take`], unless the pool is full.
+    fn give(&self, buf: Vec<u8>) {
+        let mut spare = lock(&self.spare);
+        if spare.len() < self.max {
+            spare.push(buf);
+        }
+    }
 }
 
 impl std::fmt::Debug for PngPool {
@@ -585,10 +593,7 @@ impl std::ops::Deref for PngFile {
 impl Drop for PngFile {
     fn drop(&mut self) {
         if let Some(pool) = &self.pool {
-            let mut spare = lock(&pool.spare);
-            if spare.len() < pool.max {
-                spare.push(std::mem::take(&mut self.buf));
-            }
+            pool.give(std::mem::take(&mut self.buf));
         }
     }
 }

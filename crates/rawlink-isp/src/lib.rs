@@ -249,49 +249,61 @@ impl pngz::FillRow for Rgb8Rows<'_> {
     #[inline(always)]
     fn fill<S: pulp::Simd>(&self, simd: S, y: usize, row: &mut [u8]) {
         let k = y * self.width;
-        let [r, g, b] = self.planes.map(|p| &p[k..k + self.width]);
-        match self.conv {
-            Rgb8Conv::Full(add) => pulp::WithSimd::with_simd(
-                Rgb8Full {
-                    rgb: [r, g, b],
-                    add,
-                    out: row,
-                },
-                simd,
-            ),
-            Rgb8Conv::Lut(lut) => {
-                for (((px, &r), &g), &b) in row.chunks_exact_mut(3).zip(r).zip(g).zip(b) {
-                    px[0] = lut[r as usize];
-                    px[1] = lut[g as usize];
-                    px[2] = lut[b as usize];
-                }
-            }
-        }
+        let rgb = self.planes.map(|p| &p[k..k + self.width]);
+        pulp::WithSimd::with_simd(
+            Rgb8Run {
+                rgb,
+                conv: self.conv,
+                out: row,
+            },
+            simd,
+        )
     }
 }
 
-/// Planes of 16-bit working codes to interleaved 8-bit RGB, as a `pulp` kernel.
-struct Rgb8Full<'a> {
+/// Runs `f` with the conversion to 8 bits for the scale `m` and rounding `bias`:
+/// arithmetic where [`full_scale_add`] covers them, else the per-code table.
+fn with_rgb8_conv<T>(m: u32, bias: u32, f: impl FnOnce(Rgb8Conv<'_>) -> T) -> T {
+    match full_scale_add(m, bias) {
+        Some(add) => f(Rgb8Conv::Full(add)),
+        None => with_rgb8_lut(m, bias, |lut| f(Rgb8Conv::Lut(lut))),
+    }
+}
+
+/// A run of planes of 16-bit working codes to interleaved 8-bit RGB, as a `pulp`
+/// kernel.
+struct Rgb8Run<'a> {
     rgb: [&'a [u16]; 3],
-    /// The `add` of [`full_scale_to_8bit`].
-    add: u16,
+    conv: Rgb8Conv<'a>,
     out: &'a mut [u8],
 }
 
-impl pulp::WithSimd for Rgb8Full<'_> {
+impl pulp::WithSimd for Rgb8Run<'_> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
         let Self {
             rgb: [r, g, b],
-            add,
+            conv,
             out,
         } = self;
-        for (((px, &r), &g), &b) in out.chunks_exact_mut(3).zip(r).zip(g).zip(b) {
-            px[0] = full_scale_to_8bit(r, add);
-            px[1] = full_scale_to_8bit(g, add);
-            px[2] = full_scale_to_8bit(b, add);
+        let pixels = out.chunks_exact_mut(3).zip(r).zip(g).zip(b);
+        match conv {
+            Rgb8Conv::Full(add) => {
+                for (((px, &r), &g), &b) in pixels {
+                    px[0] = full_scale_to_8bit(r, add);
+                    px[1] = full_scale_to_8bit(g, add);
+                    px[2] = full_scale_to_8bit(b, add);
+                }
+            }
+            Rgb8Conv::Lut(lut) => {
+                for (((px, &r), &g), &b) in pixels {
+                    px[0] = lut[r as usize];
+                    px[1] = lut[g as usize];
+                    px[2] = lut[b as usize];
+                }
+            }
         }
     }
 }
@@ -462,36 +474,21 @@ impl RgbImage {
         out.resize(n * 3, 0);
         out.truncate(n * 3);
         let [r, g, b] = &self.planes;
-        if let Some(add) = full_scale_add(m, bias) {
-            // The 16-bit working range (the default profile): the division by 65 535 is
-            // exact as shifts and adds (below), which vectorise; no table lookups.
-            let arch = pulp::Arch::new();
+        // At the 16-bit working range (the default profile) the division by 65 535 is
+        // exact as shifts and adds, which vectorise; other scales take the table.
+        let arch = pulp::Arch::new();
+        with_rgb8_conv(m, bias, |conv| {
             out.par_chunks_mut(3 * 4096)
                 .enumerate()
                 .for_each(|(k, chunk)| {
                     let base = k * 4096;
                     let len = chunk.len() / 3;
                     let rgb = [&r[base..][..len], &g[base..][..len], &b[base..][..len]];
-                    arch.dispatch(Rgb8Full {
+                    arch.dispatch(Rgb8Run {
                         rgb,
-                        add,
+                        conv,
                         out: chunk,
                     });
-                });
-            return;
-        }
-        with_rgb8_lut(m, bias, |lut| {
-            out.par_chunks_mut(3 * 4096)
-                .enumerate()
-                .for_each(|(k, chunk)| {
-                    let base = k * 4096;
-                    let len = chunk.len() / 3;
-                    let (r, g, b) = (&r[base..][..len], &g[base..][..len], &b[base..][..len]);
-                    for (i, px) in chunk.chunks_exact_mut(3).enumerate() {
-                        px[0] = lut[r[i] as usize];
-                        px[1] = lut[g[i] as usize];
-                        px[2] = lut[b[i] as usize];
-                    }
                 });
         });
     }
@@ -657,22 +654,14 @@ impl PipelineOutput {
         let [r, g, b] = &self.image.planes;
         let (m, bias) = (self.max_value.max(1) as u32, self.rgb8_bias());
         let planes: [&[u16]; 3] = [r, g, b];
-        match full_scale_add(m, bias) {
-            Some(add) => f(&Rgb8Rows {
+        with_rgb8_conv(m, bias, |conv| {
+            f(&Rgb8Rows {
                 planes,
                 width: w,
                 height: h,
-                conv: Rgb8Conv::Full(add),
-            }),
-            None => with_rgb8_lut(m, bias, |lut| {
-                f(&Rgb8Rows {
-                    planes,
-                    width: w,
-                    height: h,
-                    conv: Rgb8Conv::Lut(lut),
-                })
-            }),
-        }
+                conv,
+            })
+        })
     }
 
     /// Interleaved 16-bit RGB, full range.

@@ -327,8 +327,14 @@ impl Out<'_> {
 /// room is never moved).
 pub(crate) fn stream_bound(row_len: usize, rows: usize) -> usize {
     let head = 2 + Code::get().header.len();
-    let guess = head + (row_len + 1) * rows / 4 + 64;
-    (head + rows * coded_bound(row_len + 1) + 16 + 4).max(guess)
+    (head + rows * coded_bound(row_len + 1) + 16 + 4).max(first_guess(row_len, rows))
+}
+
+/// The room the coder first sizes its buffer to past the stream's start, grown by half
+/// as needed (photographs code to about 40 % of their samples; a larger guess only adds
+/// memory that is zeroed and never used).
+fn first_guess(row_len: usize, rows: usize) -> usize {
+    2 + Code::get().header.len() + (row_len + 1) * rows / 4 + 64
 }
 
 /// Worst-case length of `bytes` filtered bytes once coded: every byte a literal of the
@@ -466,9 +472,7 @@ impl<'o> Coder<'o> {
     fn begin(out: &'o mut Vec<u8>, start: usize, row_len: usize, rows: usize) -> Self {
         let code = Code::get();
         let head = code.header.len();
-        // A first guess, grown by half as needed (photographs code to about 40 % of
-        // their samples; a larger guess only adds memory that is zeroed and never used).
-        let guess = start + 2 + head + (row_len + 1) * rows / 4 + 64;
+        let guess = start + first_guess(row_len, rows);
         let row_bound = coded_bound(row_len + 1);
         if out.len() < guess.max(start + 2 + head + row_bound) {
             out.resize(guess.max(start + 2 + head + row_bound), 0);
