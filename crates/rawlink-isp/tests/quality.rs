@@ -223,7 +223,7 @@ fn full_chain(p: &Photo, gains: [f32; 3]) -> f64 {
 /// Linearised sRGB photo → sensor gains, black level 256 and noise → the full default
 /// pipeline with the matching WB gains and BLC → sRGB 8-bit, compared with the photo.
 ///
-/// Threshold 32 dB mean (measured: 34.1 dB; per photo 28–44 dB). The budget: shot and
+/// Threshold 32 dB mean (measured: 34.65 dB; per photo 29–44 dB). The budget: shot and
 /// read noise, expanded by the sRGB curve in the shadows, plus demosaic error (35–40 dB
 /// on these photos) and sharpening leave ~34 dB; 2 dB of margin covers platform float
 /// differences. An error in the colour arithmetic costs far more: swapping the R and B
