@@ -32,13 +32,14 @@ const EPS: f32 = 1e-5;
 const FULL: f32 = FULL_SCALE as f32;
 
 /// Rows each strip outputs at most, and the extra rows of context computed above and
-/// below it. An output pixel depends on source rows at most 12 away through the passes:
-/// green reads the mosaic 4 rows away (its decided direction reaches 4 too), R and B at
-/// the R/B sites read that green 2 rows away (6), R and B at the green sites read those
-/// 3 rows away (9), and the refined green reads these 3 rows away (12). So with 14 halo
-/// rows (even, to keep the CFA phase; 2 to spare) strip results equal full-frame
-/// results exactly (tested; the test's 12-bit codes absorb the faint influence of the
-/// farthest rows, so it already passes with 10 and fails only with 8). The halo is recomputed by both strips it
+/// below it. An output pixel depends on source rows at most 12 away through the passes,
+/// adding up each step's farthest read: green reads the mosaic 4 rows away (its decided
+/// direction reaches 4 too), R and B at the R/B sites read that green 2 rows away (6),
+/// R and B at the green sites read those 3 rows away (9), and the refined green reads
+/// these 3 rows away (12). The farthest taps do not all line up on one path, so the
+/// real reach is shorter: the strip test below, on noise with edges, passes with 10 halo
+/// rows and fails with 8. 14 rows (even, to keep the CFA phase) cover the bound, so
+/// strip results equal full-frame results exactly. The halo is recomputed by both strips it
 /// borders, so taller strips do less extra work; a tile's planes are rings of a few
 /// rows (see [`Lag`]), so their size does not grow with the strip. 512 rows: 4K, 1080p
 /// and 640×480 get 6, 4 and 2 strips on 2 threads (see `NOTES.md`).
