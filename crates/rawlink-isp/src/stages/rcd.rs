@@ -1050,17 +1050,19 @@ fn rows_in<S: pulp::Simd>(simd: S, rows: Rows) {
         false,
     );
     let mut pq = Split::new(w, h, Lag::ring(Lag::DIAGONAL, Lag::CROSS + 1), false);
-    // R and B at the R/B sites are read from these planes to the end (by step 5, the
-    // output's fill and the codes), so the later planes hold only green sites.
-    let mut rp = Split::new(w, h, Lag::ring(Lag::CROSS, Lag::OUT + 4), true);
-    let mut bp = Split::new(w, h, Lag::ring(Lag::CROSS, Lag::OUT + 4), true);
-    // Step 4: R and B at the green sites (read by step 5 only).
+    // R and B at the R/B sites are read from these planes to the end (by step 4's fills,
+    // 3 rows away, then by step 5 and the codes at their own row), so the later planes
+    // hold only green sites.
+    let mut rp = Split::new(w, h, Lag::ring(Lag::CROSS, Lag::FILL + 4), true);
+    let mut bp = Split::new(w, h, Lag::ring(Lag::CROSS, Lag::FILL + 4), true);
+    // Step 4: R and B at the green sites (read by step 5, 3 rows away, and the codes).
     let mut rf = Split::new(w, h, Lag::ring(Lag::FILL, Lag::REFINE + 4), true);
     let mut bf = Split::new(w, h, Lag::ring(Lag::FILL, Lag::REFINE + 4), true);
     // Step 5: green refined at the R/B sites (the output takes R and B from steps 3
     // and 4: recomputing them at the green sites from the refined green cost ~12 % of
     // the demosaic and scored 0.09 dB lower, see NOTES.md).
-    let mut g2 = Split::new(w, h, Lag::ring(Lag::REFINE, Lag::OUT), true);
+    // Read by the codes only, at its own row and columns: no padding.
+    let mut g2 = Split::new(w, h, Lag::ring(Lag::REFINE, Lag::OUT), false);
 
     let top = max as f32;
     let (x0, n_cols) = cols;
@@ -1245,7 +1247,6 @@ fn rows_in<S: pulp::Simd>(simd: S, rows: Rows) {
                 },
             }
             .run(simd);
-            g2.fill_cols(y);
         }
         if let Some(y) = due(&r_out, t, Lag::OUT) {
             // R and B: step 4's at the green sites, step 3's at the R/B sites.
