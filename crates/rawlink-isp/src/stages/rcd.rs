@@ -39,10 +39,10 @@ const FULL: f32 = FULL_SCALE as f32;
 /// these 3 rows away (12). The farthest taps do not all line up on one path, so the
 /// real reach is shorter: the strip test below, on noise with edges, passes with 10 halo
 /// rows and fails with 8. 14 rows (even, to keep the CFA phase) cover the bound, so
-/// strip results equal full-frame results exactly. The halo is recomputed by both strips it
-/// borders, so taller strips do less extra work; a tile's planes are rings of a few
-/// rows (see [`Lag`]), so their size does not grow with the strip. 512 rows: 4K, 1080p
-/// and 640×480 get 6, 4 and 2 strips on 2 threads (see `NOTES.md`).
+/// strip results equal full-frame results exactly. The halo is recomputed by both
+/// strips it borders, so taller strips do less extra work; a tile's planes are rings of
+/// a few rows (see [`Lag`]), so their size does not grow with the strip. 512 rows: 4K,
+/// 1080p and 640×480 get 6, 4 and 2 strips on 2 threads (see `NOTES.md`).
 const STRIP_ROWS: usize = 512;
 const HALO_ROWS: usize = 14;
 
@@ -1058,10 +1058,10 @@ fn rows_in<S: pulp::Simd>(simd: S, rows: Rows) {
     // Step 4: R and B at the green sites (read by step 5, 3 rows away, and the codes).
     let mut rf = Split::new(w, h, Lag::ring(Lag::FILL, Lag::REFINE + 4), true);
     let mut bf = Split::new(w, h, Lag::ring(Lag::FILL, Lag::REFINE + 4), true);
-    // Step 5: green refined at the R/B sites (the output takes R and B from steps 3
-    // and 4: recomputing them at the green sites from the refined green cost ~12 % of
-    // the demosaic and scored 0.09 dB lower, see NOTES.md).
-    // Read by the codes only, at its own row and columns: no padding.
+    // Step 5: green refined at the R/B sites, read by the codes only, at its own row
+    // and columns (no padding). The output takes R and B from steps 3 and 4:
+    // recomputing them at the green sites from the refined green cost ~12 % of the
+    // demosaic and scored 0.09 dB lower (NOTES.md).
     let mut g2 = Split::new(w, h, Lag::ring(Lag::REFINE, Lag::OUT), false);
 
     let top = max as f32;
@@ -1587,7 +1587,6 @@ mod tests {
                     row[x + B] = (c[i] - d).clamp(0.0, 1.0);
                 }
             });
-            refill_border(&mut g2, &g);
 
             let mut out = RgbImage::new(w, h);
             let top = max as f32;
