@@ -472,10 +472,11 @@ impl<'o> Coder<'o> {
     fn begin(out: &'o mut Vec<u8>, start: usize, row_len: usize, rows: usize) -> Self {
         let code = Code::get();
         let head = code.header.len();
-        let guess = start + first_guess(row_len, rows);
         let row_bound = coded_bound(row_len + 1);
-        if out.len() < guess.max(start + 2 + head + row_bound) {
-            out.resize(guess.max(start + 2 + head + row_bound), 0);
+        // The first guess, and at least room for the headers and one row.
+        let room = (start + first_guess(row_len, rows)).max(start + 2 + head + row_bound);
+        if out.len() < room {
+            out.resize(room, 0);
         }
         out[start] = 0x78; // deflate, 32 KiB window
         out[start + 1] = 0x01; // fastest; (0x78 · 256 + 0x01) % 31 == 0
