@@ -26,6 +26,9 @@ pub struct SimSource {
     /// Every frame the driver can make, as one buffer (built on the first frame); each
     /// frame is a zero-copy slice of it. See [`SimSource::frames_buffer`].
     all_frames: Option<Bytes>,
+    /// The CRC32C of each distinct frame, by its first row in [`SimSource::frames_buffer`]
+    /// (the frames repeat, so each CRC is computed once, not once per frame).
+    crcs: Vec<Option<u32>>,
 }
 
 /// The driver's ramp repeats every 256 steps at every bit depth: the value is
@@ -45,6 +48,7 @@ impl SimSource {
             interval,
             seq: 0,
             all_frames: None,
+            crcs: vec![None; RAMP_PERIOD],
         })
     }
 
@@ -93,13 +97,16 @@ impl SimSource {
         self.all_frames.clone().unwrap_or_default()
     }
 
-    /// Frame `n` as a slice of [`SimSource::frames_buffer`].
-    fn frame_slice(&mut self, n: u64) -> Bytes {
+    /// Frame `n` as a slice of [`SimSource::frames_buffer`], with its CRC32C.
+    fn frame_slice(&mut self, n: u64) -> (Bytes, u32) {
         let row_bytes = self.template.width as usize * 2;
         let h = self.template.height as usize;
         let first_row = (n.wrapping_mul(10) % RAMP_PERIOD as u64) as usize;
-        self.frames_buffer()
-            .slice(first_row * row_bytes..(first_row + h) * row_bytes)
+        let payload = self
+            .frames_buffer()
+            .slice(first_row * row_bytes..(first_row + h) * row_bytes);
+        let crc = *self.crcs[first_row].get_or_insert_with(|| rawlink_frame::crc32c(&payload));
+        (payload, crc)
     }
 }
 
@@ -136,8 +143,7 @@ impl FrameSource for SimSource {
             return Ok(None);
         }
         self.seq += 1;
-        let payload = self.frame_slice(self.seq);
-        let crc = rawlink_frame::crc32c(&payload);
+        let (payload, crc) = self.frame_slice(self.seq);
         let header = stamp(self.template, self.seq);
         Ok(Some(Frame::new(header, payload)?.with_payload_crc32c(crc)))
     }
