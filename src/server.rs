@@ -25,7 +25,7 @@ use rawlink_source::FrameSource;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -434,6 +434,7 @@ async fn read_hello(
     let bad = |e: anyhow::Error| HelloError {
         timed_out: false,
         closed: false,
+        silent: false,
         error: e,
     };
     let mut buf = BytesMut::with_capacity(512);
@@ -470,6 +471,7 @@ async fn read_hello(
                 return Err(HelloError {
                     timed_out: true,
                     closed: false,
+                    silent: buf.is_empty(),
                     error: anyhow::anyhow!(
                         "handshake timeout: {what} {:.1} s",
                         timeout.as_secs_f64()
@@ -482,6 +484,7 @@ async fn read_hello(
                 return Err(HelloError {
                     timed_out: false,
                     closed: true,
+                    silent: true,
                     error: anyhow::anyhow!("connection closed before any hello"),
                 })
             }
@@ -498,6 +501,9 @@ struct HelloError {
     timed_out: bool,
     /// The peer closed without sending a byte: not a client, not counted as rejected.
     closed: bool,
+    /// Nothing at all arrived before the timeout (a 1.0 client, which sends no hello,
+    /// waits like this).
+    silent: bool,
     error: anyhow::Error,
 }
 
@@ -903,10 +909,10 @@ async fn handle_client(sock: TcpStream, peer: SocketAddr, mut sh: ClientShared) 
             }
         },
     };
+    let required = cfg.token.is_some();
     let (hello, after_hello) = if cfg.legacy {
         (None, BytesMut::new())
     } else {
-        let required = cfg.token.is_some();
         let wait = if required {
             deadline.saturating_duration_since(tokio::time::Instant::now())
         } else {
@@ -925,6 +931,19 @@ async fn handle_client(sock: TcpStream, peer: SocketAddr, mut sh: ClientShared) 
                     "hello"
                 });
                 warn!("rejecting client: {:#}", e.error);
+                if required && e.timed_out && e.silent {
+                    // Probably a 1.0 client, waiting to read: tell it why it gets
+                    // nothing, rather than closing without a word.
+                    refuse(
+                        conn,
+                        EndReason::Unauthorized,
+                        format!(
+                            "{:#} (this server requires a token in a client hello)",
+                            e.error
+                        ),
+                    )
+                    .await;
+                }
                 return;
             }
         }
@@ -999,16 +1018,27 @@ async fn handle_client(sock: TcpStream, peer: SocketAddr, mut sh: ClientShared) 
     }
     let (rd, wr) = tokio::io::split(conn);
     let gone = CancellationToken::new();
+    // Why the reader dropped the client, for the writer's end message (`Kicked`).
+    let kick = Arc::new(OnceLock::new());
     let reader = (!cfg.legacy).then(|| {
         let silent_limit = cfg.peer_timeout.filter(|_| heartbeats_in);
-        tokio::spawn(client_reader(rd, after_hello, silent_limit, gone.clone()).in_current_span())
+        let drain = linger(cfg.peer_timeout).min(KICK_DRAIN);
+        let task = client_reader(
+            rd,
+            after_hello,
+            silent_limit,
+            drain,
+            gone.clone(),
+            kick.clone(),
+        );
+        tokio::spawn(task.in_current_span())
     });
     let io = WriterIo {
         heartbeat: cfg.heartbeat,
         peer_timeout: cfg.peer_timeout,
         legacy: cfg.legacy,
     };
-    let r = client_writer(wr, queue.clone(), io, sh.start.clone(), gone.clone()).await;
+    let r = client_writer(wr, queue.clone(), io, sh.start.clone(), gone.clone(), kick).await;
     if r.is_ok() && reader.is_some() {
         // Lingering close: the end message is sent and our side shut down; let the
         // client read it all and close first, reading (and discarding) what it still
@@ -1055,17 +1085,55 @@ fn end_grace(peer_timeout: Option<Duration>) -> Duration {
     (2 * linger(peer_timeout) + Duration::from_secs(5)).max(Duration::from_secs(5))
 }
 
+/// Longest wait, after a client is dropped, for it to read its `Kicked` end message
+/// and close (the write of that message is bounded by the same time).
+const KICK_DRAIN: Duration = Duration::from_secs(2);
+
 /// Reads what a client sends after its hello (heartbeats), starting with `buf`, the
 /// bytes read with the hello past its end. Cancels `gone` when the
 /// client closes, sends something that is not a heartbeat, or, if it promised
 /// heartbeats, stays silent past `silent_limit`; returns which, for the log (`None`:
 /// the writer's side ended the connection first).
+///
+/// The last two drop the client: the reader puts the reason into `kick` first, for the
+/// writer's `Kicked` end message, and then reads and discards what the client still
+/// sends until it closes or `drain` has passed, so that the client's unread input does
+/// not make the close a reset, which would discard the end message before the client
+/// has read it.
 async fn client_reader(
     mut rd: tokio::io::ReadHalf<BoxConn>,
+    buf: BytesMut,
+    silent_limit: Option<Duration>,
+    drain: Duration,
+    gone: CancellationToken,
+    kick: Arc<OnceLock<String>>,
+) -> Option<&'static str> {
+    let (why, message) = match read_heartbeats(&mut rd, buf, silent_limit, &gone).await? {
+        Ok(closed) => {
+            gone.cancel();
+            return Some(closed);
+        }
+        Err(kicked) => kicked,
+    };
+    let _ = kick.set(message);
+    gone.cancel();
+    let until = tokio::time::Instant::now() + drain;
+    let mut scratch = [0u8; 4096];
+    while let Ok(Ok(1..)) = tokio::time::timeout_at(until, rd.read(&mut scratch)).await {}
+    Some(why)
+}
+
+/// Why a client's connection ends on the reader's side: `Ok` the client closed it,
+/// `Err` the server drops the client (the log's reason and the client's message).
+type ReaderEnd = Result<&'static str, (&'static str, String)>;
+
+/// [`client_reader`]'s loop: `None` when `gone` was cancelled by the writer's side.
+async fn read_heartbeats(
+    rd: &mut tokio::io::ReadHalf<BoxConn>,
     mut buf: BytesMut,
     silent_limit: Option<Duration>,
-    gone: CancellationToken,
-) -> Option<&'static str> {
+    gone: &CancellationToken,
+) -> Option<ReaderEnd> {
     buf.reserve(256);
     let mut dec = Decoder::with_limits(Limits {
         max_payload: 4096,
@@ -1077,18 +1145,20 @@ async fn client_reader(
             match dec.decode(&mut buf) {
                 Ok(Some(Message::Heartbeat)) => {}
                 Ok(Some(other)) => {
-                    warn!(
-                        "unexpected {} message from the client; disconnecting",
-                        other.kind_name()
-                    );
-                    gone.cancel();
-                    return Some("dropped for an unexpected message");
+                    let kind = other.kind_name();
+                    warn!("unexpected {kind} message from the client; disconnecting");
+                    return Some(Err((
+                        "dropped for an unexpected message",
+                        format!("dropped: unexpected {kind} message from the client"),
+                    )));
                 }
                 Ok(None) => break,
                 Err(e) => {
                     warn!("bad data from the client ({e}); disconnecting");
-                    gone.cancel();
-                    return Some("dropped for bad data");
+                    return Some(Err((
+                        "dropped for bad data",
+                        format!("dropped: bad data from the client ({e})"),
+                    )));
                 }
             }
         }
@@ -1097,17 +1167,16 @@ async fn client_reader(
                 Ok(Ok(n)) if n > 0 => {}
                 Ok(_) => {
                     debug!("client closed its side of the connection");
-                    gone.cancel();
-                    return Some("the client closed the connection");
+                    return Some(Ok("the client closed the connection"));
                 }
                 Err(_) => {
-                    warn!(
-                        "no heartbeat from the client for {:.1} s: presumed dead, disconnecting",
-                        silent_limit.unwrap_or(far).as_secs_f64()
-                    );
+                    let secs = silent_limit.unwrap_or(far).as_secs_f64();
+                    warn!("no heartbeat from the client for {secs:.1} s: presumed dead, disconnecting");
                     metrics::counter!("rawlink_server_dead_peers_total").increment(1);
-                    gone.cancel();
-                    return Some("dropped: no heartbeat within --peer-timeout");
+                    return Some(Err((
+                        "dropped: no heartbeat within --peer-timeout",
+                        format!("dropped: no heartbeat from the client for {secs:.1} s (--peer-timeout)"),
+                    )));
                 }
             },
             _ = gone.cancelled() => return None,
@@ -1174,19 +1243,38 @@ async fn client_writer(
     io: WriterIo,
     start: EncodedFrame,
     gone: CancellationToken,
+    kick: Arc<OnceLock<String>>,
 ) -> std::io::Result<()> {
     let limit = io.peer_timeout;
     let heartbeat = Encoder::encode_parts(&Message::Heartbeat);
     if !io.legacy {
         send(&mut sock, &start.header, &start.payload, limit).await?;
     }
+    // The last frame sent: a `Kicked` end message's `seq`, so that the client counts
+    // no frames after it as missing.
+    let mut last_sent = 0;
     loop {
         let next = tokio::select! {
-            item = queue.pop() => Some(item),
-            _ = tokio::time::sleep(io.heartbeat), if !io.legacy => None,
+            // The client is gone or dropped: no more frames for it.
+            biased;
             _ = gone.cancelled() => {
+                if let Some(why) = kick.get() {
+                    // Best effort: a client that sends garbage or went silent may not
+                    // read it either.
+                    let end = Encoder::encode_parts(&Message::EndOfStream(EndOfStream {
+                        last_seq: last_sent,
+                        reason: EndReason::Kicked,
+                        message: why.clone(),
+                    }));
+                    let t = limit.map_or(KICK_DRAIN, |l| l.min(KICK_DRAIN));
+                    if send(&mut sock, &end.header, &end.payload, Some(t)).await.is_ok() {
+                        let _ = tokio::time::timeout(t, sock.shutdown()).await;
+                    }
+                }
                 return Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "client went away"));
             }
+            item = queue.pop() => Some(item),
+            _ = tokio::time::sleep(io.heartbeat), if !io.legacy => None,
         };
         let Some((drops, item)) = next else {
             send(&mut sock, &heartbeat.header, &heartbeat.payload, limit).await?;
@@ -1202,9 +1290,10 @@ async fn client_writer(
             send(&mut sock, &n.header, &n.payload, limit).await?;
         }
         match item {
-            Outgoing::Frame(_, f, queued) => {
+            Outgoing::Frame(seq, f, queued) => {
                 let header: &[u8] = if io.legacy { &[] } else { &f.header };
                 send(&mut sock, header, &f.payload, limit).await?;
+                last_sent = seq;
                 queue.record_sent(header.len() + f.payload.len(), queued);
             }
             Outgoing::End(e) => {

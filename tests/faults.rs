@@ -850,13 +850,18 @@ fn two_hundred_idle_connections_time_out_and_real_clients_are_served() {
     ]);
     let t = Instant::now();
     for mut s in idle {
+        // Each is told why (a 1.0 client, which sends no hello, would be waiting to
+        // read), then closed.
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut b = [0u8; 64];
-        match s.read(&mut b) {
-            Ok(0) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-            other => panic!("idle connection not closed by the server: {other:?}"),
-        }
+        let mut got = Vec::new();
+        s.read_to_end(&mut got)
+            .expect("idle connection closed by the server");
+        let end = end_of(&got);
+        assert_eq!(end.reason, rawlink_proto::EndReason::Unauthorized);
+        assert_eq!(
+            end.message,
+            "handshake timeout: no client hello within 1.0 s (this server requires a token in a client hello)"
+        );
     }
     let closed_after = t.elapsed();
     let late = finish(late, T);
@@ -969,12 +974,12 @@ fn the_server_drops_a_client_whose_heartbeats_stop_and_one_that_stops_reading() 
     mute.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     let t = Instant::now();
-    let mut got = 0usize;
+    let mut got = Vec::new();
     let mut b = vec![0u8; 1 << 16];
     loop {
         match mute.read(&mut b) {
             Ok(0) | Err(_) => break,
-            Ok(n) => got += n,
+            Ok(n) => got.extend_from_slice(&b[..n]),
         }
     }
     let mute_for = t.elapsed();
@@ -983,7 +988,23 @@ fn the_server_drops_a_client_whose_heartbeats_stop_and_one_that_stops_reading() 
     let (status, _, err) = server.wait(T);
     drop(stalled);
     assert!(status.success(), "{err}");
-    assert!(got > 0, "the mute client was served first");
+    // Served first, then told why it was dropped, after the last frame it was sent.
+    let msgs = messages(&got);
+    let last_frame = msgs
+        .iter()
+        .filter_map(|m| match m {
+            rawlink_proto::Message::Frame(f) => Some(f.header.seq),
+            _ => None,
+        })
+        .last()
+        .expect("the mute client was served first");
+    let end = end_of(&got);
+    assert_eq!(end.reason, rawlink_proto::EndReason::Kicked, "{end:?}");
+    assert_eq!(end.last_seq, last_frame);
+    assert_eq!(
+        end.message,
+        "dropped: no heartbeat from the client for 1.0 s (--peer-timeout)"
+    );
     assert!(
         mute_for >= Duration::from_millis(900) && mute_for < Duration::from_secs(5),
         "{mute_for:?}"
@@ -1001,6 +1022,83 @@ fn the_server_drops_a_client_whose_heartbeats_stop_and_one_that_stops_reading() 
         "{err}"
     );
     assert!(err.contains("write stalled for 1.0 s"), "{err}");
+}
+
+/// A client that sends something other than heartbeats after its hello is dropped, and
+/// told why in a `Kicked` end message (read before the close, not lost to a reset
+/// although the server never reads all it sent); the server goes on serving others.
+#[test]
+fn a_client_that_sends_garbage_or_another_hello_is_told_it_was_kicked() {
+    use rawlink_proto::{ClientHello, Encoder, EndReason, Message};
+    let server = sim(20, 60, 1, &[]);
+    let addr = server.addr.to_string();
+    let steady = spawn_receive(&["--connect", &addr, "--sink", "null", "--quiet"]);
+    let hello = |b: &mut bytes::BytesMut| {
+        Encoder::encode(
+            &Message::ClientHello(ClientHello {
+                every: 1,
+                ..Default::default()
+            }),
+            b,
+        )
+    };
+    let mut again = bytes::BytesMut::new();
+    hello(&mut again);
+    hello(&mut again);
+    let mut garbage = bytes::BytesMut::new();
+    hello(&mut garbage);
+    // Not a message, and more of it than the server reads before it gives up.
+    garbage.extend_from_slice(&[0x5a; 256 * 1024]);
+    for (sent, want) in [
+        (
+            again,
+            "dropped: unexpected ClientHello (kind 5) message from the client",
+        ),
+        (garbage, "dropped: bad data from the client ("),
+    ] {
+        std::thread::sleep(Duration::from_millis(200));
+        let mut c = std::net::TcpStream::connect(server.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let writer = {
+            let mut c = c.try_clone().unwrap();
+            // The server stops reading: the rest of the write may fail, which is fine.
+            std::thread::spawn(move || {
+                let _ = c.write_all(&sent);
+            })
+        };
+        let mut got = Vec::new();
+        let t = Instant::now();
+        c.read_to_end(&mut got).expect("closed, not reset");
+        writer.join().unwrap();
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        let end = end_of(&got);
+        assert_eq!(end.reason, EndReason::Kicked, "{end:?}");
+        assert!(end.message.starts_with(want), "{}", end.message);
+    }
+    let steady = finish(steady, T);
+    let (status, _, err) = server.wait(T);
+    assert!(status.success(), "{err}");
+    assert_eq!(field(&summary_of(&steady), "frames"), 60, "{err}");
+    assert_eq!(err.matches("disconnecting").count(), 2, "{err}");
+}
+
+/// Every whole message in `bytes`, decoded (the stream as a client would read it).
+fn messages(bytes: &[u8]) -> Vec<rawlink_proto::Message> {
+    let mut buf = bytes::BytesMut::from(bytes);
+    let mut dec = rawlink_proto::Decoder::default();
+    let mut out = Vec::new();
+    while let Some(m) = dec.decode(&mut buf).unwrap() {
+        out.push(m);
+    }
+    out
+}
+
+/// The end message closing `bytes`, which must be the stream's last message.
+fn end_of(bytes: &[u8]) -> rawlink_proto::EndOfStream {
+    match messages(bytes).pop() {
+        Some(rawlink_proto::Message::EndOfStream(e)) => e,
+        other => panic!("the stream does not end with an end message: {other:?}"),
+    }
 }
 
 /// The last line of a receiver's stderr, checked to be a one-line error.
