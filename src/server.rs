@@ -869,16 +869,35 @@ impl Drop for PendingGuard {
 
 /// Tells a refused client why (best effort, bounded) and closes it.
 async fn refuse(mut conn: BoxConn, reason: EndReason, message: String) {
+    say_end(&mut conn, reason, message, 0, Duration::from_secs(1)).await;
+}
+
+/// Best effort: sends an end message (`seq` `last_seq`) and shuts the writing side
+/// down, giving up after `limit` (the client may not be reading).
+async fn say_end<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    reason: EndReason,
+    message: String,
+    last_seq: u64,
+    limit: Duration,
+) {
     let end = Encoder::encode_parts(&Message::EndOfStream(EndOfStream {
-        last_seq: 0,
+        last_seq,
         reason,
         message,
     }));
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        write_all_vectored(&mut conn, &end.header, &end.payload).await?;
-        conn.shutdown().await
+    let sent = tokio::time::timeout(limit, async {
+        write_all_vectored(w, &end.header, &end.payload).await?;
+        metrics::counter!("rawlink_server_bytes_sent_total")
+            .increment((end.header.len() + end.payload.len()) as u64);
+        w.shutdown().await
     })
     .await;
+    match sent {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => debug!("end message ({reason}) not delivered: {e}"),
+        Err(_) => debug!("end message ({reason}) not delivered within {limit:?}"),
+    }
 }
 
 /// One connection: TLS, hello, authentication, limits, then the writer (and a reader
@@ -1259,17 +1278,9 @@ async fn client_writer(
             biased;
             _ = gone.cancelled() => {
                 if let Some(why) = kick.get() {
-                    // Best effort: a client that sends garbage or went silent may not
-                    // read it either.
-                    let end = Encoder::encode_parts(&Message::EndOfStream(EndOfStream {
-                        last_seq: last_sent,
-                        reason: EndReason::Kicked,
-                        message: why.clone(),
-                    }));
+                    // A client that sends garbage or went silent may not read it.
                     let t = limit.map_or(KICK_DRAIN, |l| l.min(KICK_DRAIN));
-                    if send(&mut sock, &end.header, &end.payload, Some(t)).await.is_ok() {
-                        let _ = tokio::time::timeout(t, sock.shutdown()).await;
-                    }
+                    say_end(&mut sock, EndReason::Kicked, why.clone(), last_sent, t).await;
                 }
                 return Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "client went away"));
             }
