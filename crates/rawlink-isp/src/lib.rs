@@ -556,19 +556,6 @@ impl Deferred {
     pub(crate) fn code(&self, c: usize, v: u16) -> u16 {
         stages::wb::gain(self.norm[c].code(v), self.gains[c], FULL_SCALE as f32)
     }
-
-    /// Applies it to every sample of `img` (a copy: for the frames under 8×8 that RCD
-    /// hands to Malvar).
-    pub(crate) fn apply_to(&self, img: &RawPlane, pattern: BayerPattern) -> RawPlane {
-        let cell = pattern.cell();
-        let mut out = img.clone();
-        for (y, row) in out.data.chunks_mut(img.width.max(1)).enumerate() {
-            for (x, v) in row.iter_mut().enumerate() {
-                *v = self.code(cell[y & 1][x & 1] as usize, *v);
-            }
-        }
-        out
-    }
 }
 
 impl FrameContext {
@@ -784,11 +771,14 @@ impl Pipeline {
                 } else {
                     ([0; 3], max)
                 };
-                // RCD's input loop normalises and white-balances each sample as it reads
-                // it (the white balance's statistics normalise as they read too): two
-                // passes over the mosaic less. Not with lens shading in between.
-                let defer =
-                    matches!(config.demosaic.method, DemosaicMethod::Rcd) && !on(StageName::Lsc);
+                // RCD's input loop and Malvar's row split normalise and white-balance
+                // each sample as they read it (the white balance's statistics normalise
+                // as they read too): two passes over the mosaic less. Not with lens
+                // shading in between.
+                let defer = matches!(
+                    config.demosaic.method,
+                    DemosaicMethod::Rcd | DemosaicMethod::Malvar
+                ) && !on(StageName::Lsc);
                 let normalize = if defer {
                     stages::blc::Normalize::deferred(black, white, max)
                 } else {

@@ -112,9 +112,10 @@ impl Normalize {
 
     /// The stage with the normalisation left to the demosaic (no tables are built): it
     /// only records the formula in the frame context, and the white balance's statistics
-    /// and the RCD demosaic's input loop apply it to each sample as they read it, so the
-    /// mosaic is neither rewritten here nor by the white balance. Only for a pipeline
-    /// whose next stages are white balance (or none) and RCD.
+    /// and the demosaic (RCD's input loop, Malvar's row split) apply it to each sample as
+    /// they read it, so the mosaic is neither rewritten here nor by the white balance.
+    /// Only for a pipeline whose next stages are white balance (or none) and RCD or
+    /// Malvar.
     pub fn deferred(black: [u16; 3], white: u16, max_code: u16) -> Self {
         Self {
             luts: None,

@@ -72,9 +72,10 @@ pub fn demosaic_bilinear_curve(
     )
 }
 
-/// The row driver the split-parity demosaic kernels share: output rows in parallel, each
-/// handed to `row(y, scratch, out)` with a per-thread scratch buffer of `scratch_len`
-/// samples and its [`RowOut`].
+/// The bilinear kernel's row driver: output rows in parallel, each handed to
+/// `row(y, scratch, out)` with a per-thread scratch buffer of `scratch_len` samples and
+/// its [`RowOut`] (Malvar, whose five source rows are worth splitting once each, runs
+/// bands of rows instead).
 pub(crate) fn demosaic_rows<F>(
     raw: &RawPlane,
     pattern: BayerPattern,

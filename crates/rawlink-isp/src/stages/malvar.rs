@@ -11,19 +11,21 @@
 //! Integer arithmetic (×16), clamped to the code range. Borders use reflect-101
 //! padding, which keeps the CFA parity.
 //!
-//! Traversal: one output row at a time (rows in parallel). Its five source rows are
-//! padded and split by column parity, so every tap of a site of one parity is a fixed
-//! offset into one of those arrays; each pass (even, odd output columns) is then a
-//! branch-free loop over equal-length slices, compiled for AVX2 (and NEON) as well as
-//! the baseline and picked at run time. The passes' results are interleaved into the
-//! output row at the end, through the tone curve when it is folded in.
+//! Traversal: bands of output rows in parallel, each band's rows in order. Every
+//! source row a band reads is padded and split by column parity once, into a ring of
+//! five rows, so every tap of a site of one parity is a fixed offset into one of those
+//! arrays; each pass (even, odd output columns) is then a branch-free loop over
+//! equal-length slices, compiled for AVX2/AVX-512 (and NEON) as well as the baseline
+//! and picked at run time. The passes' results are interleaved into the output row at
+//! the end, through the tone curve when it is folded in. A normalisation and white
+//! balance deferred to the demosaic (the default profile's `blc` and `wb`) are applied
+//! to each source row as it is split.
 
-use crate::stages::demosaic::{demosaic_rows, RowOut};
+use crate::stages::demosaic::RowOut;
 use crate::stages::gamma::CodeMap;
 use crate::stages::pad::reflect;
-use crate::{FrameContext, RawPlane, RgbImage};
+use crate::{Deferred, FrameContext, RawPlane, RgbImage};
 use rawlink_frame::{BayerPattern, Channel};
-#[cfg(test)]
 use rayon::prelude::*;
 
 /// Malvar-He-Cutler demosaic of `raw` (codes up to `max`).
@@ -39,40 +41,67 @@ pub fn demosaic_malvar_curve(
     max: u16,
     curve: Option<&CodeMap>,
 ) -> RgbImage {
-    let (w, h) = (raw.width, raw.height);
-    let arch = pulp::Arch::new();
-    // Per row: 5 source rows × 2 parities of `half` samples, and 2 passes × 2
-    // interpolated colours of `ne`.
-    let half = (w + 5) / 2;
-    let ne = w.div_ceil(2);
-    demosaic_rows(
-        raw,
-        pattern,
-        curve,
-        10 * half + 4 * ne,
-        |y, scratch, out| {
-            let row = |d: isize| {
-                let sy = reflect(y as isize + d, h);
-                &raw.data[sy * w..(sy + 1) * w]
-            };
-            arch.dispatch(MalvarRow {
-                rows: [row(-2), row(-1), row(0), row(1), row(2)],
-                top: max as i32,
-                scratch,
-                out,
-            })
-        },
-    )
+    demosaic_malvar_prepared(raw, pattern, max, curve, None)
 }
 
-/// One output row, as a `pulp` kernel.
-struct MalvarRow<'a> {
-    /// Source rows `y − 2 ..= y + 2` (reflected at the frame's edges).
-    rows: [&'a [u16]; 5],
+/// Output rows per band: each band splits its rows and the 4 around them once (32
+/// rows: 1.125 splits per row).
+const BAND_ROWS: usize = 32;
+
+/// [`demosaic_malvar_curve`] of the mosaic `pre` makes of `raw` (each sample mapped as
+/// its row is split).
+pub(crate) fn demosaic_malvar_prepared(
+    raw: &RawPlane,
+    pattern: BayerPattern,
+    max: u16,
+    curve: Option<&CodeMap>,
+    pre: Option<&Deferred>,
+) -> RgbImage {
+    let w = raw.width;
+    let arch = pulp::Arch::new();
+    // Per band: a ring of 5 source rows × 2 parities of `half` samples, and 2 passes ×
+    // 2 interpolated colours of `ne`.
+    let half = (w + 5) / 2;
+    let ne = w.div_ceil(2);
+    let mut out = RgbImage::for_overwrite(w, raw.height);
+    let [r, g, b] = &mut out.planes;
+    let band = BAND_ROWS * w.max(1);
+    r.par_chunks_mut(band)
+        .zip(g.par_chunks_mut(band))
+        .zip(b.par_chunks_mut(band))
+        .enumerate()
+        .for_each_init(
+            || vec![0u16; 10 * half + 4 * ne],
+            |scratch, (k, ((r, g), b))| {
+                arch.dispatch(MalvarBand {
+                    raw,
+                    cell: pattern.cell(),
+                    y0: k * BAND_ROWS,
+                    top: max as i32,
+                    pre,
+                    curve,
+                    scratch,
+                    planes: [r, g, b],
+                })
+            },
+        );
+    out
+}
+
+/// One band of output rows, as a `pulp` kernel.
+struct MalvarBand<'a> {
+    raw: &'a RawPlane,
+    cell: [[Channel; 2]; 2],
+    /// The band's first row.
+    y0: usize,
     /// The code ceiling.
     top: i32,
+    /// Applied to each source row as it is split.
+    pre: Option<&'a Deferred>,
+    curve: Option<&'a CodeMap>,
     scratch: &'a mut [u16],
-    out: RowOut<'a>,
+    /// The band's rows of the output planes.
+    planes: [&'a mut [u16]; 3],
 }
 
 /// Splits `row` padded by two reflected samples on each side (padded column `p` is
@@ -165,44 +194,82 @@ fn site_pass(green_site: bool, t: &Taps<'_>, top: i32, a: &mut [u16], b: &mut [u
     }
 }
 
-impl pulp::WithSimd for MalvarRow<'_> {
+impl pulp::WithSimd for MalvarBand<'_> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
         let Self {
-            rows,
+            raw,
+            cell,
+            y0,
             top,
+            pre,
+            curve,
             scratch,
-            out,
+            planes: [pr, pg, pb],
         } = self;
-        let sites = out.sites;
-        let w = rows[2].len();
+        let (w, h) = (raw.width, raw.height);
         let half = (w + 5) / 2;
         let (ne, no) = (w.div_ceil(2), w / 2);
-        let (src, res) = scratch.split_at_mut(10 * half);
-        let mut even: [&[u16]; 5] = [&[]; 5];
-        let mut odd: [&[u16]; 5] = [&[]; 5];
-        for (r, pair) in src.chunks_exact_mut(2 * half).enumerate() {
-            let (e, o) = pair.split_at_mut(half);
-            split_padded(rows[r], e, o);
-            (even[r], odd[r]) = (e, o);
-        }
+        let (ring, res) = scratch.split_at_mut(10 * half);
         let (ae, rest) = res.split_at_mut(ne);
         let (be, rest) = rest.split_at_mut(ne);
         let (ao, bo) = rest.split_at_mut(ne);
-        // Even output columns 2k: the site is even[k + 1], its left neighbour odd[k].
-        let t0 = Taps { s: even, d: odd };
-        site_pass(sites[0] == Channel::G, &t0, top, ae, be);
-        // Odd output columns 2k + 1: the site is odd[k + 1], its left neighbour
-        // even[k + 1].
-        let t1 = Taps {
-            s: odd,
-            d: even.map(|e| &e[1..]),
-        };
-        site_pass(sites[1] == Channel::G, &t1, top, &mut ao[..no], bo);
-        let results = [[&even[2][1..], &*ae, &*be], [&odd[2][1..], &*ao, &*bo]];
-        out.write(results);
+        // Which source row each ring slot holds. The five rows an output row reads
+        // are distinct modulo 5 (they lie within five consecutive rows, or the frame
+        // has at most five), so row `sy` lives in slot `sy % 5`.
+        let mut held = [usize::MAX; 5];
+        let rows = pr.len() / w;
+        for j in 0..rows {
+            let y = y0 + j;
+            let mut slot = [0usize; 5];
+            for (d, s) in slot.iter_mut().enumerate() {
+                let sy = reflect(y as isize + d as isize - 2, h);
+                *s = sy % 5;
+                if held[*s] != sy {
+                    held[*s] = sy;
+                    let (e, o) = ring[*s * 2 * half..][..2 * half].split_at_mut(half);
+                    split_padded(&raw.data[sy * w..][..w], e, o);
+                    if let Some(p) = pre {
+                        let [ce, co] = cell[sy & 1];
+                        map_codes(p, ce as usize, e);
+                        map_codes(p, co as usize, o);
+                    }
+                }
+            }
+            let half_of = |d: usize, q: usize| &ring[(slot[d] * 2 + q) * half..][..half];
+            let even: [&[u16]; 5] = std::array::from_fn(|d| half_of(d, 0));
+            let odd: [&[u16]; 5] = std::array::from_fn(|d| half_of(d, 1));
+            let sites = cell[y & 1];
+            // Even output columns 2k: the site is even[k + 1], its left neighbour odd[k].
+            let t0 = Taps { s: even, d: odd };
+            site_pass(sites[0] == Channel::G, &t0, top, ae, be);
+            // Odd output columns 2k + 1: the site is odd[k + 1], its left neighbour
+            // even[k + 1].
+            let t1 = Taps {
+                s: odd,
+                d: even.map(|e| &e[1..]),
+            };
+            site_pass(sites[1] == Channel::G, &t1, top, &mut ao[..no], bo);
+            let results = [[&even[2][1..], &*ae, &*be], [&odd[2][1..], &*ao, &*bo]];
+            let at = j * w;
+            RowOut {
+                sites,
+                other: cell[1 - (y & 1)],
+                curve,
+                planes: [&mut pr[at..][..w], &mut pg[at..][..w], &mut pb[at..][..w]],
+            }
+            .write(results);
+        }
+    }
+}
+
+/// Maps every code of `v` (samples of colour `c`) as `pre` says.
+#[inline(always)]
+fn map_codes(pre: &Deferred, c: usize, v: &mut [u16]) {
+    for x in v {
+        *x = pre.code(c, *x);
     }
 }
 
@@ -279,7 +346,8 @@ impl crate::DemosaicStage for Malvar {
         "demosaic"
     }
     fn apply(&self, raw: &RawPlane, ctx: &mut FrameContext) -> RgbImage {
-        demosaic_malvar_curve(raw, ctx.pattern, ctx.max_value, self.curve.as_ref())
+        let pre = ctx.deferred.as_ref();
+        demosaic_malvar_prepared(raw, ctx.pattern, ctx.max_value, self.curve.as_ref(), pre)
     }
 }
 
@@ -288,7 +356,8 @@ mod tests {
     use super::*;
 
     /// The split-parity kernel equals the per-pixel formulation on every pattern, on
-    /// even and odd sizes down to 1×1 (where reflection folds more than once), with
+    /// even and odd sizes down to 1×1 (where reflection folds more than once) and
+    /// across band edges, with
     /// 16-bit noise and with codes clamped to 12 bits; and with a curve folded in, it
     /// equals the curve applied afterwards.
     #[test]
@@ -305,6 +374,9 @@ mod tests {
             (33, 7),
             (64, 9),
             (101, 12),
+            // Several bands of 32 rows, the last one short.
+            (17, 70),
+            (40, 97),
         ];
         crate::stages::demosaic::check_against_oracle(
             9,

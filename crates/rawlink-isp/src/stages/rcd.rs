@@ -837,16 +837,7 @@ fn rcd_full_prepared(
 ) -> RgbImage {
     let (w, h) = (raw.width, raw.height);
     if w < 8 || h < 8 {
-        let mut img = match pre {
-            Some(p) => {
-                crate::stages::malvar::demosaic_malvar(&p.apply_to(raw, pattern), pattern, max)
-            }
-            None => crate::stages::malvar::demosaic_malvar(raw, pattern, max),
-        };
-        if let Some(c) = curve {
-            c.apply(&mut img);
-        }
-        return img;
+        return crate::stages::malvar::demosaic_malvar_prepared(raw, pattern, max, curve, pre);
     }
     let mut out = RgbImage::for_overwrite(w, h);
     let [r, g, b] = &mut out.planes;
@@ -1738,7 +1729,8 @@ mod tests {
     /// balance's statistics) give the codes, gains and image of the two stages run on
     /// the mosaic first: every pattern, grey-world, robust and manual gains, codes
     /// above the white level and the largest code, odd sizes, many strip and tile
-    /// edges, and frames small enough for the whole-frame fallbacks.
+    /// edges, and frames small enough for the whole-frame fallbacks. The same for
+    /// Malvar's row split (bands of 32 rows: 300 and 161 rows cross many band edges).
     #[test]
     fn deferred_normalisation_and_gains_equal_the_stages() {
         use crate::config::WbMode;
@@ -1802,6 +1794,17 @@ mod tests {
                             "{what}, strips {strip_rows}, tiles {tile_cols}"
                         );
                     }
+                    assert_eq!(
+                        crate::stages::malvar::demosaic_malvar_prepared(
+                            &raw,
+                            p,
+                            65535,
+                            None,
+                            Some(&pre)
+                        ),
+                        crate::stages::malvar::demosaic_malvar(&staged, p, 65535),
+                        "{what}, Malvar"
+                    );
                 }
             }
         }
