@@ -357,9 +357,8 @@ mod tests {
 
     /// The split-parity kernel equals the per-pixel formulation on every pattern, on
     /// even and odd sizes down to 1×1 (where reflection folds more than once) and
-    /// across band edges, with
-    /// 16-bit noise and with codes clamped to 12 bits; and with a curve folded in, it
-    /// equals the curve applied afterwards.
+    /// across band edges, with 16-bit noise and with codes clamped to 12 bits; and with
+    /// a curve folded in, it equals the curve applied afterwards.
     #[test]
     fn split_rows_equal_the_per_pixel_oracle() {
         let sizes = [
